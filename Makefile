@@ -1,0 +1,63 @@
+# duckpacs: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PYTHON ?= python3
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
+# DCMTK and Orthanc stall 40 ms per message without it (see docs/ARCHITECTURE.md).
+export TCP_NODELAY := 1
+
+.PHONY: help venv build run test test-rust test-python system-deps bench fuzz lint fmt clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -U pip 'maturin>=1.5,<2'
+	@touch $@
+
+venv: $(VENV)/.created  ## create the virtual environment in .venv
+
+build: venv  ## build the Rust extension (release) and install duckpacs into .venv
+	maturin develop --release --extras dev --quiet
+
+run: build  ## start the archive with embedded defaults (./duckpacs-data, DIMSE 11112, HTTP 8042)
+	duckpacs serve
+
+system-deps:  ## install the Debian tools the interop tests use (dcmtk), when root
+	@bash scripts/ensure-system-deps.sh
+
+test: build system-deps  ## run every test: cargo test, then pytest
+	cargo test --release --quiet -p duckpacs-core
+	python -m pytest -q
+
+test-rust:  ## run only the Rust tests
+	cargo test --release --quiet -p duckpacs-core
+
+test-python: build  ## run only the Python tests
+	python -m pytest -q
+
+bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside the peer's)
+	@for b in bench/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
+
+fuzz: build  ## the long robustness run of the parser
+	python -m pytest -q -m slow tests
+
+lint: build  ## ruff, mypy, cargo clippy -D warnings, cargo fmt --check
+	ruff check python tests bench
+	ruff format --check python tests bench
+	mypy
+	cargo clippy --release --workspace --all-targets -- -D warnings
+	cargo fmt --all --check
+
+fmt:  ## format Rust and Python sources
+	cargo fmt --all
+	ruff format python tests bench
+	ruff check --fix python tests bench
+
+clean:  ## remove build artefacts and the virtual environment (not your data)
+	cargo clean
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

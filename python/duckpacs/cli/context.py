@@ -1,0 +1,33 @@
+"""Shared helpers for subcommands: loading settings from parsed arguments, printing JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from duckpacs import config
+
+# Command-line flags that override configuration keys: flag attribute -> option key.
+FLAG_KEYS = {
+    "data": "archive.data_dir",
+    "workers": "archive.workers",
+    "log_level": "archive.log_level",
+    "ae_title": "dimse.ae_title",
+    "port": "dimse.port",
+    "bind": "dimse.bind",
+    "http_port": "http.port",
+    "http_bind": "http.bind",
+}
+
+
+def settings(args: argparse.Namespace) -> config.Settings:
+    """The effective settings for this invocation (flags > env > file > defaults)."""
+    flags = {key: getattr(args, attr, None) for attr, key in FLAG_KEYS.items()}
+    return config.load(config_path=getattr(args, "config", None), flags=flags)
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

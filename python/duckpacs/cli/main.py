@@ -1,0 +1,69 @@
+"""Entry point of the ``duckpacs`` command: builds the parser and turns errors into one line.
+
+Each subcommand lives in a module of this package exposing ``register(subparsers, common)``;
+the module sets ``func`` on its parser, called with the parsed arguments. Errors derived from
+:class:`~duckpacs.errors.DuckpacsError` become ``duckpacs: error: <message>`` and the error's
+exit code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from duckpacs.cli import config_cmds, serve_cmd
+from duckpacs.errors import DuckpacsError
+
+COMMAND_MODULES = (config_cmds, serve_cmd)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("archive")
+    group.add_argument("--data", metavar="DIR", help="archive folder (else $DUCKPACS_DATA_DIR, "
+                       "else the configuration, else ./duckpacs-data)")
+    group.add_argument("--config", metavar="FILE", help="configuration file (else "
+                       "$DUCKPACS_CONFIG, else ./duckpacs.toml, else DIR/duckpacs.toml)")
+    group.add_argument("--debug", action="store_true", help="show tracebacks on error")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="duckpacs",
+        description="A self-contained DICOM archive. Run `duckpacs COMMAND --help` for details.",
+        parents=[common],
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        module.register(subparsers, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+        return int(result or 0)
+    except DuckpacsError as e:
+        if args.debug:
+            raise
+        print(f"duckpacs: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("duckpacs: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"duckpacs: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

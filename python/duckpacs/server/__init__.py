@@ -1,0 +1,1 @@
+"""Network services run by ``duckpacs serve``: DIMSE (pynetdicom) and HTTP."""

@@ -1,0 +1,10 @@
+//! duckpacs-core: the pure-Rust heart of duckpacs.
+//!
+//! Nothing here knows about Python; the `duckpacs-py` crate is the thin binding layer.
+
+pub mod error;
+
+pub use error::{Error, Result};
+
+/// Crate version, reported by `duckpacs version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,19 @@
+//! duckpacs._core: the thin pyo3 layer over duckpacs-core.
+//!
+//! Only conversions live here; logic belongs in duckpacs-core so that it can be tested and
+//! fuzzed without Python.
+
+use pyo3::prelude::*;
+
+mod errors;
+
+/// Build profile of this extension ("release" or "debug").
+const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", duckpacs_core::VERSION)?;
+    m.add("BUILD_PROFILE", PROFILE)?;
+    m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
+    Ok(())
+}
