@@ -93,7 +93,16 @@ def _data_dir(value: Any) -> Path:
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+    if isinstance(value, str) and value.lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ValueError("true or false")
 
@@ -110,6 +119,36 @@ def _permissions(value: Any) -> frozenset[str]:
     return frozenset(lowered)
 
 
+def _max_pdu(value: Any) -> int:
+    allowed = "0 (no limit) or an integer from 4096 to 16777216"
+    number = _integer(value, allowed)
+    if number != 0 and not 4096 <= number <= 16777216:
+        raise ValueError(allowed)
+    return number
+
+
+def _max_associations(value: Any) -> int:
+    allowed = "an integer from 1 to 1000"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 1000:
+        raise ValueError(allowed)
+    return number
+
+
+def _timeout(value: Any) -> int:
+    allowed = "a number of seconds from 1 to 86400"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 86400:
+        raise ValueError(allowed)
+    return number
+
+
+def _on_conflict(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("keep-first", "replace"):
+        return value.lower()
+    raise ValueError("keep-first or replace")
+
+
 @dataclass(frozen=True)
 class Option:
     """One scalar setting: its TOML key, environment variable, validator and default."""
@@ -122,24 +161,99 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("archive.data_dir", "DUCKPACS_DATA_DIR", _data_dir, DEFAULT_DATA_DIR,
-           "folder holding the store, the index and the logs"),
-    Option("archive.workers", "DUCKPACS_WORKERS", _workers, 2,
-           "worker processes for DIMSE associations and import"),
-    Option("archive.log_level", "DUCKPACS_LOG_LEVEL", _log_level, "INFO",
-           "DEBUG, INFO, WARNING or ERROR"),
-    Option("dimse.ae_title", "DUCKPACS_AE_TITLE", _ae_title, "DUCKPACS",
-           "our Application Entity title; called AE titles must match it"),
+    Option(
+        "archive.data_dir",
+        "DUCKPACS_DATA_DIR",
+        _data_dir,
+        DEFAULT_DATA_DIR,
+        "folder holding the store, the index and the logs",
+    ),
+    Option(
+        "archive.workers",
+        "DUCKPACS_WORKERS",
+        _workers,
+        2,
+        "worker processes for DIMSE associations and import",
+    ),
+    Option(
+        "archive.log_level",
+        "DUCKPACS_LOG_LEVEL",
+        _log_level,
+        "INFO",
+        "DEBUG, INFO, WARNING or ERROR",
+    ),
+    Option(
+        "dimse.ae_title",
+        "DUCKPACS_AE_TITLE",
+        _ae_title,
+        "DUCKPACS",
+        "our Application Entity title; called AE titles must match it",
+    ),
     Option("dimse.port", "DUCKPACS_DIMSE_PORT", _port, 11112, "DIMSE listening port"),
-    Option("dimse.bind", "DUCKPACS_DIMSE_BIND", _bind_address, "0.0.0.0",
-           "address the DIMSE listener binds to"),
-    Option("dimse.accept_any", "DUCKPACS_ACCEPT_ANY", _boolean, False,
-           "accept associations from any calling AE title with every permission (unsafe)"),
-    Option("dimse.unknown_peer_permissions", "DUCKPACS_UNKNOWN_PEER_PERMISSIONS", _permissions,
-           ["echo"], "what a calling AE that is not a configured peer may do"),
+    Option(
+        "dimse.bind",
+        "DUCKPACS_DIMSE_BIND",
+        _bind_address,
+        "0.0.0.0",
+        "address the DIMSE listener binds to",
+    ),
+    Option(
+        "dimse.accept_any",
+        "DUCKPACS_ACCEPT_ANY",
+        _boolean,
+        False,
+        "accept associations from any calling AE title with every permission (unsafe)",
+    ),
+    Option(
+        "dimse.unknown_peer_permissions",
+        "DUCKPACS_UNKNOWN_PEER_PERMISSIONS",
+        _permissions,
+        ["echo"],
+        "what a calling AE that is not a configured peer may do",
+    ),
+    Option(
+        "dimse.check_peer_host",
+        "DUCKPACS_CHECK_PEER_HOST",
+        _boolean,
+        False,
+        "also require a configured peer to call from its configured host",
+    ),
+    Option(
+        "dimse.max_pdu",
+        "DUCKPACS_MAX_PDU",
+        _max_pdu,
+        262144,
+        "largest PDU we accept, in bytes (0 = no limit; PS3.8 D.1)",
+    ),
+    Option(
+        "dimse.max_associations",
+        "DUCKPACS_MAX_ASSOCIATIONS",
+        _max_associations,
+        32,
+        "associations served at once, over all workers",
+    ),
+    Option(
+        "dimse.idle_timeout",
+        "DUCKPACS_IDLE_TIMEOUT",
+        _timeout,
+        60,
+        "seconds an association may stay silent before we close it",
+    ),
+    Option(
+        "archive.on_conflict",
+        "DUCKPACS_ON_CONFLICT",
+        _on_conflict,
+        "keep-first",
+        "a known SOP Instance UID with different bytes: keep-first (warn) or replace",
+    ),
     Option("http.port", "DUCKPACS_HTTP_PORT", _port, 8042, "HTTP listening port"),
-    Option("http.bind", "DUCKPACS_HTTP_BIND", _bind_address, "127.0.0.1",
-           "address the HTTP listener binds to"),
+    Option(
+        "http.bind",
+        "DUCKPACS_HTTP_BIND",
+        _bind_address,
+        "127.0.0.1",
+        "address the HTTP listener binds to",
+    ),
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 PEER_KEYS = {"ae_title", "host", "port", "permissions"}
@@ -184,7 +298,8 @@ class Settings:
         return {
             "config_file": str(self.config_file) if self.config_file else None,
             "settings": {
-                k: {"value": _jsonable(v), "source": self.sources[k]} for k, v in self.values.items()
+                k: {"value": _jsonable(v), "source": self.sources[k]}
+                for k, v in self.values.items()
             },
             "peers": {
                 name: {
@@ -333,7 +448,9 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
                 raise ConfigError(f"{where}.{key} = {raw!r} is invalid: expected {e}") from None
         host = spec["host"]
         if not isinstance(host, str) or not host.strip():
-            raise ConfigError(f"{where}.host = {host!r} is invalid: expected a host name or address")
+            raise ConfigError(
+                f"{where}.host = {host!r} is invalid: expected a host name or address"
+            )
         peers[name] = Peer(name=name, host=host.strip(), **fields)
     titles = [p.ae_title for p in peers.values()]
     duplicate = next((t for t in titles if titles.count(t) > 1), None)

@@ -22,10 +22,18 @@ def common_options() -> argparse.ArgumentParser:
     """Options every subcommand accepts."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("archive")
-    group.add_argument("--data", metavar="DIR", help="archive folder (else $DUCKPACS_DATA_DIR, "
-                       "else the configuration, else ./duckpacs-data)")
-    group.add_argument("--config", metavar="FILE", help="configuration file (else "
-                       "$DUCKPACS_CONFIG, else ./duckpacs.toml, else DIR/duckpacs.toml)")
+    group.add_argument(
+        "--data",
+        metavar="DIR",
+        help="archive folder (else $DUCKPACS_DATA_DIR, "
+        "else the configuration, else ./duckpacs-data)",
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (else "
+        "$DUCKPACS_CONFIG, else ./duckpacs.toml, else DIR/duckpacs.toml)",
+    )
     group.add_argument("--debug", action="store_true", help="show tracebacks on error")
     return common
 
