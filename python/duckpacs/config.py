@@ -434,7 +434,8 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
         unknown = set(spec) - PEER_KEYS
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key {sorted(unknown)[0]}; allowed: {', '.join(sorted(PEER_KEYS))}"
+                f"{where}: unknown key {sorted(unknown)[0]}; "
+                f"allowed: {', '.join(sorted(PEER_KEYS))}"
             )
         missing = {"ae_title", "host", "port"} - set(spec)
         if missing:

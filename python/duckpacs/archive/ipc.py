@@ -172,7 +172,9 @@ class RemoteCatalog:
             try:
                 conn = Client(self.address, family="AF_UNIX", authkey=self.authkey)
             except OSError as e:
-                raise ArchiveIndexError(f"cannot reach the index owner at {self.address}: {e}")
+                raise ArchiveIndexError(
+                    f"cannot reach the index owner at {self.address}: {e}"
+                ) from None
             self._local.conn = conn
         return conn
 
