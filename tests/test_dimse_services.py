@@ -31,10 +31,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from conftest import DEST_AE, SCU_AE, default_peers, free_port
+from tests.conftest import DEST_AE, SCU_AE, default_peers, free_port
 from duckpacs.archive import part10
 from duckpacs.server import retrieve
-from memory_archive import MemoryStore, memory_archive
+from tests.memory_archive import MemoryStore, memory_archive
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
 

@@ -433,10 +433,8 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
             raise ConfigError(f"{where} must be a table with ae_title, host, port, permissions")
         unknown = set(spec) - PEER_KEYS
         if unknown:
-            raise ConfigError(
-                f"{where}: unknown key {sorted(unknown)[0]}; "
-                f"allowed: {', '.join(sorted(PEER_KEYS))}"
-            )
+            allowed = ", ".join(sorted(PEER_KEYS))
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}; allowed: {allowed}")
         missing = {"ae_title", "host", "port"} - set(spec)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(sorted(missing))}")

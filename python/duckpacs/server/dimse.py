@@ -73,9 +73,16 @@ QR_CONTEXTS = (
 )
 
 
+def _calling_ae(event: Any) -> str:
+    """The caller's AE title; at EVT_REQUESTED only the A-ASSOCIATE-RQ primitive has it."""
+    requestor = event.assoc.requestor
+    title = requestor.ae_title or getattr(requestor.primitive, "calling_ae_title", "") or ""
+    return str(title).strip()
+
+
 def _peer(event: Any) -> dict[str, Any]:
     requestor = event.assoc.requestor
-    return {"peer": requestor.ae_title, "addr": f"{requestor.address}:{requestor.port}"}
+    return {"peer": _calling_ae(event), "addr": f"{requestor.address}:{requestor.port}"}
 
 
 class ReusePortServer(ThreadedAssociationServer):
@@ -157,8 +164,7 @@ class DimseServer:
 
     def _on_requested(self, event: Any) -> None:
         requestor = event.assoc.requestor
-        # requestor.ae_title is filled in only during negotiation; read the request itself.
-        calling = str(requestor.primitive.calling_ae_title).strip()
+        calling = _calling_ae(event)
         reason = 0
         if not self.policy.may_associate(calling):
             reason = 3
@@ -174,13 +180,7 @@ class DimseServer:
             assoc = event.assoc
             assoc.acse.send_reject(0x01, 0x01, reason)
             assoc.is_rejected = True  # tells pynetdicom not to negotiate further
-            logs.event(
-                log,
-                "association rejected",
-                reason=REJECT_REASONS[reason],
-                peer=calling,
-                addr=f"{requestor.address}:{requestor.port}",
-            )
+            logs.event(log, "association rejected", reason=REJECT_REASONS[reason], **_peer(event))
             assoc.kill()
 
     @staticmethod
@@ -222,7 +222,7 @@ class DimseServer:
         logs.event(log, "association aborted", **_peer(event))
 
     def allowed(self, event: Any, permission: str, service: str) -> bool:
-        if self.policy.allows(event.assoc.requestor.ae_title, permission):
+        if self.policy.allows(_calling_ae(event), permission):
             return True
         logs.event(log, f"{service} refused", reason="not authorized", **_peer(event))
         return False
