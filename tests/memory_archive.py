@@ -40,7 +40,7 @@ class MemoryStore:
         if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
         with self.lock:
-            location = Location("mem", self.puts, len(data))
+            location = Location(0, self.puts, len(data))
             self.puts += 1
             self.records[location] = bytes(data)
         return location

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 class Location(NamedTuple):
     """Where one stored instance lives: pack file, byte offset, record length."""
 
-    pack: str
+    pack: int
     offset: int
     length: int
 

@@ -36,6 +36,8 @@ STATUS_NO_SUCH_ACTION = 0x0123
 STATUS_INVALID_ARGUMENT = 0x0115
 # How long we wait for the N-ACTION response to go out before reporting on that association.
 _HANDOFF_TIMEOUT = 5.0
+_RELEASE_GRACE = 0.2
+_SAME_ASSOC_TIMEOUT = 5.0
 
 
 class Committer:
@@ -110,9 +112,18 @@ class Committer:
         deadline = time.monotonic() + _HANDOFF_TIMEOUT
         while assoc.is_established and assoc._is_paused and time.monotonic() < deadline:
             time.sleep(0.002)  # our N-ACTION response is still on its way out
-        if assoc.is_established and self._send(assoc, event_type, info):
-            logs.event(log, "N-EVENT-REPORT sent", transaction=transaction, on="same association")
-            return
+        # A requester that releases at once (most modalities) gets the report on a new
+        # association; give it a moment to do so rather than racing its A-RELEASE-RQ.
+        time.sleep(_RELEASE_GRACE)
+        if assoc.is_established and not assoc.acse.is_release_requested():
+            assoc.dimse_timeout = min(
+                assoc.dimse_timeout or _SAME_ASSOC_TIMEOUT, _SAME_ASSOC_TIMEOUT
+            )
+            if self._send(assoc, event_type, info):
+                logs.event(
+                    log, "N-EVENT-REPORT sent", transaction=transaction, on="same association"
+                )
+                return
         peer = self.server.settings.peer_by_ae_title(requester)
         if peer is None:
             logs.event(

@@ -1,30 +1,100 @@
-"""``duckpacs serve``: start every listener, log where things are, stop cleanly on a signal."""
+"""``duckpacs serve``: the index owner process and its DIMSE worker processes.
+
+The parent process owns the DuckDB index (serving it to workers over a Unix socket, see
+:mod:`duckpacs.archive.ipc`) and the HTTP listener. ``archive.workers`` worker processes
+(started with *spawn*, so no locks or threads are inherited) each open their own store
+writer and listen on the same DIMSE port with ``SO_REUSEPORT``; the kernel hands every new
+association to one of them. See "DIMSE serving" in docs/ARCHITECTURE.md.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+import queue
+import secrets
 import signal
+import socket
 import threading
 import time
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import duckpacs
 from duckpacs import logs
+from duckpacs.archive import backends, ipc
+from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
-from duckpacs.errors import NetworkError
-from duckpacs.server.dimse import DimseServer
+from duckpacs.errors import DuckpacsError, NetworkError
 from duckpacs.server.http import HttpServer
 
 log = logs.get("serve")
+_WORKER_START_TIMEOUT = 60.0
 
 
-class Archive:
+def reserve_port(bind: str, port: int) -> socket.socket:
+    """Bind (without listening) a SO_REUSEPORT socket to learn the port workers will share.
+
+    With ``port`` 0 the kernel picks one; holding the socket keeps it ours until shutdown.
+    Raises OSError when the port is taken by a process that did not set SO_REUSEPORT.
+    """
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _worker_main(
+    settings: Settings,
+    address: str,
+    authkey: bytes,
+    worker_id: int,
+    port: int,
+    share: int,
+    ready: Any,
+) -> None:
+    """Entry point of a worker process: own store writer, remote catalog, DIMSE listener."""
+    from duckpacs.server.dimse import DimseServer
+
+    logs.setup(settings["archive.log_level"])
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    try:
+        store = backends.PackStore(settings.data_dir, worker_id)
+        catalog = ipc.RemoteCatalog(address, authkey)
+        archive = Archive(store, backends.describe, catalog, settings["archive.on_conflict"])
+        server = DimseServer(settings, archive, share=share)
+        server.start((settings["dimse.bind"], port))
+    except (DuckpacsError, OSError) as e:
+        ready.put((worker_id, f"{type(e).__name__}: {e}"))
+        return
+    ready.put((worker_id, ""))
+    while not stopping.wait(0.5):
+        if os.getppid() == 1:  # the owner died without telling us
+            break
+    server.stop()
+    store.close()
+
+
+class Service:
     """Everything ``serve`` runs, started and stopped together."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
-        self.dimse = DimseServer(settings)
         self.http: HttpServer | None = None
+        self.owner: ipc.IndexOwner | None = None
+        self.index: backends.IndexCatalog | None = None
+        self.workers: list[BaseProcess] = []
+        self._port_socket: socket.socket | None = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -32,35 +102,91 @@ class Archive:
             "ae_title": self.settings.ae_title,
             "data_dir": str(self.settings.data_dir),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "workers": sum(1 for w in self.workers if w.is_alive()),
         }
 
     def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.index = backends.IndexCatalog.open(s.data_dir)
+        authkey = secrets.token_bytes(32)
         try:
-            dimse_host, dimse_port = self.dimse.start()
+            self.owner = ipc.IndexOwner(self.index, ipc.socket_path(s.data_dir), authkey)
+            self._port_socket = reserve_port(s["dimse.bind"], s["dimse.port"])
             self.http = HttpServer(s["http.bind"], s["http.port"], self.status)
         except OSError as e:
             self.stop()
             reason = e.strerror or str(e)
             raise NetworkError(f"cannot listen: {reason} (is another archive running?)") from e
+        self.owner.start()
+        port = int(self._port_socket.getsockname()[1])
+        self._start_workers(authkey, port)
         self.http.start()
         http_host, http_port = self.http.address
         logs.event(log, "duckpacs started", version=duckpacs.__version__, data=s.data_dir)
-        logs.event(log, "DIMSE listening", ae_title=s.ae_title, addr=f"{dimse_host}:{dimse_port}")
+        logs.event(
+            log,
+            "DIMSE listening",
+            ae_title=s.ae_title,
+            addr=f"{s['dimse.bind']}:{port}",
+            workers=len(self.workers),
+        )
         logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")
         log.info("press Ctrl-C (or send SIGTERM) to stop")
 
+    def _start_workers(self, authkey: bytes, port: int) -> None:
+        assert self.owner is not None
+        count = int(self.settings["archive.workers"])
+        context = multiprocessing.get_context("spawn")
+        ready = context.Queue()
+        for worker_id in range(count):
+            process = context.Process(
+                target=_worker_main,
+                args=(self.settings, self.owner.address, authkey, worker_id, port, count, ready),
+                name=f"duckpacs-worker-{worker_id}",
+                daemon=True,
+            )
+            process.start()
+            self.workers.append(process)
+        deadline = time.monotonic() + _WORKER_START_TIMEOUT
+        for _ in range(count):
+            try:
+                worker_id, error = ready.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise NetworkError("DIMSE workers did not start within 60 s") from None
+            if error:
+                self.stop()
+                raise NetworkError(f"DIMSE worker {worker_id} could not start: {error}")
+
     def stop(self) -> None:
-        self.dimse.stop()
+        for process in self.workers:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+        for process in self.workers:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
+        self.workers.clear()
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self.owner is not None:
+            self.owner.stop()
+            self.owner = None
+        if self.index is not None:
+            self.index.close()
+            self.index = None
+        if self._port_socket is not None:
+            self._port_socket.close()
+            self._port_socket = None
 
 
 def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM."""
-    archive = Archive(settings)
+    service = Service(settings)
     stopping = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -69,11 +195,13 @@ def serve(settings: Settings) -> None:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        archive.start()
+        service.start()
         while not stopping.wait(0.5):
-            pass
+            if not any(w.is_alive() for w in service.workers):
+                logs.event(log, "every DIMSE worker has exited; stopping", level=40)
+                break
     finally:
-        archive.stop()
+        service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("stopped")

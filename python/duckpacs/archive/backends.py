@@ -1,0 +1,150 @@
+"""The product backends of the Archive facade: the Rust pack store and the DuckDB index.
+
+- :class:`PackStore` wraps ``duckpacs._core.Store`` (one writer id per worker process, so
+  each worker appends to its own pack files; ``put`` returns once durable, group-committed).
+- :func:`describe` runs in the worker: the Rust parser checks the received bytes (a
+  malformed dataset raises ParseError here, before anything is written) and the index's row
+  builder turns the header into the index row.
+- :class:`IndexCatalog` wraps :class:`duckpacs.index.Index` in the owner process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from duckpacs import _core
+from duckpacs.archive.types import IndexEntry, InstanceRef, Location
+from duckpacs.errors import ParseError
+
+STORE_DIRNAME = "store"
+
+
+class PackStore:
+    """:class:`~duckpacs.archive.types.Store` over the Rust pack store."""
+
+    def __init__(self, data_dir: Path, writer_id: int | None) -> None:
+        self._store = _core.Store(Path(data_dir) / STORE_DIRNAME, writer_id=writer_id)
+
+    def put(self, data: bytes) -> Location:
+        return Location(*self._store.put(data))
+
+    def get(self, location: Location) -> bytes:
+        return bytes(self._store.get(tuple(location)))
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def describe(data: bytes, transfer_syntax: str) -> dict[str, Any]:
+    """The index row for one received Part 10 stream (location fields filled in later).
+
+    The Rust parser validates the whole stream; the header (everything before the pixel
+    data) then feeds the index's row builder.
+    """
+    from pydicom import dcmread
+
+    from duckpacs.index import rows
+
+    layout = _core.describe(data, transfer_syntax)
+    pixel = layout.get("pixel")
+    end = pixel["element"][0] if pixel else len(data)
+    try:
+        ds = dcmread(BytesIO(data[:end]), force=True, stop_before_pixels=True)
+        row = rows.dataset_row(ds, {"transfer_syntax": transfer_syntax})
+    except Exception as e:  # pydicom's many error types: the header cannot be indexed
+        raise ParseError(f"cannot index the header: {e}") from None
+    row["sha256"] = hashlib.sha256(data).hexdigest()
+    row["size"] = len(data)
+    return row
+
+
+class IndexCatalog:
+    """:class:`~duckpacs.archive.types.Catalog` over the DuckDB index (owner process only)."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    @classmethod
+    def open(cls, data_dir: Path) -> IndexCatalog:
+        from duckpacs.index import Index
+
+        return cls(Index.open(Path(data_dir)))
+
+    def close(self) -> None:
+        self.index.close()
+
+    @staticmethod
+    def _ref(row: Any) -> InstanceRef:
+        uid, sop_class, ts, pack, offset, length = row
+        return InstanceRef(uid, sop_class or "", ts or "", Location(pack, offset, length))
+
+    def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
+        found = self.index.locations("image", {"SOPInstanceUID": sop_instance_uid})
+        return self._ref(found[0]) if found else None
+
+    def _batch(self, entries: list[IndexEntry]) -> Any:
+        import pyarrow as pa
+
+        from duckpacs.index import BATCH_SCHEMA
+
+        now = datetime.now(UTC)
+        rows = []
+        for entry in entries:
+            row = dict(entry.row)
+            pack, offset, length = entry.ref.location
+            row.update(
+                pack=pack, offset=offset, length=length, transfer_syntax=entry.ref.transfer_syntax
+            )
+            row.setdefault("received_at", now)
+            rows.append(row)
+        return pa.Table.from_pylist(rows, schema=BATCH_SCHEMA)
+
+    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+        uids = [e.ref.sop_instance_uid for e in entries]
+        existing = {
+            row[0]: self._ref(row)
+            for row in self.index.locations("image", {"SOPInstanceUID": "\\".join(uids)})
+        }
+        fresh: list[IndexEntry] = []
+        seen: set[str] = set()
+        for entry in entries:
+            uid = entry.ref.sop_instance_uid
+            if uid not in existing and uid not in seen:
+                fresh.append(entry)
+                seen.add(uid)
+        if fresh:
+            self.index.add_batch(self._batch(fresh))
+        winners: dict[str, InstanceRef] = dict(existing)
+        out: list[InstanceRef | None] = []
+        for entry in entries:
+            uid = entry.ref.sop_instance_uid
+            if uid in winners:
+                out.append(winners[uid])
+            else:
+                out.append(None)
+                winners[uid] = entry.ref  # a later duplicate in the same batch loses to it
+        return out
+
+    def replace(self, entry: IndexEntry) -> None:
+        self.index.add_batch(self._batch([entry]))  # same UID, new sha256: the index replaces
+
+    def find(
+        self,
+        level: str,
+        query: dict[str, Any],
+        return_keys: list[str],
+        fuzzy: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.index.find(
+            level, query, return_keys, fuzzy=fuzzy, limit=limit, offset=offset
+        )
+        return result
+
+    def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
+        return [self._ref(row) for row in self.index.locations(level, query)]
