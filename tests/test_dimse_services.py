@@ -31,9 +31,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from tests.conftest import DEST_AE, SCU_AE, default_peers, free_port
 from duckpacs.archive import part10
 from duckpacs.server import retrieve
+from tests.conftest import DEST_AE, SCU_AE, default_peers, free_port
 from tests.memory_archive import MemoryStore, memory_archive
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_jpeg_dcmtk.dcm"]

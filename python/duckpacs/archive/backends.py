@@ -11,13 +11,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from duckpacs import _core
-from duckpacs.archive.types import IndexEntry, InstanceRef, Location
+from duckpacs.archive.facade import Archive
+from duckpacs.archive.types import Catalog, IndexEntry, InstanceRef, Location
+from duckpacs.config import Settings
 from duckpacs.errors import ParseError
 
 STORE_DIRNAME = "store"
@@ -148,3 +151,37 @@ class IndexCatalog:
 
     def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
         return [self._ref(row) for row in self.index.locations(level, query)]
+
+
+KEY_FILENAME = "index.key"
+
+
+def write_authkey(data_dir: Path, authkey: bytes) -> Path:
+    """Leave the owner's authkey where local tools (``duckpacs send``) can read it (0600)."""
+    path = Path(data_dir) / KEY_FILENAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(authkey)
+    return path
+
+
+def open_client(settings: Settings) -> Archive:
+    """A reading Archive for a command-line tool.
+
+    While ``duckpacs serve`` runs it owns the index, so queries go to it over its socket;
+    otherwise the index is opened read-only here. The store is opened without a writer.
+    """
+    from duckpacs.archive import ipc
+
+    data_dir = settings.data_dir
+    key = data_dir / KEY_FILENAME
+    address = ipc.socket_path(data_dir)
+    catalog: Catalog
+    if key.is_file() and (address.startswith("\0") or Path(address).exists()):
+        catalog = ipc.RemoteCatalog(address, key.read_bytes())
+    else:
+        from duckpacs.index import Index
+
+        catalog = IndexCatalog(Index.open(data_dir, read_only=True))
+    store = PackStore(data_dir, None)
+    return Archive(store, describe, catalog, settings["archive.on_conflict"])

@@ -87,7 +87,9 @@ def transcode(stream: bytes, target: str) -> bytes:
     ds = dcmread(BytesIO(stream), force=True)
     source = UID(ds.file_meta.TransferSyntaxUID)
     if source.is_compressed:
-        ds.decompress()  # raises when no pixel handler (pylibjpeg, gdcm) can decode it
+        # Raises when no pixel handler (pylibjpeg, gdcm) can decode it. The instance keeps
+        # its UID: same image, other encoding (as DCMTK and Orthanc do when transcoding).
+        ds.decompress(generate_instance_uid=False)
     ts = UID(target)
     encoded = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
     if encoded is None:

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import duckpacs
@@ -95,6 +96,7 @@ class Service:
         self.index: backends.IndexCatalog | None = None
         self.workers: list[BaseProcess] = []
         self._port_socket: socket.socket | None = None
+        self._key_file: Path | None = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -119,6 +121,7 @@ class Service:
             reason = e.strerror or str(e)
             raise NetworkError(f"cannot listen: {reason} (is another archive running?)") from e
         self.owner.start()
+        self._key_file = backends.write_authkey(s.data_dir, authkey)
         port = int(self._port_socket.getsockname()[1])
         self._start_workers(authkey, port)
         self.http.start()
@@ -173,6 +176,9 @@ class Service:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self._key_file is not None:
+            self._key_file.unlink(missing_ok=True)
+            self._key_file = None
         if self.owner is not None:
             self.owner.stop()
             self.owner = None
