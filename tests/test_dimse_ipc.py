@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,8 @@ class CountingCatalog(MemoryCatalog):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[int] = []
-        self.gate = threading.Event()
 
     def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
-        self.gate.wait(5)
         self.batches.append(len(entries))
         return super().add(entries)
 
@@ -35,37 +34,48 @@ class CountingCatalog(MemoryCatalog):
 @pytest.fixture
 def owner(tmp_path: Path):  # type: ignore[no-untyped-def]
     catalog = CountingCatalog()
-    server = ipc.IndexOwner(catalog, ipc.socket_path(tmp_path), b"secret")
+    server = ipc.IndexOwner(catalog, ipc.socket_path(tmp_path), b"secret", flush_interval=60)
     server.start()
     yield server, catalog
     server.stop()
 
 
-def test_remote_calls_and_group_commit(owner) -> None:  # type: ignore[no-untyped-def]
+def test_adds_are_batched_and_visible_to_every_later_read(owner) -> None:  # type: ignore[no-untyped-def]
     server, catalog = owner
     client = ipc.RemoteCatalog(server.address, b"secret")
     results: dict[str, object] = {}
 
     def add(uid: str) -> None:
-        results[uid] = client.add([entry(uid)])
+        results[uid] = ipc.RemoteCatalog(server.address, b"secret").add([entry(uid)])
 
     threads = [threading.Thread(target=add, args=(f"1.2.{i}",)) for i in range(8)]
     for t in threads:
         t.start()
-    # The first add holds the committer; the other seven queue up and go in one batch.
-    while len(server._adds.queue) < 7 and any(t.is_alive() for t in threads):
-        threading.Event().wait(0.01)
-    catalog.gate.set()
     for t in threads:
         t.join(5)
     assert all(r == [None] for r in results.values())
-    assert sum(catalog.batches) == 8 and len(catalog.batches) < 8
-    assert client.add([entry("1.2.0", pack=5)]) == [catalog.lookup("1.2.0")]  # already there
-    assert client.lookup("1.2.3") == entry("1.2.3").ref
-    assert client.lookup("nope") is None
+    assert catalog.batches == []  # acknowledged, not yet written (flush interval is 60 s)
+    assert client.lookup("1.2.3") == entry("1.2.3").ref  # lookups see the pending rows
+    assert client.add([entry("1.2.0", pack=5)]) == [entry("1.2.0").ref]  # already there
     found = client.find("STUDY", {"PatientID": "P1"}, ["StudyInstanceUID"])
-    assert found == [{"StudyInstanceUID": "9.9"}]
+    assert found == [{"StudyInstanceUID": "9.9"}]  # a read flushes first
+    assert catalog.batches == [8]  # in one batch
+    assert client.lookup("nope") is None
     assert len(client.locate("STUDY", {"StudyInstanceUID": "9.9"})) == 8
+
+
+def test_committer_flushes_when_idle(tmp_path: Path) -> None:
+    catalog = CountingCatalog()
+    server = ipc.IndexOwner(catalog, ipc.socket_path(tmp_path), b"k", flush_interval=0.05)
+    server.start()
+    try:
+        ipc.RemoteCatalog(server.address, b"k").add([entry("1.3.1"), entry("1.3.2")])
+        deadline = time.monotonic() + 5
+        while not catalog.batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert catalog.batches == [2]
+    finally:
+        server.stop()
 
 
 def test_errors_cross_the_channel(owner) -> None:  # type: ignore[no-untyped-def]

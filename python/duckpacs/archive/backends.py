@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -24,6 +25,11 @@ from duckpacs.config import Settings
 from duckpacs.errors import ParseError
 
 STORE_DIRNAME = "store"
+# The index's instances table (duckpacs.index.schema), read directly for the hot lookup.
+_LOOKUP_SQL = (
+    'SELECT sop_instance_uid, sop_class_uid, transfer_syntax, pack, "offset", length '
+    "FROM instances WHERE sop_instance_uid = ?"
+)
 
 
 class PackStore:
@@ -70,6 +76,10 @@ class IndexCatalog:
 
     def __init__(self, index: Any) -> None:
         self.index = index
+        # A second DuckDB connection for lookups, which run beside writes (MVCC) instead of
+        # queueing behind them: one lookup per C-STORE must stay cheap.
+        self._reader = index.connection().cursor()
+        self._reader_lock = threading.Lock()
 
     @classmethod
     def open(cls, data_dir: Path) -> IndexCatalog:
@@ -78,6 +88,7 @@ class IndexCatalog:
         return cls(Index.open(Path(data_dir)))
 
     def close(self) -> None:
+        self._reader.close()
         self.index.close()
 
     @staticmethod
@@ -86,8 +97,9 @@ class IndexCatalog:
         return InstanceRef(uid, sop_class or "", ts or "", Location(pack, offset, length))
 
     def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
-        found = self.index.locations("image", {"SOPInstanceUID": sop_instance_uid})
-        return self._ref(found[0]) if found else None
+        with self._reader_lock:
+            found = self._reader.execute(_LOOKUP_SQL, [sop_instance_uid]).fetchone()
+        return self._ref(found) if found else None
 
     def _batch(self, entries: list[IndexEntry]) -> Any:
         import pyarrow as pa

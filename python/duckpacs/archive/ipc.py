@@ -3,16 +3,15 @@
 DuckDB admits one writing process, so the owner process (``duckpacs serve``'s parent) opens
 the index and serves :class:`~duckpacs.archive.types.Catalog` calls on a Unix socket in the
 data folder (``multiprocessing.connection`` with a random authkey handed to the workers it
-spawns). Adds from concurrent associations are group-committed: a committer thread takes
-every entry waiting and hands them to the index in one batch, then answers each caller; so a
-C-STORE is answered only after its row is visible to C-FIND, and many stores share one commit.
+spawns). Index writes are batched: see :class:`IndexOwner` for how an acknowledged add is
+visible to every later query without a transaction per instance.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -37,23 +36,37 @@ def socket_path(data_dir: Path) -> str:
     return "\0duckpacs-" + str(abs(hash(path)))
 
 
-class _PendingAdd:
-    def __init__(self, entries: list[IndexEntry]) -> None:
-        self.entries = entries
-        self.done = threading.Event()
-        self.result: list[InstanceRef | None] | BaseException = []
-
-
 class IndexOwner:
-    """Serves a local :class:`Catalog` to worker processes (see the module docstring)."""
+    """Serves a local :class:`Catalog` to worker processes (see the module docstring).
 
-    def __init__(self, catalog: Catalog, address: str, authkey: bytes) -> None:
+    Visibility without a commit per instance: an added entry goes into an in-memory pending
+    buffer and the caller is answered at once (its bytes are already durable in the store).
+    Every read (``find``, ``locate``) first flushes the buffer into the index, and ``lookup``
+    consults the buffer, so anything acknowledged is visible to every later query. A
+    committer thread also flushes every ``flush_interval`` seconds or ``flush_rows`` rows,
+    so idle time is used and batches stay large (one index transaction per batch).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        address: str,
+        authkey: bytes,
+        flush_interval: float = 0.25,
+        flush_rows: int = 512,
+    ) -> None:
         self.catalog = catalog
         self.address = address
-        self._lock = threading.Lock()
-        self._adds: queue.Queue[_PendingAdd | None] = queue.Queue()
+        self.flush_interval = flush_interval
+        self.flush_rows = flush_rows
+        self._db_lock = threading.Lock()  # the index itself
+        self._pending_lock = threading.Lock()  # the two dicts below
+        self._pending: dict[str, IndexEntry] = {}
+        self._flushing: dict[str, IndexEntry] = {}
+        self._wake = threading.Event()
         self._listener = Listener(address, family="AF_UNIX", authkey=authkey)
         self._stopping = threading.Event()
+        self.flushes = 0
         self._threads = [
             threading.Thread(target=self._accept_loop, name="index-accept", daemon=True),
             threading.Thread(target=self._commit_loop, name="index-commit", daemon=True),
@@ -65,30 +78,76 @@ class IndexOwner:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._adds.put(None)
+        self._wake.set()
         with contextlib.suppress(OSError):
             self._listener.close()
+        self._threads[1].join(timeout=30)
+        self.flush()
         if not self.address.startswith("\0"):
             with contextlib.suppress(OSError):
                 Path(self.address).unlink()
 
-    # --- local entry points (the owner's own services use these) ---------------------
+    # --- the catalog calls, local or from a worker ------------------------------------
 
     def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
-        pending = _PendingAdd(entries)
-        self._adds.put(pending)
-        pending.done.wait()
-        if isinstance(pending.result, BaseException):
-            raise pending.result
-        return pending.result
+        out: list[InstanceRef | None] = []
+        with self._pending_lock:
+            for entry in entries:
+                uid = entry.ref.sop_instance_uid
+                known = self._pending.get(uid) or self._flushing.get(uid)
+                if known is not None:
+                    out.append(known.ref)
+                else:
+                    self._pending[uid] = entry
+                    out.append(None)
+            full = len(self._pending) >= self.flush_rows
+        if full:
+            self._wake.set()
+        return out
+
+    def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
+        with self._pending_lock:
+            known = self._pending.get(sop_instance_uid) or self._flushing.get(sop_instance_uid)
+        if known is not None:
+            return known.ref
+        # Not behind _db_lock: a lookup per C-STORE must not wait for a flush in progress;
+        # the catalog answers it from its own read connection.
+        return self.catalog.lookup(sop_instance_uid)
 
     def call(self, method: str, *args: Any) -> Any:
         if method == "add":
             return self.add(*args)
+        if method == "lookup":
+            return self.lookup(*args)
         if method not in _CALLS:
             raise ArchiveIndexError(f"unknown index call {method!r}")
-        with self._lock:
+        with self._db_lock:
+            self._flush_locked()  # whatever was acknowledged becomes visible first
             return getattr(self.catalog, method)(*args)
+
+    def flush(self) -> None:
+        """Write every pending entry to the index now."""
+        with self._db_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._pending_lock:
+            if not self._pending:
+                return
+            self._flushing, self._pending = self._pending, {}
+        batch = list(self._flushing.values())
+        try:
+            self.catalog.add(batch)
+            self.flushes += 1
+        except Exception as e:
+            # Keep them for the next attempt; the store has the bytes in any case.
+            with self._pending_lock:
+                self._pending = {**self._flushing, **self._pending}
+                self._flushing = {}
+            logs.event(log, "index write failed; will retry", rows=len(batch), reason=e, level=40)
+            raise ArchiveIndexError(f"the index could not take {len(batch)} rows: {e}") from e
+        with self._pending_lock:
+            self._flushing = {}
 
     # --- threads -----------------------------------------------------------------------
 
@@ -124,37 +183,13 @@ class IndexOwner:
                     return
 
     def _commit_loop(self) -> None:
-        while True:
-            first = self._adds.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    more = self._adds.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._adds.put(None)
-                    break
-                batch.append(more)
-            self._commit(batch)
-
-    def _commit(self, batch: list[_PendingAdd]) -> None:
-        entries = [e for p in batch for e in p.entries]
-        try:
-            with self._lock:
-                results: list[InstanceRef | None] | BaseException = self.catalog.add(entries)
-        except BaseException as e:  # every waiter hears about it
-            results = e
-        start = 0
-        for pending in batch:
-            if isinstance(results, BaseException):
-                pending.result = results
-            else:
-                pending.result = list(results[start : start + len(pending.entries)])
-                start += len(pending.entries)
-            pending.done.set()
+        while not self._stopping.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except ArchiveIndexError:
+                time.sleep(self.flush_interval)  # logged in _flush_locked; retry later
 
 
 class RemoteCatalog:

@@ -90,7 +90,7 @@ class ReusePortServer(ThreadedAssociationServer):
     listen on one port and the kernel spreads connections between them."""
 
     def server_bind(self) -> None:
-        if hasattr(socket, "SO_REUSEPORT"):
+        if self.socket is not None and hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
@@ -134,7 +134,7 @@ class DimseServer:
     def start(self, address: tuple[str, int] | None = None) -> tuple[str, int]:
         if address is None:
             address = (self.settings["dimse.bind"], self.settings["dimse.port"])
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),

@@ -151,7 +151,7 @@ def send_payload(
     try:
         while not assoc._is_paused:
             time.sleep(0.0001)
-        assoc.dimse.send_msg(req, context.context_id)
+        assoc.dimse.send_msg(req, int(context.context_id or 1))
         _cx, rsp = assoc.dimse.get_msg(block=True)
     finally:
         assoc._reactor_checkpoint.set()
@@ -198,6 +198,6 @@ def storage_contexts(refs: list[InstanceRef]) -> list[PresentationContext]:
         if ref.sop_class_uid not in classes:
             classes.append(ref.sop_class_uid)
     contexts = [build_context(sop, ts) for sop, ts in exact]
-    fallback = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    fallback: list[str | UID] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     contexts += [build_context(sop, fallback) for sop in classes]
     return contexts[:MAX_CONTEXTS]
