@@ -85,9 +85,10 @@ def run_orthanc(
             try:
                 server.rest("/system")
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except (urllib.error.URLError, ConnectionError) as e:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Orthanc did not start; see {workdir / 'orthanc.log'}")
+                    log_path = workdir / "orthanc.log"
+                    raise RuntimeError(f"Orthanc did not start; see {log_path}") from e
                 time.sleep(0.2)
         yield server
     finally:

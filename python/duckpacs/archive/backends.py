@@ -90,6 +90,8 @@ class IndexCatalog:
     def close(self) -> None:
         self._reader.close()
         self.index.close()
+        # Drop the DuckDB objects now rather than at interpreter exit.
+        self._reader = self.index = None
 
     @staticmethod
     def _ref(row: Any) -> InstanceRef:

@@ -81,7 +81,8 @@ class IndexOwner:
         self._wake.set()
         with contextlib.suppress(OSError):
             self._listener.close()
-        self._threads[1].join(timeout=30)
+        if self._threads[1].is_alive():
+            self._threads[1].join(timeout=30)
         self.flush()
         if not self.address.startswith("\0"):
             with contextlib.suppress(OSError):

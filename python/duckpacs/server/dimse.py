@@ -185,20 +185,18 @@ class DimseServer:
 
     @staticmethod
     def _limit_contexts(assoc: Any, permissions: frozenset[str]) -> None:
-        """Offer only the services this caller may use: the others' presentation contexts
-        are rejected as "abstract syntax not supported" (PS3.8 9.3.3.2)."""
+        """Reject the C-GET and C-MOVE presentation contexts of a caller without that
+        permission ("abstract syntax not supported", PS3.8 9.3.3.2): pynetdicom's retrieve
+        SCPs cannot answer them with 0x0124. Echo, find and store stay negotiable and are
+        refused per request with 0x0124 (PS3.7 C.5)."""
         needed = {
-            Verification: "echo",
-            PatientRootQueryRetrieveInformationModelFind: "find",
-            StudyRootQueryRetrieveInformationModelFind: "find",
             PatientRootQueryRetrieveInformationModelGet: "get",
             StudyRootQueryRetrieveInformationModelGet: "get",
             PatientRootQueryRetrieveInformationModelMove: "move",
             StudyRootQueryRetrieveInformationModelMove: "move",
-            StorageCommitmentPushModel: "store",
         }
         contexts = assoc.acceptor.supported_contexts
-        kept = [cx for cx in contexts if needed.get(cx.abstract_syntax, "echo") in permissions]
+        kept = [cx for cx in contexts if needed.get(cx.abstract_syntax, "") in permissions | {""}]
         if len(kept) != len(contexts):
             assoc.acceptor.supported_contexts = kept
 

@@ -134,8 +134,9 @@ class Service:
             addr=f"{s['dimse.bind']}:{port}",
             workers=len(self.workers),
         )
-        logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")
         log.info("press Ctrl-C (or send SIGTERM) to stop")
+        # Last: scripts (and the tests) wait for this line before talking to us.
+        logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")
 
     def _start_workers(self, authkey: bytes, port: int) -> None:
         assert self.owner is not None
