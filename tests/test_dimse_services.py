@@ -405,3 +405,43 @@ def test_cancel_find_and_get(
     assert 0 < len(received) < 40
     assert final.NumberOfRemainingSuboperations > 0
     assoc.release()
+
+
+def test_private_sop_class_is_stored_unchanged(served: tuple[Any, int]) -> None:
+    archive, port = served
+    private_class = "1.3.6.1.4.1.5962.99.1.2.3"  # not in the standard: a vendor's own class
+    ds = dcmread(pydicom_file("CT_small.dcm"))
+    ds.SOPClassUID = private_class
+    ds.file_meta.MediaStorageSOPClassUID = private_class
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.77.1"
+    assoc = associate(port, [build_context(private_class, ExplicitVRLittleEndian)])
+    assert assoc.is_established
+    context = assoc.accepted_contexts[0]
+    payload = BytesIO()
+    ds.save_as(payload, enforce_file_format=True)
+    data = payload.getvalue()
+    dataset = data[part10.split(data).dataset_offset :]
+    status = retrieve.send_payload(assoc, context, private_class, ds.SOPInstanceUID, dataset)
+    assoc.release()
+    assert status.Status == 0
+    ref = archive.catalog.lookup(ds.SOPInstanceUID)
+    assert ref.sop_class_uid == private_class
+    assert archive.read_dataset(ref) == (dataset, ExplicitVRLittleEndian)
+
+
+def test_peer_host_check_and_association_limit(settings_factory: Any, running_server: Any) -> None:
+    peers = default_peers()
+    peers["scu"]["host"] = "10.255.255.1"  # the peer is configured on another machine
+    settings = settings_factory(
+        peers=peers, extra="check_peer_host = true\nmax_associations = 1"
+    )
+    server, port = running_server(memory_archive(), settings)
+    assert associate(port, [build_context(Verification)]).is_rejected  # wrong host
+    deadline = time.monotonic() + 5
+    while server.ae.active_associations and time.monotonic() < deadline:
+        time.sleep(0.02)  # the rejected association's thread winds down
+    first = associate(port, [build_context(Verification)], ae_title="READONLY")
+    assert first.is_established
+    second = associate(port, [build_context(Verification)], ae_title="READONLY")
+    assert second.is_rejected  # local limit exceeded (PS3.8 9.3.4, reason 2 transient)
+    first.release()

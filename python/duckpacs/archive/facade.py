@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from duckpacs import logs
@@ -61,6 +62,7 @@ class Archive:
         self.describe = describe
         self.catalog = catalog
         self.on_conflict = on_conflict
+        self._lookups = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lookup")
 
     # --- ingest ----------------------------------------------------------------------
 
@@ -92,10 +94,12 @@ class Archive:
             uid = sop_instance_uid or framing.sop_instance_uid
             if not uid:
                 return _rejected("", DATASET_DOES_NOT_MATCH, "no SOP Instance UID")
+            # The lookup (a round trip to the index owner) runs while we parse.
+            lookup = self._lookups.submit(self.catalog.lookup, uid)
             row = self.describe(stream, ts)
         except ParseError as e:
             return _rejected(sop_instance_uid, CANNOT_UNDERSTAND, f"malformed: {e}")
-        existing = self.catalog.lookup(uid)
+        existing = lookup.result()
         if existing is not None and (
             self.on_conflict == "keep-first"
             or self._same_dataset(existing, stream, framing.dataset_offset)
