@@ -432,9 +432,7 @@ def test_private_sop_class_is_stored_unchanged(served: tuple[Any, int]) -> None:
 def test_peer_host_check_and_association_limit(settings_factory: Any, running_server: Any) -> None:
     peers = default_peers()
     peers["scu"]["host"] = "10.255.255.1"  # the peer is configured on another machine
-    settings = settings_factory(
-        peers=peers, extra="check_peer_host = true\nmax_associations = 1"
-    )
+    settings = settings_factory(peers=peers, extra="check_peer_host = true\nmax_associations = 1")
     server, port = running_server(memory_archive(), settings)
     assert associate(port, [build_context(Verification)]).is_rejected  # wrong host
     deadline = time.monotonic() + 5

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import queue
 import secrets
 import signal
 import socket
@@ -32,6 +31,7 @@ from duckpacs.server.http import HttpServer
 
 log = logs.get("serve")
 _WORKER_START_TIMEOUT = 60.0
+_MAX_RESTARTS = 5
 
 
 def reserve_port(bind: str, port: int) -> socket.socket:
@@ -75,9 +75,11 @@ def _worker_main(
         server = DimseServer(settings, archive, share=share)
         server.start((settings["dimse.bind"], port))
     except (DuckpacsError, OSError) as e:
-        ready.put((worker_id, f"{type(e).__name__}: {e}"))
+        ready.send((worker_id, f"{type(e).__name__}: {e}"))
+        ready.close()
         return
-    ready.put((worker_id, ""))
+    ready.send((worker_id, ""))
+    ready.close()
     while not stopping.wait(0.5):
         if os.getppid() == 1:  # the owner died without telling us
             break
@@ -97,6 +99,11 @@ class Service:
         self.workers: list[BaseProcess] = []
         self._port_socket: socket.socket | None = None
         self._key_file: Path | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self.stopping = threading.Event()
+        self._authkey: bytes | None = None
+        self._port = 0
+        self._restarts: dict[int, int] = {}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -138,30 +145,68 @@ class Service:
         # Last: scripts (and the tests) wait for this line before talking to us.
         logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")
 
-    def _start_workers(self, authkey: bytes, port: int) -> None:
-        assert self.owner is not None
+    def _spawn(self, worker_id: int) -> tuple[BaseProcess, Any]:
+        """Start one worker; its readiness comes back on a pipe of its own (a shared queue
+        could be left locked by a worker killed mid-write)."""
+        assert self.owner is not None and self._authkey is not None
         count = int(self.settings["archive.workers"])
-        context = multiprocessing.get_context("spawn")
-        ready = context.Queue()
-        for worker_id in range(count):
-            process = context.Process(
-                target=_worker_main,
-                args=(self.settings, self.owner.address, authkey, worker_id, port, count, ready),
-                name=f"duckpacs-worker-{worker_id}",
-                daemon=True,
-            )
-            process.start()
-            self.workers.append(process)
+        reader, writer = self._context.Pipe(duplex=False)
+        args = (
+            self.settings, self.owner.address, self._authkey, worker_id, self._port, count,
+            writer,
+        )  # fmt: skip
+        process = self._context.Process(
+            target=_worker_main, args=args, name=f"duckpacs-worker-{worker_id}", daemon=True
+        )
+        process.start()
+        writer.close()
+        return process, reader
+
+    def _wait_ready(self, worker_id: int, process: BaseProcess, reader: Any) -> None:
         deadline = time.monotonic() + _WORKER_START_TIMEOUT
-        for _ in range(count):
-            try:
-                worker_id, error = ready.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                self.stop()
-                raise NetworkError("DIMSE workers did not start within 60 s") from None
-            if error:
-                self.stop()
-                raise NetworkError(f"DIMSE worker {worker_id} could not start: {error}")
+        try:
+            while not reader.poll(0.2):
+                if self.stopping.is_set():
+                    return
+                if not process.is_alive() or time.monotonic() > deadline:
+                    self.stop()
+                    raise NetworkError(f"DIMSE worker {worker_id} did not start")
+            _worker_id, error = reader.recv()
+        except EOFError:
+            self.stop()
+            raise NetworkError(f"DIMSE worker {worker_id} exited while starting") from None
+        finally:
+            reader.close()
+        if error:
+            self.stop()
+            raise NetworkError(f"DIMSE worker {worker_id} could not start: {error}")
+
+    def _start_workers(self, authkey: bytes, port: int) -> None:
+        self._authkey, self._port = authkey, port
+        count = int(self.settings["archive.workers"])
+        started = [self._spawn(worker_id) for worker_id in range(count)]
+        self.workers = [process for process, _reader in started]
+        for worker_id, (process, reader) in enumerate(started):
+            self._wait_ready(worker_id, process, reader)
+
+    def replace_dead_workers(self) -> int:
+        """Respawn workers that died (a crash in one association must not end the service);
+        returns how many are alive. Gives up on a worker after 5 restarts."""
+        for worker_id, process in enumerate(self.workers):
+            if process.is_alive() or self.stopping.is_set():
+                continue
+            restarts = self._restarts.get(worker_id, 0)
+            if restarts >= _MAX_RESTARTS:
+                continue
+            self._restarts[worker_id] = restarts + 1
+            logs.event(
+                log, "DIMSE worker died; restarting", worker=worker_id,
+                exitcode=process.exitcode, restart=restarts + 1, level=30,
+            )  # fmt: skip
+            replacement, reader = self._spawn(worker_id)
+            self.workers[worker_id] = replacement
+            self._wait_ready(worker_id, replacement, reader)
+        return sum(1 for w in self.workers if w.is_alive())
 
     def stop(self) -> None:
         for process in self.workers:
@@ -194,7 +239,7 @@ class Service:
 def serve(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM."""
     service = Service(settings)
-    stopping = threading.Event()
+    stopping = service.stopping
 
     def request_stop(signum: int, _frame: Any) -> None:
         logs.event(log, "stopping", signal=signal.Signals(signum).name)
@@ -204,7 +249,7 @@ def serve(settings: Settings) -> None:
     try:
         service.start()
         while not stopping.wait(0.5):
-            if not any(w.is_alive() for w in service.workers):
+            if not service.replace_dead_workers():
                 logs.event(log, "every DIMSE worker has exited; stopping", level=40)
                 break
     finally:
