@@ -8,9 +8,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from conftest import pydicom_test_files
 from duckpacs import _core
 from duckpacs.errors import ParseError
+from tests.corpus import pydicom_test_files
 
 
 def _read(name: str) -> bytes:
