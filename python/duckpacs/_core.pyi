@@ -35,3 +35,6 @@ def dump_json(
     ``BulkDataURI`` ``f"{bulk_data_uri}{offset}/{length}"`` when ``bulk_data_uri`` is given,
     else left out. Raises ``duckpacs.errors.ParseError``.
     """
+
+def dump_text(data: bytes, transfer_syntax: str | None = None) -> str:
+    """Human-readable dump: one line per element (tag, VR, keyword, value, length, offset)."""

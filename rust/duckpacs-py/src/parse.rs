@@ -120,9 +120,27 @@ pub fn dump_json(
     .map_err(|e| to_py(py, e))
 }
 
+/// dump_text(data, transfer_syntax=None) -> str: the human-readable dump.
+#[pyfunction]
+#[pyo3(signature = (data, transfer_syntax=None))]
+pub fn dump_text(py: Python<'_>, data: &[u8], transfer_syntax: Option<&str>) -> PyResult<String> {
+    py.detach(|| {
+        let parsed = parse::parse(
+            data,
+            ParseOptions {
+                transfer_syntax,
+                stop_at_pixel_data: false,
+            },
+        )?;
+        Ok(parse::dump::to_text(&parsed))
+    })
+    .map_err(|e| to_py(py, e))
+}
+
 /// Registers the parser functions on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(describe, m)?)?;
     m.add_function(wrap_pyfunction!(dump_json, m)?)?;
+    m.add_function(wrap_pyfunction!(dump_text, m)?)?;
     Ok(())
 }

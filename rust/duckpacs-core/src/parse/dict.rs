@@ -59,7 +59,9 @@ pub fn is_us_or_ss(tag: u32) -> bool {
         return false;
     }
     matches!(
-        StandardDataDictionary.by_tag(Tag(group, (tag & 0xFFFF) as u16)).map(|e| e.vr),
+        StandardDataDictionary
+            .by_tag(Tag(group, (tag & 0xFFFF) as u16))
+            .map(|e| e.vr),
         Some(VirtualVr::Xs)
     )
 }

@@ -168,7 +168,8 @@ impl Writer<'_, '_> {
             Value::Sequence => {}
             // A value that is only padding is empty (PS3.18 F.2.5): no "Value".
             Value::Strings(s) if s.iter().all(String::is_empty) && s.len() <= 1 => {}
-            Value::PersonNames(n) if n.iter().all(|p| p == &PersonName::default()) && n.len() <= 1 => {}
+            Value::PersonNames(n)
+                if n.iter().all(|p| p == &PersonName::default()) && n.len() <= 1 => {}
             Value::Strings(s) => self.strings(el.vr, &s),
             Value::PersonNames(names) => self.names(&names),
             Value::Ints(v) => self.list(v.iter(), |o, x| {

@@ -17,6 +17,7 @@
 
 pub mod charset;
 pub mod dict;
+pub mod dump;
 pub mod json;
 pub mod reader;
 pub mod value;
