@@ -93,7 +93,7 @@ fn push_f64(out: &mut String, v: f64) {
         let a = v.abs();
         if v.fract() == 0.0 && a < 1e15 {
             let _ = write!(out, "{}", v as i64);
-        } else if a >= 1e16 || a < 1e-5 {
+        } else if !(1e-5..1e16).contains(&a) {
             // Shortest round-trip digits with an exponent (valid JSON: 1.7e38).
             let _ = write!(out, "{v:e}");
         } else {
