@@ -1,88 +1,31 @@
-"""Shared fixtures: settings written to a temporary config file, a running DIMSE server."""
+"""Shared pytest fixtures: the DICOM test corpus (see ``tests/corpus.py``)."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from duckpacs import config
-from duckpacs.archive import Archive
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-SCU_AE = "TESTSCU"
-DEST_AE = "TESTDEST"
+from tests.corpus import iter_gunzipped, pydicom_test_files, shared_corpus_files
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture(scope="session")
+def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """pydicom's test files plus the shared corpus (gzipped files decompressed)."""
+    dest = tmp_path_factory.mktemp("corpus_gunzip")
+    shared = list(iter_gunzipped(shared_corpus_files(), dest))
+    return pydicom_test_files() + shared
 
 
-def make_settings(
-    data_dir: Path,
-    peers: dict[str, dict[str, Any]] | None = None,
-    extra: str = "",
-) -> config.Settings:
-    lines = [
-        "[archive]",
-        f'data_dir = "{data_dir}"',
-        "[dimse]",
-        'ae_title = "DUCKPACS"',
-        "port = 11112",
-        'bind = "127.0.0.1"',
-        extra,
-    ]
-    for name, spec in (peers or {}).items():
-        lines.append(f"[peers.{name}]")
-        for key, value in spec.items():
-            lines.append(f"{key} = {value!r}".replace("'", '"'))
-    path = data_dir / "duckpacs.toml"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return config.load(config_path=path, env={}, cwd=data_dir)
+@pytest.fixture(scope="session")
+def shared_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The shared corpus (gzipped files decompressed); skips when it is absent."""
+    files = shared_corpus_files()
+    if not files:
+        pytest.skip("../shared/corpus is absent")
+    dest = tmp_path_factory.mktemp("shared_gunzip")
+    return list(iter_gunzipped(files, dest))
 
 
-def default_peers(dest_port: int = 1) -> dict[str, dict[str, Any]]:
-    return {
-        "scu": {"ae_title": SCU_AE, "host": "127.0.0.1", "port": 1},
-        "dest": {"ae_title": DEST_AE, "host": "127.0.0.1", "port": dest_port},
-        "readonly": {
-            "ae_title": "READONLY",
-            "host": "127.0.0.1",
-            "port": 1,
-            "permissions": ["echo", "find"],
-        },
-    }
-
-
-@pytest.fixture
-def settings_factory(tmp_path: Path) -> Callable[..., config.Settings]:
-    def factory(**kwargs: Any) -> config.Settings:
-        return make_settings(tmp_path / "data", **kwargs)
-
-    return factory
-
-
-@pytest.fixture
-def running_server(
-    tmp_path: Path,
-) -> Iterator[Callable[..., tuple[Any, int]]]:
-    """Start an in-process DimseServer over a given Archive; yields a starter."""
-    from duckpacs.server.dimse import DimseServer
-
-    servers: list[DimseServer] = []
-
-    def start(archive: Archive, settings: config.Settings) -> tuple[DimseServer, int]:
-        server = DimseServer(settings, archive)
-        _host, port = server.start(("127.0.0.1", 0))
-        servers.append(server)
-        return server, port
-
-    yield start
-    for server in servers:
-        server.stop()
+# The DIMSE tests' fixtures (an in-process server over an in-memory archive).
+from tests.dimse_support import running_server, settings_factory  # noqa: E402, F401

@@ -20,7 +20,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from duckpacs.server.commitment import COMMITMENT_INSTANCE_UID
-from tests.conftest import SCU_AE, default_peers
+from tests.dimse_support import SCU_AE, default_peers
 from tests.helpers import free_port
 from tests.memory_archive import memory_archive
 

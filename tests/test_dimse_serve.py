@@ -13,7 +13,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import part10
-from tests.conftest import CORPUS, SCU_AE
+from tests.dimse_support import CORPUS, SCU_AE
 from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, require_tool, running_server
 
 MR_SERIES = CORPUS / "mr_toshiba_dti"

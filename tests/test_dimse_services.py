@@ -33,7 +33,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from duckpacs.archive import part10
 from duckpacs.server import retrieve
-from tests.conftest import DEST_AE, SCU_AE, default_peers, free_port
+from tests.dimse_support import DEST_AE, SCU_AE, default_peers
+from tests.helpers import free_port
 from tests.memory_archive import MemoryStore, memory_archive
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_jpeg_dcmtk.dcm"]

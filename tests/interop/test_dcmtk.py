@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import Archive, part10
-from tests.conftest import CORPUS, DEST_AE, SCU_AE, default_peers
+from tests.dimse_support import CORPUS, DEST_AE, SCU_AE, default_peers
 from tests.helpers import dcmtk_env, free_port, require_tool
 from tests.memory_archive import memory_archive
 

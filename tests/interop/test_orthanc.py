@@ -14,7 +14,7 @@ import pytest
 from pydicom import dcmread
 
 from duckpacs.archive import part10
-from tests.conftest import CORPUS, SCU_AE, make_settings
+from tests.dimse_support import CORPUS, SCU_AE, make_settings
 from tests.helpers import dcmtk_env, free_port, require_tool
 from tests.interop.orthanc import orthanc_binary, run_orthanc
 from tests.memory_archive import memory_archive
