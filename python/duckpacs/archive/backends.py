@@ -58,9 +58,10 @@ def describe(data: bytes, transfer_syntax: str) -> dict[str, Any]:
 
     from duckpacs.index import rows
 
-    layout = _core.describe(data, transfer_syntax)
+    layout: dict[str, Any] = _core.describe(data, transfer_syntax)
     pixel = layout.get("pixel")
-    end = pixel["element"][0] if pixel else len(data)
+    # Offsets of a deflated dataset index the inflated stream: give pydicom all of it.
+    end = pixel["element"][0] if pixel and not layout.get("deflated") else len(data)
     try:
         ds = dcmread(BytesIO(data[:end]), force=True, stop_before_pixels=True)
         row = rows.dataset_row(ds, {"transfer_syntax": transfer_syntax})
