@@ -49,7 +49,7 @@ class MemoryStore:
         return self.records[location]
 
 
-def describe(data: bytes, transfer_syntax: str) -> dict[str, str]:
+def describe(data: bytes, transfer_syntax: str, source_ae: str = "") -> dict[str, str]:
     try:
         ds = dcmread(BytesIO(data), stop_before_pixels=True)
         row = {}

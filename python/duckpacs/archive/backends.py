@@ -3,9 +3,10 @@
 - :class:`PackStore` wraps ``duckpacs._core.Store`` (one writer id per worker process, so
   each worker appends to its own pack files; ``put`` returns once durable, group-committed).
 - :func:`describe` runs in the worker: the Rust parser checks the received bytes (a
-  malformed dataset raises ParseError here, before anything is written) and the index's row
-  builder turns the header into the index row.
-- :class:`IndexCatalog` wraps :class:`duckpacs.index.Index` in the owner process.
+  malformed dataset raises ParseError here, before anything is written) and keeps the header.
+- :class:`IndexCatalog` wraps :class:`duckpacs.index.Index` in the owner process; at each
+  flush the Rust batch builder (``_core.index_batch``, GIL released, all cores) turns the
+  pending headers into one Arrow batch for ``Index.add_batch``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import hashlib
 import os
 import threading
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from duckpacs import _core
+from duckpacs import _core, logs
 from duckpacs.archive.facade import Archive
 from duckpacs.archive.types import Catalog, IndexEntry, InstanceRef, Location
 from duckpacs.config import Settings
-from duckpacs.errors import ParseError
 
 STORE_DIRNAME = "store"
+log = logs.get("index")
 # The index's instances table (duckpacs.index.schema), read directly for the hot lookup.
 _LOOKUP_SQL = (
     'SELECT sop_instance_uid, sop_class_uid, transfer_syntax, pack, "offset", length '
@@ -48,28 +48,24 @@ class PackStore:
         self._store.close()
 
 
-def describe(data: bytes, transfer_syntax: str) -> dict[str, Any]:
-    """The index row for one received Part 10 stream (location fields filled in later).
+def describe(data: bytes, transfer_syntax: str, source_ae: str = "") -> dict[str, Any]:
+    """What the index owner needs to index one received Part 10 stream.
 
-    The Rust parser validates the whole stream; the header (everything before the pixel
-    data) then feeds the index's row builder.
+    The Rust parser checks the whole stream here, in the worker (a malformed dataset raises
+    ParseError before anything is written); the header (everything before the pixel data)
+    travels to the owner, whose Rust batch builder turns many of them into one index batch.
+    No pydicom on this path.
     """
-    from pydicom import dcmread
-
-    from duckpacs.index import rows
-
     layout: dict[str, Any] = _core.describe(data, transfer_syntax)
     pixel = layout.get("pixel")
-    # Offsets of a deflated dataset index the inflated stream: give pydicom all of it.
+    # Offsets of a deflated dataset index the inflated stream: keep the whole stream then.
     end = pixel["element"][0] if pixel and not layout.get("deflated") else len(data)
-    try:
-        ds = dcmread(BytesIO(data[:end]), force=True, stop_before_pixels=True)
-        row = rows.dataset_row(ds, {"transfer_syntax": transfer_syntax})
-    except Exception as e:  # pydicom's many error types: the header cannot be indexed
-        raise ParseError(f"cannot index the header: {e}") from None
-    row["sha256"] = hashlib.sha256(data).hexdigest()
-    row["size"] = len(data)
-    return row
+    return {
+        "header": data[:end],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "source_ae": source_ae or None,
+    }
 
 
 class IndexCatalog:
@@ -105,21 +101,32 @@ class IndexCatalog:
         return self._ref(found) if found else None
 
     def _batch(self, entries: list[IndexEntry]) -> Any:
-        import pyarrow as pa
-
-        from duckpacs.index import BATCH_SCHEMA
-
+        """One index batch for these entries, built in Rust from their headers."""
         now = datetime.now(UTC)
-        rows = []
+        headers, extras = [], []
         for entry in entries:
-            row = dict(entry.row)
             pack, offset, length = entry.ref.location
-            row.update(
-                pack=pack, offset=offset, length=length, transfer_syntax=entry.ref.transfer_syntax
+            headers.append(entry.row["header"])
+            extras.append(
+                {
+                    "pack": pack,
+                    "offset": offset,
+                    "length": length,
+                    "size": entry.row["size"],
+                    "sha256": entry.row["sha256"],
+                    "source_ae": entry.row.get("source_ae"),
+                    "transfer_syntax": entry.ref.transfer_syntax,
+                    "received_at": now,
+                }
             )
-            row.setdefault("received_at", now)
-            rows.append(row)
-        return pa.Table.from_pylist(rows, schema=BATCH_SCHEMA)
+        batch = _core.index_batch(headers, extras)
+        for i, error in batch.errors:
+            ref = entries[i].ref
+            logs.event(
+                log, "not indexed: header rejected", uid=ref.sop_instance_uid,
+                pack=ref.location.pack, offset=ref.location.offset, error=error, level=40,
+            )  # fmt: skip
+        return batch
 
     def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
         uids = [e.ref.sop_instance_uid for e in entries]

@@ -96,7 +96,7 @@ class Archive:
                 return _rejected("", DATASET_DOES_NOT_MATCH, "no SOP Instance UID")
             # The lookup (a round trip to the index owner) runs while we parse.
             lookup = self._lookups.submit(self.catalog.lookup, uid)
-            row = self.describe(stream, ts)
+            row = self.describe(stream, ts, calling_ae)
         except ParseError as e:
             return _rejected(sop_instance_uid, CANNOT_UNDERSTAND, f"malformed: {e}")
         existing = lookup.result()

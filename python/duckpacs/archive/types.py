@@ -73,7 +73,7 @@ class Store(Protocol):
 class Describer(Protocol):
     """Turns received bytes into the index's row for them; raises ParseError when malformed."""
 
-    def __call__(self, data: bytes, transfer_syntax: str) -> Any: ...
+    def __call__(self, data: bytes, transfer_syntax: str, source_ae: str = "") -> Any: ...
 
 
 class Catalog(Protocol):
