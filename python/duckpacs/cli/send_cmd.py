@@ -60,6 +60,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     peer = resolve_peer(s, args.to)
     query = parse_query(args.query)
     level = args.level or next((lv for k, lv in LEVEL_OF_KEY if k in query), "STUDY")
+    retrieve.install()
     archive = backends.open_client(s)
     refs = archive.locate(level, query)
     if not refs:

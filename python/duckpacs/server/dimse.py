@@ -14,6 +14,7 @@ recognised"); too many associations get reason 2 transient ("local limit exceede
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -88,6 +89,14 @@ def _peer(event: Any) -> dict[str, Any]:
 class ReusePortServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with SO_REUSEPORT, so several worker processes can
     listen on one port and the kernel spreads connections between them."""
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept, and turn Nagle's algorithm off: a C-STORE request spans several PDUs
+        written one by one, and each would otherwise wait for the peer's delayed ACK."""
+        sock, address = super().get_request()
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock, address
 
     def server_bind(self) -> None:
         if self.socket is not None and hasattr(socket, "SO_REUSEPORT"):

@@ -15,6 +15,8 @@ sub-operations, counts and failed-UID lists (PS3.4 C.4.2.3, C.4.3.3).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from io import BytesIO
 from typing import Any
@@ -32,6 +34,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.transport import AssociationSocket
 
 from duckpacs.archive import part10
 from duckpacs.archive.facade import Archive
@@ -178,9 +181,22 @@ def _send_c_store(
     return _original_send_c_store(self, dataset, msg_id, priority, originator_aet, originator_id)
 
 
+_original_create_socket = AssociationSocket._create_socket
+
+
+def _create_socket(self: AssociationSocket, address: Any) -> socket.socket:
+    sock = _original_create_socket(self, address)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def install() -> None:
-    """Let pynetdicom's retrieve SCPs send :class:`RawInstance` objects (idempotent)."""
+    """Let pynetdicom's retrieve SCPs send :class:`RawInstance` objects, and turn Nagle's
+    algorithm off on the associations we open (C-MOVE, storage commitment reports, send):
+    a C-STORE spans several PDUs written one by one (idempotent)."""
     Association.send_c_store = _send_c_store  # type: ignore[method-assign]
+    AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
 
 
 def storage_contexts(refs: list[InstanceRef]) -> list[PresentationContext]:
