@@ -75,9 +75,16 @@ def settings_factory(tmp_path: Path) -> Callable[..., config.Settings]:
 def running_server(
     tmp_path: Path,
 ) -> Iterator[Callable[..., tuple[Any, int]]]:
-    """Start an in-process DimseServer over a given Archive; yields a starter."""
+    """Start an in-process DimseServer over a given Archive; yields a starter.
+
+    The server switches pynetdicom's process-wide UNRESTRICTED_STORAGE_SERVICE on; it is put
+    back afterwards so other tests in the session see pynetdicom's default.
+    """
+    from pynetdicom import _config
+
     from duckpacs.server.dimse import DimseServer
 
+    unrestricted = _config.UNRESTRICTED_STORAGE_SERVICE
     servers: list[DimseServer] = []
 
     def start(archive: Archive, settings: config.Settings) -> tuple[DimseServer, int]:
@@ -89,3 +96,4 @@ def running_server(
     yield start
     for server in servers:
         server.stop()
+    _config.UNRESTRICTED_STORAGE_SERVICE = unrestricted
