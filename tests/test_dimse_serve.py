@@ -171,3 +171,15 @@ def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
         assert echo.returncode == 0, echo.stderr
         assert server.stop() == 0
     assert "DIMSE worker died; restarting" in "\n".join(server.log)
+
+
+def test_second_archive_cannot_share_the_dimse_port(tmp_path: Path) -> None:
+    write_config(tmp_path / "a", free_port())
+    with running_server(tmp_path / "a") as server:
+        result = subprocess.run(
+            duckpacs_cmd("serve", "--data", str(tmp_path / "b"), "--port", str(server.dimse_port),
+                         "--http-port", str(free_port())),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert "duckpacs: error: cannot listen" in result.stderr

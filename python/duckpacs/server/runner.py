@@ -38,9 +38,15 @@ def reserve_port(bind: str, port: int) -> socket.socket:
     """Bind (without listening) a SO_REUSEPORT socket to learn the port workers will share.
 
     With ``port`` 0 the kernel picks one; holding the socket keeps it ours until shutdown.
-    Raises OSError when the port is taken by a process that did not set SO_REUSEPORT.
+    Raises OSError when anything (another archive included) already holds the port.
     """
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    if port:
+        # SO_REUSEPORT would let a second archive share the port silently: first make sure
+        # nobody holds it, with an ordinary bind.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((bind, port))
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
