@@ -15,10 +15,30 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The store could not do what was asked (bad argument, unknown location, full pack).
+    #[error("{path}: offset {offset}: {message}")]
+    Store {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+    /// Stored bytes fail a checksum or a structural check: the data on disk is damaged.
+    #[error("{path}: offset {offset}: integrity: {message}")]
+    Integrity {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+    /// Another process holds the write lock of this store writer.
+    #[error("{path}: locked by another process")]
+    Locked { path: PathBuf },
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -6,14 +6,20 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod store;
 
 /// Build profile of this extension ("release" or "debug").
-const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", duckpacs_core::VERSION)?;
     m.add("BUILD_PROFILE", PROFILE)?;
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
+    m.add_class::<store::Store>()?;
     Ok(())
 }
