@@ -99,7 +99,7 @@ pub fn med_applies(len: usize, g: &Geometry) -> bool {
         && g.row_len > 0
         && g.stride > 0
         && g.stride <= g.row_len
-        && len % (g.row_len * g.sample_bytes) == 0
+        && len / (g.row_len * g.sample_bytes) * (g.row_len * g.sample_bytes) == len
 }
 
 /// Maps a stored 16-bit word onto the integer the predictor works on.

@@ -13,6 +13,8 @@ pub mod filter;
 pub mod format;
 pub mod pack;
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -428,9 +430,15 @@ impl Store {
         };
         let total: usize = samples.iter().map(Vec::len).sum();
         let size = self.opts.dict_size.min(total / 2).max(256);
-        let Ok(raw) = zstd::dict::from_samples(&samples, size) else {
-            return Ok(()); // Too little to learn from: this series stays dictionary-less.
-        };
+        // Few or small samples defeat zstd's trainer; the samples themselves then serve as
+        // a raw-content dictionary (the most recent bytes last, where zstd looks first).
+        let raw = zstd::dict::from_samples(&samples, size).unwrap_or_else(|_| {
+            let all: Vec<u8> = samples.concat();
+            all[all.len().saturating_sub(self.opts.dict_size)..].to_vec()
+        });
+        if raw.len() < 8 {
+            return Ok(());
+        }
         let rec = record::encode_dictionary(&raw, series);
         let loc = self.append(&[&rec])?[0];
         let dict = Arc::new(HeaderDict::new(raw, loc, self.opts.levels.header));
@@ -605,9 +613,10 @@ impl Store {
             .map_err(|m| integrity(&path, loc.offset, m))
     }
 
-    /// Metadata (UIDs, SHA-256, sizes) of the record at `loc`.
+    /// Metadata (UIDs, SHA-256, sizes) of the record at `loc`, after checking the whole
+    /// record's checksum.
     pub fn meta(&self, loc: Location) -> Result<Meta> {
-        Ok(self.read_head(loc)?.meta)
+        Ok(self.read_record(loc)?.1.meta)
     }
 
     fn read_head(&self, loc: Location) -> Result<record::Parsed> {
@@ -840,10 +849,8 @@ impl Store {
         let (rec, p) = match self.read_record(loc) {
             Ok(r) => r,
             Err(e) => {
-                let uid = self
-                    .meta(loc)
-                    .map(|m| m.sop_instance_uid)
-                    .unwrap_or_default();
+                let uid = self.read_head(loc).map(|p| p.meta.sop_instance_uid);
+                let uid = uid.unwrap_or_default();
                 return Err((uid, e.to_string()));
             }
         };

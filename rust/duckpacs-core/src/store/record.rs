@@ -94,7 +94,10 @@ struct Cut {
 }
 
 /// Plans the cuts for a layout; `None` means store the instance whole.
-fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<(Vec<Cut>, Vec<(u32, u32)>, usize)> {
+/// The pixel cuts, the frame table and the length of the prefix before the pixel element.
+type CutPlan = (Vec<Cut>, Vec<(u32, u32)>, usize);
+
+fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
     if DEFLATED.contains(&layout.transfer_syntax.as_str()) {
         return None;
     }
