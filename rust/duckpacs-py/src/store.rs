@@ -306,6 +306,41 @@ impl Store {
         Ok(d)
     }
 
+    /// Rewrites sealed packs whose dead share is at least `min_dead_ratio`; needs a writer id.
+    /// Returns `packs_rewritten`, `bytes_before`, `bytes_after` and `moved`: a list of
+    /// `(old_location, new_location)` the index must apply.
+    #[pyo3(signature = (min_dead_ratio=0.2, progress=None))]
+    fn compact<'py>(
+        &self,
+        py: Python<'py>,
+        min_dead_ratio: f64,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let rep = py
+            .detach(|| {
+                s.compact(min_dead_ratio, |done, total| {
+                    if let Some(cb) = &progress {
+                        Python::attach(|py| {
+                            let _ = cb.call1(py, (done, total));
+                        });
+                    }
+                })
+            })
+            .map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("packs_rewritten", rep.packs_rewritten)?;
+        d.set_item("bytes_before", rep.bytes_before)?;
+        d.set_item("bytes_after", rep.bytes_after)?;
+        let moved: Vec<(Loc, Loc)> = rep
+            .moved
+            .into_iter()
+            .map(|(a, b)| (tup(a), tup(b)))
+            .collect();
+        d.set_item("moved", moved)?;
+        Ok(d)
+    }
+
     /// Releases files and locks; later calls raise ValueError.
     fn close(&self) {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());

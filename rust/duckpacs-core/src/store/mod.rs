@@ -9,6 +9,7 @@
 //! Durability is a group commit: writers append under a mutex, then wait for an fsync that
 //! covers their record; one thread syncs on behalf of all that are waiting.
 
+mod compact;
 pub mod filter;
 pub mod format;
 pub mod pack;
@@ -231,6 +232,7 @@ impl Store {
     fn open_writer(dir: &Path, id: u32) -> Result<Writer> {
         let lock_path = dir.join(format!("w{id:05}.lock"));
         let lock_f = lock_file(&lock_path, true)?.ok_or(Error::Locked { path: lock_path })?;
+        compact::recover_journal(dir, id)?;
         let mine: Vec<(u64, PathBuf)> = pack::list_packs(dir)?
             .into_iter()
             .filter(|(p, _)| p >> 32 == u64::from(id))

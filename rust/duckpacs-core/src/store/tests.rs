@@ -316,3 +316,72 @@ fn every_single_byte_flip_is_detected_by_verify_and_by_reads() {
         f.write_all_at(&byte, i).unwrap();
     }
 }
+
+#[test]
+fn compaction_reclaims_deleted_records_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        pack_size: 4 << 10,
+        dict_samples: 2,
+        ..opts()
+    };
+    let mut kept = Vec::new();
+    {
+        let s = Store::open(dir.path(), Some(1), small.clone()).unwrap();
+        for n in 0..12 {
+            let (b, l) = native("3.3", n, 1, 16, 16);
+            let loc = s.put(&b, Some(&l)).unwrap();
+            if n % 3 == 0 {
+                kept.push((loc, b));
+            } else {
+                s.delete(loc).unwrap();
+            }
+        }
+    }
+    let s = Store::open(dir.path(), Some(2), small).unwrap();
+    let before = s.stats().unwrap();
+    let rep = s.compact(0.2, |_, _| {}).unwrap();
+    assert!(rep.packs_rewritten > 0, "{rep:?}");
+    let after = s.stats().unwrap();
+    assert!(after.pack_bytes < before.pack_bytes, "{before:?} {after:?}");
+    assert_eq!(after.instances, 4);
+    let moves: HashMap<Location, Location> = rep.moved.iter().copied().collect();
+    for (loc, b) in &kept {
+        let now = moves.get(loc).copied().unwrap_or(*loc);
+        assert_eq!(&s.get(now).unwrap(), b);
+    }
+    let live: HashSet<Location> = s.scan().unwrap().iter().map(|e| e.location).collect();
+    assert_eq!(live.len(), 4);
+    assert!(s.verify(true, |_, _| {}).unwrap().damaged.is_empty());
+    // A second run finds nothing more to do.
+    assert_eq!(s.compact(0.2, |_, _| {}).unwrap().packs_rewritten, 0);
+}
+
+#[test]
+fn interrupted_compaction_is_undone_or_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let packs = dir.path().join("packs");
+    let loc = {
+        let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+        let (b, l) = native("4.4", 1, 1, 8, 8);
+        s.put(&b, Some(&l)).unwrap()
+    };
+    let victim = loc.pack;
+    let output = pack::pack_id(1, 2);
+    // Intent only: the half-written output goes, the victim stays.
+    std::fs::write(packs.join(pack::pack_name(output)), b"partial").unwrap();
+    compact::write_journal(&packs, 1, "intent", victim, output).unwrap();
+    drop(Store::open(dir.path(), Some(1), opts()).unwrap());
+    assert!(!packs.join(pack::pack_name(output)).exists());
+    assert!(packs.join(pack::pack_name(victim)).exists());
+    // Commit: the copy is complete, the victim goes.
+    std::fs::copy(
+        packs.join(pack::pack_name(victim)),
+        packs.join("w00009-00000001.dpk"),
+    )
+    .unwrap();
+    compact::write_journal(&packs, 9, "commit", victim, pack::pack_id(9, 1)).unwrap();
+    drop(Store::open(dir.path(), Some(9), opts()).unwrap());
+    assert!(!packs.join(pack::pack_name(victim)).exists());
+    assert!(!packs.join("compact-w00009.journal").exists());
+}
