@@ -1,5 +1,10 @@
 """Type stubs for the Rust extension ``duckpacs._core`` (crate ``duckpacs-py``)."""
 
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
 __version__: str
 """Version of the duckpacs-core crate."""
 BUILD_PROFILE: str
@@ -8,10 +13,6 @@ RUSTC_VERSION: str
 """The ``rustc --version`` line of the compiler that built the extension."""
 
 # --- storage engine (rust/duckpacs-py/src/store.rs) ---
-from collections.abc import Callable, Sequence
-from os import PathLike
-from pathlib import Path
-from typing import Any
 
 Location = tuple[int, int, int]
 """``(pack, offset, length)``: where a record is; the index stores it for O(1) reads."""
