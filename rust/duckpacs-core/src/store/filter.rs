@@ -59,16 +59,10 @@ pub fn unshuffle(data: &[u8], width: usize) -> Vec<u8> {
     out
 }
 
+/// MED as `median(a, b, a + b - c)`, which equals the three-way rule above, branch free.
 #[inline(always)]
 fn med(a: i32, b: i32, c: i32) -> i32 {
-    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    if c >= hi {
-        lo
-    } else if c <= lo {
-        hi
-    } else {
-        a + b - c
-    }
+    (a + b - c).clamp(a.min(b), a.max(b))
 }
 
 #[inline(always)]
@@ -102,102 +96,152 @@ pub fn med_applies(len: usize, g: &Geometry) -> bool {
         && len / (g.row_len * g.sample_bytes) * (g.row_len * g.sample_bytes) == len
 }
 
-/// Maps a stored 16-bit word onto the integer the predictor works on.
-#[inline(always)]
-fn value16(word: u16, signed: bool) -> i32 {
-    if signed {
-        word as i16 as i32
-    } else {
-        word as i32
+fn load_values(data: &[u8], g: &Geometry) -> Vec<i32> {
+    match (g.sample_bytes, g.signed, g.big_endian) {
+        (1, false, _) => data.iter().map(|&b| i32::from(b)).collect(),
+        (1, true, _) => data.iter().map(|&b| i32::from(b as i8)).collect(),
+        (_, false, false) => data
+            .chunks_exact(2)
+            .map(|w| i32::from(u16::from_le_bytes([w[0], w[1]])))
+            .collect(),
+        (_, false, true) => data
+            .chunks_exact(2)
+            .map(|w| i32::from(u16::from_be_bytes([w[0], w[1]])))
+            .collect(),
+        (_, true, false) => data
+            .chunks_exact(2)
+            .map(|w| i32::from(i16::from_le_bytes([w[0], w[1]])))
+            .collect(),
+        (_, true, true) => data
+            .chunks_exact(2)
+            .map(|w| i32::from(i16::from_be_bytes([w[0], w[1]])))
+            .collect(),
     }
 }
 
-/// Predicts the sample at `i` from already known samples `v`.
-#[inline(always)]
-fn predict(v: &[i32], i: usize, row_len: usize, stride: usize) -> i32 {
-    let col = i % row_len;
-    if i < row_len {
-        // First row: left neighbour only (the very first sample predicts 0).
-        if col >= stride {
-            v[i - stride]
-        } else {
-            0
+/// Residuals `x - prediction` for every sample (wrapping later to the sample width).
+fn residuals(v: &[i32], w: usize, stride: usize) -> Vec<i32> {
+    let s = stride.min(w);
+    let mut res = vec![0i32; v.len()];
+    for (r, (cur, out)) in v.chunks_exact(w).zip(res.chunks_exact_mut(w)).enumerate() {
+        if r == 0 {
+            out[..s].copy_from_slice(&cur[..s]);
+            for ((o, &x), &a) in out[s..].iter_mut().zip(&cur[s..]).zip(&cur[..w - s]) {
+                *o = x - a;
+            }
+            continue;
         }
-    } else if col < stride {
-        // First pixel of a row: the one above.
-        v[i - row_len]
-    } else {
-        med(v[i - stride], v[i - row_len], v[i - row_len - stride])
+        let up = &v[(r - 1) * w..r * w];
+        for ((o, &x), &b) in out[..s].iter_mut().zip(&cur[..s]).zip(&up[..s]) {
+            *o = x - b;
+        }
+        let it = out[s..]
+            .iter_mut()
+            .zip(&cur[s..])
+            .zip(cur[..w - s].iter().zip(&up[s..]).zip(&up[..w - s]));
+        for ((o, &x), ((&a, &b), &c)) in it {
+            *o = x - med(a, b, c);
+        }
     }
+    res
 }
 
 /// MED + zigzag residuals, then byte-shuffled for 16-bit samples. `data.len()` must satisfy
 /// [`med_applies`]; the output has the same length.
 pub fn med_encode(data: &[u8], g: &Geometry) -> Vec<u8> {
+    let v = load_values(data, g);
+    let res = residuals(&v, g.row_len, g.stride);
     if g.sample_bytes == 1 {
-        let v: Vec<i32> = data.iter().map(|&b| b as i32).collect();
-        let mut out = vec![0u8; data.len()];
-        for i in 0..v.len() {
-            let p = predict(&v, i, g.row_len, g.stride);
-            out[i] = zigzag8((v[i] as u8).wrapping_sub(p as u8));
-        }
-        return out;
+        return res.iter().map(|&r| zigzag8(r as u8)).collect();
     }
-    let n = data.len() / 2;
-    let words: Vec<u16> = data
-        .chunks_exact(2)
-        .map(|w| {
-            let pair = [w[0], w[1]];
-            if g.big_endian {
-                u16::from_be_bytes(pair)
-            } else {
-                u16::from_le_bytes(pair)
-            }
-        })
-        .collect();
-    let v: Vec<i32> = words.iter().map(|&w| value16(w, g.signed)).collect();
+    let n = res.len();
     let mut out = vec![0u8; data.len()];
     let (lo, hi) = out.split_at_mut(n);
-    for i in 0..n {
-        let p = predict(&v, i, g.row_len, g.stride);
-        let z = zigzag16(words[i].wrapping_sub(p as u16));
-        lo[i] = z as u8;
-        hi[i] = (z >> 8) as u8;
+    for ((l, h), &r) in lo.iter_mut().zip(hi.iter_mut()).zip(&res) {
+        let z = zigzag16(r as u16);
+        *l = z as u8;
+        *h = (z >> 8) as u8;
     }
     out
 }
 
 /// Inverse of [`med_encode`].
 pub fn med_decode(data: &[u8], g: &Geometry) -> Vec<u8> {
-    if g.sample_bytes == 1 {
-        let mut v = vec![0i32; data.len()];
-        let mut out = vec![0u8; data.len()];
-        for i in 0..data.len() {
-            let p = predict(&v, i, g.row_len, g.stride);
-            let x = unzigzag8(data[i]).wrapping_add(p as u8);
-            out[i] = x;
-            v[i] = x as i32;
+    match (g.sample_bytes, g.signed, g.big_endian) {
+        (1, false, _) => decode_impl::<true, false, false>(data, g),
+        (1, true, _) => decode_impl::<true, true, false>(data, g),
+        (_, false, false) => decode_impl::<false, false, false>(data, g),
+        (_, false, true) => decode_impl::<false, false, true>(data, g),
+        (_, true, false) => decode_impl::<false, true, false>(data, g),
+        (_, true, true) => decode_impl::<false, true, true>(data, g),
+    }
+}
+
+#[inline(always)]
+fn to_value<const B8: bool, const SIGNED: bool>(x: u16) -> i32 {
+    match (B8, SIGNED) {
+        (true, true) => i32::from(x as u8 as i8),
+        (true, false) => i32::from(x as u8),
+        (false, true) => i32::from(x as i16),
+        (false, false) => i32::from(x),
+    }
+}
+
+fn decode_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
+    data: &[u8],
+    g: &Geometry,
+) -> Vec<u8> {
+    let n = if B8 { data.len() } else { data.len() / 2 };
+    let w = g.row_len;
+    let s = g.stride.min(w);
+    // Unzigzagged residuals, as words.
+    let z: Vec<u16> = if B8 {
+        data.iter().map(|&b| u16::from(unzigzag8(b))).collect()
+    } else {
+        let (lo, hi) = data.split_at(n);
+        lo.iter()
+            .zip(hi)
+            .map(|(&l, &h)| unzigzag16(u16::from(l) | (u16::from(h) << 8)))
+            .collect()
+    };
+    let mut vals = vec![0i32; n];
+    let mut words = vec![0u16; n];
+    for r in 0..n / w {
+        let (done, rest) = vals.split_at_mut(r * w);
+        let cur = &mut rest[..w];
+        let zr = &z[r * w..(r + 1) * w];
+        let wr = &mut words[r * w..(r + 1) * w];
+        if r == 0 {
+            for i in 0..w {
+                let p = if i >= s { cur[i - s] } else { 0 };
+                let x = zr[i].wrapping_add(p as u16);
+                wr[i] = x;
+                cur[i] = to_value::<B8, SIGNED>(x);
+            }
+            continue;
         }
-        return out;
+        let up = &done[(r - 1) * w..];
+        for i in 0..s {
+            let x = zr[i].wrapping_add(up[i] as u16);
+            wr[i] = x;
+            cur[i] = to_value::<B8, SIGNED>(x);
+        }
+        for i in s..w {
+            let p = med(cur[i - s], up[i], up[i - s]);
+            let x = zr[i].wrapping_add(p as u16);
+            wr[i] = x;
+            cur[i] = to_value::<B8, SIGNED>(x);
+        }
     }
-    let n = data.len() / 2;
-    let (lo, hi) = data.split_at(n);
-    let mut v = vec![0i32; n];
-    let mut out = vec![0u8; data.len()];
-    for i in 0..n {
-        let p = predict(&v, i, g.row_len, g.stride);
-        let z = u16::from(lo[i]) | (u16::from(hi[i]) << 8);
-        let x = unzigzag16(z).wrapping_add(p as u16);
-        v[i] = value16(x, g.signed);
-        let bytes = if g.big_endian {
-            x.to_be_bytes()
-        } else {
-            x.to_le_bytes()
-        };
-        out[2 * i] = bytes[0];
-        out[2 * i + 1] = bytes[1];
+    if B8 {
+        words.iter().map(|&x| x as u8).collect()
+    } else {
+        let mut out = vec![0u8; data.len()];
+        for (o, &x) in out.chunks_exact_mut(2).zip(&words) {
+            o.copy_from_slice(&if BE { x.to_be_bytes() } else { x.to_le_bytes() });
+        }
+        out
     }
-    out
 }
 
 #[cfg(test)]
@@ -276,5 +320,61 @@ mod tests {
         let enc = med_encode(&data, &g);
         let big = enc.iter().filter(|&&b| b > 40).count();
         assert!(big < 100, "{big} large residual bytes");
+    }
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing probe"]
+    fn probe_med_parts() {
+        let n = 512 * 512 * 20;
+        let data: Vec<u8> = (0..n * 2).map(|i| (i * 7 % 251) as u8).collect();
+        let g = Geometry {
+            row_len: 512,
+            stride: 1,
+            sample_bytes: 2,
+            big_endian: false,
+            signed: false,
+        };
+        let best = |f: &dyn Fn()| {
+            (0..7)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let mb = (n * 2) as f64 / 1e6;
+        let v = load_values(&data, &g);
+        println!(
+            "load {:.0}",
+            mb / best(&|| drop(std::hint::black_box(load_values(&data, &g))))
+        );
+        println!(
+            "resid {:.0}",
+            mb / best(&|| drop(std::hint::black_box(residuals(&v, 512, 1))))
+        );
+        let r = residuals(&v, 512, 1);
+        println!(
+            "zz {:.0}",
+            mb / best(&|| {
+                let mut out = vec![0u8; n * 2];
+                let (lo, hi) = out.split_at_mut(n);
+                for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(&r) {
+                    let z = zigzag16(x as u16);
+                    *l = z as u8;
+                    *h = (z >> 8) as u8;
+                }
+                std::hint::black_box(&out);
+            })
+        );
+        println!("encode {:.0}", mb / best(&|| drop(med_encode(&data, &g))));
+        let e = med_encode(&data, &g);
+        println!("decode {:.0}", mb / best(&|| drop(med_decode(&e, &g))));
+        println!("copy {:.0}", mb / best(&|| drop(data.to_vec())));
     }
 }
