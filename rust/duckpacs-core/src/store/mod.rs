@@ -475,18 +475,46 @@ impl Store {
 
     /// Stores a batch with one fsync; locations in input order.
     pub fn put_many(&self, items: &[(&[u8], Option<&InstanceLayout>)]) -> Result<Vec<Location>> {
+        // Encode groups on every core (a bulk import has nothing else to do); learn header
+        // dictionaries between groups so a series' later instances in the same batch use
+        // them; append everything in input order with one fsync.
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(1);
         let mut encoded = Vec::with_capacity(items.len());
-        for (buf, layout) in items {
-            encoded.push(self.encode(buf, *layout)?);
-        }
-        let recs: Vec<&[u8]> = encoded.iter().map(|e| e.bytes.as_slice()).collect();
-        let locs = self.append(&recs)?;
-        for e in &encoded {
-            if e.meta.dict_id == 0 {
-                self.learn(&e.meta.series_instance_uid, &e.header_stream)?;
+        for group in items.chunks(16) {
+            let per = group.len().div_ceil(cores).max(1);
+            let parts: Vec<Result<Vec<record::Encoded>>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = group
+                    .chunks(per)
+                    .map(|part| {
+                        sc.spawn(move || part.iter().map(|(b, l)| self.encode(b, *l)).collect())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(self.panicked())))
+                    .collect()
+            });
+            for part in parts {
+                for e in part? {
+                    if e.meta.dict_id == 0 {
+                        self.learn(&e.meta.series_instance_uid, &e.header_stream)?;
+                    }
+                    encoded.push(e);
+                }
             }
         }
-        Ok(locs)
+        let recs: Vec<&[u8]> = encoded.iter().map(|e| e.bytes.as_slice()).collect();
+        self.append(&recs)
+    }
+
+    fn panicked(&self) -> Error {
+        Error::Store {
+            path: self.root.clone(),
+            offset: 0,
+            message: "encoder thread panicked".into(),
+        }
     }
 
     fn pack_path(&self, pack: u64) -> PathBuf {

@@ -357,14 +357,14 @@ pub fn encode_instance(
         big_endian: false,
         signed: false,
     };
-    let (hdata, hchunk) = encode_chunk(
-        &header_stream,
-        FILTER_NONE,
-        &plain,
-        CODEC_ZSTD,
-        levels.header,
-        dict,
-    )?;
+    // Headers are small and worth a higher level; a file stored whole is not.
+    let level = if header_stream.len() <= 256 << 10 {
+        levels.header
+    } else {
+        levels.pixel
+    };
+    let (hdata, hchunk) =
+        encode_chunk(&header_stream, FILTER_NONE, &plain, CODEC_ZSTD, level, dict)?;
     if hchunk.codec == CODEC_ZSTD_DICT {
         if let Some(d) = dict {
             meta.dict_id = d.id;
