@@ -117,6 +117,13 @@ impl Store {
         Ok(self.get_inner()?.writer_id())
     }
 
+    /// Group-commit fsyncs issued by this writer since it opened (fewer than puts when
+    /// several threads put at once).
+    #[getter]
+    fn sync_count(&self) -> PyResult<u64> {
+        Ok(self.get_inner()?.sync_count())
+    }
+
     /// Stores one instance (a whole Part 10 buffer, or meta we wrote + dataset as received)
     /// and returns its location once durable.
     #[pyo3(signature = (data, transfer_syntax=None))]

@@ -109,6 +109,8 @@ struct WriterState {
 struct SyncState {
     synced: u64,
     syncing: bool,
+    /// fsyncs issued for acknowledgements (group commit makes this far fewer than puts).
+    count: u64,
 }
 
 struct Writer {
@@ -272,6 +274,7 @@ impl Store {
             sync: Mutex::new(SyncState {
                 synced: 0,
                 syncing: false,
+                count: 0,
             }),
             cond: Condvar::new(),
         })
@@ -279,6 +282,11 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Number of group-commit fsyncs this writer has issued since it opened.
+    pub fn sync_count(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| lock(&w.sync).count)
     }
 
     pub fn writer_id(&self) -> Option<u32> {
@@ -395,6 +403,7 @@ impl Store {
             };
             s = lock(&w.sync);
             s.syncing = false;
+            s.count += 1;
             if r.is_ok() {
                 s.synced = s.synced.max(target);
             }
