@@ -21,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BUILD_PROFILE", PROFILE)?;
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
     m.add_class::<store::Store>()?;
+    m.add_class::<store::ScanIter>()?;
     Ok(())
 }

@@ -210,36 +210,18 @@ impl Store {
             .map_err(|e| to_py(py, e))
     }
 
-    /// Every live instance: a list of dicts with `location`, the UIDs, `sha256`,
-    /// `original_len`, and `header` (bytes before the pixel data) when `headers` is true.
+    /// Every live instance, lazily: an iterator of dicts with `location`, the UIDs,
+    /// `sha256`, `original_len`, `frames`, and `header` (the original bytes before the pixel
+    /// data, enough to rebuild the index) when `headers` is true.
     #[pyo3(signature = (headers=true))]
-    fn scan<'py>(&self, py: Python<'py>, headers: bool) -> PyResult<Bound<'py, PyList>> {
+    fn scan(&self, py: Python<'_>, headers: bool) -> PyResult<ScanIter> {
         let s = self.get_inner()?;
-        let entries = py
-            .detach(|| {
-                let entries = s.scan()?;
-                let mut out = Vec::with_capacity(entries.len());
-                for e in entries {
-                    let h = if headers {
-                        Some(s.header_bytes(e.location)?)
-                    } else {
-                        None
-                    };
-                    out.push((e, h));
-                }
-                Ok::<_, duckpacs_core::Error>(out)
-            })
-            .map_err(|e| to_py(py, e))?;
-        let list = PyList::empty(py);
-        for (e, h) in entries {
-            let d = meta_dict(py, &e.meta)?;
-            d.set_item("location", tup(e.location))?;
-            if let Some(h) = h {
-                d.set_item("header", PyBytes::new(py, &h))?;
-            }
-            list.append(d)?;
-        }
-        Ok(list)
+        let entries = py.detach(|| s.scan()).map_err(|e| to_py(py, e))?;
+        Ok(ScanIter {
+            store: s,
+            entries: entries.into_iter().collect(),
+            headers,
+        })
     }
 
     /// Checks every checksum (`deep`: rebuilds every instance and compares SHA-256).
@@ -366,5 +348,40 @@ impl Store {
     ) -> bool {
         self.close();
         false
+    }
+}
+
+/// Iterator returned by `Store.scan()`.
+#[pyclass(module = "duckpacs._core")]
+pub struct ScanIter {
+    store: Arc<store::Store>,
+    entries: std::collections::VecDeque<store::Entry>,
+    headers: bool,
+}
+
+#[pymethods]
+impl ScanIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __len__(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(e) = self.entries.pop_front() else {
+            return Ok(None);
+        };
+        let d = meta_dict(py, &e.meta)?;
+        d.set_item("location", tup(e.location))?;
+        if self.headers {
+            let s = &self.store;
+            let h = py
+                .detach(|| s.header_bytes(e.location))
+                .map_err(|err| to_py(py, err))?;
+            d.set_item("header", PyBytes::new(py, &h))?;
+        }
+        Ok(Some(d))
     }
 }
