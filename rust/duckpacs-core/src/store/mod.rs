@@ -33,6 +33,12 @@ use format::*;
 use pack::{integrity, read_at, Recovery, Step, Walker};
 use record::{DictRef, HeaderDict};
 
+/// Dictionaries kept in memory at once (a prepared encoder dictionary takes a few MB).
+const MAX_DICTS: usize = 32;
+
+/// Read handles kept open at once.
+const MAX_OPEN_PACKS: usize = 128;
+
 /// Tunables of a store.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -123,8 +129,13 @@ struct Writer {
 
 #[derive(Default)]
 struct Dicts {
+    /// Dictionaries loaded for reading or writing, by id (bounded, see `MAX_DICTS`).
     by_id: HashMap<u64, DictRef>,
+    /// The dictionary of each series this writer trained or used (bounded).
     by_series: HashMap<String, DictRef>,
+    /// Every series this writer trained a dictionary for: (id, location), to reload it
+    /// after it left `by_series`.
+    known: HashMap<String, (u64, Location)>,
     samples: HashMap<String, Vec<Vec<u8>>>,
     /// Series for which training failed or is under way.
     no_train: HashSet<String>,
@@ -414,7 +425,26 @@ impl Store {
 
     fn series_dict(&self, layout: Option<&InstanceLayout>) -> Option<DictRef> {
         let series = &layout?.series_instance_uid;
-        lock(&self.dicts).by_series.get(series).cloned()
+        let known = {
+            let d = lock(&self.dicts);
+            if let Some(dict) = d.by_series.get(series) {
+                return Some(dict.clone());
+            }
+            *d.known.get(series)?
+        };
+        // Evicted earlier: reload it (a dictionary that cannot be read is simply not used).
+        let meta = Meta {
+            dict_id: known.0,
+            dict_loc: known.1,
+            ..Meta::default()
+        };
+        let dict = self.dictionary(&meta).ok().flatten()?;
+        let mut d = lock(&self.dicts);
+        if d.by_series.len() >= MAX_DICTS {
+            d.by_series.clear();
+        }
+        d.by_series.insert(series.clone(), dict.clone());
+        Some(dict)
     }
 
     /// Keeps a header sample of a series; trains and stores its dictionary once enough.
@@ -424,7 +454,10 @@ impl Store {
         }
         let samples = {
             let mut d = lock(&self.dicts);
-            if d.by_series.contains_key(series) || d.no_train.contains(series) {
+            if d.by_series.contains_key(series)
+                || d.known.contains_key(series)
+                || d.no_train.contains(series)
+            {
                 return Ok(());
             }
             if d.samples.len() >= 256 && !d.samples.contains_key(series) {
@@ -454,7 +487,14 @@ impl Store {
         let loc = self.append(&[&rec])?[0];
         let dict = Arc::new(HeaderDict::new(raw, loc, self.opts.levels.header));
         let mut d = lock(&self.dicts);
+        if d.by_id.len() >= MAX_DICTS {
+            d.by_id.clear();
+        }
+        if d.by_series.len() >= MAX_DICTS {
+            d.by_series.clear();
+        }
         d.by_id.insert(dict.id, dict.clone());
+        d.known.insert(series.to_string(), (dict.id, dict.loc));
         d.by_series.insert(series.to_string(), dict);
         d.no_train.remove(series);
         Ok(())
@@ -543,7 +583,12 @@ impl Store {
             return Err(integrity(&path, 0, "pack header names another pack"));
         }
         let f = Arc::new(f);
-        lock(&self.files).insert(pack, f.clone());
+        let mut files = lock(&self.files);
+        if files.len() >= MAX_OPEN_PACKS {
+            // Stay well inside the descriptor limit; readers holding an Arc keep theirs.
+            files.clear();
+        }
+        files.insert(pack, f.clone());
         Ok(f)
     }
 
@@ -580,45 +625,48 @@ impl Store {
     }
 
     fn dictionary(&self, meta: &Meta) -> Result<Option<DictRef>> {
-        if meta.dict_id == 0 {
+        let id = meta.dict_id;
+        if id == 0 {
             return Ok(None);
         }
-        if let Some(d) = lock(&self.dicts).by_id.get(&meta.dict_id) {
+        if let Some(d) = lock(&self.dicts).by_id.get(&id) {
             return Ok(Some(d.clone()));
         }
-        let mut loc = meta.dict_loc;
-        if !matches!(self.load_dict(loc), Ok(true)) {
-            // The dictionary moved (compaction): find it by id.
-            match self.find_dict(meta.dict_id)? {
-                Some(l) => loc = l,
-                None => {
-                    return Err(integrity(
-                        &self.pack_path(meta.dict_loc.pack),
-                        meta.dict_loc.offset,
-                        format!("dictionary {:016x} not found", meta.dict_id),
-                    ))
-                }
-            }
-            self.load_dict(loc)?;
+        if let Ok(Some(d)) = self.load_dict(meta.dict_loc, id) {
+            return Ok(Some(d));
         }
-        Ok(lock(&self.dicts).by_id.get(&meta.dict_id).cloned())
+        // The dictionary moved (compaction): find it by id.
+        let missing = || {
+            integrity(
+                &self.pack_path(meta.dict_loc.pack),
+                meta.dict_loc.offset,
+                format!("dictionary {id:016x} not found"),
+            )
+        };
+        let loc = self.find_dict(id)?.ok_or_else(missing)?;
+        self.load_dict(loc, id)?.ok_or_else(missing).map(Some)
     }
 
-    /// Loads the dictionary record at `loc` into the cache; false if it is not one.
-    fn load_dict(&self, loc: Location) -> Result<bool> {
+    /// Loads dictionary `id` from the record at `loc` (and caches it); `None` if that
+    /// record is not this dictionary.
+    fn load_dict(&self, loc: Location, id: u64) -> Result<Option<DictRef>> {
         let (rec, p) = self.read_record(loc)?;
-        if p.header.kind != Kind::Dictionary || p.meta.chunks.len() != 1 {
-            return Ok(false);
+        if p.header.kind != Kind::Dictionary || p.meta.chunks.len() != 1 || p.meta.dict_id != id {
+            return Ok(None);
         }
         let c = &p.meta.chunks[0];
         let raw = record::decode_chunk(record::chunk_bytes(&rec, c).unwrap_or(&[]), c, None)
             .map_err(|m| integrity(&self.pack_path(loc.pack), loc.offset, m))?;
-        if record::dict_id(&raw) != p.meta.dict_id {
-            return Ok(false);
+        if record::dict_id(&raw) != id {
+            return Ok(None);
         }
         let d = Arc::new(HeaderDict::new(raw, loc, self.opts.levels.header));
-        lock(&self.dicts).by_id.insert(d.id, d);
-        Ok(true)
+        let mut dicts = lock(&self.dicts);
+        if dicts.by_id.len() >= MAX_DICTS {
+            dicts.by_id.clear();
+        }
+        dicts.by_id.insert(d.id, d.clone());
+        Ok(Some(d))
     }
 
     fn find_dict(&self, id: u64) -> Result<Option<Location>> {

@@ -27,7 +27,9 @@ pub struct HeaderDict {
     pub id: u64,
     pub loc: Location,
     pub raw: Vec<u8>,
-    enc: zstd::dict::EncoderDictionary<'static>,
+    level: i32,
+    /// Built on first use: readers only ever need the decoder side.
+    enc: std::sync::OnceLock<zstd::dict::EncoderDictionary<'static>>,
     dec: zstd::dict::DecoderDictionary<'static>,
 }
 
@@ -41,11 +43,17 @@ impl std::fmt::Debug for HeaderDict {
 }
 
 impl HeaderDict {
+    fn encoder(&self) -> &zstd::dict::EncoderDictionary<'static> {
+        self.enc
+            .get_or_init(|| zstd::dict::EncoderDictionary::copy(&self.raw, self.level))
+    }
+
     pub fn new(raw: Vec<u8>, loc: Location, level: i32) -> HeaderDict {
         HeaderDict {
             id: dict_id(&raw),
             loc,
-            enc: zstd::dict::EncoderDictionary::copy(&raw, level),
+            level,
+            enc: std::sync::OnceLock::new(),
             dec: zstd::dict::DecoderDictionary::copy(&raw),
             raw,
         }
@@ -253,7 +261,7 @@ fn encode_chunk(
         CODEC_STORED => filtered,
         _ => {
             let z = match dict {
-                Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(&d.enc)
+                Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(d.encoder())
                     .and_then(|mut c| c.compress(&filtered))
                     .map_err(zstd_err)?,
                 None => zstd::bulk::compress(&filtered, level).map_err(zstd_err)?,

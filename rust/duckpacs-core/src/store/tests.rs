@@ -455,3 +455,36 @@ fn probe_pixel_speed() {
         mb / zd
     );
 }
+
+#[test]
+fn many_series_keep_their_dictionaries_within_the_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        Some(1),
+        Options {
+            dict_samples: 2,
+            sync: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let series: Vec<String> = (0..MAX_DICTS + 5).map(|k| format!("1.9.{k}")).collect();
+    let mut first_dict = HashMap::new();
+    for round in 0..3 {
+        for uid in &series {
+            let (b, l) = native(uid, round, 1, 4, 4);
+            let loc = s.put(&b, Some(&l)).unwrap();
+            let id = s.meta(loc).unwrap().dict_id;
+            if round == 2 {
+                assert_ne!(id, 0, "series {uid} lost its dictionary");
+                assert_eq!(*first_dict.entry(uid.clone()).or_insert(id), id);
+                assert_eq!(s.get(loc).unwrap(), b);
+            }
+        }
+    }
+    let d = lock(&s.dicts);
+    assert!(d.by_series.len() <= MAX_DICTS && d.by_id.len() <= MAX_DICTS);
+    drop(d);
+    assert_eq!(s.stats().unwrap().dictionaries, series.len() as u64);
+}
