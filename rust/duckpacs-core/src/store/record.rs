@@ -227,6 +227,43 @@ fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread, reused: creating one per chunk costs more than a small
+    /// chunk's compression.
+    static CCTX: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress_plain(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    CCTX.with(|cell| {
+        let mut ctxs = cell.borrow_mut();
+        if let Some((_, c)) = ctxs.iter_mut().find(|(l, _)| *l == level) {
+            return c.compress(data);
+        }
+        let mut c = zstd::bulk::Compressor::new(level)?;
+        let out = c.compress(data);
+        if ctxs.len() < 4 {
+            ctxs.push((level, c));
+        }
+        out
+    })
+}
+
+fn decompress_plain(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(data, capacity),
+            None => zstd::bulk::decompress(data, capacity),
+        }
+    })
+}
+
 fn zstd_err(e: std::io::Error) -> String {
     format!("zstd: {e}")
 }
@@ -264,7 +301,7 @@ fn encode_chunk(
                 Some(d) => zstd::bulk::Compressor::with_prepared_dictionary(d.encoder())
                     .and_then(|mut c| c.compress(&filtered))
                     .map_err(zstd_err)?,
-                None => zstd::bulk::compress(&filtered, level).map_err(zstd_err)?,
+                None => compress_plain(&filtered, level).map_err(zstd_err)?,
             };
             chunk.codec = if dict.is_some() {
                 CODEC_ZSTD_DICT
@@ -474,7 +511,7 @@ pub fn decode_chunk(
     let raw_len = usize::try_from(c.raw_len).map_err(|_| "chunk too large")?;
     let filtered = match c.codec {
         CODEC_STORED => stored.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(stored, raw_len).map_err(zstd_err)?,
+        CODEC_ZSTD => decompress_plain(stored, raw_len).map_err(zstd_err)?,
         CODEC_ZSTD_DICT => {
             let d = dict.ok_or("chunk needs a dictionary that was not found")?;
             zstd::bulk::Decompressor::with_prepared_dictionary(&d.dec)
