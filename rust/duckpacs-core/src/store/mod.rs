@@ -58,8 +58,8 @@ impl Default for Options {
         Options {
             pack_size: 1 << 30,
             levels: Levels::default(),
-            dict_samples: 8,
-            dict_size: 64 << 10,
+            dict_samples: 4,
+            dict_size: 128 << 10,
             sync: true,
         }
     }
@@ -472,17 +472,11 @@ impl Store {
             d.no_train.insert(series.to_string());
             d.samples.remove(series).unwrap_or_default()
         };
-        let total: usize = samples.iter().map(Vec::len).sum();
-        let size = self.opts.dict_size.min(total / 2).max(256);
-        // Few or small samples defeat zstd's trainer; the samples themselves then serve as
-        // a raw-content dictionary (the most recent bytes last, where zstd looks first).
-        let raw = zstd::dict::from_samples(&samples, size).unwrap_or_else(|_| {
-            let all: Vec<u8> = samples.concat();
-            all[all.len().saturating_sub(self.opts.dict_size)..].to_vec()
-        });
-        if raw.len() < 8 {
-            return Ok(());
-        }
+        let Some(raw) =
+            record::build_dictionary(&samples, self.opts.dict_size, self.opts.levels.header)
+        else {
+            return Ok(()); // Nothing to learn from: this series stays dictionary-less.
+        };
         let rec = record::encode_dictionary(&raw, series);
         let loc = self.append(&[&rec])?[0];
         let dict = Arc::new(HeaderDict::new(raw, loc, self.opts.levels.header));
