@@ -259,6 +259,151 @@ fn decode_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
     }
 }
 
+/// Activity classes of [`med_classes_encode`]: thresholds on `|d-b| + |b-c| + |c-a|`.
+pub const CLASS_THRESHOLDS: [i32; 3] = [4, 16, 64];
+pub const CLASSES: usize = CLASS_THRESHOLDS.len() + 1;
+
+/// Activity class of a sample from its causal neighbours (left `a`, up `b`, up-left `c`,
+/// up-right `d`): flat regions and edges get residual streams of their own, which is what
+/// JPEG-LS's context modelling exploits (ITU-T T.87 A.3).
+#[inline(always)]
+fn class_of(a: i32, b: i32, c: i32, d: i32) -> usize {
+    let act = (d - b).abs() + (b - c).abs() + (c - a).abs();
+    usize::from(act >= CLASS_THRESHOLDS[0])
+        + usize::from(act >= CLASS_THRESHOLDS[1])
+        + usize::from(act >= CLASS_THRESHOLDS[2])
+}
+
+/// Class of sample `i` of a row (`cur` decoded up to `i`), with `up` the previous row;
+/// class 0 on the first row and the first `s` samples of each row.
+#[inline(always)]
+fn row_class(cur: &[i32], up: &[i32], i: usize, s: usize) -> usize {
+    let w = up.len();
+    let b = up[i];
+    let d = if i + s < w { up[i + s] } else { b };
+    class_of(cur[i - s], b, up[i - s], d)
+}
+
+/// MED residuals (zigzag) split into [`CLASSES`] streams by activity class, each stream the
+/// low bytes then (for 2-byte samples) the high bytes of its residuals in raster order.
+pub fn med_classes_encode(data: &[u8], g: &Geometry) -> Vec<Vec<u8>> {
+    let v = load_values(data, g);
+    let res = residuals(&v, g.row_len, g.stride);
+    let w = g.row_len;
+    let s = g.stride.min(w);
+    let mut lo: Vec<Vec<u8>> = vec![Vec::new(); CLASSES];
+    let mut hi: Vec<Vec<u8>> = vec![Vec::new(); CLASSES];
+    for (r, (cur, rr)) in v.chunks_exact(w).zip(res.chunks_exact(w)).enumerate() {
+        for (i, &x) in rr.iter().enumerate() {
+            let k = if r == 0 || i < s {
+                0
+            } else {
+                row_class(cur, &v[(r - 1) * w..r * w], i, s)
+            };
+            if g.sample_bytes == 1 {
+                lo[k].push(zigzag8(x as u8));
+            } else {
+                let z = zigzag16(x as u16);
+                lo[k].push(z as u8);
+                hi[k].push((z >> 8) as u8);
+            }
+        }
+    }
+    lo.into_iter()
+        .zip(hi)
+        .map(|(mut l, h)| {
+            l.extend_from_slice(&h);
+            l
+        })
+        .collect()
+}
+
+/// Inverse of [`med_classes_encode`]: `streams` as it returned them, `len` the output size.
+pub fn med_classes_decode(
+    streams: &[Vec<u8>],
+    len: usize,
+    g: &Geometry,
+) -> Result<Vec<u8>, String> {
+    match (g.sample_bytes, g.signed, g.big_endian) {
+        (1, false, _) => classes_impl::<true, false, false>(streams, len, g),
+        (1, true, _) => classes_impl::<true, true, false>(streams, len, g),
+        (_, false, false) => classes_impl::<false, false, false>(streams, len, g),
+        (_, false, true) => classes_impl::<false, false, true>(streams, len, g),
+        (_, true, false) => classes_impl::<false, true, false>(streams, len, g),
+        (_, true, true) => classes_impl::<false, true, true>(streams, len, g),
+    }
+}
+
+fn classes_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
+    streams: &[Vec<u8>],
+    len: usize,
+    g: &Geometry,
+) -> Result<Vec<u8>, String> {
+    let sb = if B8 { 1 } else { 2 };
+    let n = len / sb;
+    let w = g.row_len;
+    let s = g.stride.min(w);
+    if streams.len() != CLASSES || !med_applies(len, g) {
+        return Err("class streams do not fit the chunk geometry".into());
+    }
+    let counts: Vec<usize> = streams.iter().map(|st| st.len() / sb).collect();
+    if streams.iter().any(|st| st.len() % sb != 0) || counts.iter().sum::<usize>() != n {
+        return Err("class stream lengths do not add up to the chunk".into());
+    }
+    let mut pos = [0usize; CLASSES];
+    let mut next = |k: usize| -> u16 {
+        let st = &streams[k];
+        let j = pos[k];
+        pos[k] += 1;
+        if B8 {
+            u16::from(unzigzag8(st[j]))
+        } else {
+            unzigzag16(u16::from(st[j]) | (u16::from(st[counts[k] + j]) << 8))
+        }
+    };
+    // Every stream holds exactly the samples of its class (checked as they are taken).
+    let mut vals = vec![0i32; n];
+    let mut taken = [0usize; CLASSES];
+    for r in 0..n / w {
+        let (done, rest) = vals.split_at_mut(r * w);
+        let cur = &mut rest[..w];
+        if r == 0 {
+            for i in 0..w {
+                if taken[0] >= counts[0] {
+                    return Err("class stream 0 exhausted".into());
+                }
+                taken[0] += 1;
+                let p = if i >= s { cur[i - s] } else { 0 };
+                cur[i] = to_value::<B8, SIGNED>(next(0).wrapping_add(p as u16));
+            }
+            continue;
+        }
+        let up = &done[(r - 1) * w..];
+        for i in 0..w {
+            let (k, p) = if i < s {
+                (0, up[i])
+            } else {
+                (row_class(cur, up, i, s), med(cur[i - s], up[i], up[i - s]))
+            };
+            if taken[k] >= counts[k] {
+                return Err(format!("class stream {k} exhausted"));
+            }
+            taken[k] += 1;
+            cur[i] = to_value::<B8, SIGNED>(next(k).wrapping_add(p as u16));
+        }
+    }
+    if B8 {
+        Ok(vals.iter().map(|&x| x as u8).collect())
+    } else {
+        let mut out = vec![0u8; len];
+        for (o, &x) in out.chunks_exact_mut(2).zip(&vals) {
+            let x = x as u16;
+            o.copy_from_slice(&if BE { x.to_be_bytes() } else { x.to_le_bytes() });
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +460,8 @@ mod tests {
                     let enc = med_encode(&data, &g);
                     assert_eq!(enc.len(), data.len());
                     assert_eq!(med_decode(&enc, &g), data);
+                    let streams = med_classes_encode(&data, &g);
+                    assert_eq!(med_classes_decode(&streams, data.len(), &g).unwrap(), data);
                 }
             }
         }

@@ -62,6 +62,8 @@ pub struct Location {
 pub const FILTER_NONE: u8 = 0;
 pub const FILTER_SHUFFLE: u8 = 1;
 pub const FILTER_MED: u8 = 2;
+/// MED residuals split by activity class, each class stream compressed on its own.
+pub const FILTER_MED_CLASSES: u8 = 3;
 /// Codecs.
 pub const CODEC_STORED: u8 = 0;
 pub const CODEC_ZSTD: u8 = 1;

@@ -203,7 +203,7 @@ fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
             let unit = if med { row_len * bytes } else { bytes.max(1) };
             let per_chunk = (MAX_CHUNK / unit).max(1) * unit;
             let (filt, sample_bytes) = if med {
-                (FILTER_MED, bytes)
+                (FILTER_MED_CLASSES, bytes)
             } else if bytes > 1 {
                 (FILTER_SHUFFLE, bytes)
             } else {
@@ -319,6 +319,9 @@ fn encode_chunk(
     level: i32,
     dict: Option<&HeaderDict>,
 ) -> Result<(Vec<u8>, Chunk), String> {
+    if filt == FILTER_MED_CLASSES {
+        return encode_classes(raw, g, level);
+    }
     let filtered = match filt {
         FILTER_MED => filter::med_encode(raw, g),
         FILTER_SHUFFLE => filter::shuffle(raw, g.sample_bytes),
@@ -363,6 +366,82 @@ fn encode_chunk(
     chunk.stored_len = stored.len() as u64;
     chunk.xxh3 = xxh3_64(&stored);
     Ok((stored, chunk))
+}
+
+fn chunk_entry(raw: &[u8], filt: u8, g: &Geometry, level: i32) -> Chunk {
+    Chunk {
+        raw_len: raw.len() as u64,
+        filter: filt,
+        codec: CODEC_ZSTD,
+        level: level.clamp(-128, 127) as i8,
+        sample_bytes: g.sample_bytes as u8,
+        flags: (if g.big_endian { FLAG_BIG_ENDIAN } else { 0 })
+            | (if g.signed { FLAG_SIGNED } else { 0 }),
+        row_len: g.row_len as u32,
+        stride: g.stride as u32,
+        ..Chunk::default()
+    }
+}
+
+/// Filter 3: `u8 K`, K x (u32 raw length, u32 stored length), then the K class streams,
+/// each a zstd frame, or raw when zstd would not shrink it (stored length == raw length).
+fn encode_classes(raw: &[u8], g: &Geometry, level: i32) -> Result<(Vec<u8>, Chunk), String> {
+    let streams = filter::med_classes_encode(raw, g);
+    let mut table = vec![streams.len() as u8];
+    let mut body = Vec::with_capacity(raw.len() / 2);
+    for st in &streams {
+        let z = compress_plain(st, level).map_err(zstd_err)?;
+        let payload: &[u8] = if z.len() < st.len() { &z } else { st };
+        table.extend_from_slice(&(st.len() as u32).to_le_bytes());
+        table.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        body.extend_from_slice(payload);
+    }
+    table.extend_from_slice(&body);
+    let mut chunk = chunk_entry(raw, FILTER_MED_CLASSES, g, level);
+    let stored = if table.len() < raw.len() {
+        table
+    } else {
+        chunk.codec = CODEC_STORED;
+        chunk.filter = FILTER_NONE;
+        raw.to_vec()
+    };
+    chunk.stored_len = stored.len() as u64;
+    chunk.xxh3 = xxh3_64(&stored);
+    Ok((stored, chunk))
+}
+
+fn decode_classes(stored: &[u8], c: &Chunk, g: &Geometry) -> Result<Vec<u8>, String> {
+    let k = usize::from(*stored.first().ok_or("empty class table")?);
+    if k != filter::CLASSES || c.codec != CODEC_ZSTD {
+        return Err(format!("class chunk with {k} classes / codec {}", c.codec));
+    }
+    let word = |at: usize| -> Result<usize, String> {
+        let b = stored.get(at..at + 4).ok_or("class table truncated")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let mut at = 1 + 8 * k;
+    let mut streams = Vec::with_capacity(k);
+    let mut total = 0usize;
+    for i in 0..k {
+        let (raw_len, stored_len) = (word(1 + 8 * i)?, word(5 + 8 * i)?);
+        total = total.saturating_add(raw_len);
+        if total > c.raw_len as usize || stored_len > raw_len {
+            return Err("class stream lengths out of range".into());
+        }
+        let payload = stored
+            .get(at..at + stored_len)
+            .ok_or("class stream truncated")?;
+        at += stored_len;
+        streams.push(if stored_len == raw_len {
+            payload.to_vec()
+        } else {
+            decompress_plain(payload, raw_len).map_err(zstd_err)?
+        });
+        if streams[i].len() != raw_len {
+            return Err("class stream decoded to the wrong length".into());
+        }
+    }
+    filter::med_classes_decode(&streams, c.raw_len as usize, g)
 }
 
 /// Assembles header, metadata and chunk data into a record with its trailer.
@@ -551,6 +630,16 @@ pub fn decode_chunk(
         ));
     }
     let raw_len = usize::try_from(c.raw_len).map_err(|_| "chunk too large")?;
+    let g = Geometry {
+        row_len: c.row_len as usize,
+        stride: c.stride as usize,
+        sample_bytes: c.sample_bytes as usize,
+        big_endian: c.flags & FLAG_BIG_ENDIAN != 0,
+        signed: c.flags & FLAG_SIGNED != 0,
+    };
+    if c.filter == FILTER_MED_CLASSES {
+        return decode_classes(stored, c, &g);
+    }
     let filtered = match c.codec {
         CODEC_STORED => stored.to_vec(),
         CODEC_ZSTD => decompress_plain(stored, raw_len).map_err(zstd_err)?,
@@ -568,13 +657,6 @@ pub fn decode_chunk(
             filtered.len()
         ));
     }
-    let g = Geometry {
-        row_len: c.row_len as usize,
-        stride: c.stride as usize,
-        sample_bytes: c.sample_bytes as usize,
-        big_endian: c.flags & FLAG_BIG_ENDIAN != 0,
-        signed: c.flags & FLAG_SIGNED != 0,
-    };
     match c.filter {
         FILTER_NONE => Ok(filtered),
         FILTER_SHUFFLE => Ok(filter::unshuffle(&filtered, g.sample_bytes)),
