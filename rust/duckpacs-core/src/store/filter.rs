@@ -263,59 +263,80 @@ fn decode_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
 pub const CLASS_THRESHOLDS: [i32; 3] = [4, 16, 64];
 pub const CLASSES: usize = CLASS_THRESHOLDS.len() + 1;
 
-/// Activity class of a sample from its causal neighbours (left `a`, up `b`, up-left `c`,
-/// up-right `d`): flat regions and edges get residual streams of their own, which is what
-/// JPEG-LS's context modelling exploits (ITU-T T.87 A.3).
-#[inline(always)]
-fn class_of(a: i32, b: i32, c: i32, d: i32) -> usize {
-    let act = (d - b).abs() + (b - c).abs() + (c - a).abs();
-    usize::from(act >= CLASS_THRESHOLDS[0])
-        + usize::from(act >= CLASS_THRESHOLDS[1])
-        + usize::from(act >= CLASS_THRESHOLDS[2])
+/// Activity classes of one row, from the row above only (`up`), so a decoder knows every
+/// class of a row before decoding it: with `b` above, `c` above-left, `e` two to the left
+/// above and `d` above-right, the activity `|d-b| + |b-c| + |c-e|` is compared with
+/// [`CLASS_THRESHOLDS`]. Flat regions and edges get residual streams of their own, which is
+/// what JPEG-LS's context modelling exploits (ITU-T T.87 A.3).
+fn row_classes(up: &[i32], s: usize, out: &mut [u8]) {
+    let w = up.len().min(out.len());
+    let class = |act: i32| {
+        u8::from(act >= CLASS_THRESHOLDS[0])
+            + u8::from(act >= CLASS_THRESHOLDS[1])
+            + u8::from(act >= CLASS_THRESHOLDS[2])
+    };
+    let edge = |i: usize| {
+        let b = up[i];
+        let c = if i >= s { up[i - s] } else { b };
+        let e = if i >= 2 * s { up[i - 2 * s] } else { c };
+        let d = if i + s < w { up[i + s] } else { b };
+        class((d - b).abs() + (b - c).abs() + (c - e).abs())
+    };
+    if w < 3 * s + 1 {
+        for (i, o) in out.iter_mut().enumerate().take(w) {
+            *o = edge(i);
+        }
+        return;
+    }
+    for i in (0..2 * s).chain(w - s..w) {
+        out[i] = edge(i);
+    }
+    // Interior, branch free so it vectorises: b = up[i], c = up[i-s], e = up[i-2s], d = up[i+s].
+    let it = out[2 * s..w - s].iter_mut().zip(&up[2 * s..w - s]).zip(
+        up[s..w - 2 * s]
+            .iter()
+            .zip(&up[..w - 3 * s])
+            .zip(&up[3 * s..w]),
+    );
+    for ((o, &b), ((&c, &e), &d)) in it {
+        *o = class((d - b).abs() + (b - c).abs() + (c - e).abs());
+    }
 }
 
-/// Class of sample `i` of a row (`cur` decoded up to `i`), with `up` the previous row;
-/// class 0 on the first row and the first `s` samples of each row.
-#[inline(always)]
-fn row_class(cur: &[i32], up: &[i32], i: usize, s: usize) -> usize {
-    let w = up.len();
-    let b = up[i];
-    let d = if i + s < w { up[i + s] } else { b };
-    class_of(cur[i - s], b, up[i - s], d)
-}
-
-/// MED residuals (zigzag) split into [`CLASSES`] streams by activity class, each stream the
-/// low bytes then (for 2-byte samples) the high bytes of its residuals in raster order.
+/// MED residuals (zigzag) split into [`CLASSES`] streams by activity class (the first row
+/// is class 0), each stream the low bytes then (for 2-byte samples) the high bytes of its
+/// residuals in raster order.
 pub fn med_classes_encode(data: &[u8], g: &Geometry) -> Vec<Vec<u8>> {
     let v = load_values(data, g);
     let res = residuals(&v, g.row_len, g.stride);
     let w = g.row_len;
     let s = g.stride.min(w);
-    let mut lo: Vec<Vec<u8>> = vec![Vec::new(); CLASSES];
-    let mut hi: Vec<Vec<u8>> = vec![Vec::new(); CLASSES];
-    for (r, (cur, rr)) in v.chunks_exact(w).zip(res.chunks_exact(w)).enumerate() {
-        for (i, &x) in rr.iter().enumerate() {
-            let k = if r == 0 || i < s {
-                0
-            } else {
-                row_class(cur, &v[(r - 1) * w..r * w], i, s)
-            };
-            if g.sample_bytes == 1 {
-                lo[k].push(zigzag8(x as u8));
-            } else {
-                let z = zigzag16(x as u16);
-                lo[k].push(z as u8);
-                hi[k].push((z >> 8) as u8);
-            }
+    // Classes first (the first row is class 0), then each residual to its stream.
+    let mut cls = vec![0u8; res.len()];
+    for (r, c) in cls.chunks_exact_mut(w).enumerate().skip(1) {
+        row_classes(&v[(r - 1) * w..r * w], s, c);
+    }
+    let mut counts = [0usize; CLASSES];
+    for &k in &cls {
+        counts[usize::from(k)] += 1;
+    }
+    let sb = g.sample_bytes;
+    let mut out: Vec<Vec<u8>> = counts.iter().map(|&c| vec![0u8; c * sb]).collect();
+    let mut pos = [0usize; CLASSES];
+    for (&x, &k) in res.iter().zip(&cls) {
+        let k = usize::from(k);
+        let j = pos[k];
+        pos[k] += 1;
+        let st = &mut out[k];
+        if sb == 1 {
+            st[j] = zigzag8(x as u8);
+        } else {
+            let z = zigzag16(x as u16);
+            st[j] = z as u8;
+            st[counts[k] + j] = (z >> 8) as u8;
         }
     }
-    lo.into_iter()
-        .zip(hi)
-        .map(|(mut l, h)| {
-            l.extend_from_slice(&h);
-            l
-        })
-        .collect()
+    out
 }
 
 /// Inverse of [`med_classes_encode`]: `streams` as it returned them, `len` the output size.
@@ -324,72 +345,84 @@ pub fn med_classes_decode(
     len: usize,
     g: &Geometry,
 ) -> Result<Vec<u8>, String> {
-    match (g.sample_bytes, g.signed, g.big_endian) {
-        (1, false, _) => classes_impl::<true, false, false>(streams, len, g),
-        (1, true, _) => classes_impl::<true, true, false>(streams, len, g),
-        (_, false, false) => classes_impl::<false, false, false>(streams, len, g),
-        (_, false, true) => classes_impl::<false, false, true>(streams, len, g),
-        (_, true, false) => classes_impl::<false, true, false>(streams, len, g),
-        (_, true, true) => classes_impl::<false, true, true>(streams, len, g),
+    let sb = g.sample_bytes;
+    if streams.len() != CLASSES
+        || !med_applies(len, g)
+        || streams.iter().any(|st| st.len() % sb != 0)
+    {
+        return Err("class streams do not fit the chunk geometry".into());
+    }
+    let n = len / sb;
+    let counts: Vec<usize> = streams.iter().map(|st| st.len() / sb).collect();
+    if counts.iter().sum::<usize>() != n {
+        return Err("class stream lengths do not add up to the chunk".into());
+    }
+    match (sb, g.signed, g.big_endian) {
+        (1, false, _) => classes_impl::<true, false, false>(streams, &counts, len, g),
+        (1, true, _) => classes_impl::<true, true, false>(streams, &counts, len, g),
+        (_, false, false) => classes_impl::<false, false, false>(streams, &counts, len, g),
+        (_, false, true) => classes_impl::<false, false, true>(streams, &counts, len, g),
+        (_, true, false) => classes_impl::<false, true, false>(streams, &counts, len, g),
+        (_, true, true) => classes_impl::<false, true, true>(streams, &counts, len, g),
     }
 }
 
 fn classes_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
     streams: &[Vec<u8>],
+    counts: &[usize],
     len: usize,
     g: &Geometry,
 ) -> Result<Vec<u8>, String> {
-    let sb = if B8 { 1 } else { 2 };
-    let n = len / sb;
+    let n = if B8 { len } else { len / 2 };
     let w = g.row_len;
     let s = g.stride.min(w);
-    if streams.len() != CLASSES || !med_applies(len, g) {
-        return Err("class streams do not fit the chunk geometry".into());
-    }
-    let counts: Vec<usize> = streams.iter().map(|st| st.len() / sb).collect();
-    if streams.iter().any(|st| st.len() % sb != 0) || counts.iter().sum::<usize>() != n {
-        return Err("class stream lengths do not add up to the chunk".into());
-    }
     let mut pos = [0usize; CLASSES];
-    let mut next = |k: usize| -> u16 {
-        let st = &streams[k];
-        let j = pos[k];
-        pos[k] += 1;
-        if B8 {
-            u16::from(unzigzag8(st[j]))
-        } else {
-            unzigzag16(u16::from(st[j]) | (u16::from(st[counts[k] + j]) << 8))
-        }
-    };
-    // Every stream holds exactly the samples of its class (checked as they are taken).
     let mut vals = vec![0i32; n];
-    let mut taken = [0usize; CLASSES];
+    let mut cls = vec![0u8; w];
+    let mut z = vec![0u16; w];
+    let val = |z: u16, p: i32| to_value::<B8, SIGNED>(z.wrapping_add(p as u16));
     for r in 0..n / w {
         let (done, rest) = vals.split_at_mut(r * w);
         let cur = &mut rest[..w];
+        let up = if r > 0 {
+            &done[(r - 1) * w..]
+        } else {
+            &done[..0]
+        };
+        if r > 0 {
+            row_classes(up, s, &mut cls);
+        }
+        // Gather this row's residuals from the class streams (independent of the values).
+        for (zi, &k) in z.iter_mut().zip(&cls) {
+            let k = usize::from(k);
+            let j = pos[k];
+            pos[k] += 1;
+            let st = &streams[k];
+            *zi = if B8 {
+                u16::from(unzigzag8(*st.get(j).ok_or("class stream exhausted")?))
+            } else {
+                let lo = *st
+                    .get(j)
+                    .filter(|_| j < counts[k])
+                    .ok_or("class stream exhausted")?;
+                let hi = st[counts[k] + j];
+                unzigzag16(u16::from(lo) | (u16::from(hi) << 8))
+            };
+        }
         if r == 0 {
-            for i in 0..w {
-                if taken[0] >= counts[0] {
-                    return Err("class stream 0 exhausted".into());
-                }
-                taken[0] += 1;
-                let p = if i >= s { cur[i - s] } else { 0 };
-                cur[i] = to_value::<B8, SIGNED>(next(0).wrapping_add(p as u16));
+            for i in 0..s {
+                cur[i] = val(z[i], 0);
+            }
+            for i in s..w {
+                cur[i] = val(z[i], cur[i - s]);
             }
             continue;
         }
-        let up = &done[(r - 1) * w..];
-        for i in 0..w {
-            let (k, p) = if i < s {
-                (0, up[i])
-            } else {
-                (row_class(cur, up, i, s), med(cur[i - s], up[i], up[i - s]))
-            };
-            if taken[k] >= counts[k] {
-                return Err(format!("class stream {k} exhausted"));
-            }
-            taken[k] += 1;
-            cur[i] = to_value::<B8, SIGNED>(next(k).wrapping_add(p as u16));
+        for i in 0..s {
+            cur[i] = val(z[i], up[i]);
+        }
+        for i in s..w {
+            cur[i] = val(z[i], med(cur[i - s], up[i], up[i - s]));
         }
     }
     if B8 {
@@ -546,6 +579,26 @@ mod probe {
         println!("encode {:.0}", mb / best(&|| drop(med_encode(&data, &g))));
         let e = med_encode(&data, &g);
         println!("decode {:.0}", mb / best(&|| drop(med_decode(&e, &g))));
-        println!("copy {:.0}", mb / best(&|| drop(data.to_vec())));
+        println!(
+            "cls enc {:.0}",
+            mb / best(&|| drop(med_classes_encode(&data, &g)))
+        );
+        let st = med_classes_encode(&data, &g);
+        let mut cls = vec![0u8; 512];
+        println!(
+            "rowcls {:.0}",
+            mb / best(&|| {
+                let mut c2 = cls.clone();
+                for up in v.chunks_exact(512) {
+                    row_classes(up, 1, &mut c2);
+                    std::hint::black_box(&c2);
+                }
+            })
+        );
+        cls[0] = 1;
+        println!(
+            "cls dec {:.0}",
+            mb / best(&|| drop(med_classes_decode(&st, data.len(), &g)))
+        );
     }
 }
