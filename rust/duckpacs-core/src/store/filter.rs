@@ -259,81 +259,107 @@ fn decode_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
     }
 }
 
-/// Activity classes of [`med_classes_encode`]: thresholds on `|d-b| + |b-c| + |c-a|`.
+/// Activity classes of [`med_classes_encode`]: thresholds on the mean activity of a block.
 pub const CLASS_THRESHOLDS: [i32; 3] = [4, 16, 64];
 pub const CLASSES: usize = CLASS_THRESHOLDS.len() + 1;
+/// Samples per block: a block's residuals go to one class stream together.
+pub const CLASS_BLOCK: usize = 4;
 
-/// Activity classes of one row, from the row above only (`up`), so a decoder knows every
-/// class of a row before decoding it: with `b` above, `c` above-left, `e` two to the left
-/// above and `d` above-right, the activity `|d-b| + |b-c| + |c-e|` is compared with
-/// [`CLASS_THRESHOLDS`]. Flat regions and edges get residual streams of their own, which is
-/// what JPEG-LS's context modelling exploits (ITU-T T.87 A.3).
-fn row_classes(up: &[i32], s: usize, out: &mut [u8]) {
-    let w = up.len().min(out.len());
-    let class = |act: i32| {
-        u8::from(act >= CLASS_THRESHOLDS[0])
-            + u8::from(act >= CLASS_THRESHOLDS[1])
-            + u8::from(act >= CLASS_THRESHOLDS[2])
-    };
+/// Activity classes of the blocks of one row, from the row above only (`up`), so a decoder
+/// knows every class of a row before decoding it. A sample's activity is
+/// `|d-b| + |b-c| + |c-e|` with `b` above, `c` above-left, `e` two to the left above and
+/// `d` above-right (edges reuse the nearest); a block of [`CLASS_BLOCK`] samples takes the
+/// class of its mean activity. Flat regions and edges so get residual streams of their own,
+/// which is what JPEG-LS's context modelling exploits (ITU-T T.87 A.3). `act` is scratch.
+fn row_classes(up: &[i32], s: usize, act: &mut [i32], out: &mut [u8]) {
+    let w = up.len().min(act.len());
     let edge = |i: usize| {
         let b = up[i];
         let c = if i >= s { up[i - s] } else { b };
         let e = if i >= 2 * s { up[i - 2 * s] } else { c };
         let d = if i + s < w { up[i + s] } else { b };
-        class((d - b).abs() + (b - c).abs() + (c - e).abs())
+        (d - b).abs() + (b - c).abs() + (c - e).abs()
     };
     if w < 3 * s + 1 {
-        for (i, o) in out.iter_mut().enumerate().take(w) {
-            *o = edge(i);
+        for (i, a) in act.iter_mut().enumerate().take(w) {
+            *a = edge(i);
         }
-        return;
+    } else {
+        for i in (0..2 * s).chain(w - s..w) {
+            act[i] = edge(i);
+        }
+        // Interior, branch free so it vectorises.
+        let n = w - 3 * s;
+        let (bb, cc, ee, dd) = (
+            &up[2 * s..2 * s + n],
+            &up[s..s + n],
+            &up[..n],
+            &up[3 * s..3 * s + n],
+        );
+        let aa = &mut act[2 * s..2 * s + n];
+        for i in 0..n {
+            aa[i] = (dd[i] - bb[i]).abs() + (bb[i] - cc[i]).abs() + (cc[i] - ee[i]).abs();
+        }
     }
-    for i in (0..2 * s).chain(w - s..w) {
-        out[i] = edge(i);
+    // Mean >= threshold, without a division: sum >= threshold x block length.
+    let class = |sum: i32, len: i32| {
+        u8::from(sum >= CLASS_THRESHOLDS[0] * len)
+            + u8::from(sum >= CLASS_THRESHOLDS[1] * len)
+            + u8::from(sum >= CLASS_THRESHOLDS[2] * len)
+    };
+    let full = w / CLASS_BLOCK;
+    for (o, blk) in out
+        .iter_mut()
+        .zip(act[..full * CLASS_BLOCK].chunks_exact(CLASS_BLOCK))
+    {
+        *o = class(blk.iter().sum(), CLASS_BLOCK as i32);
     }
-    // Interior, branch free so it vectorises: b = up[i], c = up[i-s], e = up[i-2s], d = up[i+s].
-    let it = out[2 * s..w - s].iter_mut().zip(&up[2 * s..w - s]).zip(
-        up[s..w - 2 * s]
-            .iter()
-            .zip(&up[..w - 3 * s])
-            .zip(&up[3 * s..w]),
-    );
-    for ((o, &b), ((&c, &e), &d)) in it {
-        *o = class((d - b).abs() + (b - c).abs() + (c - e).abs());
+    if full * CLASS_BLOCK < w {
+        if let Some(o) = out.get_mut(full) {
+            let tail = &act[full * CLASS_BLOCK..w];
+            *o = class(tail.iter().sum(), tail.len() as i32);
+        }
     }
 }
 
-/// MED residuals (zigzag) split into [`CLASSES`] streams by activity class (the first row
-/// is class 0), each stream the low bytes then (for 2-byte samples) the high bytes of its
-/// residuals in raster order.
+/// MED residuals (zigzag) split into [`CLASSES`] streams by block activity class (the first
+/// row is class 0), each stream the low bytes then (for 2-byte samples) the high bytes of
+/// its residuals in raster order.
 pub fn med_classes_encode(data: &[u8], g: &Geometry) -> Vec<Vec<u8>> {
     let v = load_values(data, g);
     let res = residuals(&v, g.row_len, g.stride);
     let w = g.row_len;
     let s = g.stride.min(w);
-    // Classes first (the first row is class 0), then each residual to its stream.
-    let mut cls = vec![0u8; res.len()];
-    for (r, c) in cls.chunks_exact_mut(w).enumerate().skip(1) {
-        row_classes(&v[(r - 1) * w..r * w], s, c);
+    let nb = w.div_ceil(CLASS_BLOCK);
+    let rows = res.len() / w;
+    let mut cls = vec![0u8; rows * nb];
+    let mut act = vec![0i32; w];
+    for (r, c) in cls.chunks_exact_mut(nb).enumerate().skip(1) {
+        row_classes(&v[(r - 1) * w..r * w], s, &mut act, c);
     }
     let mut counts = [0usize; CLASSES];
-    for &k in &cls {
-        counts[usize::from(k)] += 1;
+    for c in cls.chunks_exact(nb) {
+        for (b, &k) in c.iter().enumerate() {
+            counts[usize::from(k)] += CLASS_BLOCK.min(w - b * CLASS_BLOCK);
+        }
     }
     let sb = g.sample_bytes;
     let mut out: Vec<Vec<u8>> = counts.iter().map(|&c| vec![0u8; c * sb]).collect();
     let mut pos = [0usize; CLASSES];
-    for (&x, &k) in res.iter().zip(&cls) {
-        let k = usize::from(k);
-        let j = pos[k];
-        pos[k] += 1;
-        let st = &mut out[k];
-        if sb == 1 {
-            st[j] = zigzag8(x as u8);
-        } else {
-            let z = zigzag16(x as u16);
-            st[j] = z as u8;
-            st[counts[k] + j] = (z >> 8) as u8;
+    for (rr, c) in res.chunks_exact(w).zip(cls.chunks_exact(nb)) {
+        for (blk, &k) in rr.chunks(CLASS_BLOCK).zip(c) {
+            let k = usize::from(k);
+            let (st, n) = (&mut out[k], counts[k]);
+            for (j, &x) in (pos[k]..).zip(blk) {
+                if sb == 1 {
+                    st[j] = zigzag8(x as u8);
+                } else {
+                    let z = zigzag16(x as u16);
+                    st[j] = z as u8;
+                    st[n + j] = (z >> 8) as u8;
+                }
+            }
+            pos[k] += blk.len();
         }
     }
     out
@@ -357,28 +383,45 @@ pub fn med_classes_decode(
     if counts.iter().sum::<usize>() != n {
         return Err("class stream lengths do not add up to the chunk".into());
     }
+    // Residual words of each class, unzigzagged (one vectorisable pass per stream).
+    let words: Vec<Vec<u16>> = streams
+        .iter()
+        .zip(&counts)
+        .map(|(st, &c)| {
+            if sb == 1 {
+                st.iter().map(|&b| u16::from(unzigzag8(b))).collect()
+            } else {
+                let (lo, hi) = st.split_at(c);
+                lo.iter()
+                    .zip(hi)
+                    .map(|(&l, &h)| unzigzag16(u16::from(l) | (u16::from(h) << 8)))
+                    .collect()
+            }
+        })
+        .collect();
     match (sb, g.signed, g.big_endian) {
-        (1, false, _) => classes_impl::<true, false, false>(streams, &counts, len, g),
-        (1, true, _) => classes_impl::<true, true, false>(streams, &counts, len, g),
-        (_, false, false) => classes_impl::<false, false, false>(streams, &counts, len, g),
-        (_, false, true) => classes_impl::<false, false, true>(streams, &counts, len, g),
-        (_, true, false) => classes_impl::<false, true, false>(streams, &counts, len, g),
-        (_, true, true) => classes_impl::<false, true, true>(streams, &counts, len, g),
+        (1, false, _) => classes_impl::<true, false, false>(&words, len, g),
+        (1, true, _) => classes_impl::<true, true, false>(&words, len, g),
+        (_, false, false) => classes_impl::<false, false, false>(&words, len, g),
+        (_, false, true) => classes_impl::<false, false, true>(&words, len, g),
+        (_, true, false) => classes_impl::<false, true, false>(&words, len, g),
+        (_, true, true) => classes_impl::<false, true, true>(&words, len, g),
     }
 }
 
 fn classes_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
-    streams: &[Vec<u8>],
-    counts: &[usize],
+    words: &[Vec<u16>],
     len: usize,
     g: &Geometry,
 ) -> Result<Vec<u8>, String> {
     let n = if B8 { len } else { len / 2 };
     let w = g.row_len;
     let s = g.stride.min(w);
+    let nb = w.div_ceil(CLASS_BLOCK);
     let mut pos = [0usize; CLASSES];
     let mut vals = vec![0i32; n];
-    let mut cls = vec![0u8; w];
+    let mut cls = vec![0u8; nb];
+    let mut act = vec![0i32; w];
     let mut z = vec![0u16; w];
     let val = |z: u16, p: i32| to_value::<B8, SIGNED>(z.wrapping_add(p as u16));
     for r in 0..n / w {
@@ -390,24 +433,15 @@ fn classes_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
             &done[..0]
         };
         if r > 0 {
-            row_classes(up, s, &mut cls);
+            row_classes(up, s, &mut act, &mut cls);
         }
-        // Gather this row's residuals from the class streams (independent of the values).
-        for (zi, &k) in z.iter_mut().zip(&cls) {
+        // Gather this row's residuals, a block at a time, from the class streams.
+        for (zb, &k) in z.chunks_mut(CLASS_BLOCK).zip(&cls) {
             let k = usize::from(k);
-            let j = pos[k];
-            pos[k] += 1;
-            let st = &streams[k];
-            *zi = if B8 {
-                u16::from(unzigzag8(*st.get(j).ok_or("class stream exhausted")?))
-            } else {
-                let lo = *st
-                    .get(j)
-                    .filter(|_| j < counts[k])
-                    .ok_or("class stream exhausted")?;
-                let hi = st[counts[k] + j];
-                unzigzag16(u16::from(lo) | (u16::from(hi) << 8))
-            };
+            let end = pos[k] + zb.len();
+            let src = words[k].get(pos[k]..end).ok_or("class stream exhausted")?;
+            zb.copy_from_slice(src);
+            pos[k] = end;
         }
         if r == 0 {
             for i in 0..s {
@@ -421,8 +455,21 @@ fn classes_impl<const B8: bool, const SIGNED: bool, const BE: bool>(
         for i in 0..s {
             cur[i] = val(z[i], up[i]);
         }
-        for i in s..w {
-            cur[i] = val(z[i], med(cur[i - s], up[i], up[i - s]));
+        if s == 1 {
+            // Grey scale: carry the left neighbour in a register, not through memory.
+            let mut a = cur[0];
+            let it = cur[1..]
+                .iter_mut()
+                .zip(&z[1..])
+                .zip(up[1..].iter().zip(&up[..w - 1]));
+            for ((o, &zi), (&b, &c)) in it {
+                a = val(zi, med(a, b, c));
+                *o = a;
+            }
+        } else {
+            for i in s..w {
+                cur[i] = val(z[i], med(cur[i - s], up[i], up[i - s]));
+            }
         }
     }
     if B8 {
@@ -584,18 +631,6 @@ mod probe {
             mb / best(&|| drop(med_classes_encode(&data, &g)))
         );
         let st = med_classes_encode(&data, &g);
-        let mut cls = vec![0u8; 512];
-        println!(
-            "rowcls {:.0}",
-            mb / best(&|| {
-                let mut c2 = cls.clone();
-                for up in v.chunks_exact(512) {
-                    row_classes(up, 1, &mut c2);
-                    std::hint::black_box(&c2);
-                }
-            })
-        );
-        cls[0] = 1;
         println!(
             "cls dec {:.0}",
             mb / best(&|| drop(med_classes_decode(&st, data.len(), &g)))
