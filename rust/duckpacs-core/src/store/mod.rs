@@ -703,7 +703,9 @@ impl Store {
     fn read_head(&self, loc: Location) -> Result<record::Parsed> {
         let path = self.pack_path(loc.pack);
         let f = self.file(loc.pack)?;
-        let h = read_at(&f, &path, loc.offset, RECORD_HEADER_LEN)?;
+        // One read covers header and metadata of most records; a second when it does not.
+        let first = loc.length.clamp(RECORD_HEADER_LEN as u64, 8192) as usize;
+        let h = read_at(&f, &path, loc.offset, first)?;
         let header = parse_record_header(&h).map_err(|m| integrity(&path, loc.offset, m))?;
         if header.record_len != loc.length {
             return Err(Error::Store {
@@ -716,7 +718,11 @@ impl Store {
             });
         }
         let n = RECORD_HEADER_LEN + header.meta_len as usize;
-        let head = read_at(&f, &path, loc.offset, n)?;
+        let head = if n <= h.len() {
+            h
+        } else {
+            read_at(&f, &path, loc.offset, n)?
+        };
         record::parse_head(&head).map_err(|m| integrity(&path, loc.offset, m))
     }
 

@@ -19,6 +19,9 @@ use crate::layout::{InstanceLayout, PixelKind};
 /// Largest raw pixel chunk: bigger frames are split at row boundaries.
 pub const MAX_CHUNK: usize = 1 << 20;
 
+/// Frames smaller than this use plain MED: four class streams cost more than they save.
+const MIN_CLASS_CHUNK: usize = 32 << 10;
+
 /// Frames smaller than this are not given chunks of their own.
 const MIN_FRAME_CHUNK: usize = 256;
 
@@ -202,8 +205,10 @@ fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
             // Chunk size: whole rows for MED, else whole samples.
             let unit = if med { row_len * bytes } else { bytes.max(1) };
             let per_chunk = (MAX_CHUNK / unit).max(1) * unit;
-            let (filt, sample_bytes) = if med {
+            let (filt, sample_bytes) = if med && frame_len >= MIN_CLASS_CHUNK {
                 (FILTER_MED_CLASSES, bytes)
+            } else if med {
+                (FILTER_MED, bytes)
             } else if bytes > 1 {
                 (FILTER_SHUFFLE, bytes)
             } else {
