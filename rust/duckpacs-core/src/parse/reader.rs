@@ -385,7 +385,8 @@ impl<'a> Reader<'a> {
             content: Content::Value,
         };
         if h.len == UNDEFINED {
-            if is_pixel_tag(tag) && h.vr != Vr::SQ && depth == 0 {
+            if is_pixel_tag(tag) && h.vr != Vr::SQ {
+                // Encapsulated pixel data, also inside an Icon Image Sequence (PS3.5 A.4).
                 let (frags, after) = self.fragments(start, end, syn)?;
                 if h.implicit {
                     // Encapsulated pixel data is OB (PS3.5 A.4).

@@ -330,3 +330,33 @@ fn deflated_dataset_offsets_index_the_inflated_buffer() {
     assert!(l.deflated);
     assert_eq!(l.patient_id, "P1");
 }
+
+#[test]
+fn encapsulated_icon_inside_a_sequence() {
+    let mut f = part10("1.2.840.10008.1.2.4.50");
+    // (0088,0200) Icon Image Sequence, undefined length; item undefined length
+    f.extend_from_slice(&[
+        0x88, 0x00, 0x00, 0x02, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    // nested (7FE0,0010) OB undefined: empty BOT, one fragment, delimiter
+    f.extend_from_slice(&[
+        0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 0xFF, 0xD8]);
+    f.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    // item delimitation, sequence delimitation
+    f.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    let l = describe(&f, None).unwrap();
+    assert!(
+        l.pixel.is_none(),
+        "only top-level pixel data is the instance's"
+    );
+    let p = parse(&f, ParseOptions::default()).unwrap();
+    let icon = &p.dataset.get(0x0088_0200).unwrap().items()[0].dataset;
+    assert!(
+        matches!(icon.get(0x7FE0_0010).unwrap().content, Content::Fragments(ref v) if v.len() == 2)
+    );
+}
