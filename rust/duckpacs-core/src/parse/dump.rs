@@ -35,7 +35,7 @@ pub fn to_text(p: &Parsed<'_>) -> String {
     if let Some(r) = &p.trailing_padding {
         let _ = writeln!(
             out,
-            "# {} bytes of trailing zero padding at {}",
+            "# {} trailing bytes (padding) at {}",
             r.len(),
             r.start
         );

@@ -14,6 +14,29 @@
 //! inflate(data[meta.end..])` returned by [`Parsed::data`]: meta offsets equal file offsets,
 //! dataset offsets are `meta.end +` the offset in the inflated stream. [`InstanceLayout`]
 //! reports `deflated = true` in that case and the store keeps such files whole.
+//!
+//! # Walking the tree
+//! Elements keep byte ranges; values are decoded on demand with the character set of the
+//! dataset they belong to:
+//! ```
+//! use duckpacs_core::parse::{parse, ParseOptions, Value};
+//! let mut buf = Vec::new();
+//! // (0010,0010) Patient's Name, implicit VR little endian, length 6, "Doe^J "
+//! buf.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, 6, 0, 0, 0]);
+//! buf.extend_from_slice(b"Doe^J ");
+//! let p = parse(&buf, ParseOptions::default()).unwrap();
+//! for el in &p.dataset.elements {
+//!     assert_eq!(el.tag, 0x0010_0010);
+//!     match p.value(&p.dataset, el) {
+//!         Value::PersonNames(names) => assert_eq!(names[0].alphabetic, "Doe^J"),
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//!     for item in el.items() {
+//!         // nested datasets: item.dataset.elements, decoded with p.value(&item.dataset, ..)
+//!         let _ = item;
+//!     }
+//! }
+//! ```
 
 pub mod charset;
 pub mod dict;
@@ -68,7 +91,8 @@ pub struct Parsed<'a> {
     pub deflated: bool,
     /// Offset of the pixel data element where parsing stopped (`stop_at_pixel_data`).
     pub stopped_at: Option<usize>,
-    /// Zero bytes after the last top-level element.
+    /// Bytes after the last top-level element that are not an element: zero padding of any
+    /// length, or 1 to 7 stray bytes (too short for an element header).
     pub trailing_padding: Option<Range<usize>>,
 }
 

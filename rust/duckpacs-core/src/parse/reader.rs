@@ -159,7 +159,7 @@ pub(crate) struct Reader<'a> {
     pub stop_at_pixel_data: bool,
     /// Offset of the pixel data element where reading stopped, if it did.
     pub stopped_at: Option<usize>,
-    /// Trailing zero padding after the last top-level element.
+    /// Trailing bytes after the last top-level element (zeros, or fewer than 8 bytes).
     pub trailing: Option<Range<usize>>,
     /// An element with a "US or SS" dictionary VR was read without an explicit VR.
     pub saw_us_or_ss: bool,
@@ -316,8 +316,10 @@ impl<'a> Reader<'a> {
                 break;
             }
             let rest = self.buf.get(pos..end).unwrap_or(&[]);
-            if top && rest.iter().all(|&b| b == 0) {
-                // Trailing zero padding after the last element (written by some modalities).
+            if top && (rest.len() < 8 || rest.iter().all(|&b| b == 0)) {
+                // Trailing zero padding, or fewer stray bytes than an element header, after
+                // the last element (written by some modalities; pydicom and DCMTK ignore it).
+                // The range is reported so that the file can be rebuilt byte for byte.
                 self.trailing = Some(pos..end);
                 pos = end;
                 break;

@@ -123,6 +123,16 @@ fn encapsulated_with_basic_offset_table() {
 
 #[test]
 fn truncated_value_is_an_error_with_context() {
+    // Fewer than 8 stray bytes after the last element are trailing bytes, not an error.
+    let mut short_tail = part10(EXPLICIT_VR_LE);
+    short_tail.extend(short(0x0008_0060, b"CS", b"CT"));
+    short_tail.extend_from_slice(&[1, 2, 3]);
+    let p = parse(&short_tail, ParseOptions::default()).unwrap();
+    assert_eq!(
+        p.trailing_padding,
+        Some(short_tail.len() - 3..short_tail.len())
+    );
+
     let mut f = part10(EXPLICIT_VR_LE);
     // (0010,0010) PN claims 10 bytes, only 3 follow
     f.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 10, 0, b'A', b'B', b'C']);
