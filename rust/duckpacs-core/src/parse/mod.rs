@@ -170,29 +170,35 @@ fn trim_uid(raw: &[u8]) -> String {
         .to_string()
 }
 
-/// Upper bound of an inflated dataset: deflate cannot exceed ~1032:1, and we cap at 4 GiB.
+/// Largest inflated dataset accepted: deflate cannot expand more than ~1032:1, and no real
+/// dataset needs more than 1 GiB; a larger result is refused as a decompression bomb.
 fn inflate_limit(compressed: usize) -> u64 {
     (compressed as u64)
         .saturating_mul(1032)
         .saturating_add(1024)
-        .min(4 << 30)
+        .min(1 << 30)
 }
 
 fn inflate(buf: &[u8], meta_end: usize) -> Result<Vec<u8>> {
     let body = buf.get(meta_end..).unwrap_or(&[]);
+    let limit = inflate_limit(body.len());
     let mut out = Vec::with_capacity(meta_end + body.len() * 4);
     out.extend_from_slice(buf.get(..meta_end).unwrap_or(&[]));
     let decoder = flate2::read::DeflateDecoder::new(body);
-    decoder
-        .take(inflate_limit(body.len()))
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            Error::parse(
-                meta_end,
-                None,
-                format!("deflated dataset does not inflate: {e}"),
-            )
-        })?;
+    let read = decoder.take(limit + 1).read_to_end(&mut out).map_err(|e| {
+        Error::parse(
+            meta_end,
+            None,
+            format!("deflated dataset does not inflate: {e}"),
+        )
+    })?;
+    if read as u64 > limit {
+        return Err(Error::parse(
+            meta_end,
+            None,
+            format!("deflated dataset inflates beyond {limit} bytes"),
+        ));
+    }
     Ok(out)
 }
 
