@@ -96,6 +96,10 @@ impl Element {
     pub fn is_sequence(&self) -> bool {
         matches!(self.content, Content::Items(_))
     }
+    /// True for private data elements and private creators (odd group, PS3.5 7.8).
+    pub fn is_private(&self) -> bool {
+        self.group() & 1 == 1 && self.group() > 0x0008
+    }
 }
 
 /// One sequence item.
@@ -121,6 +125,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The Private Creator element reserving the block of private element `tag`
+    /// ((gggg,00xx) for (gggg,xxyy), PS3.5 7.8.1), if the dataset has one.
+    pub fn private_creator(&self, tag: u32) -> Option<&Element> {
+        let group = tag >> 16;
+        let element = tag & 0xFFFF;
+        if group & 1 == 0 || element < 0x1000 {
+            return None;
+        }
+        self.get((group << 16) | (element >> 8))
+    }
+
     /// The element with `tag`, found by binary search when the elements are in order.
     pub fn get(&self, tag: u32) -> Option<&Element> {
         match self.elements.binary_search_by_key(&tag, |e| e.tag) {

@@ -241,7 +241,8 @@ fn un_with_undefined_length_holds_implicit_sequence() {
     f.extend(short(0x0010_0020, b"LO", b"ID1 "));
     let p = parse(&f, ParseOptions::default()).unwrap();
     let un = p.dataset.get(0x0009_1010).unwrap();
-    assert!(un.is_sequence());
+    assert!(un.is_sequence() && un.is_private());
+    assert!(p.dataset.private_creator(0x0009_1010).is_none());
     let item = &un.items()[0].dataset;
     assert_eq!(p.string(item, 0x0008_0060), "CT");
     assert_eq!(p.string(&p.dataset, 0x0010_0020), "ID1");
@@ -369,4 +370,19 @@ fn encapsulated_icon_inside_a_sequence() {
     assert!(
         matches!(icon.get(0x7FE0_0010).unwrap().content, Content::Fragments(ref v) if v.len() == 2)
     );
+}
+
+#[test]
+fn private_creator_of_a_private_element() {
+    let mut f = Vec::new();
+    // implicit VR: (0029,0010) creator "SIEMENS CSA HEADER", (0029,1008) private value "IMAGE NUM 4 "
+    f.extend_from_slice(&[0x29, 0x00, 0x10, 0x00, 18, 0, 0, 0]);
+    f.extend_from_slice(b"SIEMENS CSA HEADER");
+    f.extend_from_slice(&[0x29, 0x00, 0x08, 0x10, 12, 0, 0, 0]);
+    f.extend_from_slice(b"IMAGE NUM 4 ");
+    let p = parse(&f, ParseOptions::default()).unwrap();
+    let creator = p.dataset.private_creator(0x0029_1008).unwrap();
+    assert_eq!(creator.vr, Vr::LO);
+    assert_eq!(p.string(&p.dataset, creator.tag), "SIEMENS CSA HEADER");
+    assert_eq!(p.dataset.get(0x0029_1008).unwrap().vr, Vr::UN);
 }
