@@ -91,6 +91,8 @@ pub struct Parsed<'a> {
     pub deflated: bool,
     /// Offset of the pixel data element where parsing stopped (`stop_at_pixel_data`).
     pub stopped_at: Option<usize>,
+    /// Loop iterations the reader spent on meta and dataset (bounded by the input length).
+    pub steps: usize,
     /// Bytes after the last top-level element that are not an element: zero padding of any
     /// length, or 1 to 7 stray bytes (too short for an element header).
     pub trailing_padding: Option<Range<usize>>,
@@ -215,9 +217,11 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
     let mut meta = Dataset::default();
     let mut meta_end = 0;
     let mut meta_ts = None;
+    let mut steps = 0;
     if framing != Framing::BareDataset {
         let mut r = Reader::new(buf, false);
         let (m, end) = r.read_meta(meta_start)?;
+        steps = r.steps;
         meta_end = end;
         meta_ts = m
             .get(0x0002_0010)
@@ -262,6 +266,7 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
         reader::resolve_us_or_ss(&data, &mut dataset, false);
     }
     let stopped_at = r.stopped_at;
+    let steps = steps + r.steps;
     let trailing_padding = r.trailing.clone();
     Ok(Parsed {
         framing,
@@ -272,6 +277,7 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
         syntax,
         deflated,
         stopped_at,
+        steps,
         trailing_padding,
         data,
     })

@@ -178,6 +178,9 @@ pub(crate) struct Reader<'a> {
     pub trailing: Option<Range<usize>>,
     /// An element with a "US or SS" dictionary VR was read without an explicit VR.
     pub saw_us_or_ss: bool,
+    /// Loop iterations spent: each consumes at least 8 bytes or ends its loop, so this stays
+    /// below `2 * len / 8 + 2` (checked by the fuzz test).
+    pub steps: usize,
 }
 
 fn u16_at(buf: &[u8], pos: usize, be: bool) -> Option<u16> {
@@ -219,6 +222,7 @@ impl<'a> Reader<'a> {
             stopped_at: None,
             trailing: None,
             saw_us_or_ss: false,
+            steps: 0,
         }
     }
 
@@ -324,6 +328,7 @@ impl<'a> Reader<'a> {
         let mut elements: Vec<Element> = Vec::new();
         let top = depth == 0 && until == Until::End;
         loop {
+            self.steps += 1;
             if pos >= end {
                 if until == Until::ItemDelimiter {
                     return Err(truncated(pos, None, "an item delimitation item"));
@@ -494,6 +499,7 @@ impl<'a> Reader<'a> {
         }
         let mut items = Vec::new();
         loop {
+            self.steps += 1;
             if !undefined && pos >= end {
                 break;
             }
@@ -555,13 +561,14 @@ impl<'a> Reader<'a> {
 
     /// Reads the items of encapsulated pixel data up to the sequence delimiter (PS3.5 A.4).
     fn fragments(
-        &self,
+        &mut self,
         mut pos: usize,
         end: usize,
         syn: Syntax,
     ) -> Result<(Vec<Range<usize>>, usize)> {
         let mut frags = Vec::new();
         loop {
+            self.steps += 1;
             if end.saturating_sub(pos) < 8 {
                 return Err(truncated(
                     pos,
