@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from duckpacs.cli import config_cmds, serve_cmd, store_cmds
+from duckpacs.cli import config_cmds, dump_cmd, serve_cmd, store_cmds
 from duckpacs.errors import DuckpacsError
 
-COMMAND_MODULES = (config_cmds, serve_cmd, store_cmds)
+COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, store_cmds)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:

@@ -35,6 +35,7 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Store { .. } => py_error(py, "StorageError", message),
         Error::Integrity { .. } => py_error(py, "IntegrityError", message),
         Error::Locked { .. } => py_error(py, "ArchiveLockedError", message),
+        Error::Parse { .. } => py_error(py, "ParseError", message),
         _ => py_error(py, "DuckpacsError", message),
     }
 }

@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod parse;
 mod store;
 
 /// Build profile of this extension ("release" or "debug").
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
     m.add_class::<store::Store>()?;
     m.add_class::<store::ScanIter>()?;
+    parse::register(m)?;
     Ok(())
 }

@@ -27,9 +27,10 @@ fn tup(l: Location) -> Loc {
     (l.pack, l.offset, l.length)
 }
 
-/// The layout of a received buffer, as the parser describes it; `None` stores it whole.
-fn layout_for(_data: &[u8], _transfer_syntax: Option<&str>) -> Option<InstanceLayout> {
-    None
+/// The layout of a received buffer, as the parser describes it; `None` (the parser refused
+/// it) stores it whole, byte for byte, which an archive may still want for unusual files.
+fn layout_for(data: &[u8], transfer_syntax: Option<&str>) -> Option<InstanceLayout> {
+    duckpacs_core::parse::describe(data, transfer_syntax).ok()
 }
 
 fn meta_dict<'py>(py: Python<'py>, m: &Meta) -> PyResult<Bound<'py, PyDict>> {

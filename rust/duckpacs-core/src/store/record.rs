@@ -148,7 +148,7 @@ struct Cut {
 type CutPlan = (Vec<Cut>, Vec<(u32, u32)>, usize);
 
 fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
-    if DEFLATED.contains(&layout.transfer_syntax.as_str()) {
+    if layout.deflated || DEFLATED.contains(&layout.transfer_syntax.as_str()) {
         return None;
     }
     let px = layout.pixel.as_ref()?;
