@@ -5,6 +5,7 @@
 pub mod error;
 pub mod layout;
 pub mod parse;
+pub mod store;
 
 pub use error::{Error, Result};
 
