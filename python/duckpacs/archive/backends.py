@@ -42,7 +42,8 @@ class PackStore:
         return Location(*self._store.put(data))
 
     def get(self, location: Location) -> bytes:
-        return bytes(self._store.get(tuple(location)))
+        pack, offset, length = location
+        return bytes(self._store.get((pack, offset, length)))
 
     def close(self) -> None:
         self._store.close()
