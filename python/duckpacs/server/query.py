@@ -26,6 +26,15 @@ STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 STUDY_ROOT = {STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET}
 
 
+# The unique key of each level (PS3.4 C.6.1.1 / C.6.2.1), always returned (C.4.1.1.3.2).
+UNIQUE_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
 class IdentifierError(ValueError):
     """The identifier cannot be answered: the message says why (PS3.4 C.4.1.1.4)."""
 
@@ -61,6 +70,8 @@ def parse_identifier(
         text = _text(element.value).strip()
         if text and text != "*":
             query[keyword] = text
+    if UNIQUE_KEYS[level] not in return_keys:
+        return_keys.append(UNIQUE_KEYS[level])
     return level, query, return_keys
 
 
