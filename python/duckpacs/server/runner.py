@@ -111,6 +111,13 @@ class Service:
         self._port = 0
         self._restarts: dict[int, int] = {}
 
+    def catalog(self) -> ipc.LocalCatalog:
+        """The index as the owner's own services (HTTP, DICOMweb) must read it: through the
+        owner, so rows acknowledged to DIMSE but not yet flushed are visible too."""
+        if self.owner is None:
+            raise NetworkError("the archive is not running")
+        return ipc.LocalCatalog(self.owner)
+
     def status(self) -> dict[str, Any]:
         return {
             "version": duckpacs.__version__,
