@@ -93,7 +93,16 @@ def _data_dir(value: Any) -> Path:
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+    if isinstance(value, str) and value.lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return value.lower() in ("1", "true", "yes", "on")
     raise ValueError("true or false")
 
@@ -122,24 +131,64 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("archive.data_dir", "DUCKPACS_DATA_DIR", _data_dir, DEFAULT_DATA_DIR,
-           "folder holding the store, the index and the logs"),
-    Option("archive.workers", "DUCKPACS_WORKERS", _workers, 2,
-           "worker processes for DIMSE associations and import"),
-    Option("archive.log_level", "DUCKPACS_LOG_LEVEL", _log_level, "INFO",
-           "DEBUG, INFO, WARNING or ERROR"),
-    Option("dimse.ae_title", "DUCKPACS_AE_TITLE", _ae_title, "DUCKPACS",
-           "our Application Entity title; called AE titles must match it"),
+    Option(
+        "archive.data_dir",
+        "DUCKPACS_DATA_DIR",
+        _data_dir,
+        DEFAULT_DATA_DIR,
+        "folder holding the store, the index and the logs",
+    ),
+    Option(
+        "archive.workers",
+        "DUCKPACS_WORKERS",
+        _workers,
+        2,
+        "worker processes for DIMSE associations and import",
+    ),
+    Option(
+        "archive.log_level",
+        "DUCKPACS_LOG_LEVEL",
+        _log_level,
+        "INFO",
+        "DEBUG, INFO, WARNING or ERROR",
+    ),
+    Option(
+        "dimse.ae_title",
+        "DUCKPACS_AE_TITLE",
+        _ae_title,
+        "DUCKPACS",
+        "our Application Entity title; called AE titles must match it",
+    ),
     Option("dimse.port", "DUCKPACS_DIMSE_PORT", _port, 11112, "DIMSE listening port"),
-    Option("dimse.bind", "DUCKPACS_DIMSE_BIND", _bind_address, "0.0.0.0",
-           "address the DIMSE listener binds to"),
-    Option("dimse.accept_any", "DUCKPACS_ACCEPT_ANY", _boolean, False,
-           "accept associations from any calling AE title with every permission (unsafe)"),
-    Option("dimse.unknown_peer_permissions", "DUCKPACS_UNKNOWN_PEER_PERMISSIONS", _permissions,
-           ["echo"], "what a calling AE that is not a configured peer may do"),
+    Option(
+        "dimse.bind",
+        "DUCKPACS_DIMSE_BIND",
+        _bind_address,
+        "0.0.0.0",
+        "address the DIMSE listener binds to",
+    ),
+    Option(
+        "dimse.accept_any",
+        "DUCKPACS_ACCEPT_ANY",
+        _boolean,
+        False,
+        "accept associations from any calling AE title with every permission (unsafe)",
+    ),
+    Option(
+        "dimse.unknown_peer_permissions",
+        "DUCKPACS_UNKNOWN_PEER_PERMISSIONS",
+        _permissions,
+        ["echo"],
+        "what a calling AE that is not a configured peer may do",
+    ),
     Option("http.port", "DUCKPACS_HTTP_PORT", _port, 8042, "HTTP listening port"),
-    Option("http.bind", "DUCKPACS_HTTP_BIND", _bind_address, "127.0.0.1",
-           "address the HTTP listener binds to"),
+    Option(
+        "http.bind",
+        "DUCKPACS_HTTP_BIND",
+        _bind_address,
+        "127.0.0.1",
+        "address the HTTP listener binds to",
+    ),
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 PEER_KEYS = {"ae_title", "host", "port", "permissions"}
@@ -184,7 +233,8 @@ class Settings:
         return {
             "config_file": str(self.config_file) if self.config_file else None,
             "settings": {
-                k: {"value": _jsonable(v), "source": self.sources[k]} for k, v in self.values.items()
+                k: {"value": _jsonable(v), "source": self.sources[k]}
+                for k, v in self.values.items()
             },
             "peers": {
                 name: {
@@ -318,9 +368,8 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
             raise ConfigError(f"{where} must be a table with ae_title, host, port, permissions")
         unknown = set(spec) - PEER_KEYS
         if unknown:
-            raise ConfigError(
-                f"{where}: unknown key {sorted(unknown)[0]}; allowed: {', '.join(sorted(PEER_KEYS))}"
-            )
+            allowed = ", ".join(sorted(PEER_KEYS))
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]}; allowed: {allowed}")
         missing = {"ae_title", "host", "port"} - set(spec)
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(sorted(missing))}")
@@ -333,7 +382,9 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
                 raise ConfigError(f"{where}.{key} = {raw!r} is invalid: expected {e}") from None
         host = spec["host"]
         if not isinstance(host, str) or not host.strip():
-            raise ConfigError(f"{where}.host = {host!r} is invalid: expected a host name or address")
+            raise ConfigError(
+                f"{where}.host = {host!r} is invalid: expected a host name or address"
+            )
         peers[name] = Peer(name=name, host=host.strip(), **fields)
     titles = [p.ae_title for p in peers.values()]
     duplicate = next((t for t in titles if titles.count(t) > 1), None)

@@ -18,7 +18,9 @@ def setup(level: str = "INFO") -> None:
     """Configure the ``duckpacs`` logger to write to stderr; quieten pynetdicom's chatter."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-5s %(component)-6s %(message)s", "%Y-%m-%d %H:%M:%S")
+        logging.Formatter(
+            "%(asctime)s %(levelname)-5s %(component)-6s %(message)s", "%Y-%m-%d %H:%M:%S"
+        )
     )
     handler.addFilter(_ComponentFilter())
     root = logging.getLogger(LOGGER_NAME)

@@ -12,20 +12,29 @@ from duckpacs.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser("init", parents=[common], help="create an archive folder with a "
-                              "commented default configuration")
+    p = subparsers.add_parser(
+        "init",
+        parents=[common],
+        help="create an archive folder with a commented default configuration",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing duckpacs.toml")
     p.set_defaults(func=cmd_init)
 
-    p = subparsers.add_parser("version", parents=[common], help="print duckpacs, Python and "
-                              "Rust versions and the build profile")
+    p = subparsers.add_parser(
+        "version",
+        parents=[common],
+        help="print duckpacs, Python and Rust versions and the build profile",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_version)
 
     p = subparsers.add_parser("config", parents=[common], help="inspect the configuration")
     sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = sub.add_parser("show", parents=[common], help="print the effective configuration "
-                          "and where each value came from")
+    show = sub.add_parser(
+        "show",
+        parents=[common],
+        help="print the effective configuration and where each value came from",
+    )
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_config_show)
 

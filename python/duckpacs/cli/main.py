@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from duckpacs.cli import config_cmds, serve_cmd
 from duckpacs.errors import DuckpacsError
@@ -18,25 +19,40 @@ from duckpacs.errors import DuckpacsError
 COMMAND_MODULES = (config_cmds, serve_cmd)
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options every subcommand accepts."""
+def common_options(*, top_level: bool) -> argparse.ArgumentParser:
+    """Options every subcommand accepts, before or after the subcommand's name.
+
+    Below the top level the defaults are suppressed, so that `duckpacs --debug serve` is not
+    undone by the subcommand parser writing its own default over the top level's value.
+    """
+    default: dict[str, Any] = {} if top_level else {"default": argparse.SUPPRESS}
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("archive")
-    group.add_argument("--data", metavar="DIR", help="archive folder (else $DUCKPACS_DATA_DIR, "
-                       "else the configuration, else ./duckpacs-data)")
-    group.add_argument("--config", metavar="FILE", help="configuration file (else "
-                       "$DUCKPACS_CONFIG, else ./duckpacs.toml, else DIR/duckpacs.toml)")
-    group.add_argument("--debug", action="store_true", help="show tracebacks on error")
+    group.add_argument(
+        "--data",
+        metavar="DIR",
+        help="archive folder (else $DUCKPACS_DATA_DIR, "
+        "else the configuration, else ./duckpacs-data)",
+        **default,
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (else "
+        "$DUCKPACS_CONFIG, else ./duckpacs.toml, else DIR/duckpacs.toml)",
+        **default,
+    )
+    group.add_argument("--debug", action="store_true", help="show tracebacks on error", **default)
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = common_options()
     parser = argparse.ArgumentParser(
         prog="duckpacs",
         description="A self-contained DICOM archive. Run `duckpacs COMMAND --help` for details.",
-        parents=[common],
+        parents=[common_options(top_level=True)],
     )
+    common = common_options(top_level=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
         module.register(subparsers, common)

@@ -32,9 +32,16 @@ REJECT_REASONS = {
 }
 
 
+def _calling_ae(event: Any) -> str:
+    """The caller's AE title; at EVT_REQUESTED only the A-ASSOCIATE-RQ primitive has it."""
+    requestor = event.assoc.requestor
+    title = requestor.ae_title or getattr(requestor.primitive, "calling_ae_title", "") or ""
+    return str(title).strip()
+
+
 def _peer(event: Any) -> dict[str, Any]:
     requestor = event.assoc.requestor
-    return {"peer": requestor.ae_title, "addr": f"{requestor.address}:{requestor.port}"}
+    return {"peer": _calling_ae(event), "addr": f"{requestor.address}:{requestor.port}"}
 
 
 class DimseServer:
@@ -50,7 +57,7 @@ class DimseServer:
 
     def start(self) -> tuple[str, int]:
         address = (self.settings["dimse.bind"], self.settings["dimse.port"])
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
@@ -70,8 +77,7 @@ class DimseServer:
     # --- association life cycle -------------------------------------------------------
 
     def _on_requested(self, event: Any) -> None:
-        calling = event.assoc.requestor.ae_title
-        if not self.policy.may_associate(calling):
+        if not self.policy.may_associate(_calling_ae(event)):
             # PS3.8 9.3.4: rejected-permanent, service-user, calling AE title not recognised.
             assoc = event.assoc
             assoc.acse.send_reject(0x01, 0x01, 0x03)
@@ -83,7 +89,7 @@ class DimseServer:
         logs.event(log, "association accepted", **_peer(event))
 
     def _on_rejected(self, event: Any) -> None:
-        diagnostic = getattr(event.assoc.acceptor.primitive, "diagnostic", None)
+        diagnostic = int(getattr(event.assoc.acceptor.primitive, "diagnostic", 0) or 0)
         reason = REJECT_REASONS.get(diagnostic, f"diagnostic {diagnostic}")
         logs.event(log, "association rejected", reason=reason, **_peer(event))
 
@@ -96,8 +102,7 @@ class DimseServer:
     # --- services ---------------------------------------------------------------------
 
     def _on_echo(self, event: Any) -> int:
-        calling = event.assoc.requestor.ae_title
-        if not self.policy.allows(calling, "echo"):
+        if not self.policy.allows(_calling_ae(event), "echo"):
             logs.event(log, "C-ECHO refused", reason="not authorized", **_peer(event))
             return STATUS_NOT_AUTHORIZED
         logs.event(log, "C-ECHO", status="success", **_peer(event))

@@ -42,7 +42,8 @@ class Archive:
             self.http = HttpServer(s["http.bind"], s["http.port"], self.status)
         except OSError as e:
             self.stop()
-            raise NetworkError(f"cannot listen: {e.strerror or e} (is another archive running?)")
+            reason = e.strerror or str(e)
+            raise NetworkError(f"cannot listen: {reason} (is another archive running?)") from e
         self.http.start()
         http_host, http_port = self.http.address
         logs.event(log, "duckpacs started", version=duckpacs.__version__, data=s.data_dir)

@@ -8,7 +8,11 @@ use pyo3::prelude::*;
 mod errors;
 
 /// Build profile of this extension ("release" or "debug").
-const PROFILE: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
