@@ -240,7 +240,8 @@ class Index:
               SELECT b.iid, unnest(b.attrs, recursive := true) FROM _dp_batch b
               WHERE b.iid IN (SELECT iid FROM _dp_new))""")
         con.execute("""CREATE OR REPLACE TEMP TABLE _dp_touched AS
-            SELECT DISTINCT series_instance_uid, study_instance_uid,
+            SELECT DISTINCT coalesce(series_instance_uid, '') AS series_instance_uid,
+                   coalesce(study_instance_uid, '') AS study_instance_uid,
                    coalesce(patient_id, '') AS patient_id FROM (
               SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_batch
               WHERE iid IN (SELECT iid FROM _dp_new)

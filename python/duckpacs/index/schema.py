@@ -186,7 +186,13 @@ NUMERIC_VRS: Final = frozenset({"DS", "IS", "FL", "FD", "SS", "US", "SL", "UL", 
 DATETIME_VRS: Final = frozenset({"DA", "TM", "DT"})
 
 
+# Hierarchy keys: an instance lacking one still belongs to a (nameless) patient/study/series.
+HIERARCHY_COLUMNS: Final = frozenset({"patient_id", "study_instance_uid", "series_instance_uid"})
+
+
 def _typed(k: KeyAttribute, source: str) -> str:
+    if k.column in HIERARCHY_COLUMNS:
+        return f"coalesce({source}, '')"
     if k.vr == "DA":
         return f"dp_date({source})"
     if k.vr == "TM":
