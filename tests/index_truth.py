@@ -92,7 +92,10 @@ def values(ds: Dataset, keyword_or_tag: str | int) -> list[str] | None:
     """Text values of an element (None when absent), as the index stores them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        elem = ds[keyword_or_tag] if keyword_or_tag in ds else None
+        try:
+            elem = ds[keyword_or_tag]
+        except KeyError:
+            return None
     if elem is None:
         return None
     v = elem.value

@@ -74,8 +74,8 @@ class Index:
         self._lock = threading.RLock()
         for macro in schema.MACROS:
             con.execute(macro)
-        row = con.execute("SELECT coalesce(max(iid), 0) + 1 FROM instances").fetchone()
-        self._next_iid = int(row[0]) if row else 1
+        rows = con.execute("SELECT coalesce(max(iid), 0) + 1 FROM instances").fetchall()
+        self._next_iid = int(rows[0][0]) if rows else 1
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -146,10 +146,10 @@ class Index:
                 return
             row = con.execute(
                 "SELECT value FROM duckpacs_meta WHERE key = 'schema_version'"
-            ).fetchone()
+            ).fetchall()
         except duckdb.Error as e:
             raise ArchiveIndexError(f"{file}: the index is damaged ({e}); {REINDEX_HINT}") from e
-        version = int(row[0]) if row else 0
+        version = int(row[0][0]) if row else 0
         if version > schema.SCHEMA_VERSION:
             raise ArchiveIndexError(
                 f"{file}: index schema {version} is newer than this duckpacs "
@@ -221,8 +221,8 @@ class Index:
         keyed = _count(con, "_dp_new")
         uids = con.execute(
             "SELECT count(*) FROM _dp_batch WHERE coalesce(sop_instance_uid, '') <> ''"
-        ).fetchone()
-        with_uid = int(uids[0]) if uids else 0
+        ).fetchall()
+        with_uid = int(uids[0][0]) if uids else 0
         con.execute("""DELETE FROM _dp_new USING instances i
             WHERE i.sop_instance_uid = _dp_new.sop_instance_uid AND i.sha256 = _dp_new.sha256""")
         fresh = _count(con, "_dp_new")
@@ -339,8 +339,8 @@ class Index:
         """Number of matches of ``query`` at ``level`` (same rules as :meth:`find`)."""
         plan = matching.compile_find(level, query, (), fuzzy=fuzzy)
         with self._lock:
-            row = self._con.execute(f"SELECT count(*) FROM ({plan.sql})", plan.params).fetchone()
-        return int(row[0]) if row else 0
+            row = self._con.execute(f"SELECT count(*) FROM ({plan.sql})", plan.params).fetchall()
+        return int(row[0][0]) if row else 0
 
     def locations(
         self, level: str, query: Mapping[str, Any], *, fuzzy: bool = False
@@ -399,8 +399,8 @@ class Index:
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    return int(row[0][0]) if row else 0
 
 
 def _agg(columns: Sequence[str], order: str) -> str:
