@@ -8,9 +8,10 @@ Tables and views (all read-only here):
 - ``instances``: one row per instance: every key attribute, plus where it is stored (``pack``,
   ``offset``, ``length``), ``sha256``, ``size``, ``transfer_syntax``, ``received_at``,
   ``source_ae``;
-- ``attributes``: every value of every element of every instance, nested and private ones
-  included (``iid``, ``parent`` item path, ``tag`` as a number, ``vr``, ``creator``,
-  ``vm_index``, ``value`` text, ``num`` number);
+- ``attributes``: every value of every element of every instance that is not one of the
+  typed columns of ``instances`` (so nested, private and all other attributes): ``iid``,
+  ``parent`` item path, ``tag`` as a number, ``vr``, ``creator``, ``vm_index``, ``value`` as
+  text, ``num`` as a number;
 - ``elements``: ``attributes`` joined to the instance UIDs and the dictionary keyword, with
   ``tag`` as ``GGGGEEEE`` text; ``dicom_dictionary``: tag, keyword, VR and name.
 

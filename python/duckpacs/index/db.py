@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydicom.datadict import DicomDictionary
 
 from duckpacs import logs
@@ -59,6 +60,10 @@ def _as_table(batch: Any) -> pa.Table:
     return table.select(schema.BATCH_SCHEMA.names).cast(schema.BATCH_SCHEMA)
 
 
+_EMPTY = pa.table({})
+_KEY_TAGS = pa.array(sorted(schema.KEYS_BY_TAG), pa.uint32())
+
+
 def _to_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
     return fetch()
@@ -72,6 +77,7 @@ class Index:
         self.path = path
         self.read_only = read_only
         self._lock = threading.RLock()
+        self._batch = _EMPTY
         for macro in schema.MACROS:
             con.execute(macro)
         rows = con.execute("SELECT coalesce(max(iid), 0) + 1 FROM instances").fetchall()
@@ -203,11 +209,13 @@ class Index:
         with self._lock, self._transaction():
             base = self._next_iid
             iids = pa.array(range(base, base + table.num_rows), pa.int64())
-            self._con.register("_dp_batch", table.append_column("iid", iids))
+            self._batch = table.append_column("iid", iids)
+            self._con.register("_dp_batch", self._batch)
             try:
                 counts = self._append(table.num_rows)
             finally:
                 self._con.unregister("_dp_batch")
+                self._batch = _EMPTY
             self._next_iid = base + table.num_rows
         log.debug("indexed batch %s", counts)
         return counts
@@ -235,10 +243,7 @@ class Index:
         con.execute(f"""INSERT INTO instances (iid, {schema.column_list()})
             SELECT b.iid, {schema.typed_select("b")} FROM _dp_batch b
             WHERE b.iid IN (SELECT iid FROM _dp_new)""")
-        con.execute("""INSERT INTO attributes
-            SELECT iid, parent, tag, vr, creator, vm_index, value, num FROM (
-              SELECT b.iid, unnest(b.attrs, recursive := true) FROM _dp_batch b
-              WHERE b.iid IN (SELECT iid FROM _dp_new))""")
+        self._insert_attributes(total, fresh)
         con.execute("""CREATE OR REPLACE TEMP TABLE _dp_touched AS
             SELECT DISTINCT coalesce(series_instance_uid, '') AS series_instance_uid,
                    coalesce(study_instance_uid, '') AS study_instance_uid,
@@ -254,6 +259,33 @@ class Index:
             "duplicates": with_uid - keyed,
             "rejected": total - with_uid,
         }
+
+    def _insert_attributes(self, total: int, fresh: int) -> None:
+        """Append the ``attrs`` of the kept rows (but the top-level key attributes)."""
+        con = self._con
+        table = self._batch
+        attrs = table.column("attrs").combine_chunks()
+        flat = attrs.flatten()
+        parents = pc.list_parent_indices(attrs)
+        iids = table.column("iid").combine_chunks().take(parents)
+        columns = {"iid": iids, **{f.name: flat.field(f.name) for f in schema.ATTR_STRUCT}}
+        values = pa.table(columns)
+        # Top-level key attributes are the typed columns of `instances`: not repeated here.
+        in_columns = pc.and_(
+            pc.equal(values.column("parent"), ""),
+            pc.is_in(values.column("tag"), value_set=_KEY_TAGS),
+        )
+        values = values.filter(pc.invert(in_columns))
+        if fresh != total:  # some rows were duplicates: keep the entries of the kept rows only
+            kept = pa.array(
+                [r[0] for r in con.execute("SELECT iid FROM _dp_new").fetchall()], pa.int64()
+            )
+            values = values.filter(pc.is_in(values.column("iid"), value_set=kept))
+        con.register("_dp_attrs", values)
+        try:
+            con.execute("INSERT INTO attributes SELECT * FROM _dp_attrs")
+        finally:
+            con.unregister("_dp_attrs")
 
     def remove(self, sop_instance_uids: Sequence[str]) -> int:
         """Drop instances (after a deletion in the store); returns how many were indexed."""

@@ -414,15 +414,20 @@ def _key_cond(level: str, attr: Attr, value: Any, fuzzy: bool) -> Cond | None:
     )
 
 
-def _eav_cond(level: str, attr: Attr, value: Any, fuzzy: bool) -> Cond | None:
+def _eav_cond(
+    level: str, attr: Attr, value: Any, fuzzy: bool, scope: Cond | None = None
+) -> Cond | None:
     cond = value_cond(attr, value, "a.value", typed="VARCHAR", fuzzy=fuzzy, num_expr="a.num")
     if cond is None:
         return None
     inner = f"SELECT a.iid FROM attributes a WHERE a.parent = '' AND a.tag = ? AND {cond.sql}"
-    return Cond(_eav_wrap(level, inner), [attr.tag, *cond.params])
+    inner, params = _scoped(inner, [attr.tag, *cond.params], scope)
+    return Cond(_eav_wrap(level, inner), params)
 
 
-def _sequence_cond(level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool) -> Cond | None:
+def _sequence_cond(
+    level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, scope: Cond | None = None
+) -> Cond | None:
     if len(items) > 1:
         raise QueryError(f"{attr.name}: sequence matching takes one item (PS3.4 C.2.2.2.6)")
     conds = []
@@ -439,12 +444,14 @@ def _sequence_cond(level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: b
     if not conds:
         return None
     either = _or(conds)
-    inner = (
-        f"SELECT a.iid FROM attributes a WHERE starts_with(a.parent, ?) "
-        f"AND NOT contains(a.parent, '/') AND {either.sql} "
-        f"GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
+    inner, params = _scoped(
+        "SELECT a.iid FROM attributes a WHERE starts_with(a.parent, ?) "
+        f"AND NOT contains(a.parent, '/') AND {either.sql}",
+        [f"{attr.tag:08X}#", *either.params],
+        scope,
     )
-    return Cond(_eav_wrap(level, inner), [f"{attr.tag:08X}#", *either.params])
+    inner += f" GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
+    return Cond(_eav_wrap(level, inner), params)
 
 
 def _combined(level: str, attrs: dict[str, tuple[Attr, Any]]) -> tuple[list[Cond], set[str]]:
@@ -494,23 +501,44 @@ def _where(
     used: set[str] = set()
     if combined_datetime:
         conds, used = _combined(level, resolved)
+    later: list[tuple[Attr, Any]] = []
     for name, (attr, value) in resolved.items():
         if name in used:
             continue
         cond: Cond | None
-        items = _seq_items(value) if attr.vr == "SQ" else None
-        if attr.vr == "SQ":
-            cond = _sequence_cond(level, attr, items or [], fuzzy)
-        elif name in COMPUTED:
+        if attr.vr == "SQ" or (name not in COMPUTED and attr.key is None):
+            later.append((attr, value))
+            continue
+        if name in COMPUTED:
             cond = _computed_cond(level, attr, value)
-        elif attr.key is not None:
-            cond = _key_cond(level, attr, value, fuzzy)
         else:
-            cond = _eav_cond(level, attr, value, fuzzy)
+            cond = _key_cond(level, attr, value, fuzzy)
         if cond is not None:
             conds.append(cond)
-    where = Cond(" AND ".join(c.sql for c in conds) or "TRUE", [p for c in conds for p in c.params])
-    return where, [a for a, _ in resolved.values()]
+    # At image level the column conditions also bound the scan of `attributes`: DuckDB pushes
+    # the iid range of the (small) matching instances into that scan.
+    scope = _and(conds) if level == "image" and conds else None
+    for attr, value in later:
+        if attr.vr == "SQ":
+            cond = _sequence_cond(level, attr, _seq_items(value) or [], fuzzy, scope)
+        else:
+            cond = _eav_cond(level, attr, value, fuzzy, scope)
+        if cond is not None:
+            conds.append(cond)
+    return _and(conds), [a for a, _ in resolved.values()]
+
+
+def _and(conds: list[Cond]) -> Cond:
+    return Cond(" AND ".join(c.sql for c in conds) or "TRUE", [p for c in conds for p in c.params])
+
+
+def _scoped(inner: str, params: list[Any], scope: Cond | None) -> tuple[str, list[Any]]:
+    if scope is None:
+        return inner, params
+    return (
+        f"{inner} AND a.iid IN (SELECT i.iid FROM instances i WHERE {scope.sql})",
+        [*params, *scope.params],
+    )
 
 
 def _computed_cond(level: str, attr: Attr, value: Any) -> Cond | None:
@@ -638,15 +666,30 @@ def _post_values(
 ) -> dict[tuple[int, int], str]:
     if not reps or not attrs:
         return {}
+    keys = [a for a in attrs if a.key is not None]
+    out: dict[tuple[int, int], str] = {}
+    if keys:  # top-level key attributes live in the typed columns of `instances` only
+        columns = ", ".join(a.key.column for a in keys if a.key is not None)
+        for iid, *values in con.execute(
+            f"SELECT iid, {columns} FROM instances WHERE iid IN (SELECT unnest(?::BIGINT[]))",
+            [reps],
+        ).fetchall():
+            for attr, value in zip(keys, values, strict=True):
+                if value is not None:
+                    out[(int(iid), attr.tag)] = dicom_text(value) or ""
+    others = [a for a in attrs if a.key is None]
+    if not others:
+        return out
     rows = con.execute(
         """SELECT a.iid, a.tag, string_agg(coalesce(a.value, ''), '\\' ORDER BY a.vm_index)
            FROM attributes a
            WHERE a.iid IN (SELECT unnest(?::BIGINT[])) AND a.parent = ''
              AND a.tag IN (SELECT unnest(?::UINTEGER[]))
            GROUP BY a.iid, a.tag""",
-        [reps, [a.tag for a in attrs]],
+        [reps, [a.tag for a in others]],
     ).fetchall()
-    return {(int(i), int(t)): v for i, t, v in rows}
+    out.update({(int(i), int(t)): v for i, t, v in rows})
+    return out
 
 
 def _sequence_values(

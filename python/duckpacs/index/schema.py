@@ -14,7 +14,8 @@ per instance with
   included (:data:`ATTR_STRUCT`), one entry per value.
 
 The **DuckDB tables** are ``instances`` (typed key columns, location), ``attributes`` (every
-element of every instance, long form) and the per-level aggregates ``series``, ``studies`` and
+other element of every instance, long form: nested ones, private ones, and every top-level
+attribute that is not a key column) and the per-level aggregates ``series``, ``studies`` and
 ``patients`` that carry the computed return keys of PS3.4 C.6.1.1 / C.6.2.1 (numbers of related
 instances, ModalitiesInStudy, SOPClassesInStudy). The level tables are recomputed for the
 studies a batch touches, so they always equal a GROUP BY over ``instances``.
