@@ -276,6 +276,9 @@ class Index:
             pc.is_in(values.column("tag"), value_set=_KEY_TAGS),
         )
         values = values.filter(pc.invert(in_columns))
+        # Sorted by tag within the batch, so the zone maps of a row group narrow on `tag`: a
+        # whole-archive match on one attribute skips most row groups.
+        values = values.sort_by([("tag", "ascending"), ("iid", "ascending")])
         if fresh != total:  # some rows were duplicates: keep the entries of the kept rows only
             kept = pa.array(
                 [r[0] for r in con.execute("SELECT iid FROM _dp_new").fetchall()], pa.int64()
@@ -356,6 +359,18 @@ class Index:
         plan = matching.compile_find(
             level, query, return_keys, fuzzy=fuzzy, combined_datetime=combined_datetime
         )
+        if plan.scope is not None:
+            bounds = self._bounds(plan.scope)
+            if bounds is None:
+                return []
+            plan = matching.compile_find(
+                level,
+                query,
+                return_keys,
+                fuzzy=fuzzy,
+                combined_datetime=combined_datetime,
+                iid_range=bounds,
+            )
         sql, params = plan.sql, list(plan.params)
         if limit is not None:
             sql += " LIMIT ?"
@@ -370,6 +385,11 @@ class Index:
     def count(self, level: str, query: Mapping[str, Any], *, fuzzy: bool = False) -> int:
         """Number of matches of ``query`` at ``level`` (same rules as :meth:`find`)."""
         plan = matching.compile_find(level, query, (), fuzzy=fuzzy)
+        if plan.scope is not None:
+            bounds = self._bounds(plan.scope)
+            if bounds is None:
+                return 0
+            plan = matching.compile_find(level, query, (), fuzzy=fuzzy, iid_range=bounds)
         with self._lock:
             row = self._con.execute(f"SELECT count(*) FROM ({plan.sql})", plan.params).fetchall()
         return int(row[0][0]) if row else 0
@@ -384,10 +404,24 @@ class Index:
         ``(sop_instance_uid, sop_class_uid, transfer_syntax, pack, offset, length)`` per
         instance, ordered by series, instance number and UID.
         """
-        sql, params = matching.compile_locations(level, query, fuzzy=fuzzy)
+        sql, params, scope = matching.compile_locations(level, query, fuzzy=fuzzy)
+        if scope is not None:
+            bounds = self._bounds(scope)
+            if bounds is None:
+                return []
+            sql, params, _ = matching.compile_locations(level, query, fuzzy=fuzzy, iid_range=bounds)
         with self._lock:
             rows = self._con.execute(sql, params).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def _bounds(self, scope: matching.Cond) -> tuple[int, int] | None:
+        """iid range of the instances meeting ``scope`` (None when there are none)."""
+        sql, params = matching.scope_sql(scope)
+        with self._lock:
+            rows = self._con.execute(sql, params).fetchall()
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
 
     def sql(self, text: str) -> pa.Table:
         """Run read-only SQL (SELECT statements only) over the documented tables and views."""

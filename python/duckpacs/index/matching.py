@@ -378,6 +378,15 @@ class FindPlan:
     post: list[Attr]  # attributes read from `attributes` for each match's representative
     sequences: list[tuple[Attr, list[Attr] | None]]
     order: list[str]  # every result name, in order
+    scope: Cond | None = None  # column conditions bounding the attribute scans (image level)
+
+
+IidRange = tuple[int, int] | None
+
+
+def scope_sql(scope: Cond) -> tuple[str, list[Any]]:
+    """SQL returning ``(min iid, max iid)`` of the instances meeting the column conditions."""
+    return f"SELECT min(i.iid), max(i.iid) FROM instances i WHERE {scope.sql}", scope.params
 
 
 def _seq_items(value: Any) -> list[dict[str, Any]] | None:
@@ -415,18 +424,18 @@ def _key_cond(level: str, attr: Attr, value: Any, fuzzy: bool) -> Cond | None:
 
 
 def _eav_cond(
-    level: str, attr: Attr, value: Any, fuzzy: bool, scope: Cond | None = None
+    level: str, attr: Attr, value: Any, fuzzy: bool, iid_range: IidRange = None
 ) -> Cond | None:
     cond = value_cond(attr, value, "a.value", typed="VARCHAR", fuzzy=fuzzy, num_expr="a.num")
     if cond is None:
         return None
     inner = f"SELECT a.iid FROM attributes a WHERE a.parent = '' AND a.tag = ? AND {cond.sql}"
-    inner, params = _scoped(inner, [attr.tag, *cond.params], scope)
+    inner, params = _scoped(inner, [attr.tag, *cond.params], iid_range)
     return Cond(_eav_wrap(level, inner), params)
 
 
 def _sequence_cond(
-    level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, scope: Cond | None = None
+    level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, iid_range: IidRange = None
 ) -> Cond | None:
     if len(items) > 1:
         raise QueryError(f"{attr.name}: sequence matching takes one item (PS3.4 C.2.2.2.6)")
@@ -448,7 +457,7 @@ def _sequence_cond(
         "SELECT a.iid FROM attributes a WHERE starts_with(a.parent, ?) "
         f"AND NOT contains(a.parent, '/') AND {either.sql}",
         [f"{attr.tag:08X}#", *either.params],
-        scope,
+        iid_range,
     )
     inner += f" GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
     return Cond(_eav_wrap(level, inner), params)
@@ -491,8 +500,12 @@ def _combined(level: str, attrs: dict[str, tuple[Attr, Any]]) -> tuple[list[Cond
 
 
 def _where(
-    level: str, query: Mapping[str, Any], fuzzy: bool, combined_datetime: bool
-) -> tuple[Cond, list[Attr]]:
+    level: str,
+    query: Mapping[str, Any],
+    fuzzy: bool,
+    combined_datetime: bool,
+    iid_range: IidRange = None,
+) -> tuple[Cond, list[Attr], Cond | None]:
     resolved: dict[str, tuple[Attr, Any]] = {}
     for name, value in query.items():
         attr = resolve(name)
@@ -515,30 +528,28 @@ def _where(
             cond = _key_cond(level, attr, value, fuzzy)
         if cond is not None:
             conds.append(cond)
-    # At image level the column conditions also bound the scan of `attributes`: DuckDB pushes
-    # the iid range of the (small) matching instances into that scan.
-    scope = _and(conds) if level == "image" and conds else None
+    # At image level the column conditions can bound the scan of `attributes` to an iid range
+    # (see Index.find): the caller runs `scope` first and compiles again with `iid_range`.
+    scope = _and(conds) if level == "image" and conds and later else None
     for attr, value in later:
         if attr.vr == "SQ":
-            cond = _sequence_cond(level, attr, _seq_items(value) or [], fuzzy, scope)
+            cond = _sequence_cond(level, attr, _seq_items(value) or [], fuzzy, iid_range)
         else:
-            cond = _eav_cond(level, attr, value, fuzzy, scope)
+            cond = _eav_cond(level, attr, value, fuzzy, iid_range)
         if cond is not None:
             conds.append(cond)
-    return _and(conds), [a for a, _ in resolved.values()]
+    return _and(conds), [a for a, _ in resolved.values()], scope
 
 
 def _and(conds: list[Cond]) -> Cond:
     return Cond(" AND ".join(c.sql for c in conds) or "TRUE", [p for c in conds for p in c.params])
 
 
-def _scoped(inner: str, params: list[Any], scope: Cond | None) -> tuple[str, list[Any]]:
-    if scope is None:
+def _scoped(inner: str, params: list[Any], iid_range: IidRange) -> tuple[str, list[Any]]:
+    """Bound a scan of `attributes` to an iid range (pruned by DuckDB's zone maps)."""
+    if iid_range is None:
         return inner, params
-    return (
-        f"{inner} AND a.iid IN (SELECT i.iid FROM instances i WHERE {scope.sql})",
-        [*params, *scope.params],
-    )
+    return f"{inner} AND a.iid BETWEEN ? AND ?", [*params, *iid_range]
 
 
 def _computed_cond(level: str, attr: Attr, value: Any) -> Cond | None:
@@ -557,10 +568,15 @@ def compile_find(
     *,
     fuzzy: bool = False,
     combined_datetime: bool = False,
+    iid_range: IidRange = None,
 ) -> FindPlan:
-    """Compile a C-FIND at ``level`` (see :meth:`duckpacs.index.Index.find`)."""
+    """Compile a C-FIND at ``level`` (see :meth:`duckpacs.index.Index.find`).
+
+    When the plan's ``scope`` is set, running :func:`scope_sql` first and compiling again with
+    the ``iid_range`` it returns makes the attribute scans touch only that range.
+    """
     level = level_name(level)
-    where, query_attrs = _where(level, query, fuzzy, combined_datetime)
+    where, query_attrs, scope = _where(level, query, fuzzy, combined_datetime, iid_range)
     wanted: list[Attr] = [
         resolve(UNIQUE_KEY[level]),
         *query_attrs,
@@ -589,7 +605,9 @@ def compile_find(
             post.append(attr)
     columns = ", ".join([REP_IID[level], *exprs])
     sql = f"SELECT {columns} FROM {FROM[level]} WHERE {where.sql} ORDER BY {ORDER[level]}"
-    return FindPlan(level, sql, where.params, selects, post, sequences, order)
+    return FindPlan(
+        level, sql, where.params, selects, post, sequences, order, None if iid_range else scope
+    )
 
 
 def _return_expr(level: str, attr: Attr) -> str | None:
@@ -604,21 +622,23 @@ def _return_expr(level: str, attr: Attr) -> str | None:
 
 
 def compile_locations(
-    level: str, query: Mapping[str, Any], *, fuzzy: bool = False
-) -> tuple[str, list[Any]]:
+    level: str, query: Mapping[str, Any], *, fuzzy: bool = False, iid_range: IidRange = None
+) -> tuple[str, list[Any], Cond | None]:
     """SQL listing the location of every instance under the matches of ``query``."""
     level = level_name(level)
-    where, _ = _where(level, query, fuzzy, False)
+    where, _, scope = _where(level, query, fuzzy, False, iid_range)
+    scope = None if iid_range else scope
     columns = 'i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.pack, i."offset", i.length'
     order = "i.series_instance_uid, i.instance_number, i.sop_instance_uid"
     if level == "image":
-        return f"SELECT {columns} FROM instances i WHERE {where.sql} ORDER BY {order}", where.params
+        sql = f"SELECT {columns} FROM instances i WHERE {where.sql} ORDER BY {order}"
+        return sql, where.params, scope
     inner = INNER_UNIT[level].replace("i2.", "i.")
     sql = (
         f"SELECT {columns} FROM instances i WHERE {inner} IN "
         f"(SELECT {OUTER_UNIT[level]} FROM {FROM[level]} WHERE {where.sql}) ORDER BY {order}"
     )
-    return sql, where.params
+    return sql, where.params, scope
 
 
 # -- results --------------------------------------------------------------------------------
