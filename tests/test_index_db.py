@@ -16,8 +16,8 @@ import pytest
 from pydicom.dataset import Dataset
 
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
-from duckpacs.index import Index
-from duckpacs.index.reindex import read_header, rebuild
+from duckpacs.index import Index, header_batch
+from duckpacs.index.reindex import rebuild
 from duckpacs.index.rows import build_batch
 from duckpacs.index.schema import BATCH_SCHEMA
 from tests import index_truth as truth
@@ -172,7 +172,7 @@ def test_reindex_rebuilds_an_equal_index(tmp_path: Path, records: list[truth.Rec
     live = Index.open(tmp_path)  # fed as ingest would: batches of what the store holds
     for start in range(0, len(scan), 17):
         part = scan[start : start + 17]
-        live.add_batch(build_batch((read_header(b), extra) for extra, b in part))
+        live.add_batch(header_batch([b for _, b in part], [extra for extra, _ in part]))
     want = _snapshot(live)
     live.close()
     (tmp_path / "index.duckdb").unlink()

@@ -21,9 +21,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from duckpacs import logs
+from duckpacs._core import index_batch
 from duckpacs.errors import ParseError
 from duckpacs.index.db import Index, index_path
-from duckpacs.index.rows import build_batch
 
 log = logs.get("index")
 
@@ -31,7 +31,8 @@ StoreRecord = tuple[Mapping[str, Any], bytes]
 
 
 def read_header(data: bytes, where: str = "") -> Dataset:
-    """Parse header bytes (Part 10 or a bare dataset) with pydicom, pixel data excluded."""
+    """Parse header bytes with pydicom, pixel data excluded (for tools and tests; the
+    rebuild itself uses the Rust parser, as ingest does)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -51,8 +52,8 @@ def rebuild(
 
     Returns
     -------
-    The counts of the new index (:meth:`Index.stats`) plus ``skipped`` (unparseable records,
-    logged with their location).
+    The counts of the new index (:meth:`Index.stats`) plus ``skipped`` (records the parser
+    rejects, logged with their location).
     """
     final = index_path(path)
     temp = final.with_name(final.name + ".rebuild")
@@ -60,26 +61,28 @@ def rebuild(
         stale.unlink(missing_ok=True)
     skipped = done = 0
     with Index.open(temp, check_store=False) as index:
-        pending: list[tuple[Dataset, Mapping[str, Any]]] = []
-        for record, header in records:
-            where = f"pack {record.get('pack')} offset {record.get('offset')}"
-            try:
-                pending.append((read_header(header, where), record))
-            except ParseError as e:
-                skipped += 1
-                logs.event(log, "reindex skipped a record", error=str(e))
-                continue
-            if len(pending) >= batch_size:
-                index.add_batch(build_batch(pending))
-                done += len(pending)
-                pending.clear()
-                if progress:
-                    progress(done)
-        if pending:
-            index.add_batch(build_batch(pending))
+        pending: list[StoreRecord] = []
+
+        def flush() -> None:
+            nonlocal skipped, done
+            batch = index_batch([h for _, h in pending], [dict(r) for r, _ in pending])
+            for i, error in batch.errors:
+                record = pending[i][0]
+                where = f"pack {record.get('pack')} offset {record.get('offset')}"
+                logs.event(log, "reindex skipped a record", where=where, error=error)
+            skipped += len(batch.errors)
+            index.add_batch(batch)
             done += len(pending)
+            pending.clear()
             if progress:
                 progress(done)
+
+        for record in records:
+            pending.append(record)
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
         stats = index.stats()
     final.with_name(final.name + ".wal").unlink(missing_ok=True)
     os.replace(temp, final)

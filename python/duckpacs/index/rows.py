@@ -9,7 +9,9 @@ Rules for element values (PS3.5 6.2):
   leading spaces are significant;
 - PN: the whole value including component groups (``Alphabetic=Ideographic=Phonetic``);
 - binary numbers (US, SS, UL, SL, SV, UV, FL, FD) and AT: formatted as text, number in ``num``;
-- bulk binary VRs (OB, OW, OF, OD, OL, OV, UN): one entry without a value;
+- bulk binary VRs (OB, OW, OF, OD, OL, OV): one entry without a value;
+- UN holding printable ASCII (private elements of implicit VR files, up to 1 KiB): as text
+  split on ``\\``, so private attributes stay searchable; other UN: one entry without a value;
 - Pixel Data, Float and Double Float Pixel Data are left out.
 """
 
@@ -29,6 +31,9 @@ from duckpacs.index.schema import BATCH_SCHEMA, KEY_ATTRIBUTES, LOCATION_FIELDS,
 
 BULK_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+# Data Set Trailing Padding (PS3.10 7.2) is not an attribute of the instance.
+SKIPPED_TAGS = PIXEL_TAGS | {0xFFFCFFFC}
+UN_TEXT_MAX = 1024
 _KEEP_LEADING = frozenset({"ST", "LT", "UT"})
 
 AttrEntry = dict[str, Any]
@@ -64,6 +69,16 @@ def _values(elem: DataElement) -> list[Any]:
     return [value]
 
 
+def _un_text(value: Any) -> list[Any]:
+    """An UN value that is printable ASCII text (private elements of implicit VR files)."""
+    if not isinstance(value, bytes):
+        return []
+    body = value.rstrip(b"\x00 ")
+    if not body or len(body) > UN_TEXT_MAX or not all(0x20 <= b < 0x7F for b in body):
+        return []
+    return [part.strip() for part in body.decode("ascii").split("\\")]
+
+
 def _creator(ds: Dataset, tag: int) -> str | None:
     group, element = tag >> 16, tag & 0xFFFF
     if not group & 1 or element < 0x1000:
@@ -79,7 +94,7 @@ def element_entries(ds: Dataset, parent: str = "") -> list[AttrEntry]:
     out: list[AttrEntry] = []
     for elem in ds:
         tag = int(elem.tag)
-        if tag in PIXEL_TAGS or elem.tag.group == 0x0002:
+        if tag in SKIPPED_TAGS or elem.tag.group == 0x0002:
             continue
         vr = str(elem.VR)
         base = {"parent": parent, "tag": tag, "vr": vr, "creator": _creator(ds, tag)}
@@ -89,7 +104,10 @@ def element_entries(ds: Dataset, parent: str = "") -> list[AttrEntry]:
             for i, item in enumerate(elem.value or []):
                 out.extend(element_entries(item, f"{prefix}{tag:08X}#{i}"))
             continue
-        values = [] if vr in BULK_VRS else _values(elem)
+        if vr == "UN":
+            values: list[Any] = _un_text(elem.value)
+        else:
+            values = [] if vr in BULK_VRS else _values(elem)
         if not values:
             out.append({**base, "vm_index": 0, "value": None, "num": None})
             continue

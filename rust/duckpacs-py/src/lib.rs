@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod index;
 mod parse;
 
 /// Build profile of this extension ("release" or "debug").
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BUILD_PROFILE", PROFILE)?;
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
     parse::register(m)?;
+    index::register(m)?;
     Ok(())
 }
