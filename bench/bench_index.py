@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckpacs.index import Index
+from duckpacs.index import Index, header_batch
 from duckpacs.index.schema import ATTR_STRUCT, BATCH_SCHEMA
 
 ROOT = "1.2.826.0.1.3680043.9.7433"
@@ -57,6 +58,33 @@ MODALITIES = {
     "DX": (0.15, "1.2.840.10008.5.1.4.1.1.1.1", (1, 3), (1, 2), "HAND"),
     "US": (0.12, "1.2.840.10008.5.1.4.1.1.6.1", (1, 2), (5, 40), "ABDOMEN"),
     "PT": (0.08, "1.2.840.10008.5.1.4.1.1.128", (2, 4), (100, 300), "WHOLEBODY"),
+}
+
+# Key columns of the batch -> (tag, VR) in the synthetic headers.
+KEY_TAGS = {
+    "patient_name": (0x00100010, "PN"),
+    "patient_id": (0x00100020, "LO"),
+    "patient_birth_date": (0x00100030, "DA"),
+    "patient_sex": (0x00100040, "CS"),
+    "study_instance_uid": (0x0020000D, "UI"),
+    "study_date": (0x00080020, "DA"),
+    "study_time": (0x00080030, "TM"),
+    "accession_number": (0x00080050, "SH"),
+    "study_description": (0x00081030, "LO"),
+    "referring_physician_name": (0x00080090, "PN"),
+    "series_instance_uid": (0x0020000E, "UI"),
+    "modality": (0x00080060, "CS"),
+    "series_number": (0x00200011, "IS"),
+    "series_description": (0x0008103E, "LO"),
+    "body_part_examined": (0x00180015, "CS"),
+    "station_name": (0x00081010, "SH"),
+    "institution_name": (0x00080080, "LO"),
+    "manufacturer": (0x00080070, "LO"),
+    "sop_instance_uid": (0x00080018, "UI"),
+    "sop_class_uid": (0x00080016, "UI"),
+    "instance_number": (0x00200013, "IS"),
+    "pixel_rows": (0x00280010, "US"),
+    "pixel_columns": (0x00280011, "US"),
 }
 
 
@@ -202,31 +230,7 @@ def generate(layout: Layout, start: int, stop: int, rng: np.random.Generator) ->
         "pixel_rows": pa.array(["512"] * n),
         "pixel_columns": pa.array(["512"] * n),
     }
-    key_tags = {
-        "patient_name": (0x00100010, "PN"),
-        "patient_id": (0x00100020, "LO"),
-        "patient_birth_date": (0x00100030, "DA"),
-        "patient_sex": (0x00100040, "CS"),
-        "study_instance_uid": (0x0020000D, "UI"),
-        "study_date": (0x00080020, "DA"),
-        "study_time": (0x00080030, "TM"),
-        "accession_number": (0x00080050, "SH"),
-        "study_description": (0x00081030, "LO"),
-        "referring_physician_name": (0x00080090, "PN"),
-        "series_instance_uid": (0x0020000E, "UI"),
-        "modality": (0x00080060, "CS"),
-        "series_number": (0x00200011, "IS"),
-        "series_description": (0x0008103E, "LO"),
-        "body_part_examined": (0x00180015, "CS"),
-        "station_name": (0x00081010, "SH"),
-        "institution_name": (0x00080080, "LO"),
-        "manufacturer": (0x00080070, "LO"),
-        "sop_instance_uid": (0x00080018, "UI"),
-        "sop_class_uid": (0x00080016, "UI"),
-        "instance_number": (0x00200013, "IS"),
-        "pixel_rows": (0x00280010, "US"),
-        "pixel_columns": (0x00280011, "US"),
-    }
+    key_tags = KEY_TAGS
     # (parent, tag, vr, creator, vm_index, value, num)
     entries: list[tuple[str, int, str, str | None, int, pa.Array, Any]] = []
     for column, (tag, vr) in key_tags.items():
@@ -323,6 +327,80 @@ def generate(layout: Layout, start: int, stop: int, rng: np.random.Generator) ->
     return pa.table([arrays[name] for name in BATCH_SCHEMA.names], schema=BATCH_SCHEMA)
 
 
+# -- synthetic header bytes (for the Rust parser + batch builder) ------------------------------
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_LONG_VRS = {"OB", "OW", "OF", "SQ", "UT", "UN", "UC", "UR"}
+
+
+def _element(tag: int, vr: str, value: bytes) -> bytes:
+    """One explicit VR little endian element (PS3.5 7.1.2), value padded to even length."""
+    if len(value) % 2:
+        value += b"\x00" if vr == "UI" else b" "
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+    if vr in _LONG_VRS:
+        return head + b"\x00\x00" + struct.pack("<I", len(value)) + value
+    return head + struct.pack("<H", len(value)) + value
+
+
+def encode_headers(table: pa.Table) -> list[bytes]:
+    """Bare explicit VR little endian datasets holding the values of a header batch."""
+    rows = table.to_pylist()
+    out = []
+    for row in rows:
+        elements = []
+        for entry in row["attrs"]:
+            if entry["parent"] or entry["vm_index"]:
+                continue
+            tag, vr = entry["tag"], entry["vr"]
+            if vr == "SQ":
+                item = b"".join(
+                    _element(e["tag"], e["vr"], (e["value"] or "").encode())
+                    for e in row["attrs"]
+                    if e["parent"] == f"{tag:08X}#0"
+                )
+                body = b"\xfe\xff\x00\xe0" + struct.pack("<I", len(item)) + item
+                elements.append((tag, _element(tag, "SQ", body)))
+                continue
+            values = [e["value"] for e in row["attrs"] if e["tag"] == tag and not e["parent"]]
+            elements.append((tag, _element(tag, vr, "\\".join(values).encode())))
+        for key, (tag, vr) in KEY_TAGS.items():
+            if row[key] is not None:
+                value = row[key]
+                raw = struct.pack("<H", int(value)) if vr == "US" else value.encode()
+                elements.append((tag, _element(tag, vr, raw)))
+        out.append(b"".join(e for _, e in sorted(elements)))
+    return out
+
+
+def rust_builder(layout: Layout, n: int) -> None:
+    """Parse + batch rate of the Rust builder on encoded headers, and bytes -> DuckDB."""
+    table = generate(layout, 0, n, np.random.default_rng(5))
+    headers = encode_headers(table)
+    size = sum(map(len, headers)) / len(headers)
+    extras = [{"pack": 1, "offset": i, "length": len(h)} for i, h in enumerate(headers)]
+    t0 = time.perf_counter()
+    batches = [
+        header_batch(headers[i : i + 5000], extras[i : i + 5000], transfer_syntax=EXPLICIT_LE)
+        for i in range(0, n, 5000)
+    ]
+    build_s = time.perf_counter() - t0
+    assert sum(b.num_rows for b in batches) == n and not any(b.errors for b in batches)
+    with tempfile.TemporaryDirectory(prefix="bench-index-rust-") as tmp, Index.open(tmp) as ix:
+        t0 = time.perf_counter()
+        for i in range(0, n, 25_000):
+            ix.add_batch(
+                header_batch(
+                    headers[i : i + 25_000], extras[i : i + 25_000], transfer_syntax=EXPLICIT_LE
+                )
+            )
+        both_s = time.perf_counter() - t0
+    print(
+        f"Rust parse + header batch ({n:,} headers of {size:,.0f} B, one thread): "
+        f"{n / build_s:,.0f} inst/s;  bytes -> DuckDB end to end: {n / both_s:,.0f} inst/s"
+    )
+
+
 def timed(fn: Callable[[], Any], runs: int) -> tuple[float, float, Any]:
     samples, result = [], None
     for _ in range(runs):
@@ -345,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instances", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=25_000, help="instances per add_batch")
     ap.add_argument("--runs", type=int, default=40, help="timed runs per query")
+    ap.add_argument(
+        "--headers",
+        type=int,
+        default=50_000,
+        help="encoded headers for the Rust parser + builder measurement",
+    )
     ap.add_argument(
         "--data",
         help="archive folder (default: a temporary one, removed); an "
@@ -388,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             f"batches took {gen_s:.1f} s, not counted)"
         )
         index.close()
+        rust_builder(layout, min(args.headers, args.instances))
         size_mb = sum(f.stat().st_size for f in data.glob("index.duckdb*")) / 1e6
         t0 = time.perf_counter()
         index = Index.open(data)

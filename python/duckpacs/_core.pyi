@@ -55,8 +55,11 @@ def index_batch(
     buffers: list[bytes],
     extras: list[dict[str, object]] | None = None,
     transfer_syntax: str | None = None,
+    threads: int | None = None,
 ) -> HeaderBatch:
     """Parse ``buffers`` (GIL released, pixel data skipped) into one header batch.
+
+    Large lists are split over ``threads`` threads (default: the number of CPUs).
 
     ``extras[i]`` holds the location and provenance of ``buffers[i]``: ``pack``, ``offset``,
     ``length``, ``size`` (int), ``sha256``, ``source_ae``, ``transfer_syntax`` (str),

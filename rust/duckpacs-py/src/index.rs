@@ -7,7 +7,7 @@
 
 use arrow_array::ffi_stream::FFI_ArrowArrayStream;
 use arrow_array::{RecordBatch, RecordBatchIterator};
-use duckpacs_core::index::{build_batch, Extra};
+use duckpacs_core::index::{build_batches, schema, Extra};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyCapsule, PyDict};
@@ -17,7 +17,8 @@ use crate::errors::to_py;
 /// One header batch built in Rust (see `duckpacs.index.schema.BATCH_SCHEMA`).
 #[pyclass(name = "HeaderBatch", module = "duckpacs._core", frozen)]
 pub struct HeaderBatch {
-    batch: RecordBatch,
+    /// One batch per worker thread, in input order.
+    batches: Vec<RecordBatch>,
     errors: Vec<(usize, String)>,
 }
 
@@ -26,7 +27,7 @@ impl HeaderBatch {
     /// Number of instances in the batch.
     #[getter]
     fn num_rows(&self) -> usize {
-        self.batch.num_rows()
+        self.batches.iter().map(RecordBatch::num_rows).sum()
     }
 
     /// `(index into buffers, message)` of every buffer that could not be parsed.
@@ -36,10 +37,10 @@ impl HeaderBatch {
     }
 
     fn __len__(&self) -> usize {
-        self.batch.num_rows()
+        self.num_rows()
     }
 
-    /// Arrow PyCapsule interface: a stream holding this one batch. The schema is fixed, so
+    /// Arrow PyCapsule interface: a stream of the batches. The schema is fixed, so
     /// `requested_schema` is ignored (consumers cast if they need to).
     #[pyo3(signature = (requested_schema = None))]
     fn __arrow_c_stream__<'py>(
@@ -48,8 +49,8 @@ impl HeaderBatch {
         requested_schema: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         drop(requested_schema);
-        let schema = self.batch.schema();
-        let reader = RecordBatchIterator::new(vec![Ok(self.batch.clone())], schema);
+        let batches: Vec<_> = self.batches.iter().cloned().map(Ok).collect();
+        let reader = RecordBatchIterator::new(batches, schema());
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
         // pyarrow moves the stream out (clearing `release`); dropping the capsule's value
         // releases the stream only when nobody took it.
@@ -95,30 +96,35 @@ fn extra(d: &Bound<'_, PyDict>) -> PyResult<Extra> {
 ///
 /// `extras[i]` holds the location and provenance of `buffers[i]` (keys `pack`, `offset`,
 /// `length`, `sha256`, `size`, `received_at`, `source_ae`, `transfer_syntax`);
-/// `transfer_syntax` is the one negotiated for bare datasets.
+/// `transfer_syntax` is the one negotiated for bare datasets; `threads` defaults to the
+/// number of CPUs (large lists are split into contiguous chunks, one batch each).
 #[pyfunction]
-#[pyo3(signature = (buffers, extras = None, transfer_syntax = None))]
+#[pyo3(signature = (buffers, extras = None, transfer_syntax = None, threads = None))]
 fn index_batch(
     py: Python<'_>,
     buffers: Vec<PyBackedBytes>,
     extras: Option<Vec<Bound<'_, PyDict>>>,
     transfer_syntax: Option<String>,
+    threads: Option<usize>,
 ) -> PyResult<HeaderBatch> {
     let extras = extras
         .unwrap_or_default()
         .iter()
         .map(extra)
         .collect::<PyResult<Vec<Extra>>>()?;
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
     let built = py.detach(|| {
         let slices: Vec<&[u8]> = buffers.iter().map(|b| b.as_ref()).collect();
-        build_batch(&slices, &extras, transfer_syntax.as_deref())
+        build_batches(&slices, &extras, transfer_syntax.as_deref(), threads)
     });
-    let (batch, failed) = built.map_err(|e| to_py(py, e))?;
+    let (batches, failed) = built.map_err(|e| to_py(py, e))?;
     let errors = failed
         .into_iter()
         .map(|(i, e)| (i, e.to_string()))
         .collect();
-    Ok(HeaderBatch { batch, errors })
+    Ok(HeaderBatch { batches, errors })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -290,6 +290,48 @@ impl BatchBuilder {
     }
 }
 
+/// [`build_batch`] on up to `threads` threads over contiguous chunks of `buffers`: one batch
+/// per chunk, in order; failed buffers are reported with their index into `buffers`.
+pub fn build_batches(
+    buffers: &[&[u8]],
+    extras: &[Extra],
+    transfer_syntax: Option<&str>,
+    threads: usize,
+) -> Result<(Vec<RecordBatch>, Vec<(usize, Error)>), Error> {
+    let threads = threads.clamp(1, 64);
+    // Below a few hundred buffers a thread costs more than it saves.
+    let chunk = buffers.len().div_ceil(threads).max(256);
+    let results: Vec<Result<(RecordBatch, Vec<(usize, Error)>), Error>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = buffers
+                .chunks(chunk)
+                .enumerate()
+                .map(|(n, part)| {
+                    let start = n * chunk;
+                    let end = (start + part.len()).min(extras.len());
+                    let extra = extras.get(start.min(end)..end).unwrap_or(&[]);
+                    scope.spawn(move || build_batch(part, extra, transfer_syntax))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::parse(0, None, "header batch worker panicked"))
+                    })
+                })
+                .collect()
+        });
+    let mut batches = Vec::new();
+    let mut failed = Vec::new();
+    for (n, result) in results.into_iter().enumerate() {
+        let (batch, errors) = result?;
+        batches.push(batch);
+        failed.extend(errors.into_iter().map(|(i, e)| (n * chunk + i, e)));
+    }
+    Ok((batches, failed))
+}
+
 /// Parses each buffer (pixel data skipped) and builds one batch of those that parse; the
 /// others are returned with their index and error.
 pub fn build_batch(
@@ -545,6 +587,31 @@ mod tests {
         let seq = find(0x0040_0275);
         assert_eq!(text(seq[0], "vr").as_deref(), Some("SQ"));
         assert_eq!(text(seq[0], "value"), None);
+    }
+
+    #[test]
+    fn threads_split_the_work_and_keep_indices() {
+        let good = dataset();
+        let bad = vec![0x08, 0x00, 0x18, 0x00, b'U', b'I', 0xFF, 0x7F, b'1'];
+        let mut buffers: Vec<&[u8]> = vec![&good; 700];
+        buffers[600] = &bad;
+        let extras: Vec<Extra> = (0..700)
+            .map(|i| Extra {
+                offset: Some(i),
+                ..Extra::default()
+            })
+            .collect();
+        let (batches, failed) =
+            build_batches(&buffers, &extras, Some(parse::EXPLICIT_VR_LE), 3).expect("batches");
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 699);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 600);
+        let offsets = batches[2]
+            .column_by_name("offset")
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::UInt64Array>())
+            .expect("offsets");
+        assert_eq!(offsets.value(0), 512);
     }
 
     #[test]
