@@ -290,6 +290,9 @@ impl BatchBuilder {
     }
 }
 
+/// Buffers that failed to parse: (index into the input, why).
+pub type Failures = Vec<(usize, Error)>;
+
 /// [`build_batch`] on up to `threads` threads over contiguous chunks of `buffers`: one batch
 /// per chunk, in order; failed buffers are reported with their index into `buffers`.
 pub fn build_batches(
@@ -297,31 +300,29 @@ pub fn build_batches(
     extras: &[Extra],
     transfer_syntax: Option<&str>,
     threads: usize,
-) -> Result<(Vec<RecordBatch>, Vec<(usize, Error)>), Error> {
+) -> Result<(Vec<RecordBatch>, Failures), Error> {
     let threads = threads.clamp(1, 64);
     // Below a few hundred buffers a thread costs more than it saves.
     let chunk = buffers.len().div_ceil(threads).max(256);
-    let results: Vec<Result<(RecordBatch, Vec<(usize, Error)>), Error>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = buffers
-                .chunks(chunk)
-                .enumerate()
-                .map(|(n, part)| {
-                    let start = n * chunk;
-                    let end = (start + part.len()).min(extras.len());
-                    let extra = extras.get(start.min(end)..end).unwrap_or(&[]);
-                    scope.spawn(move || build_batch(part, extra, transfer_syntax))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::parse(0, None, "header batch worker panicked"))
-                    })
-                })
-                .collect()
-        });
+    let results: Vec<Result<(RecordBatch, Failures), Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = buffers
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| {
+                let start = n * chunk;
+                let end = (start + part.len()).min(extras.len());
+                let extra = extras.get(start.min(end)..end).unwrap_or(&[]);
+                scope.spawn(move || build_batch(part, extra, transfer_syntax))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::parse(0, None, "header batch worker panicked")))
+            })
+            .collect()
+    });
     let mut batches = Vec::new();
     let mut failed = Vec::new();
     for (n, result) in results.into_iter().enumerate() {
@@ -338,7 +339,7 @@ pub fn build_batch(
     buffers: &[&[u8]],
     extras: &[Extra],
     transfer_syntax: Option<&str>,
-) -> Result<(RecordBatch, Vec<(usize, Error)>), Error> {
+) -> Result<(RecordBatch, Failures), Error> {
     let mut builder = BatchBuilder::new();
     let mut failed = Vec::new();
     let none = Extra::default();
