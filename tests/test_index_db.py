@@ -247,3 +247,53 @@ def test_sql_command_formats(archive: Path, tmp_path: Path) -> None:
     assert pq.read_table(out).column_names == ["modality", "n"]
     proc = run("sql", "--data", str(archive), "DELETE FROM instances")
     assert proc.returncode == 1 and "only SELECT" in proc.stderr
+
+
+def test_reindex_reads_bare_datasets_in_their_own_transfer_syntax(
+    tmp_path: Path, records: list[truth.Record]
+) -> None:
+    """The store's scan gives each record's transfer syntax; DIMSE-received instances are bare
+    datasets (no meta group), implicit or explicit VR, so each must be read in its own."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from duckpacs.index.reindex import store_records
+
+    scan, live_headers, extras = [], [], []
+    for i, r in enumerate(records):
+        ts = str(r.ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in r.ds.file_meta else ""
+        if ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+            continue
+        part10 = io.BytesIO()
+        r.ds.save_as(part10, enforce_file_format=False)
+        bare = DicomBytesIO()
+        bare.is_little_endian, bare.is_implicit_VR = True, ts == "1.2.840.10008.1.2"
+        write_dataset(bare, r.ds)
+        assert bare.getvalue()[:2] != b"\x02\x00"  # no meta group: a bare dataset
+        entry = {
+            "location": (1, i, 10),
+            "sha256": f"{i:064x}",
+            "original_len": 10,
+            "transfer_syntax": ts,
+            "header": bare.getvalue(),
+        }
+        scan.append(entry)
+        live_headers.append(part10.getvalue())
+        extras.append(
+            {
+                "pack": 1,
+                "offset": i,
+                "length": 10,
+                "sha256": f"{i:064x}",
+                "size": 10,
+                "transfer_syntax": ts,
+            }
+        )
+    assert any(e["transfer_syntax"] == "1.2.840.10008.1.2" for e in scan)
+    with Index.open(tmp_path / "live") as live:
+        live.add_batch(header_batch(live_headers, extras))
+        want = _snapshot(live)
+    stats = rebuild(tmp_path / "rebuilt", store_records(iter(scan)))
+    assert stats["skipped"] == 0
+    with Index.open(tmp_path / "rebuilt") as again:
+        assert _snapshot(again) == want

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,22 @@ def read_header(data: bytes, where: str = "") -> Dataset:
             return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
         except Exception as e:  # pydicom raises many types on damaged input
             raise ParseError(f"{where or 'record'}: cannot parse header: {e}") from e
+
+
+def store_records(scan: Iterable[Mapping[str, Any]]) -> Iterator[StoreRecord]:
+    """Adapt the store's scan (``duckpacs._core.Store.scan()``: dicts with ``location``,
+    ``sha256``, ``original_len``, ``transfer_syntax`` and ``header``) to :func:`rebuild`."""
+    for entry in scan:
+        pack, offset, length = entry["location"]
+        record = {
+            "pack": pack,
+            "offset": offset,
+            "length": length,
+            "sha256": entry.get("sha256"),
+            "size": entry.get("original_len"),
+            "transfer_syntax": entry.get("transfer_syntax") or None,
+        }
+        yield record, entry["header"]
 
 
 def rebuild(

@@ -334,7 +334,8 @@ pub fn build_batches(
 }
 
 /// Parses each buffer (pixel data skipped) and builds one batch of those that parse; the
-/// others are returned with their index and error.
+/// others are returned with their index and error. A bare dataset is read in its extra's
+/// transfer syntax, else in `transfer_syntax` (a Part 10 meta group names its own).
 pub fn build_batch(
     buffers: &[&[u8]],
     extras: &[Extra],
@@ -344,12 +345,14 @@ pub fn build_batch(
     let mut failed = Vec::new();
     let none = Extra::default();
     for (i, buf) in buffers.iter().enumerate() {
+        let extra = extras.get(i).unwrap_or(&none);
         let opts = ParseOptions {
-            transfer_syntax,
+            // a record's own transfer syntax (bare datasets from the store) wins
+            transfer_syntax: extra.transfer_syntax.as_deref().or(transfer_syntax),
             stop_at_pixel_data: true,
         };
         match parse::parse(buf, opts) {
-            Ok(p) => builder.append(&p, extras.get(i).unwrap_or(&none))?,
+            Ok(p) => builder.append(&p, extra)?,
             Err(e) => failed.push((i, e)),
         }
     }
