@@ -46,6 +46,7 @@ bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside th
 
 fuzz: build  ## the long robustness run of the parser
 	python -m pytest -q -m slow tests
+	cargo test --release --quiet -p duckpacs-core --test fuzz -- --ignored
 
 lint: build  ## ruff, mypy, cargo clippy -D warnings, cargo fmt --check
 	ruff check python tests bench

@@ -36,6 +36,20 @@ def dump_json(
     else left out. Raises ``duckpacs.errors.ParseError``.
     """
 
+def dump_text(data: bytes, transfer_syntax: str | None = None) -> str:
+    """Human-readable dump: one line per element (tag, VR, keyword, value, length, offset)."""
+
+def scan_headers(
+    paths: list[str], threads: int = 0
+) -> list[tuple[str | None, str, str, str, str, str, str, str, int, int]]:
+    """Read and parse many files up to their Pixel Data, in Rust, GIL released.
+
+    ``threads`` 0 uses one thread per core. One tuple per path, in order: (error message or
+    None, transfer_syntax, sop_class_uid, sop_instance_uid, study_instance_uid,
+    series_instance_uid, patient_id, modality, top-level element count, file size). A file
+    that cannot be read or parsed yields its error message; nothing is raised.
+    """
+
 class HeaderBatch:
     """A header batch built in Rust (``duckpacs.index.schema.BATCH_SCHEMA``).
 

@@ -360,4 +360,43 @@ mod tests {
         let raw = b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf";
         assert_eq!(cs.decode(raw, true), "Hong^Gildong=洪^吉洞=홍^길동");
     }
+
+    #[test]
+    fn other_single_byte_and_chinese_sets() {
+        let cases: &[(&[u8], &[u8], &str)] = &[
+            (b"ISO_IR 101", b"\xb1", "\u{0105}"), // Latin-2 a with ogonek
+            (b"ISO_IR 109", b"\xa1", "\u{0126}"), // Latin-3 H with stroke
+            (b"ISO_IR 110", b"\xa1", "\u{0104}"), // Latin-4 A with ogonek
+            (b"ISO_IR 148", b"\xdd\xfd", "\u{0130}\u{0131}"), // Latin-5 dotted I, dotless i
+            (b"ISO_IR 166", b"\xa1", "\u{0E01}"), // TIS-620 ko kai
+            (b"ISO_IR 13", b"\xb1", "\u{FF71}"),  // JIS X 0201 half-width katakana a
+            (b"GBK", b"\xd6\xd0", "\u{4E2D}"),    // zhong
+            (b"GB18030", b"\x81\x30\x81\x30", "\u{0080}"), // four-byte sequence
+        ];
+        for (term, raw, want) in cases {
+            let cs = Charset::from_value(term);
+            assert_eq!(
+                cs.decode(raw, false),
+                *want,
+                "{}",
+                String::from_utf8_lossy(term)
+            );
+        }
+    }
+
+    #[test]
+    fn iso2022_supplementary_sets() {
+        // JIS X 0212 (ESC $ ( D) 0x222F is BREVE; back to ASCII with ESC ( B.
+        let cs = Charset::from_value(b"\\ISO 2022 IR 159");
+        assert_eq!(cs.decode(b"a\x1b$(D\x22\x2f\x1b(Bb", false), "a\u{02D8}b");
+        // GB 2312 in G1 (ESC $ ) A), bytes in GR.
+        let cs = Charset::from_value(b"\\ISO 2022 IR 58");
+        assert_eq!(cs.decode(b"Zhang\x1b$)A\xd5\xc5", false), "Zhang\u{5F20}");
+        // Latin-1 designated to G1 (ESC - A) under ISO 2022 IR 100.
+        let cs = Charset::from_value(b"ISO 2022 IR 100");
+        assert_eq!(cs.decode(b"\x1b-A\xe9", false), "\u{e9}");
+        // A value delimiter resets G0 to ASCII: the second value is plain ASCII.
+        let cs = Charset::from_value(b"\\ISO 2022 IR 87");
+        assert_eq!(cs.decode(b"\x1b$B;3\x1b(B\\AB", false), "\u{5C71}\\AB");
+    }
 }

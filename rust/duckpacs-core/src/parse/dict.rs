@@ -52,6 +52,20 @@ fn from_virtual(vr: VirtualVr, signed_pixels: bool) -> Vr {
     }
 }
 
+/// True when the dictionary VR of `tag` is "US or SS" (decided by Pixel Representation).
+pub fn is_us_or_ss(tag: u32) -> bool {
+    let group = (tag >> 16) as u16;
+    if group & 1 == 1 {
+        return false;
+    }
+    matches!(
+        StandardDataDictionary
+            .by_tag(Tag(group, (tag & 0xFFFF) as u16))
+            .map(|e| e.vr),
+        Some(VirtualVr::Xs)
+    )
+}
+
 /// Keyword (e.g. "PatientName") of a public tag, for display; private creators and private
 /// elements have none.
 pub fn keyword(tag: u32) -> Option<&'static str> {

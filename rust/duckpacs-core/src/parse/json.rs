@@ -90,8 +90,12 @@ pub fn base64(data: &[u8]) -> String {
 
 fn push_f64(out: &mut String, v: f64) {
     if v.is_finite() {
-        if v.fract() == 0.0 && v.abs() < 1e15 {
+        let a = v.abs();
+        if v.fract() == 0.0 && a < 1e15 {
             let _ = write!(out, "{}", v as i64);
+        } else if !(1e-5..1e16).contains(&a) {
+            // Shortest round-trip digits with an exponent (valid JSON: 1.7e38).
+            let _ = write!(out, "{v:e}");
         } else {
             let _ = write!(out, "{v}");
         }
@@ -162,6 +166,10 @@ impl Writer<'_, '_> {
                 }
             }
             Value::Sequence => {}
+            // A value that is only padding is empty (PS3.18 F.2.5): no "Value".
+            Value::Strings(s) if s.iter().all(String::is_empty) && s.len() <= 1 => {}
+            Value::PersonNames(n)
+                if n.iter().all(|p| p == &PersonName::default()) && n.len() <= 1 => {}
             Value::Strings(s) => self.strings(el.vr, &s),
             Value::PersonNames(names) => self.names(&names),
             Value::Ints(v) => self.list(v.iter(), |o, x| {

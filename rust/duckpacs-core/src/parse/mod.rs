@@ -17,6 +17,7 @@
 
 pub mod charset;
 pub mod dict;
+pub mod dump;
 pub mod json;
 pub mod reader;
 pub mod value;
@@ -226,7 +227,10 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
         transfer_syntax
     };
     let mut r = Reader::new(&data, opts.stop_at_pixel_data);
-    let (dataset, _) = r.read_top(meta_end, syntax, Charset::default())?;
+    let (mut dataset, _) = r.read_top(meta_end, syntax, Charset::default())?;
+    if r.saw_us_or_ss {
+        reader::resolve_us_or_ss(&data, &mut dataset, false);
+    }
     let stopped_at = r.stopped_at;
     let trailing_padding = r.trailing.clone();
     Ok(Parsed {

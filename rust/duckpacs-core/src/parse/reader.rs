@@ -161,6 +161,8 @@ pub(crate) struct Reader<'a> {
     pub stopped_at: Option<usize>,
     /// Trailing zero padding after the last top-level element.
     pub trailing: Option<Range<usize>>,
+    /// An element with a "US or SS" dictionary VR was read without an explicit VR.
+    pub saw_us_or_ss: bool,
 }
 
 fn u16_at(buf: &[u8], pos: usize, be: bool) -> Option<u16> {
@@ -201,11 +203,12 @@ impl<'a> Reader<'a> {
             stop_at_pixel_data,
             stopped_at: None,
             trailing: None,
+            saw_us_or_ss: false,
         }
     }
 
     /// Reads the header at `pos`. Item tags (FFFE,xxxx) never carry a VR (PS3.5 7.5).
-    fn header(&self, pos: usize, syn: Syntax, signed_pixels: bool) -> Result<Header> {
+    fn header(&mut self, pos: usize, syn: Syntax) -> Result<Header> {
         let buf = self.buf;
         let be = syn.big_endian;
         let tag = tag_at(buf, pos, be).ok_or_else(|| truncated(pos, None, "an element tag"))?;
@@ -253,11 +256,21 @@ impl<'a> Reader<'a> {
             u32_at(buf, pos + 4, be).ok_or_else(|| truncated(pos, Some(tag), "a 4-byte length"))?;
         Ok(Header {
             tag,
-            vr: dict::implicit_vr(tag, signed_pixels),
+            vr: self.dictionary_vr(tag),
             len,
             header_len: 8,
             implicit: true,
         })
+    }
+
+    /// VR from the dictionary; "US or SS" elements are read as US and fixed up afterwards by
+    /// [`resolve_us_or_ss`] once Pixel Representation is known.
+    fn dictionary_vr(&mut self, tag: u32) -> Vr {
+        let vr = dict::implicit_vr(tag, false);
+        if vr == Vr::US && dict::is_us_or_ss(tag) {
+            self.saw_us_or_ss = true;
+        }
+        vr
     }
 
     /// Reads the top-level dataset (or the meta group) from `pos` to the end of the buffer.
@@ -294,7 +307,6 @@ impl<'a> Reader<'a> {
         until: Until,
     ) -> Result<(Dataset, usize)> {
         let mut elements: Vec<Element> = Vec::new();
-        let mut signed_pixels = false;
         let top = depth == 0 && until == Until::End;
         loop {
             if pos >= end {
@@ -340,17 +352,10 @@ impl<'a> Reader<'a> {
                 pos = end;
                 break;
             }
-            let el = self.element(pos, end, syn, charset, signed_pixels, depth)?;
-            match el.tag {
-                0x0008_0005 => {
-                    let v = self.buf.get(el.value.clone()).unwrap_or(&[]);
-                    charset = Charset::from_value(v);
-                }
-                0x0028_0103 => {
-                    signed_pixels = u16_at(self.buf, el.value.start, el.big_endian) == Some(1)
-                        && el.value.len() >= 2;
-                }
-                _ => {}
+            let el = self.element(pos, end, syn, charset, depth)?;
+            if el.tag == 0x0008_0005 {
+                let v = self.buf.get(el.value.clone()).unwrap_or(&[]);
+                charset = Charset::from_value(v);
             }
             pos = el.end();
             elements.push(el);
@@ -364,10 +369,9 @@ impl<'a> Reader<'a> {
         end: usize,
         syn: Syntax,
         charset: Charset,
-        signed_pixels: bool,
         depth: usize,
     ) -> Result<Element> {
-        let h = self.header(pos, syn, signed_pixels)?;
+        let h = self.header(pos, syn)?;
         let start = pos + h.header_len;
         let tag = h.tag;
         let mut el = Element {
@@ -383,6 +387,10 @@ impl<'a> Reader<'a> {
         if h.len == UNDEFINED {
             if is_pixel_tag(tag) && h.vr != Vr::SQ && depth == 0 {
                 let (frags, after) = self.fragments(start, end, syn)?;
+                if h.implicit {
+                    // Encapsulated pixel data is OB (PS3.5 A.4).
+                    el.vr = Vr::OB;
+                }
                 el.value = start..after;
                 el.content = Content::Fragments(frags);
                 return Ok(el);
@@ -429,8 +437,20 @@ impl<'a> Reader<'a> {
                 )
             })?;
         el.value = start..value_end;
-        if h.vr == Vr::SQ {
-            let (items, _) = self.items(start, value_end, false, syn, charset, depth + 1)?;
+        let mut inner = syn;
+        if h.vr == Vr::UN && !h.implicit {
+            // A UN value is encoded as in implicit VR little endian (PS3.5 6.2.2); when the
+            // dictionary knows the tag, read it with the known VR (as pydicom and DCMTK do).
+            let known = self.dictionary_vr(tag);
+            if known != Vr::UN {
+                el.vr = known;
+                el.implicit = true;
+                el.big_endian = false;
+                inner = Syntax::IMPLICIT_LE;
+            }
+        }
+        if el.vr == Vr::SQ {
+            let (items, _) = self.items(start, value_end, false, inner, charset, depth + 1)?;
             el.content = Content::Items(items);
         }
         Ok(el)
@@ -552,6 +572,29 @@ impl<'a> Reader<'a> {
                         "expected a fragment item (FFFE,E000) or sequence delimiter in encapsulated pixel data",
                     ))
                 }
+            }
+        }
+    }
+}
+
+/// Sets the VR of "US or SS" elements read without an explicit VR: SS where the nearest
+/// Pixel Representation (0028,0103), in the dataset or an enclosing one, is 1 (PS3.3
+/// C.7.6.3.1.3 and the dictionary note for these tags).
+pub(crate) fn resolve_us_or_ss(buf: &[u8], ds: &mut Dataset, inherited: bool) {
+    let signed = match ds.elements.iter().find(|e| e.tag == 0x0028_0103) {
+        Some(el) => {
+            let be = el.big_endian;
+            u16_at(buf, el.value.start, be).filter(|_| el.value.len() >= 2) == Some(1)
+        }
+        None => inherited,
+    };
+    for el in &mut ds.elements {
+        if el.implicit && el.vr == Vr::US && signed && dict::is_us_or_ss(el.tag) {
+            el.vr = Vr::SS;
+        }
+        if let Content::Items(items) = &mut el.content {
+            for item in items {
+                resolve_us_or_ss(buf, &mut item.dataset, signed);
             }
         }
     }
