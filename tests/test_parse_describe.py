@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pydicom
 import pytest
@@ -10,7 +11,7 @@ from pydicom.data import get_testdata_file
 
 from duckpacs import _core
 from duckpacs.errors import ParseError
-from tests.corpus import pydicom_test_files
+from tests.corpus import pydicom_test_files, shared_corpus_files
 
 
 def _read(name: str) -> bytes:
@@ -101,3 +102,32 @@ def test_describe_every_pydicom_file_or_parse_error() -> None:
             start, end = px["value"]
             assert px["frames"] * px["frame_len"] <= end - start, path.name
     assert described >= 170
+
+
+def test_encapsulated_frames_match_pydicom_on_every_file() -> None:
+    """Frame boundaries (PS3.5 A.4) agree with pydicom's generate_frames on every
+    encapsulated file of the pydicom test files and the (uncompressed-on-disk) corpus."""
+    files = pydicom_test_files() + [p for p in shared_corpus_files() if not p.name.endswith(".gz")]
+    compared = 0
+    for path in files:
+        data = path.read_bytes()
+        try:
+            layout = _core.describe(data)
+        except ParseError:
+            continue
+        px = layout["pixel"]
+        if not isinstance(px, dict) or px["kind"] != "encapsulated":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        want = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=n))
+        items, frames = px["items"], px["frames"]
+        got = [
+            b"".join(data[items[i][0] + 8 : items[i][1]] for i in range(first, stop))
+            for first, stop in frames
+        ]
+        assert got == want, path.name
+        compared += 1
+    assert compared >= 20
