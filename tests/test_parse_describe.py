@@ -8,6 +8,7 @@ import warnings
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.pixels.utils import get_expected_length
 
 from duckpacs import _core
 from duckpacs.errors import ParseError
@@ -131,3 +132,30 @@ def test_encapsulated_frames_match_pydicom_on_every_file() -> None:
         assert got == want, path.name
         compared += 1
     assert compared >= 20
+
+
+def test_native_frame_geometry_matches_pydicom_expected_length() -> None:
+    """frames * frame_len equals pydicom's expected pixel data length (PS3.5 8.1.1) for every
+    native file; badVR.dcm has Number of Frames "1A", which pydicom multiplies as a string."""
+    files = pydicom_test_files() + [p for p in shared_corpus_files() if not p.name.endswith(".gz")]
+    compared = 0
+    for path in files:
+        if path.name == "badVR.dcm":
+            continue
+        try:
+            layout = _core.describe(path.read_bytes())
+        except ParseError:
+            continue
+        px = layout["pixel"]
+        if not isinstance(px, dict) or px["kind"] != "native":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+        if "Rows" not in ds:
+            assert px["frames"] == 0
+            continue
+        expected = get_expected_length(ds, "bytes")
+        assert px["frames"] * px["frame_len"] == expected, path.name
+        compared += 1
+    assert compared >= 50
