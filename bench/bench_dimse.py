@@ -33,6 +33,22 @@ SCU = "BENCHSCU"
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+def dcmtk(name: str) -> str | None:
+    """DCMTK's tool, not pynetdicom's console script of the same name in the venv."""
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    return shutil.which(
+        name, path=os.pathsep.join(d for d in dirs if Path(d).resolve() != venv_bin)
+    )
+
+
+TOOLS: dict[str, str] = {}
+
+
+def tool(name: str) -> str:
+    return TOOLS[name]
+
+
 def synth_ct(folder: Path, count: int) -> list[Path]:
     """``count`` CT slices, 512x512x16 bit, one series: smooth anatomy-like ramps plus noise."""
     import numpy as np
@@ -111,7 +127,7 @@ def storescu(port: int, aet: str, files: list[Path], associations: int) -> float
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            ["storescu", "-aet", SCU, "-aec", aet, "127.0.0.1", str(port), *map(str, chunk)],
+            [tool("storescu"), "-aet", SCU, "-aec", aet, "127.0.0.1", str(port), *map(str, chunk)],
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -147,7 +163,7 @@ def retrieval(port: int, aet: str, study: str, work: Path, dest_port: int) -> di
     q = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}"]
     out["C-GET study (s)"] = timed(
         [
-            "getscu",
+            tool("getscu"),
             "-aet",
             SCU,
             "-aec",
@@ -166,13 +182,25 @@ def retrieval(port: int, aet: str, study: str, work: Path, dest_port: int) -> di
     shutil.rmtree(moved, ignore_errors=True)
     moved.mkdir(parents=True)
     scp = subprocess.Popen(
-        ["storescp", "-aet", SCU, "+B", "-od", str(moved), "--accept-all", str(dest_port)],
+        [tool("storescp"), "-aet", SCU, "+B", "-od", str(moved), "--accept-all", str(dest_port)],
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         time.sleep(0.3)
         out["C-MOVE study (s)"] = timed(
-            ["movescu", "-aet", SCU, "-aec", aet, "-aem", SCU, "-S", *q, "127.0.0.1", str(port)]
+            [
+                tool("movescu"),
+                "-aet",
+                SCU,
+                "-aec",
+                aet,
+                "-aem",
+                SCU,
+                "-S",
+                *q,
+                "127.0.0.1",
+                str(port),
+            ]
         )
     finally:
         scp.terminate()
@@ -182,7 +210,7 @@ def retrieval(port: int, aet: str, study: str, work: Path, dest_port: int) -> di
     shutil.rmtree(found, ignore_errors=True)
     found.mkdir(parents=True)
     out["C-FIND IMAGE, EchoTime (s)"] = timed(
-        ["findscu", "-aet", SCU, "-aec", aet, "-S", "-X", "-od", str(found),
+        [tool("findscu"), "-aet", SCU, "-aec", aet, "-S", "-X", "-od", str(found),
          "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study}",
          "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", "-k", "EchoTime",
          "127.0.0.1", str(port)]
@@ -225,10 +253,12 @@ def main() -> int:
     parser.add_argument("--ct", type=int, default=200, help="synthetic CT instances (200)")
     parser.add_argument("--workers", type=int, default=2, help="duckpacs worker processes")
     args = parser.parse_args()
-    for tool in ("storescu", "getscu", "movescu", "findscu", "storescp"):
-        if shutil.which(tool) is None:
-            print(f"skipped: {tool} not installed (Debian package dcmtk)")
+    for name in ("storescu", "getscu", "movescu", "findscu", "storescp"):
+        path = dcmtk(name)
+        if path is None:
+            print(f"skipped: DCMTK's {name} not installed (Debian package dcmtk)")
             return 0
+        TOOLS[name] = path
     if orthanc_binary() is None:
         print("skipped: Orthanc not installed (Debian package orthanc)")
         return 0

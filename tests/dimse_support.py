@@ -5,7 +5,10 @@ Test modules import the fixtures they use from here (``settings_factory``, ``run
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +100,19 @@ def running_server(
     for server in servers:
         server.stop()
     _config.UNRESTRICTED_STORAGE_SERVICE = unrestricted
+
+
+def dcmtk_tool(name: str) -> str:
+    """Path of DCMTK's ``name`` (storescu, getscu, ...), skipping the test when absent.
+
+    pynetdicom installs console scripts with the same names (echoscu, storescu, findscu,
+    getscu, movescu, storescp) into the virtual environment, which `make` puts first on
+    PATH; the interop tests must drive DCMTK's, so the environment's bin folder is skipped.
+    """
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    search = os.pathsep.join(d for d in dirs if Path(d).resolve() != venv_bin)
+    found = shutil.which(name, path=search)
+    if found is None:
+        pytest.skip(f"DCMTK's {name} not installed (Debian package dcmtk)")
+    return found

@@ -13,8 +13,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import part10
-from tests.dimse_support import CORPUS, SCU_AE
-from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, require_tool, running_server
+from tests.dimse_support import CORPUS, SCU_AE, dcmtk_tool
+from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, running_server
 
 MR_SERIES = CORPUS / "mr_toshiba_dti"
 
@@ -46,8 +46,8 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.interop
 def test_serve_stores_finds_and_returns_identical_bytes(tmp_path: Path) -> None:
-    storescu, getscu = require_tool("storescu"), require_tool("getscu")
-    findscu, storescp = require_tool("findscu"), require_tool("storescp")
+    storescu, getscu = dcmtk_tool("storescu"), dcmtk_tool("getscu")
+    findscu, storescp = dcmtk_tool("findscu"), dcmtk_tool("storescp")
     data, dest_port = tmp_path / "archive", free_port()
     write_config(data, dest_port)
     files = sources()

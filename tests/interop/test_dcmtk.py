@@ -17,8 +17,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import Archive, part10
-from tests.dimse_support import CORPUS, DEST_AE, SCU_AE, default_peers
-from tests.helpers import dcmtk_env, free_port, require_tool
+from tests.dimse_support import CORPUS, DEST_AE, SCU_AE, dcmtk_tool, default_peers
+from tests.helpers import dcmtk_env, free_port
 from tests.memory_archive import memory_archive
 
 pytestmark = pytest.mark.interop
@@ -71,7 +71,7 @@ PROPOSE = {"1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.70": "-xs"}
 
 
 def storescu(port: int, files: list[Path]) -> None:
-    tool = require_tool("storescu")
+    tool = dcmtk_tool("storescu")
     groups: dict[str, list[str]] = {}
     for f in files:
         ts = str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
@@ -84,7 +84,7 @@ def storescu(port: int, files: list[Path]) -> None:
 
 
 def test_echoscu(served: tuple[Archive, int, int]) -> None:
-    tool = require_tool("echoscu")
+    tool = dcmtk_tool("echoscu")
     _archive, port, _ = served
     result = run(tool, "-aet", SCU_AE, "-aec", "DUCKPACS", "127.0.0.1", str(port))
     assert result.returncode == 0, result.stderr
@@ -99,7 +99,7 @@ def test_storescu_then_getscu_is_byte_identical(
     _archive, port, _ = served
     files = sources()
     storescu(port, files)
-    getscu = require_tool("getscu")
+    getscu = dcmtk_tool("getscu")
     archive, _, _ = served
     uids = {f: str(dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
     expected = {uid: stored_sha(archive, uid) for uid in uids.values()}
@@ -132,7 +132,7 @@ def test_findscu_study_and_image_level(served: tuple[Archive, int, int], tmp_pat
     _archive, port, _ = served
     files = sources()
     storescu(port, files)
-    findscu = require_tool("findscu")
+    findscu = dcmtk_tool("findscu")
     result = run(
         findscu, "-aet", SCU_AE, "-aec", "DUCKPACS", "-S", "-X", "-od", str(tmp_path),
         "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientID",
@@ -160,7 +160,7 @@ def test_movescu_to_storescp(served: tuple[Archive, int, int], tmp_path: Path) -
     archive, port, dest_port = served
     files = sources()
     storescu(port, files)
-    storescp, movescu = require_tool("storescp"), require_tool("movescu")
+    storescp, movescu = dcmtk_tool("storescp"), dcmtk_tool("movescu")
     received = tmp_path / "moved"
     received.mkdir()
     scp = subprocess.Popen(

@@ -14,8 +14,8 @@ import pytest
 from pydicom import dcmread
 
 from duckpacs.archive import part10
-from tests.dimse_support import CORPUS, SCU_AE, make_settings
-from tests.helpers import dcmtk_env, free_port, require_tool
+from tests.dimse_support import CORPUS, SCU_AE, dcmtk_tool, make_settings
+from tests.helpers import dcmtk_env, free_port
 from tests.interop.orthanc import orthanc_binary, run_orthanc
 from tests.memory_archive import memory_archive
 
@@ -28,7 +28,7 @@ def test_orthanc_moves_a_study_from_duckpacs(tmp_path: Path, running_server: Any
         pytest.skip("Orthanc not installed (Debian package orthanc)")
     if not MR_SERIES.is_dir():
         pytest.skip(f"{MR_SERIES} absent (shared corpus)")
-    storescu = require_tool("storescu")
+    storescu = dcmtk_tool("storescu")
     files = sorted(MR_SERIES.glob("*.dcm"))[:40]
     orthanc_port = free_port()
     archive = memory_archive()
