@@ -13,10 +13,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from duckpacs.cli import config_cmds, dump_cmd, serve_cmd, store_cmds
+from duckpacs.cli import (
+    config_cmds,
+    dump_cmd,
+    find_cmd,
+    serve_cmd,
+    sql_cmd,
+    store_cmds,
+)
 from duckpacs.errors import DuckpacsError
 
-COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, store_cmds)
+COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, store_cmds, find_cmd, sql_cmd)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:

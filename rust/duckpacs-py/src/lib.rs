@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod index;
 mod parse;
 mod store;
 
@@ -24,5 +25,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Store>()?;
     m.add_class::<store::ScanIter>()?;
     parse::register(m)?;
+    index::register(m)?;
     Ok(())
 }
