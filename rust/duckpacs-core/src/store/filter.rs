@@ -346,20 +346,31 @@ pub fn med_classes_encode(data: &[u8], g: &Geometry) -> Vec<Vec<u8>> {
     let sb = g.sample_bytes;
     let mut out: Vec<Vec<u8>> = counts.iter().map(|&c| vec![0u8; c * sb]).collect();
     let mut pos = [0usize; CLASSES];
-    for (rr, c) in res.chunks_exact(w).zip(cls.chunks_exact(nb)) {
-        for (blk, &k) in rr.chunks(CLASS_BLOCK).zip(c) {
+    // Zigzag in one vectorisable pass, then deal blocks out with one bounds check each.
+    let zz: Vec<u16> = if sb == 1 {
+        res.iter().map(|&x| u16::from(zigzag8(x as u8))).collect()
+    } else {
+        res.iter().map(|&x| zigzag16(x as u16)).collect()
+    };
+    for (zr, c) in zz.chunks_exact(w).zip(cls.chunks_exact(nb)) {
+        for (blk, &k) in zr.chunks(CLASS_BLOCK).zip(c) {
             let k = usize::from(k);
-            let (st, n) = (&mut out[k], counts[k]);
-            for (j, &x) in (pos[k]..).zip(blk) {
-                if sb == 1 {
-                    st[j] = zigzag8(x as u8);
-                } else {
-                    let z = zigzag16(x as u16);
-                    st[j] = z as u8;
-                    st[n + j] = (z >> 8) as u8;
+            let (p, n) = (pos[k], counts[k]);
+            pos[k] = p + blk.len();
+            if sb == 1 {
+                for (o, &z) in out[k][p..p + blk.len()].iter_mut().zip(blk) {
+                    *o = z as u8;
+                }
+            } else {
+                let (lo, hi) = out[k].split_at_mut(n);
+                let it = lo[p..p + blk.len()]
+                    .iter_mut()
+                    .zip(hi[p..p + blk.len()].iter_mut());
+                for ((l, h), &z) in it.zip(blk) {
+                    *l = z as u8;
+                    *h = (z >> 8) as u8;
                 }
             }
-            pos[k] += blk.len();
         }
     }
     out
