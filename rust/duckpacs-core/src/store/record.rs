@@ -694,7 +694,7 @@ pub fn reconstruct(
         .first()
         .ok_or("instance record without a header chunk")?;
     let header = decode_chunk(chunk_bytes(rec, first)?, first, dict)?;
-    let mut out = Vec::with_capacity(m.original_len as usize);
+    let mut out = Vec::with_capacity((m.original_len as usize).min(rec.len().saturating_mul(64)));
     let mut h = 0usize;
     for piece in &m.plan {
         match *piece {
