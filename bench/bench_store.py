@@ -5,7 +5,7 @@ Side by side in one run, on the same bytes:
 - whole-instance stored size: raw, every file zlib-6 compressed (what Orthanc's
   StorageCompression does), our store (packs on disk, dictionaries included);
 - pixel data only: per-frame JPEG-LS (CharLS via ``imagecodecs``) against our pixel chunks;
-- encode MB/s and frame decode MB/s on one core (zlib decodes whole files, as Orthanc must);
+- encode MB/s and frame decode MB/s (zlib decodes whole files, as Orthanc must);
 - store throughput on 2 threads for synthetic 512x512 CT slices.
 
 Targets (issue 4): whole-instance ratio on the Toshiba series >= 8x; pixel ratio >= 95 % of
@@ -218,8 +218,10 @@ def report(rows: list[Row]) -> None:
             f"{ratio(r.raw, r.ours)} | {r.pixel_raw / MB:7.1f} {ratio(r.pixel_raw, r.jls)} "
             f"{ratio(r.pixel_raw, r.ours_pixel)} {share}"
         )
-    print("\nSpeed on one core, MB/s of original bytes (encode: whole files for zlib and ours,")
-    print("frames for JPEG-LS; decode: whole files for zlib, frames for JPEG-LS and ours).")
+    print("\nSpeed, MB/s of original bytes. One core, except 'ours enc': put_many, which lays out")
+    print("and encodes on every core and fsyncs. Encode: whole files for zlib and ours, frames")
+    print("for JPEG-LS; decode: whole files for zlib, frames for JPEG-LS and ours (get_frame from")
+    print("a fresh reader: pack read, checksum, zstd, filter, one call per frame).")
     print(
         f"{'set':<22} {'zlib enc':>8} {'JLS enc':>8} {'ours enc':>8} | "
         f"{'zlib dec':>8} {'JLS dec':>8} {'ours dec':>8} {'ours/JLS':>8}"

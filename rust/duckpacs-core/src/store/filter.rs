@@ -346,20 +346,31 @@ pub fn med_classes_encode(data: &[u8], g: &Geometry) -> Vec<Vec<u8>> {
     let sb = g.sample_bytes;
     let mut out: Vec<Vec<u8>> = counts.iter().map(|&c| vec![0u8; c * sb]).collect();
     let mut pos = [0usize; CLASSES];
-    for (rr, c) in res.chunks_exact(w).zip(cls.chunks_exact(nb)) {
-        for (blk, &k) in rr.chunks(CLASS_BLOCK).zip(c) {
+    // Zigzag in one vectorisable pass, then deal blocks out with one bounds check each.
+    let zz: Vec<u16> = if sb == 1 {
+        res.iter().map(|&x| u16::from(zigzag8(x as u8))).collect()
+    } else {
+        res.iter().map(|&x| zigzag16(x as u16)).collect()
+    };
+    for (zr, c) in zz.chunks_exact(w).zip(cls.chunks_exact(nb)) {
+        for (blk, &k) in zr.chunks(CLASS_BLOCK).zip(c) {
             let k = usize::from(k);
-            let (st, n) = (&mut out[k], counts[k]);
-            for (j, &x) in (pos[k]..).zip(blk) {
-                if sb == 1 {
-                    st[j] = zigzag8(x as u8);
-                } else {
-                    let z = zigzag16(x as u16);
-                    st[j] = z as u8;
-                    st[n + j] = (z >> 8) as u8;
+            let (p, n) = (pos[k], counts[k]);
+            pos[k] = p + blk.len();
+            if sb == 1 {
+                for (o, &z) in out[k][p..p + blk.len()].iter_mut().zip(blk) {
+                    *o = z as u8;
+                }
+            } else {
+                let (lo, hi) = out[k].split_at_mut(n);
+                let it = lo[p..p + blk.len()]
+                    .iter_mut()
+                    .zip(hi[p..p + blk.len()].iter_mut());
+                for ((l, h), &z) in it.zip(blk) {
+                    *l = z as u8;
+                    *h = (z >> 8) as u8;
                 }
             }
-            pos[k] += blk.len();
         }
     }
     out
@@ -562,78 +573,5 @@ mod tests {
         let enc = med_encode(&data, &g);
         let big = enc.iter().filter(|&&b| b > 40).count();
         assert!(big < 100, "{big} large residual bytes");
-    }
-}
-
-#[cfg(test)]
-mod probe {
-    use super::*;
-
-    #[test]
-    #[ignore = "timing probe"]
-    fn probe_med_parts() {
-        let n = 512 * 512 * 20;
-        let data: Vec<u8> = (0..n * 2).map(|i| (i * 7 % 251) as u8).collect();
-        let g = Geometry {
-            row_len: 512,
-            stride: 1,
-            sample_bytes: 2,
-            big_endian: false,
-            signed: false,
-        };
-        let best = |f: &dyn Fn()| {
-            (0..7)
-                .map(|_| {
-                    let cpu = || {
-                        let mut ts = libc::timespec {
-                            tv_sec: 0,
-                            tv_nsec: 0,
-                        };
-                        // SAFETY: clock_gettime writes into the timespec we own.
-                        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-                        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-                    };
-                    let t = cpu();
-                    f();
-                    cpu() - t
-                })
-                .fold(f64::MAX, f64::min)
-        };
-        let mb = (n * 2) as f64 / 1e6;
-        let v = load_values(&data, &g);
-        println!(
-            "load {:.0}",
-            mb / best(&|| drop(std::hint::black_box(load_values(&data, &g))))
-        );
-        println!(
-            "resid {:.0}",
-            mb / best(&|| drop(std::hint::black_box(residuals(&v, 512, 1))))
-        );
-        let r = residuals(&v, 512, 1);
-        println!(
-            "zz {:.0}",
-            mb / best(&|| {
-                let mut out = vec![0u8; n * 2];
-                let (lo, hi) = out.split_at_mut(n);
-                for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(&r) {
-                    let z = zigzag16(x as u16);
-                    *l = z as u8;
-                    *h = (z >> 8) as u8;
-                }
-                std::hint::black_box(&out);
-            })
-        );
-        println!("encode {:.0}", mb / best(&|| drop(med_encode(&data, &g))));
-        let e = med_encode(&data, &g);
-        println!("decode {:.0}", mb / best(&|| drop(med_decode(&e, &g))));
-        println!(
-            "cls enc {:.0}",
-            mb / best(&|| drop(med_classes_encode(&data, &g)))
-        );
-        let st = med_classes_encode(&data, &g);
-        println!(
-            "cls dec {:.0}",
-            mb / best(&|| drop(med_classes_decode(&st, data.len(), &g)))
-        );
     }
 }

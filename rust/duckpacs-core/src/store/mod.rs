@@ -552,6 +552,44 @@ impl Store {
         self.append(&recs)
     }
 
+    /// Lays out and stores received buffers (see [`Store::put_many`]): each is described by
+    /// the parser on every core; a buffer the parser refuses is stored whole.
+    pub fn put_buffers(
+        &self,
+        bufs: &[&[u8]],
+        transfer_syntax: Option<&str>,
+    ) -> Result<Vec<Location>> {
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(1);
+        let per = bufs.len().div_ceil(cores).max(1);
+        let layouts: Vec<Option<InstanceLayout>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = bufs
+                .chunks(per)
+                .map(|part| {
+                    sc.spawn(move || {
+                        part.iter()
+                            .map(|b| crate::parse::describe(b, transfer_syntax).ok())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        if layouts.len() != bufs.len() {
+            return Err(self.panicked());
+        }
+        let batch: Vec<(&[u8], Option<&InstanceLayout>)> = bufs
+            .iter()
+            .zip(&layouts)
+            .map(|(b, l)| (*b, l.as_ref()))
+            .collect();
+        self.put_many(&batch)
+    }
+
     fn panicked(&self) -> Error {
         Error::Store {
             path: self.root.clone(),

@@ -694,7 +694,7 @@ pub fn reconstruct(
         .first()
         .ok_or("instance record without a header chunk")?;
     let header = decode_chunk(chunk_bytes(rec, first)?, first, dict)?;
-    let mut out = Vec::with_capacity(m.original_len as usize);
+    let mut out = Vec::with_capacity((m.original_len as usize).min(rec.len().saturating_mul(64)));
     let mut h = 0usize;
     for piece in &m.plan {
         match *piece {
@@ -831,5 +831,32 @@ mod tests {
         assert_eq!(p.meta.dict_id, d.id);
         assert!(reconstruct(&e.bytes, &p, None, true).is_err());
         assert_eq!(reconstruct(&e.bytes, &p, Some(&d), true).unwrap(), buf);
+    }
+
+    #[test]
+    fn damaged_chunks_with_valid_checksums_never_panic() {
+        // A chunk whose bytes were altered and re-checksummed (a bug or a forger, not bit
+        // rot) must decode to an error or to some bytes, never panic.
+        let (buf, layout) = native_buf(1, 200, 100);
+        let e = encode_instance(&buf, Some(&layout), None, Levels::default()).unwrap();
+        let p = parse_head(&e.bytes).unwrap();
+        for c in &p.meta.chunks[1..] {
+            let stored = chunk_bytes(&e.bytes, c).unwrap().to_vec();
+            let mut seed = 9u64;
+            for round in 0..300 {
+                let mut bad = stored.clone();
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let at = (seed >> 33) as usize % bad.len();
+                bad[at] ^= 1 << (round % 8);
+                if round % 3 == 0 {
+                    bad.truncate(at);
+                }
+                let mut c2 = c.clone();
+                c2.xxh3 = xxh3_64(&bad);
+                let _ = decode_chunk(&bad, &c2, None);
+            }
+        }
     }
 }

@@ -3,8 +3,6 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
-use sha2::Digest;
-
 use super::*;
 use crate::layout::{Framing, InstanceLayout, PixelKind, PixelLayout};
 
@@ -389,71 +387,6 @@ fn interrupted_compaction_is_undone_or_finished_on_open() {
     drop(Store::open(dir.path(), Some(9), opts()).unwrap());
     assert!(!packs.join(pack::pack_name(victim)).exists());
     assert!(!packs.join("compact-w00009.journal").exists());
-}
-
-#[test]
-#[ignore = "timing probe, run by hand with --ignored --nocapture"]
-fn probe_pixel_speed() {
-    let (mut buf, l) = native("8.8", 1, 20, 512, 512);
-    let px = l.pixel.clone().unwrap();
-    let mut seed = 1u64;
-    for (i, w) in buf[px.value.clone()].chunks_exact_mut(2).enumerate() {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let (x, y) = ((i % 512) as f64, ((i / 512) % 512) as f64);
-        let v = 1000.0 + 300.0 * (x / 37.0).sin() * (y / 53.0).cos() + ((seed >> 59) as f64);
-        w.copy_from_slice(&(v as u16).to_le_bytes());
-    }
-    let t = std::time::Instant::now();
-    let e = record::encode_instance(&buf, Some(&l), None, Levels::default()).unwrap();
-    let enc = t.elapsed().as_secs_f64();
-    let p = record::parse_head(&e.bytes).unwrap();
-    let t = std::time::Instant::now();
-    for c in &p.meta.chunks[1..] {
-        record::decode_chunk(record::chunk_bytes(&e.bytes, c).unwrap(), c, None).unwrap();
-    }
-    let dec = t.elapsed().as_secs_f64();
-    let mb = buf.len() as f64 / 1e6;
-    let g = filter::Geometry {
-        row_len: 512,
-        stride: 1,
-        sample_bytes: 2,
-        big_endian: false,
-        signed: false,
-    };
-    let best = |f: &dyn Fn()| {
-        (0..7)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min)
-    };
-    let f = filter::med_encode(&buf[px.value.clone()], &g);
-    let med_e = best(&|| drop(filter::med_encode(&buf[px.value.clone()], &g)));
-    let med_d = best(&|| drop(filter::med_decode(&f, &g)));
-    let t = std::time::Instant::now();
-    let _ = sha2::Sha256::digest(&buf);
-    let sha = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    let z = zstd::bulk::compress(&f, 3).unwrap();
-    let zs = t.elapsed().as_secs_f64();
-    let t = std::time::Instant::now();
-    let _ = zstd::bulk::decompress(&z, f.len()).unwrap();
-    let zd = t.elapsed().as_secs_f64();
-    println!(
-        "encode {:.0} MB/s decode {:.0} MB/s ratio {:.2}; med {:.0}/{:.0} sha {:.0} zstd {:.0}/{:.0}",
-        mb / enc,
-        mb / dec,
-        buf.len() as f64 / e.bytes.len() as f64,
-        mb / med_e,
-        mb / med_d,
-        mb / sha,
-        mb / zs,
-        mb / zd
-    );
 }
 
 #[test]
