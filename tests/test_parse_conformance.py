@@ -64,6 +64,15 @@ EXPECTED_REJECTIONS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# What our ParseError says for each file we reject (checked, so the reasons above stay true).
+OUR_ERRORS = {
+    "MR_truncated.dcm": "at byte 1488 in (7FE0,0010): value length 8192 runs past the end",
+    "rtplan_truncated.dcm": "in (300A,00B0): value length 976 runs past the end",
+    "DICOMDIR-nooffset": "item length 248 runs past the end of its sequence",
+    "no_meta.dcm": "at byte 0 in (0820,0500): value length 173228800 runs past the end",
+    "emri_small_jpeg_2k_lossless_too_short.dcm": "expected a fragment item or sequence delimiter",
+}
+
 # Not DICOM at all: both reject (pydicom with force=True returns an empty or garbage dataset).
 NOT_DICOM = {"crayons.icc", "README", "rtplan.dump", "rtstruct.dump"}
 
@@ -134,6 +143,8 @@ def _check(path: Path) -> None:
         return
     if name in EXPECTED_REJECTIONS:
         assert (ours is None) != (theirs is None), (name, our_error, their_error)
+        if ours is None:
+            assert OUR_ERRORS[name] in our_error, (name, our_error)
         return
     assert ours is not None, f"{name}: we reject ({our_error}), pydicom: {their_error or 'ok'}"
     assert theirs is not None, f"{name}: pydicom rejects ({their_error}), we accept"

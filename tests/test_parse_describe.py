@@ -77,3 +77,27 @@ def test_dump_json_never_inlines_pixel_data() -> None:
 def test_corpus_discovery_finds_pydicom_files() -> None:
     names = {p.name for p in pydicom_test_files()}
     assert "CT_small.dcm" in names
+
+
+def test_describe_deflated_and_big_endian_files() -> None:
+    dfl = _core.describe(_read("image_dfl.dcm"))
+    assert dfl["transfer_syntax"] == "1.2.840.10008.1.2.1.99"
+    assert dfl["deflated"] is True
+    be = _core.describe(_read("MR_small_bigendian.dcm"))
+    px = be["pixel"]
+    assert isinstance(px, dict) and px["big_endian"] is True and px["frames"] == 1
+
+
+def test_describe_every_pydicom_file_or_parse_error() -> None:
+    described = 0
+    for path in pydicom_test_files():
+        try:
+            layout = _core.describe(path.read_bytes())
+        except ParseError:
+            continue
+        described += 1
+        px = layout["pixel"]
+        if isinstance(px, dict) and px["kind"] == "native":
+            start, end = px["value"]
+            assert px["frames"] * px["frame_len"] <= end - start, path.name
+    assert described >= 170

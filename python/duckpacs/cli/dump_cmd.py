@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from duckpacs import _core
+from duckpacs.errors import ParseError
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -62,6 +63,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
     data = read_input(args.file)
     try:
         _write(args, data)
+    except ParseError as e:
+        raise ParseError(f"{args.file}: {e}") from e
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: not an error of ours.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's flush quiet

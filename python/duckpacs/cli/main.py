@@ -13,10 +13,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from duckpacs.cli import config_cmds, dump_cmd, find_cmd, serve_cmd, sql_cmd
+from duckpacs.cli import (
+    config_cmds,
+    dump_cmd,
+    find_cmd,
+    reindex_cmd,
+    serve_cmd,
+    sql_cmd,
+    store_cmds,
+)
 from duckpacs.errors import DuckpacsError
 
-COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, find_cmd, sql_cmd)
+COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, store_cmds, find_cmd, sql_cmd, reindex_cmd)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ pub mod error;
 pub mod index;
 pub mod layout;
 pub mod parse;
+pub mod store;
 
 pub use error::{Error, Result};
 

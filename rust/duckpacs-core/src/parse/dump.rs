@@ -33,12 +33,7 @@ pub fn to_text(p: &Parsed<'_>) -> String {
     out.push_str("# Dataset\n");
     dataset(p, &p.dataset, 0, &mut out);
     if let Some(r) = &p.trailing_padding {
-        let _ = writeln!(
-            out,
-            "# {} bytes of trailing zero padding at {}",
-            r.len(),
-            r.start
-        );
+        let _ = writeln!(out, "# {} trailing bytes (padding) at {}", r.len(), r.start);
     }
     out
 }

@@ -14,6 +14,29 @@
 //! inflate(data[meta.end..])` returned by [`Parsed::data`]: meta offsets equal file offsets,
 //! dataset offsets are `meta.end +` the offset in the inflated stream. [`InstanceLayout`]
 //! reports `deflated = true` in that case and the store keeps such files whole.
+//!
+//! # Walking the tree
+//! Elements keep byte ranges; values are decoded on demand with the character set of the
+//! dataset they belong to:
+//! ```
+//! use duckpacs_core::parse::{parse, ParseOptions, Value};
+//! let mut buf = Vec::new();
+//! // (0010,0010) Patient's Name, implicit VR little endian, length 6, "Doe^J "
+//! buf.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, 6, 0, 0, 0]);
+//! buf.extend_from_slice(b"Doe^J ");
+//! let p = parse(&buf, ParseOptions::default()).unwrap();
+//! for el in &p.dataset.elements {
+//!     assert_eq!(el.tag, 0x0010_0010);
+//!     match p.value(&p.dataset, el) {
+//!         Value::PersonNames(names) => assert_eq!(names[0].alphabetic, "Doe^J"),
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//!     for item in el.items() {
+//!         // nested datasets: item.dataset.elements, decoded with p.value(&item.dataset, ..)
+//!         let _ = item;
+//!     }
+//! }
+//! ```
 
 pub mod charset;
 pub mod dict;
@@ -68,7 +91,10 @@ pub struct Parsed<'a> {
     pub deflated: bool,
     /// Offset of the pixel data element where parsing stopped (`stop_at_pixel_data`).
     pub stopped_at: Option<usize>,
-    /// Zero bytes after the last top-level element.
+    /// Loop iterations the reader spent on meta and dataset (bounded by the input length).
+    pub steps: usize,
+    /// Bytes after the last top-level element that are not an element: zero padding of any
+    /// length, or 1 to 7 stray bytes (too short for an element header).
     pub trailing_padding: Option<Range<usize>>,
 }
 
@@ -146,29 +172,35 @@ fn trim_uid(raw: &[u8]) -> String {
         .to_string()
 }
 
-/// Upper bound of an inflated dataset: deflate cannot exceed ~1032:1, and we cap at 4 GiB.
+/// Largest inflated dataset accepted: deflate cannot expand more than ~1032:1, and no real
+/// dataset needs more than 1 GiB; a larger result is refused as a decompression bomb.
 fn inflate_limit(compressed: usize) -> u64 {
     (compressed as u64)
         .saturating_mul(1032)
         .saturating_add(1024)
-        .min(4 << 30)
+        .min(1 << 30)
 }
 
 fn inflate(buf: &[u8], meta_end: usize) -> Result<Vec<u8>> {
     let body = buf.get(meta_end..).unwrap_or(&[]);
+    let limit = inflate_limit(body.len());
     let mut out = Vec::with_capacity(meta_end + body.len() * 4);
     out.extend_from_slice(buf.get(..meta_end).unwrap_or(&[]));
     let decoder = flate2::read::DeflateDecoder::new(body);
-    decoder
-        .take(inflate_limit(body.len()))
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            Error::parse(
-                meta_end,
-                None,
-                format!("deflated dataset does not inflate: {e}"),
-            )
-        })?;
+    let read = decoder.take(limit + 1).read_to_end(&mut out).map_err(|e| {
+        Error::parse(
+            meta_end,
+            None,
+            format!("deflated dataset does not inflate: {e}"),
+        )
+    })?;
+    if read as u64 > limit {
+        return Err(Error::parse(
+            meta_end,
+            None,
+            format!("deflated dataset inflates beyond {limit} bytes"),
+        ));
+    }
     Ok(out)
 }
 
@@ -185,9 +217,11 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
     let mut meta = Dataset::default();
     let mut meta_end = 0;
     let mut meta_ts = None;
+    let mut steps = 0;
     if framing != Framing::BareDataset {
         let mut r = Reader::new(buf, false);
         let (m, end) = r.read_meta(meta_start)?;
+        steps = r.steps;
         meta_end = end;
         meta_ts = m
             .get(0x0002_0010)
@@ -232,6 +266,7 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
         reader::resolve_us_or_ss(&data, &mut dataset, false);
     }
     let stopped_at = r.stopped_at;
+    let steps = steps + r.steps;
     let trailing_padding = r.trailing.clone();
     Ok(Parsed {
         framing,
@@ -242,6 +277,7 @@ pub fn parse<'a>(buf: &'a [u8], opts: ParseOptions<'_>) -> Result<Parsed<'a>> {
         syntax,
         deflated,
         stopped_at,
+        steps,
         trailing_padding,
         data,
     })

@@ -96,6 +96,10 @@ impl Element {
     pub fn is_sequence(&self) -> bool {
         matches!(self.content, Content::Items(_))
     }
+    /// True for private data elements and private creators (odd group, PS3.5 7.8).
+    pub fn is_private(&self) -> bool {
+        self.group() & 1 == 1 && self.group() > 0x0008
+    }
 }
 
 /// One sequence item.
@@ -121,6 +125,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The Private Creator element reserving the block of private element `tag`
+    /// ((gggg,00xx) for (gggg,xxyy), PS3.5 7.8.1), if the dataset has one.
+    pub fn private_creator(&self, tag: u32) -> Option<&Element> {
+        let group = tag >> 16;
+        let element = tag & 0xFFFF;
+        if group & 1 == 0 || element < 0x1000 {
+            return None;
+        }
+        self.get((group << 16) | (element >> 8))
+    }
+
     /// The element with `tag`, found by binary search when the elements are in order.
     pub fn get(&self, tag: u32) -> Option<&Element> {
         match self.elements.binary_search_by_key(&tag, |e| e.tag) {
@@ -159,10 +174,13 @@ pub(crate) struct Reader<'a> {
     pub stop_at_pixel_data: bool,
     /// Offset of the pixel data element where reading stopped, if it did.
     pub stopped_at: Option<usize>,
-    /// Trailing zero padding after the last top-level element.
+    /// Trailing bytes after the last top-level element (zeros, or fewer than 8 bytes).
     pub trailing: Option<Range<usize>>,
     /// An element with a "US or SS" dictionary VR was read without an explicit VR.
     pub saw_us_or_ss: bool,
+    /// Loop iterations spent: each consumes at least 8 bytes or ends its loop, so this stays
+    /// below `2 * len / 8 + 2` (checked by the fuzz test).
+    pub steps: usize,
 }
 
 fn u16_at(buf: &[u8], pos: usize, be: bool) -> Option<u16> {
@@ -204,6 +222,7 @@ impl<'a> Reader<'a> {
             stopped_at: None,
             trailing: None,
             saw_us_or_ss: false,
+            steps: 0,
         }
     }
 
@@ -309,6 +328,7 @@ impl<'a> Reader<'a> {
         let mut elements: Vec<Element> = Vec::new();
         let top = depth == 0 && until == Until::End;
         loop {
+            self.steps += 1;
             if pos >= end {
                 if until == Until::ItemDelimiter {
                     return Err(truncated(pos, None, "an item delimitation item"));
@@ -316,8 +336,10 @@ impl<'a> Reader<'a> {
                 break;
             }
             let rest = self.buf.get(pos..end).unwrap_or(&[]);
-            if top && rest.iter().all(|&b| b == 0) {
-                // Trailing zero padding after the last element (written by some modalities).
+            if top && (rest.len() < 8 || rest.iter().all(|&b| b == 0)) {
+                // Trailing zero padding, or fewer stray bytes than an element header, after
+                // the last element (written by some modalities; pydicom and DCMTK ignore it).
+                // The range is reported so that the file can be rebuilt byte for byte.
                 self.trailing = Some(pos..end);
                 pos = end;
                 break;
@@ -385,7 +407,8 @@ impl<'a> Reader<'a> {
             content: Content::Value,
         };
         if h.len == UNDEFINED {
-            if is_pixel_tag(tag) && h.vr != Vr::SQ && depth == 0 {
+            if is_pixel_tag(tag) && h.vr != Vr::SQ {
+                // Encapsulated pixel data, also inside an Icon Image Sequence (PS3.5 A.4).
                 let (frags, after) = self.fragments(start, end, syn)?;
                 if h.implicit {
                     // Encapsulated pixel data is OB (PS3.5 A.4).
@@ -476,6 +499,7 @@ impl<'a> Reader<'a> {
         }
         let mut items = Vec::new();
         loop {
+            self.steps += 1;
             if !undefined && pos >= end {
                 break;
             }
@@ -537,13 +561,14 @@ impl<'a> Reader<'a> {
 
     /// Reads the items of encapsulated pixel data up to the sequence delimiter (PS3.5 A.4).
     fn fragments(
-        &self,
+        &mut self,
         mut pos: usize,
         end: usize,
         syn: Syntax,
     ) -> Result<(Vec<Range<usize>>, usize)> {
         let mut frags = Vec::new();
         loop {
+            self.steps += 1;
             if end.saturating_sub(pos) < 8 {
                 return Err(truncated(
                     pos,
