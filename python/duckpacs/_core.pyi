@@ -55,38 +55,6 @@ def scan_headers(
     that cannot be read or parsed yields its error message; nothing is raised.
     """
 
-class HeaderBatch:
-    """A header batch built in Rust (``duckpacs.index.schema.BATCH_SCHEMA``).
-
-    Exports itself through the Arrow PyCapsule interface, so ``Index.add_batch(batch)`` and
-    ``pyarrow.table(batch)`` take it without copying.
-    """
-
-    @property
-    def num_rows(self) -> int: ...
-    @property
-    def errors(self) -> list[tuple[int, str]]:
-        """``(index into buffers, message)`` of each buffer that could not be parsed."""
-    def __len__(self) -> int: ...
-    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
-
-def index_batch(
-    buffers: list[bytes],
-    extras: list[dict[str, object]] | None = None,
-    transfer_syntax: str | None = None,
-    threads: int | None = None,
-) -> HeaderBatch:
-    """Parse ``buffers`` (GIL released, pixel data skipped) into one header batch.
-
-    Large lists are split over ``threads`` threads (default: the number of CPUs).
-
-    ``extras[i]`` holds the location and provenance of ``buffers[i]``: ``pack``, ``offset``,
-    ``length``, ``size`` (int), ``sha256``, ``source_ae``, ``transfer_syntax`` (str),
-    ``received_at`` (datetime or microseconds since the epoch, UTC). ``transfer_syntax`` is
-    the one negotiated for bare datasets. Buffers that fail to parse are left out and listed
-    in ``HeaderBatch.errors``.
-    """
-
 # --- storage engine (rust/duckpacs-py/src/store.rs) ---
 
 Location = tuple[int, int, int]
@@ -146,3 +114,35 @@ class ScanIter(Iterator[dict[str, Any]]):
 
     def __next__(self) -> dict[str, Any]: ...
     def __len__(self) -> int: ...
+
+class HeaderBatch:
+    """A header batch built in Rust (``duckpacs.index.schema.BATCH_SCHEMA``).
+
+    Exports itself through the Arrow PyCapsule interface, so ``Index.add_batch(batch)`` and
+    ``pyarrow.table(batch)`` take it without copying.
+    """
+
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """``(index into buffers, message)`` of each buffer that could not be parsed."""
+    def __len__(self) -> int: ...
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+
+def index_batch(
+    buffers: list[bytes],
+    extras: list[dict[str, object]] | None = None,
+    transfer_syntax: str | None = None,
+    threads: int | None = None,
+) -> HeaderBatch:
+    """Parse ``buffers`` (GIL released, pixel data skipped) into one header batch.
+
+    Large lists are split over ``threads`` threads (default: the number of CPUs).
+
+    ``extras[i]`` holds the location and provenance of ``buffers[i]``: ``pack``, ``offset``,
+    ``length``, ``size`` (int), ``sha256``, ``source_ae``, ``transfer_syntax`` (str),
+    ``received_at`` (datetime or microseconds since the epoch, UTC). ``transfer_syntax`` is
+    the one negotiated for bare datasets. Buffers that fail to parse are left out and listed
+    in ``HeaderBatch.errors``.
+    """
