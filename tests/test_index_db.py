@@ -135,6 +135,8 @@ def test_sql_is_read_only_and_returns_arrow(tmp_path: Path, records: list[truth.
                 ix.sql(bad)
         with pytest.raises(QueryError):
             ix.sql("SELECT nonsense FROM nowhere")
+        with pytest.raises(QueryError, match="disabled"):
+            ix.sql("SELECT * FROM read_text('/etc/hostname')")
 
 
 def _store_scan(records: list[truth.Record]) -> list[tuple[dict[str, Any], bytes]]:
