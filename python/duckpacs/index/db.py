@@ -126,7 +126,9 @@ class Index:
         try:
             # No file access from SQL: `Index.sql` may be reached from other processes, and
             # nothing here reads or writes files through DuckDB (batches arrive as Arrow).
-            config = {"enable_external_access": False}
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "enable_external_access": False
+            }
             return duckdb.connect(str(file), read_only=read_only, config=config)
         except duckdb.Error as e:
             text = str(e)
