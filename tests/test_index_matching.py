@@ -370,6 +370,20 @@ def test_unknown_attribute_and_level_are_query_errors(index: Index) -> None:
         index.find("frame", {})
 
 
+def test_identifier_control_elements_are_ignored(index: Index) -> None:
+    """A C-FIND identifier carries QueryRetrieveLevel and SpecificCharacterSet: not keys."""
+    plain = index.find("study", {"PatientName": "Lestrade*"})
+    full = index.find(
+        "study",
+        {
+            "QueryRetrieveLevel": "STUDY",
+            "SpecificCharacterSet": "ISO_IR 192",
+            "PatientName": "Lestrade*",
+        },
+    )
+    assert plain and full == plain
+
+
 def test_limit_offset_and_count(index: Index) -> None:
     every = index.find("image", {})
     assert index.count("image", {}) == len(every)

@@ -95,6 +95,10 @@ COMPUTED = {
     "SOPClassesInStudy": ("study", "sop_classes_in_study", "UI"),
     "NumberOfSeriesRelatedInstances": ("series", "number_of_series_related_instances", "IS"),
 }
+# Identifier elements that steer the query rather than select instances (PS3.4 C.4.1.1.3):
+# Query/Retrieve Level, Specific Character Set (values here are already decoded), Timezone
+# Offset From UTC. They are neither matched nor returned.
+NOT_MATCHED = frozenset({0x00080052, 0x00080005, 0x00080201})
 DATE_TIME_PAIRS = (
     ("StudyDate", "StudyTime"),
     ("SeriesDate", "SeriesTime"),
@@ -509,6 +513,8 @@ def _where(
     resolved: dict[str, tuple[Attr, Any]] = {}
     for name, value in query.items():
         attr = resolve(name)
+        if attr.tag in NOT_MATCHED:
+            continue
         resolved[attr.name] = (attr, value)
     conds: list[Cond] = []
     used: set[str] = set()
