@@ -309,6 +309,30 @@ def test_computed_study_keys(index: Index, records: list[truth.Record]) -> None:
         assert row["SOPClassesInStudy"] == "\\".join(classes)
 
 
+def test_computed_keys_of_upper_levels(index: Index, records: list[truth.Record]) -> None:
+    """Upper-level computed keys are returned (and matched) at lower levels too."""
+    latest = truth.latest(records)
+    rows = index.find(
+        "image",
+        {"ModalitiesInStudy": "MR"},
+        [
+            "NumberOfStudyRelatedInstances",
+            "NumberOfPatientRelatedStudies",
+            "NumberOfSeriesRelatedInstances",
+        ],
+    )
+    assert rows
+    for row in rows:
+        (me,) = [r for r in latest if str(r.ds.SOPInstanceUID) == row["SOPInstanceUID"]]
+        study = str(me.ds.StudyInstanceUID)
+        in_study = [r for r in latest if str(r.ds.get("StudyInstanceUID", "")) == study]
+        assert row["NumberOfStudyRelatedInstances"] == str(len(in_study))
+        assert "MR" in {str(r.ds.get("Modality", "")) for r in in_study}
+        assert row["NumberOfPatientRelatedStudies"] is not None
+    studies = index.find("study", {}, ["NumberOfPatientRelatedStudies"])
+    assert all(r["NumberOfPatientRelatedStudies"] for r in studies)
+
+
 def test_modalities_in_study_matching(index: Index, records: list[truth.Record]) -> None:
     want = {str(r.ds.StudyInstanceUID) for r in records if r.ds.get("Modality") in ("MR", "NM")}
     assert found(index, "study", {"ModalitiesInStudy": "MR\\NM"}) == want

@@ -558,13 +558,45 @@ def _scoped(inner: str, params: list[Any], iid_range: IidRange) -> tuple[str, li
     return f"{inner} AND a.iid BETWEEN ? AND ?", [*params, *iid_range]
 
 
+OWNER_TABLE = {
+    "patient": ("patients", "patient_id"),
+    "study": ("studies", "study_instance_uid"),
+    "series": ("series", "series_instance_uid"),
+}
+# Expression of an upper level's key at each query level.
+OWNER_KEY = {
+    "image": {
+        "patient": "coalesce(i.patient_id, '')",
+        "study": "i.study_instance_uid",
+        "series": "i.series_instance_uid",
+    },
+    "series": {"patient": "coalesce(s.patient_id, '')", "study": "se.study_instance_uid"},
+    "study": {"patient": "coalesce(s.patient_id, '')"},
+    "patient": {},
+}
+
+
+def _computed_expr(level: str, owner: str, column: str) -> str | None:
+    """A computed key of ``owner``'s level seen from ``level`` (None below it)."""
+    own = {"patient": "p", "study": "s", "series": "se"}
+    if owner == level:
+        return f"{own[level]}.{column}"
+    if level == "series" and owner == "study":
+        return f"s.{column}"
+    key = OWNER_KEY[level].get(owner)
+    if key is None:
+        return None
+    table, key_column = OWNER_TABLE[owner]
+    return f"(SELECT o.{column} FROM {table} o WHERE o.{key_column} = {key})"
+
+
 def _computed_cond(level: str, attr: Attr, value: Any) -> Cond | None:
     owner, column, _vr = COMPUTED[attr.name]
-    alias = ALIASES[level].get(owner)
-    if alias is None or level == "image":
+    expr = _computed_expr(level, owner, column)
+    if expr is None:
         raise QueryError(f"{attr.name} cannot be matched at the {level} level")
     typed = "LIST" if column in ("modalities_in_study", "sop_classes_in_study") else "INTEGER"
-    return value_cond(attr, value, f"{alias}.{column}", typed=typed, fuzzy=False)
+    return value_cond(attr, value, expr, typed=typed, fuzzy=False)
 
 
 def compile_find(
@@ -619,8 +651,7 @@ def compile_find(
 def _return_expr(level: str, attr: Attr) -> str | None:
     if attr.name in COMPUTED:
         owner, column, _vr = COMPUTED[attr.name]
-        alias = ALIASES[level].get(owner)
-        return f"{alias}.{column}" if alias and level != "image" else "NULL"
+        return _computed_expr(level, owner, column) or "NULL"
     if attr.key is None:
         return None
     alias = ALIASES[level].get(attr.key.level)
