@@ -468,3 +468,53 @@ def test_combined_datetime_matching(tmp_path: Path) -> None:
     combined = {r["StudyInstanceUID"] for r in ix.find("study", query, combined_datetime=True)}
     assert combined == {"1.9.1", "1.9.2", "1.9.3"}
     ix.close()
+
+
+def _nested_truth(
+    records: list[truth.Record], seq: str, direct: dict[str, str], inner: str, key: str, value: str
+) -> set[str]:
+    out = set()
+    for r in truth.latest(records):
+        for item in r.ds.get(seq, []) or []:
+            if not all(truth.match(item, k, "CS", v) for k, v in direct.items()):
+                continue
+            if any(truth.values(sub, key) == [value] for sub in item.get(inner, []) or []):
+                out.add(str(r.ds.SOPInstanceUID))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("seq", "direct", "inner", "key", "value"),
+    [
+        ("WaveformAnnotationSequence", {}, "ConceptNameCodeSequence", "CodeValue", "5.10.3-1"),
+        (
+            "WaveformAnnotationSequence",
+            {"TemporalRangeType": "POINT"},
+            "ConceptNameCodeSequence",
+            "CodeValue",
+            "5.10.3-2",
+        ),
+        (
+            "WaveformAnnotationSequence",
+            {"TemporalRangeType": "SEGMENT"},
+            "ConceptNameCodeSequence",
+            "CodeValue",
+            "5.10.3-2",
+        ),
+        ("SourceImageSequence", {}, "PurposeOfReferenceCodeSequence", "CodeValue", "121320"),
+    ],
+)
+def test_nested_sequence_matching(
+    index: Index,
+    records: list[truth.Record],
+    seq: str,
+    direct: dict[str, str],
+    inner: str,
+    key: str,
+    value: str,
+) -> None:
+    want = _nested_truth(records, seq, direct, inner, key, value)
+    query = {seq: [{**direct, inner: [{key: value}]}]}
+    assert found(index, "image", query) == want
+    if not direct:
+        assert want, "the corpus must hold a match, or the test proves nothing"

@@ -19,7 +19,8 @@ Rules (PS3.4 C.2.2.2):
   case-insensitively and with an implied trailing ``*`` (C.2.2.2.1.1 leaves fuzzy semantics
   to the implementation);
 - numbers (IS, DS, FL, FD, US, ...): numeric equality, so ``2`` matches ``2.0``;
-- a sequence given as ``[{item keys}]``: sequence matching (C.2.2.2.6), true when one item
+- a sequence given as ``[{item keys}]`` (item keys may hold nested sequences the same way):
+  sequence matching (C.2.2.2.6), true when one item
   matches every non-universal item key;
 - anything else: single value matching, exact and case-sensitive (C.2.2.2.1).
 """
@@ -441,30 +442,59 @@ def _eav_cond(
 def _sequence_cond(
     level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, iid_range: IidRange = None
 ) -> Cond | None:
+    """Sequence matching (PS3.4 C.2.2.2.6), nested sequences included: true when one item
+    of the sequence matches every non-universal key of the query item."""
+    found = _items_matching(f"{attr.tag:08X}#[0-9]+", attr, items, fuzzy, iid_range)
+    if found is None:
+        return None
+    return Cond(_eav_wrap(level, f"SELECT iid FROM ({found.sql})"), found.params)
+
+
+def _items_matching(
+    path: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, iid_range: IidRange
+) -> Cond | None:
+    """SQL of ``(iid, item)`` for the items whose path fully matches the regex ``path`` and
+    whose elements match the query item; None when the query item is universal."""
     if len(items) > 1:
         raise QueryError(f"{attr.name}: sequence matching takes one item (PS3.4 C.2.2.2.6)")
-    conds = []
+    conds: list[Cond] = []
+    nested: list[Cond] = []
     for name, value in (items[0] if items else {}).items():
         sub = resolve(name)
-        if _seq_items(value) is not None and value:
-            raise QueryError(
-                f"{attr.name}.{sub.name}: nested sequence matching is not "
-                "supported; match the nested item's keys with `duckpacs sql`"
+        sub_items = _seq_items(value) if sub.vr == "SQ" else None
+        if sub.vr == "SQ":
+            inner = _items_matching(
+                f"{path}/{sub.tag:08X}#[0-9]+", sub, sub_items or [], fuzzy, iid_range
             )
+            if inner is not None:  # the enclosing item of each matching nested item
+                nested.append(
+                    Cond(
+                        "SELECT iid, regexp_replace(item, '/[^/]*$', '') AS item "
+                        f"FROM ({inner.sql})",
+                        inner.params,
+                    )
+                )
+            continue
         cond = value_cond(sub, value, "a.value", typed="VARCHAR", fuzzy=fuzzy, num_expr="a.num")
         if cond is not None:
             conds.append(Cond(f"(a.tag = ? AND {cond.sql})", [sub.tag, *cond.params]))
-    if not conds:
+    parts = list(nested)
+    if conds:
+        either = _or(conds)
+        direct, params = _scoped(
+            "SELECT a.iid, a.parent AS item FROM attributes a "
+            f"WHERE regexp_full_match(a.parent, ?) AND {either.sql}",
+            [path, *either.params],
+            iid_range,
+        )
+        direct += f" GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
+        parts.insert(0, Cond(direct, params))
+    if not parts:
         return None
-    either = _or(conds)
-    inner, params = _scoped(
-        "SELECT a.iid FROM attributes a WHERE starts_with(a.parent, ?) "
-        f"AND NOT contains(a.parent, '/') AND {either.sql}",
-        [f"{attr.tag:08X}#", *either.params],
-        iid_range,
+    return Cond(
+        " INTERSECT ".join(f"(SELECT iid, item FROM ({c.sql}))" for c in parts),
+        [p for c in parts for p in c.params],
     )
-    inner += f" GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
-    return Cond(_eav_wrap(level, inner), params)
 
 
 def _combined(level: str, attrs: dict[str, tuple[Attr, Any]]) -> tuple[list[Cond], set[str]]:
