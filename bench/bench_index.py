@@ -12,6 +12,7 @@ sequence: 39 element values per instance. ``--instances 50000`` gives a quick ru
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import struct
@@ -379,25 +380,29 @@ def rust_builder(layout: Layout, n: int) -> None:
     headers = encode_headers(table)
     size = sum(map(len, headers)) / len(headers)
     extras = [{"pack": 1, "offset": i, "length": len(h)} for i, h in enumerate(headers)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batches = [
         header_batch(headers[i : i + 5000], extras[i : i + 5000], transfer_syntax=EXPLICIT_LE)
         for i in range(0, n, 5000)
     ]
-    build_s = time.perf_counter() - t0
+    build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     assert sum(b.num_rows for b in batches) == n and not any(b.errors for b in batches)
     with tempfile.TemporaryDirectory(prefix="bench-index-rust-") as tmp, Index.open(tmp) as ix:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, n, 25_000):
             ix.add_batch(
                 header_batch(
                     headers[i : i + 25_000], extras[i : i + 25_000], transfer_syntax=EXPLICIT_LE
                 )
             )
-        both_s = time.perf_counter() - t0
+        both_s, both_cpu = time.perf_counter() - t0, time.process_time() - c0
     print(
-        f"Rust parse + header batch ({n:,} headers of {size:,.0f} B, one thread): "
-        f"{n / build_s:,.0f} inst/s;  bytes -> DuckDB end to end: {n / both_s:,.0f} inst/s"
+        f"Rust parse + header batch ({n:,} headers of {size:,.0f} B, all CPUs): "
+        f"{n / build_s:,.0f} inst/s ({n / build_cpu:,.0f} per CPU-second)"
+    )
+    print(
+        f"bytes -> DuckDB end to end: {n / both_s:,.0f} inst/s "
+        f"({n / both_cpu:,.0f} per CPU-second)  [target >= 50,000]"
     )
 
 
@@ -435,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         "existing index there is queried without indexing again",
     )
     args = ap.parse_args(argv)
+    load = os.getloadavg()[0]
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at start (figures scale "
+        "with the CPU share this process gets)"
+    )
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-index-"))
     rng = np.random.default_rng(1)
     layout = plan(args.instances, rng)
@@ -450,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             run_queries(index, layout, args.runs)
             index.close()
             return 0
-        gen_s = add_s = 0.0
+        gen_s = add_s = add_cpu = 0.0
         it = batches(layout, args.instances, args.batch, 2)
         while True:
             t0 = time.perf_counter()
@@ -458,9 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             gen_s += time.perf_counter() - t0
             if table is None:
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             index.add_batch(table)
             add_s += time.perf_counter() - t0
+            add_cpu += time.process_time() - c0
             done = index.stats()["instances"] if sys.stderr.isatty() else 0
             if done:
                 print(f"\r  indexed {done:,}", end="", file=sys.stderr)
@@ -468,8 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         rate = args.instances / add_s
         print(
             f"indexing (add_batch, Arrow -> DuckDB incl. dedupe and level tables): "
-            f"{rate:,.0f} inst/s  [target >= 50,000]  ({add_s:.1f} s; generating the "
-            f"batches took {gen_s:.1f} s, not counted)"
+            f"{rate:,.0f} inst/s ({args.instances / add_cpu:,.0f} per CPU-second)  "
+            f"[target >= 50,000]  ({add_s:.1f} s; generating the batches took {gen_s:.1f} s, "
+            "not counted)"
         )
         index.close()
         rust_builder(layout, min(args.headers, args.instances))
@@ -556,7 +568,7 @@ def run_queries(index: Index, layout: Layout, runs: int) -> None:
                 ["InstanceNumber", "RepetitionTime"],
             ),
             50,
-            "Orthanc C-FIND EchoTime: 2,700-3,000 ms for 2,600 instances",
+            "Orthanc C-FIND EchoTime: 2,700 ms for 2,600 instances",
         ),
         (
             "whole archive, private (0019,1001) non-key",
@@ -570,7 +582,7 @@ def run_queries(index: Index, layout: Layout, runs: int) -> None:
             "Orthanc reads every file from disk: ~1 ms per instance",
         ),
         (
-            "whole archive, count by EchoTime range-free numeric match",
+            "whole archive, count of an EchoTime value",
             lambda: index.count("image", {"EchoTime": f"{rng.uniform(2, 120):.2f}"}),
             300,
             "-",
@@ -582,6 +594,9 @@ def run_queries(index: Index, layout: Layout, runs: int) -> None:
         p50, p95, result = timed(fn, runs)
         count = len(result) if isinstance(result, list) else result
         flag = "ok" if p95 < target else "MISSED"
+        if peer.startswith("Orthanc C-FIND EchoTime"):
+            # FACTS.md section 3: Orthanc reads every file to answer; ours is a 1 M archive.
+            peer += f" -> ours {2700 / p50:,.0f}x faster at p50"
         print(
             f"{name:<52} {p50:8.1f} {p95:8.1f} {'<' + str(int(target)):>8} {count:>8}  "
             f"{flag}; {peer}"

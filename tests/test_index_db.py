@@ -135,6 +135,8 @@ def test_sql_is_read_only_and_returns_arrow(tmp_path: Path, records: list[truth.
                 ix.sql(bad)
         with pytest.raises(QueryError):
             ix.sql("SELECT nonsense FROM nowhere")
+        with pytest.raises(QueryError, match="disabled"):
+            ix.sql("SELECT * FROM read_text('/etc/hostname')")
 
 
 def _store_scan(records: list[truth.Record]) -> list[tuple[dict[str, Any], bytes]]:
@@ -296,4 +298,47 @@ def test_reindex_reads_bare_datasets_in_their_own_transfer_syntax(
     stats = rebuild(tmp_path / "rebuilt", store_records(iter(scan)))
     assert stats["skipped"] == 0
     with Index.open(tmp_path / "rebuilt") as again:
+        assert _snapshot(again) == want
+
+
+def test_reindex_command_rebuilds_from_the_real_store(
+    tmp_path: Path, records: list[truth.Record]
+) -> None:
+    """Ingest as the server does (store.put, then a batch with the returned location), lose
+    the index file, `duckpacs reindex`: every table comes back equal."""
+    from duckpacs._core import Store
+
+    data = tmp_path / "archive"
+    files = sorted({str(r.ds.filename) for r in records})[:40]
+    headers, extras = [], []
+    live = Index.open(data)  # the server opens its index before it stores anything
+    with Store.open(data / "store", writer_id=1) as store:
+        for name in files:
+            with open(name, "rb") as f:
+                raw = f.read()
+            location = store.put(raw)
+            meta = store.meta(location)
+            pack, offset, length = location
+            headers.append(raw)
+            extras.append(
+                {
+                    "pack": pack,
+                    "offset": offset,
+                    "length": length,
+                    "sha256": meta["sha256"],
+                    "size": meta["original_len"],
+                    "transfer_syntax": meta["transfer_syntax"] or None,
+                }
+            )
+    with live:
+        live.add_batch(header_batch(headers, extras))
+        want = _snapshot(live)
+        assert want["instances"]
+    (data / "index.duckdb").unlink()
+    proc = run("find", "--data", str(data))
+    assert proc.returncode == 1 and "duckpacs reindex" in proc.stderr
+    proc = run("reindex", "--data", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["instances"] == len(want["instances"])
+    with Index.open(data) as again:
         assert _snapshot(again) == want

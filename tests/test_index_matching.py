@@ -309,6 +309,30 @@ def test_computed_study_keys(index: Index, records: list[truth.Record]) -> None:
         assert row["SOPClassesInStudy"] == "\\".join(classes)
 
 
+def test_computed_keys_of_upper_levels(index: Index, records: list[truth.Record]) -> None:
+    """Upper-level computed keys are returned (and matched) at lower levels too."""
+    latest = truth.latest(records)
+    rows = index.find(
+        "image",
+        {"ModalitiesInStudy": "MR"},
+        [
+            "NumberOfStudyRelatedInstances",
+            "NumberOfPatientRelatedStudies",
+            "NumberOfSeriesRelatedInstances",
+        ],
+    )
+    assert rows
+    for row in rows:
+        (me,) = [r for r in latest if str(r.ds.SOPInstanceUID) == row["SOPInstanceUID"]]
+        study = str(me.ds.StudyInstanceUID)
+        in_study = [r for r in latest if str(r.ds.get("StudyInstanceUID", "")) == study]
+        assert row["NumberOfStudyRelatedInstances"] == str(len(in_study))
+        assert "MR" in {str(r.ds.get("Modality", "")) for r in in_study}
+        assert row["NumberOfPatientRelatedStudies"] is not None
+    studies = index.find("study", {}, ["NumberOfPatientRelatedStudies"])
+    assert all(r["NumberOfPatientRelatedStudies"] for r in studies)
+
+
 def test_modalities_in_study_matching(index: Index, records: list[truth.Record]) -> None:
     want = {str(r.ds.StudyInstanceUID) for r in records if r.ds.get("Modality") in ("MR", "NM")}
     assert found(index, "study", {"ModalitiesInStudy": "MR\\NM"}) == want
@@ -368,6 +392,20 @@ def test_unknown_attribute_and_level_are_query_errors(index: Index) -> None:
         index.find("study", {"NoSuchKeyword": "x"})
     with pytest.raises(QueryError, match="unknown query level"):
         index.find("frame", {})
+
+
+def test_identifier_control_elements_are_ignored(index: Index) -> None:
+    """A C-FIND identifier carries QueryRetrieveLevel and SpecificCharacterSet: not keys."""
+    plain = index.find("study", {"PatientName": "Lestrade*"})
+    full = index.find(
+        "study",
+        {
+            "QueryRetrieveLevel": "STUDY",
+            "SpecificCharacterSet": "ISO_IR 192",
+            "PatientName": "Lestrade*",
+        },
+    )
+    assert plain and full == plain
 
 
 def test_limit_offset_and_count(index: Index) -> None:
@@ -430,3 +468,53 @@ def test_combined_datetime_matching(tmp_path: Path) -> None:
     combined = {r["StudyInstanceUID"] for r in ix.find("study", query, combined_datetime=True)}
     assert combined == {"1.9.1", "1.9.2", "1.9.3"}
     ix.close()
+
+
+def _nested_truth(
+    records: list[truth.Record], seq: str, direct: dict[str, str], inner: str, key: str, value: str
+) -> set[str]:
+    out = set()
+    for r in truth.latest(records):
+        for item in r.ds.get(seq, []) or []:
+            if not all(truth.match(item, k, "CS", v) for k, v in direct.items()):
+                continue
+            if any(truth.values(sub, key) == [value] for sub in item.get(inner, []) or []):
+                out.add(str(r.ds.SOPInstanceUID))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("seq", "direct", "inner", "key", "value"),
+    [
+        ("WaveformAnnotationSequence", {}, "ConceptNameCodeSequence", "CodeValue", "5.10.3-1"),
+        (
+            "WaveformAnnotationSequence",
+            {"TemporalRangeType": "POINT"},
+            "ConceptNameCodeSequence",
+            "CodeValue",
+            "5.10.3-2",
+        ),
+        (
+            "WaveformAnnotationSequence",
+            {"TemporalRangeType": "SEGMENT"},
+            "ConceptNameCodeSequence",
+            "CodeValue",
+            "5.10.3-2",
+        ),
+        ("SourceImageSequence", {}, "PurposeOfReferenceCodeSequence", "CodeValue", "121320"),
+    ],
+)
+def test_nested_sequence_matching(
+    index: Index,
+    records: list[truth.Record],
+    seq: str,
+    direct: dict[str, str],
+    inner: str,
+    key: str,
+    value: str,
+) -> None:
+    want = _nested_truth(records, seq, direct, inner, key, value)
+    query = {seq: [{**direct, inner: [{key: value}]}]}
+    assert found(index, "image", query) == want
+    if not direct:
+        assert want, "the corpus must hold a match, or the test proves nothing"

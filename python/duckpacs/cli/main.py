@@ -18,6 +18,7 @@ from duckpacs.cli import (
     dump_cmd,
     echo_cmd,
     find_cmd,
+    reindex_cmd,
     send_cmd,
     serve_cmd,
     sql_cmd,
@@ -34,6 +35,7 @@ COMMAND_MODULES = (
     sql_cmd,
     echo_cmd,
     send_cmd,
+    reindex_cmd,
 )
 
 

@@ -124,7 +124,12 @@ class Index:
     @staticmethod
     def _connect(file: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         try:
-            return duckdb.connect(str(file), read_only=read_only)
+            # No file access from SQL: `Index.sql` may be reached from other processes, and
+            # nothing here reads or writes files through DuckDB (batches arrive as Arrow).
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "enable_external_access": False
+            }
+            return duckdb.connect(str(file), read_only=read_only, config=config)
         except duckdb.Error as e:
             text = str(e)
             if "lock" in text.lower():

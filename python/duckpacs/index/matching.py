@@ -19,7 +19,8 @@ Rules (PS3.4 C.2.2.2):
   case-insensitively and with an implied trailing ``*`` (C.2.2.2.1.1 leaves fuzzy semantics
   to the implementation);
 - numbers (IS, DS, FL, FD, US, ...): numeric equality, so ``2`` matches ``2.0``;
-- a sequence given as ``[{item keys}]``: sequence matching (C.2.2.2.6), true when one item
+- a sequence given as ``[{item keys}]`` (item keys may hold nested sequences the same way):
+  sequence matching (C.2.2.2.6), true when one item
   matches every non-universal item key;
 - anything else: single value matching, exact and case-sensitive (C.2.2.2.1).
 """
@@ -95,6 +96,10 @@ COMPUTED = {
     "SOPClassesInStudy": ("study", "sop_classes_in_study", "UI"),
     "NumberOfSeriesRelatedInstances": ("series", "number_of_series_related_instances", "IS"),
 }
+# Identifier elements that steer the query rather than select instances (PS3.4 C.4.1.1.3):
+# Query/Retrieve Level, Specific Character Set (values here are already decoded), Timezone
+# Offset From UTC. They are neither matched nor returned.
+NOT_MATCHED = frozenset({0x00080052, 0x00080005, 0x00080201})
 DATE_TIME_PAIRS = (
     ("StudyDate", "StudyTime"),
     ("SeriesDate", "SeriesTime"),
@@ -437,30 +442,59 @@ def _eav_cond(
 def _sequence_cond(
     level: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, iid_range: IidRange = None
 ) -> Cond | None:
+    """Sequence matching (PS3.4 C.2.2.2.6), nested sequences included: true when one item
+    of the sequence matches every non-universal key of the query item."""
+    found = _items_matching(f"{attr.tag:08X}#[0-9]+", attr, items, fuzzy, iid_range)
+    if found is None:
+        return None
+    return Cond(_eav_wrap(level, f"SELECT iid FROM ({found.sql})"), found.params)
+
+
+def _items_matching(
+    path: str, attr: Attr, items: list[dict[str, Any]], fuzzy: bool, iid_range: IidRange
+) -> Cond | None:
+    """SQL of ``(iid, item)`` for the items whose path fully matches the regex ``path`` and
+    whose elements match the query item; None when the query item is universal."""
     if len(items) > 1:
         raise QueryError(f"{attr.name}: sequence matching takes one item (PS3.4 C.2.2.2.6)")
-    conds = []
+    conds: list[Cond] = []
+    nested: list[Cond] = []
     for name, value in (items[0] if items else {}).items():
         sub = resolve(name)
-        if _seq_items(value) is not None and value:
-            raise QueryError(
-                f"{attr.name}.{sub.name}: nested sequence matching is not "
-                "supported; match the nested item's keys with `duckpacs sql`"
+        sub_items = _seq_items(value) if sub.vr == "SQ" else None
+        if sub.vr == "SQ":
+            inner = _items_matching(
+                f"{path}/{sub.tag:08X}#[0-9]+", sub, sub_items or [], fuzzy, iid_range
             )
+            if inner is not None:  # the enclosing item of each matching nested item
+                nested.append(
+                    Cond(
+                        "SELECT iid, regexp_replace(item, '/[^/]*$', '') AS item "
+                        f"FROM ({inner.sql})",
+                        inner.params,
+                    )
+                )
+            continue
         cond = value_cond(sub, value, "a.value", typed="VARCHAR", fuzzy=fuzzy, num_expr="a.num")
         if cond is not None:
             conds.append(Cond(f"(a.tag = ? AND {cond.sql})", [sub.tag, *cond.params]))
-    if not conds:
+    parts = list(nested)
+    if conds:
+        either = _or(conds)
+        direct, params = _scoped(
+            "SELECT a.iid, a.parent AS item FROM attributes a "
+            f"WHERE regexp_full_match(a.parent, ?) AND {either.sql}",
+            [path, *either.params],
+            iid_range,
+        )
+        direct += f" GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
+        parts.insert(0, Cond(direct, params))
+    if not parts:
         return None
-    either = _or(conds)
-    inner, params = _scoped(
-        "SELECT a.iid FROM attributes a WHERE starts_with(a.parent, ?) "
-        f"AND NOT contains(a.parent, '/') AND {either.sql}",
-        [f"{attr.tag:08X}#", *either.params],
-        iid_range,
+    return Cond(
+        " INTERSECT ".join(f"(SELECT iid, item FROM ({c.sql}))" for c in parts),
+        [p for c in parts for p in c.params],
     )
-    inner += f" GROUP BY a.iid, a.parent HAVING count(DISTINCT a.tag) = {len(conds)}"
-    return Cond(_eav_wrap(level, inner), params)
 
 
 def _combined(level: str, attrs: dict[str, tuple[Attr, Any]]) -> tuple[list[Cond], set[str]]:
@@ -509,6 +543,8 @@ def _where(
     resolved: dict[str, tuple[Attr, Any]] = {}
     for name, value in query.items():
         attr = resolve(name)
+        if attr.tag in NOT_MATCHED:
+            continue
         resolved[attr.name] = (attr, value)
     conds: list[Cond] = []
     used: set[str] = set()
@@ -552,13 +588,45 @@ def _scoped(inner: str, params: list[Any], iid_range: IidRange) -> tuple[str, li
     return f"{inner} AND a.iid BETWEEN ? AND ?", [*params, *iid_range]
 
 
+OWNER_TABLE = {
+    "patient": ("patients", "patient_id"),
+    "study": ("studies", "study_instance_uid"),
+    "series": ("series", "series_instance_uid"),
+}
+# Expression of an upper level's key at each query level.
+OWNER_KEY = {
+    "image": {
+        "patient": "coalesce(i.patient_id, '')",
+        "study": "i.study_instance_uid",
+        "series": "i.series_instance_uid",
+    },
+    "series": {"patient": "coalesce(s.patient_id, '')", "study": "se.study_instance_uid"},
+    "study": {"patient": "coalesce(s.patient_id, '')"},
+    "patient": {},
+}
+
+
+def _computed_expr(level: str, owner: str, column: str) -> str | None:
+    """A computed key of ``owner``'s level seen from ``level`` (None below it)."""
+    own = {"patient": "p", "study": "s", "series": "se"}
+    if owner == level:
+        return f"{own[level]}.{column}"
+    if level == "series" and owner == "study":
+        return f"s.{column}"
+    key = OWNER_KEY[level].get(owner)
+    if key is None:
+        return None
+    table, key_column = OWNER_TABLE[owner]
+    return f"(SELECT o.{column} FROM {table} o WHERE o.{key_column} = {key})"
+
+
 def _computed_cond(level: str, attr: Attr, value: Any) -> Cond | None:
     owner, column, _vr = COMPUTED[attr.name]
-    alias = ALIASES[level].get(owner)
-    if alias is None or level == "image":
+    expr = _computed_expr(level, owner, column)
+    if expr is None:
         raise QueryError(f"{attr.name} cannot be matched at the {level} level")
     typed = "LIST" if column in ("modalities_in_study", "sop_classes_in_study") else "INTEGER"
-    return value_cond(attr, value, f"{alias}.{column}", typed=typed, fuzzy=False)
+    return value_cond(attr, value, expr, typed=typed, fuzzy=False)
 
 
 def compile_find(
@@ -613,8 +681,7 @@ def compile_find(
 def _return_expr(level: str, attr: Attr) -> str | None:
     if attr.name in COMPUTED:
         owner, column, _vr = COMPUTED[attr.name]
-        alias = ALIASES[level].get(owner)
-        return f"{alias}.{column}" if alias and level != "image" else "NULL"
+        return _computed_expr(level, owner, column) or "NULL"
     if attr.key is None:
         return None
     alias = ALIASES[level].get(attr.key.level)

@@ -218,11 +218,10 @@ impl BatchBuilder {
     /// Appends one parsed instance.
     pub fn append(&mut self, p: &Parsed<'_>, extra: &Extra) -> Result<(), Error> {
         let ds = &p.dataset;
-        for (builder, (_, tag)) in self.keys.iter_mut().zip(KEY_COLUMNS.iter()) {
-            match ds.get(*tag) {
-                None => builder.append_null(),
-                Some(el) => builder.append_value(joined(p, ds, el)),
-            }
+        let mut keys: [Option<String>; KEY_COLUMNS.len()] = Default::default();
+        entries(p, ds, "", 0, &mut self.attrs, &mut keys);
+        for (builder, key) in self.keys.iter_mut().zip(keys.iter()) {
+            builder.append_option(key.as_deref());
         }
         let ts = extra
             .transfer_syntax
@@ -236,7 +235,6 @@ impl BatchBuilder {
         self.size.append_option(extra.size);
         self.received_at.push(extra.received_at_us);
         self.source_ae.append_option(extra.source_ae.as_deref());
-        entries(p, ds, "", 0, &mut self.attrs);
         let end = i32::try_from(self.attrs.len())
             .map_err(|_| Error::parse(0, None, "header batch too large (over 2^31 values)"))?;
         self.attrs.offsets.push(end);
@@ -433,11 +431,20 @@ fn un_text(raw: &[u8]) -> Option<Vec<String>> {
     Some(text.split('\\').map(|p| p.trim().to_string()).collect())
 }
 
+/// Column of a top-level key attribute.
+fn key_slot(tag: u32) -> Option<usize> {
+    KEY_COLUMNS.iter().position(|(_, t)| *t == tag)
+}
+
 /// All values of a key attribute as one text (`\`-joined), "" when it has none.
-fn joined(p: &Parsed<'_>, ds: &Dataset, el: &Element) -> String {
-    match values(p, ds, el) {
+fn joined(v: Option<&Vec<(String, Option<f64>)>>) -> String {
+    match v {
         None => String::new(),
-        Some(v) => v.into_iter().map(|(s, _)| s).collect::<Vec<_>>().join("\\"),
+        Some(v) => v
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\\"),
     }
 }
 
@@ -453,7 +460,16 @@ fn creator(p: &Parsed<'_>, ds: &Dataset, tag: u32) -> Option<String> {
     values(p, ds, el)?.into_iter().next().map(|(text, _)| text)
 }
 
-fn entries(p: &Parsed<'_>, ds: &Dataset, parent: &str, depth: usize, out: &mut Attrs) {
+/// Pushes every element of `ds` (recursively) onto `out`; at the top level, also fills the
+/// key-attribute texts in `keys` (so each value is decoded once).
+fn entries(
+    p: &Parsed<'_>,
+    ds: &Dataset,
+    parent: &str,
+    depth: usize,
+    out: &mut Attrs,
+    keys: &mut [Option<String>],
+) {
     for el in &ds.elements {
         let tag = el.tag;
         if tag >> 16 == 0x0002 || PIXEL_TAGS.contains(&tag) {
@@ -472,12 +488,18 @@ fn entries(p: &Parsed<'_>, ds: &Dataset, parent: &str, depth: usize, out: &mut A
                 } else {
                     format!("{parent}/{tag:08X}#{i}")
                 };
-                entries(p, &item.dataset, &child, depth + 1, out);
+                entries(p, &item.dataset, &child, depth + 1, out, &mut []);
             }
             continue;
         }
         let vr = el.vr.as_str();
-        match values(p, ds, el) {
+        let decoded = values(p, ds, el);
+        if depth == 0 {
+            if let Some(slot) = key_slot(tag).and_then(|i| keys.get_mut(i)) {
+                *slot = Some(joined(decoded.as_ref()));
+            }
+        }
+        match decoded {
             None => out.push(parent, tag, vr, owner, 0, None, None),
             Some(v) => {
                 for (i, (text, num)) in v.iter().enumerate() {
