@@ -50,8 +50,12 @@ class RunningServer:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        out, _ = self.process.communicate(timeout=timeout)
-        self.log.extend(out.splitlines())
+        # Not communicate(timeout=...): it reads the raw pipe and drops whatever readline()
+        # in running_server already buffered. The server writes a few lines: no pipe stall.
+        self.process.wait(timeout=timeout)
+        assert self.process.stdout is not None
+        self.log.extend(self.process.stdout.read().splitlines())
+        self.process.stdout.close()
         return self.process.returncode
 
 
