@@ -81,6 +81,7 @@ class HttpServer:
                 https=bool(cert),
             )
             app = create_app(archive, config, status)
+        self.app = app
         self.scheme = "https" if tls else "http"
         self._sock = _listen(bind, port)
         uv_config = uvicorn.Config(
@@ -115,3 +116,6 @@ class HttpServer:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self._sock.close()
+        context = getattr(getattr(self.app, "state", None), "context", None)
+        if context is not None:
+            context.audit.close()

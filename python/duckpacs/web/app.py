@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pydicom.config
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -172,6 +173,10 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
     """The ASGI application. Without an archive only the status, login and UI are served."""
+    # Archived files are served as they are: pydicom must not warn (or, under a strict
+    # warnings filter, fail) on values that break a VR's rules when it reads or re-encodes them.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     users = auth.UserStore(config.data_dir / "users.json")
     signer = auth.Signer(config.data_dir / "http-secret")
     context = WebContext(
@@ -309,6 +314,9 @@ class _Sink:
         return self._pos
 
     def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
     def take(self) -> bytes:

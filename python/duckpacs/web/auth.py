@@ -114,7 +114,10 @@ class UserStore:
             raise ValueError("user names are 1-64 printable characters without ':'")
         if len(password) < 8:
             raise ValueError("passwords have at least 8 characters")
-        entry = {"hash": self._hasher.hash(password), "roles": sorted(_roles(roles))}
+        entry: dict[str, object] = {
+            "hash": self._hasher.hash(password),
+            "roles": sorted(_roles(roles)),
+        }
         with self._lock:
             self._users[name] = entry
             self._verified.clear()

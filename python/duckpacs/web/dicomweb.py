@@ -242,8 +242,7 @@ class DicomWeb:
         body = []
         for loc in found:
             ds = self._header(loc)
-            prefix = _bulk_prefix(level, loc)
-            body.append(dicomjson.dataset_to_json(ds, lambda tag, p=prefix: f"{p}bulkdata/{tag}"))
+            body.append(dicomjson.dataset_to_json(ds, _bulk_uri(_bulk_prefix(level, loc))))
         return JSONResponse(body, media_type=DICOM_JSON)
 
     def _header(self, loc: InstanceLocation) -> Dataset:
@@ -495,6 +494,13 @@ def _bulk_prefix(level: str, loc: InstanceLocation) -> str:
     return f"series/{loc.series_uid}/instances/{loc.sop_instance_uid}/"
 
 
+def _bulk_uri(prefix: str) -> Callable[[str], str]:
+    def uri(tag: str) -> str:
+        return f"{prefix}bulkdata/{tag}"
+
+    return uri
+
+
 def _is_compressed(syntax: str) -> bool:
     return syntax not in transcode.READABLE_UNCOMPRESSED
 
@@ -546,9 +552,12 @@ def _negotiate_frames(
         syntax = r.transfer_syntax
         if part in ("*/*", stored_type) and syntax in (None, "*", loc.transfer_syntax):
             return False
-        if part == "application/octet-stream" and syntax in (None, *transcode.UNCOMPRESSED):
-            if transcode.can_decode(loc.transfer_syntax):
-                return True
+        if part != "application/octet-stream" or syntax not in (None, *transcode.UNCOMPRESSED):
+            continue
+        if loc.transfer_syntax in transcode.UNCOMPRESSED:
+            return False  # little-endian native frames are the same bytes in either syntax
+        if transcode.can_decode(loc.transfer_syntax):
+            return True
     raise not_acceptable(
         f"frames of {loc.sop_instance_uid} are stored as {stored_type} "
         f"(transfer syntax {loc.transfer_syntax}); ask for that or for transfer-syntax=*"

@@ -1,0 +1,97 @@
+"""A running web server over a folder of test files, for the web tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from duckpacs import config
+from duckpacs.server.http import HttpServer
+from tests.web_support.folder_reader import FolderReader
+
+# Always-present files from the pydicom wheel, chosen for variety: native 16-bit CT with
+# rescale, MR, JPEG 2000, 30-frame YBR JPEG, palette colour, RGB, multi-frame RT dose, RLE.
+TEST_FILES = (
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "examples_ybr_color.dcm",
+    "examples_palette.dcm",
+    "examples_rgb_color.dcm",
+    "rtdose.dcm",
+    "SC_rgb_rle_2frame.dcm",
+)
+
+
+def testdata(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path is not None, name
+    return Path(path)
+
+
+def make_corpus(folder: Path) -> dict[str, Path]:
+    """Copy the test files and derive two more: a MONOCHROME1 CT and an MR with a VOI LUT."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in TEST_FILES:
+        out[name] = folder / name
+        shutil.copy(testdata(name), out[name])
+    ds = pydicom.dcmread(testdata("CT_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    out["mono1"] = folder / "mono1.dcm"
+    ds.save_as(out["mono1"])
+    ds = pydicom.dcmread(testdata("MR_small.dcm"))
+    del ds.WindowCenter, ds.WindowWidth
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [256, 0, 16]
+    item.LUTData = [min(65535, i * i) for i in range(256)]
+    item["LUTData"].VR = "US"
+    ds.VOILUTSequence = [item]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    out["voilut"] = folder / "voilut.dcm"
+    ds.save_as(out["voilut"])
+    return out
+
+
+@dataclass
+class WebServer:
+    url: str
+    data_dir: Path
+    reader: FolderReader
+    files: dict[str, Path]
+    http: HttpServer
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicom-web"
+
+
+@contextmanager
+def web_server(tmp_path: Path, **overrides: Any) -> Iterator[WebServer]:
+    """Start the web layer on a free loopback port over a fresh test corpus."""
+    files = make_corpus(tmp_path / "corpus")
+    reader = FolderReader(tmp_path / "corpus")
+    data = tmp_path / "data"
+    flags = {
+        "archive.data_dir": str(data),
+        **{k.replace("__", "."): v for k, v in overrides.items()},
+    }
+    settings = config.load(env={}, cwd=tmp_path, flags=flags)
+    server = HttpServer("127.0.0.1", 0, lambda: {"ok": True}, settings=settings, archive=reader)
+    server.start()
+    host, port = server.address
+    try:
+        yield WebServer(f"{server.scheme}://{host}:{port}", data, reader, files, server)
+    finally:
+        server.stop()
