@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from tests.web_support.fixtures import web  # noqa: F401 (a fixture)
+from tests.web_support.fixtures import web_fixture  # noqa: F401 (provides `web`)
 from tests.web_support.server import WebServer
 
 
@@ -154,7 +154,8 @@ def test_transfer_syntax_negotiation(web: WebServer) -> None:
     r = requests.get(
         url,
         headers={
-            "Accept": "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.4.80"
+            "Accept": "multipart/related; type=application/dicom; "
+            "transfer-syntax=1.2.840.10008.1.2.4.80"
         },
     )
     assert r.status_code == 406

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from argon2 import PasswordHasher
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from duckpacs import config
 from duckpacs.server.http import HttpServer
+from duckpacs.web.auth import UserStore
 from tests.web_support.folder_reader import FolderReader
 
 # Always-present files from the pydicom wheel, chosen for variety: native 16-bit CT with
@@ -53,8 +55,8 @@ def make_corpus(folder: Path) -> dict[str, Path]:
     ds = pydicom.dcmread(testdata("MR_small.dcm"))
     del ds.WindowCenter, ds.WindowWidth
     item = pydicom.Dataset()
-    item.LUTDescriptor = [256, 0, 16]
-    item.LUTData = [min(65535, i * i) for i in range(256)]
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = [i * i // 256 for i in range(4096)]  # a non-linear curve
     item["LUTData"].VR = "US"
     ds.VOILUTSequence = [item]
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -77,12 +79,24 @@ class WebServer:
         return self.url + "/dicom-web"
 
 
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+
+
 @contextmanager
-def web_server(tmp_path: Path, **overrides: Any) -> Iterator[WebServer]:
-    """Start the web layer on a free loopback port over a fresh test corpus."""
+def web_server(
+    tmp_path: Path, users: dict[str, tuple[str, list[str]]] | None = None, **overrides: Any
+) -> Iterator[WebServer]:
+    """Start the web layer on a free loopback port over a fresh test corpus.
+
+    ``users`` maps names to (password, roles); ``overrides`` are configuration keys with
+    ``__`` for the dot (``http__anonymous="off"``).
+    """
     files = make_corpus(tmp_path / "corpus")
     reader = FolderReader(tmp_path / "corpus")
     data = tmp_path / "data"
+    store = UserStore(data / "users.json", hasher=FAST_HASHER)
+    for name, (password, roles) in (users or {}).items():
+        store.set_user(name, password, roles)
     flags = {
         "archive.data_dir": str(data),
         **{k.replace("__", "."): v for k, v in overrides.items()},

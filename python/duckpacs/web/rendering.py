@@ -139,7 +139,10 @@ def to_display(ds: Dataset, pixels: npt.NDArray[np.generic], window: Window | No
         raise RenderError(f"cannot render pixels of shape {pixels.shape}")
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     if window is None and "VOILUTSequence" in ds and "WindowCenter" not in ds:
-        lut = np.asarray(apply_voi_lut(pixels if "ModalityLUTSequence" in ds else values, ds))
+        lut_input = pixels if "ModalityLUTSequence" in ds else values
+        if np.array_equal(lut_input, np.rint(lut_input)):
+            lut_input = np.asarray(lut_input).astype(np.int64)  # LUT inputs are integers
+        lut = np.asarray(apply_voi_lut(lut_input, ds))
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         out = np.clip(np.rint(lut.astype(np.float64) * 255.0 / ((1 << depth) - 1)), 0, 255)
         gray = out.astype(np.uint8)
