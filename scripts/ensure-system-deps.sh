@@ -5,6 +5,8 @@ set -uo pipefail
 
 packages=()
 command -v storescu >/dev/null 2>&1 || packages+=(dcmtk)
+# Debian's Chromium drives the web viewer's end-to-end test (Playwright, no browser download).
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

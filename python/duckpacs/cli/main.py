@@ -15,8 +15,9 @@ from typing import Any
 
 from duckpacs.cli import config_cmds, serve_cmd
 from duckpacs.errors import DuckpacsError
+from duckpacs.web import user_cmds
 
-COMMAND_MODULES = (config_cmds, serve_cmd)
+COMMAND_MODULES = (config_cmds, serve_cmd, user_cmds)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:
