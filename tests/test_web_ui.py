@@ -117,20 +117,22 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.fill("#login-password", "radiology-1")
             page.click("#login-submit")
             page.wait_for_selector("#studies tbody tr")
-            page.fill("#q-id", "id11111")
+            page.fill("#q-id", "SERIES4")
             page.click("#search-button")
             page.wait_for_function("document.querySelectorAll('#studies tbody tr').length === 1")
             page.click("#studies tbody tr")
             page.wait_for_selector(".series-grid a.series img")
             page.click(".series-grid a.series")
-            page.wait_for_function("document.getElementById('position').textContent === '1 / 15'")
+            page.wait_for_function("document.getElementById('position').textContent === '1 / 4'")
+            page.wait_for_function("document.getElementById('wl').textContent.startsWith('W ')")
             before = _canvas_pixels(page)
             page.focus("#canvas")
             page.keyboard.press("ArrowDown")
-            page.wait_for_function("document.getElementById('position').textContent === '2 / 15'")
+            page.wait_for_function("document.getElementById('position').textContent === '2 / 4'")
             page.wait_for_timeout(300)
             scrolled = _canvas_pixels(page)
-            assert scrolled != before, "scrolling shows another frame"
+            assert scrolled != before, "scrolling shows another slice"
+            window_text = page.text_content("#wl")
             box = page.locator("#canvas").bounding_box()
             assert box is not None
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -138,7 +140,7 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.mouse.down()
             page.mouse.move(cx - 150, cy + 120, steps=8)
             page.mouse.up()
-            page.wait_for_function("document.getElementById('wl').textContent.startsWith('W ')")
+            page.wait_for_function(f"document.getElementById('wl').textContent !== {window_text!r}")
             page.wait_for_timeout(800)
             assert _canvas_pixels(page) != scrolled, "window/level changes the canvas"
             page.screenshot(path=str(artifacts / "viewer.png"))

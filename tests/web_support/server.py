@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 from argon2 import PasswordHasher
 from pydicom.data import get_testdata_file
@@ -63,6 +64,16 @@ def make_corpus(folder: Path) -> dict[str, Path]:
     ds.SeriesInstanceUID = generate_uid()
     out["voilut"] = folder / "voilut.dcm"
     ds.save_as(out["voilut"])
+    study, series = generate_uid(), generate_uid()
+    for n in range(1, 5):  # a small CT series to scroll through, each slice different
+        ds = pydicom.dcmread(testdata("CT_small.dcm"))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientID, ds.PatientName, ds.InstanceNumber = "SERIES4", "Test^Series", n
+        pixels = ds.pixel_array
+        ds.PixelData = np.roll(pixels, 16 * n, axis=1).tobytes()
+        out[f"slice{n}"] = folder / f"slice{n}.dcm"
+        ds.save_as(out[f"slice{n}"])
     return out
 
 

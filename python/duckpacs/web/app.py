@@ -119,11 +119,10 @@ class AuthAudit:
         path = scope["path"]
         public = path in ("/", "/login", "/api/login", "/api/status") or path.startswith("/static/")
         if principal is None and not public:
-            response = _json_error(
-                401,
-                "authentication required",
-                {"WWW-Authenticate": 'Basic realm="duckpacs", charset="UTF-8"'},
-            )
+            # No challenge for the UI's own requests: it would pop up the browser's dialog.
+            challenge = {"WWW-Authenticate": 'Basic realm="duckpacs", charset="UTF-8"'}
+            ui = request.headers.get("x-requested-with") == "duckpacs"
+            response = _json_error(401, "authentication required", None if ui else challenge)
             await response(scope, receive, send)
             self._audit(request, None, 401, client)
             return
@@ -197,7 +196,7 @@ def create_app(
             allow_origins=config.cors_origins,
             allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Accept", "Content-Type"],
-            expose_headers=["Content-Type", "Content-Length", "Content-Location"],
+            expose_headers=["Content-Type", "Content-Length", "Content-Location", "X-VOI-Window"],
             allow_credentials=bool(config.cors_origins) and "*" not in config.cors_origins,
         ),
         Middleware(AuthAudit, context=context),

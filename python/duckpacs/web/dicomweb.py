@@ -337,7 +337,7 @@ class DicomWeb:
                 params.get("viewport") or ("128,128" if thumbnail else None)
             )
             quality = _int_param(request, "quality", 90)
-            image = rendering.render(
+            image, used = rendering.render(
                 self._full(loc),
                 frame,
                 window=window,
@@ -347,7 +347,10 @@ class DicomWeb:
             )
         except rendering.RenderError as e:
             raise bad_request(str(e)) from None
-        return Response(image, media_type=media_type, headers={"Cache-Control": "private"})
+        headers = {"Cache-Control": "private"}
+        if used is not None:
+            headers["X-VOI-Window"] = f"{used.center:g},{used.width:g},{used.function}"
+        return Response(image, media_type=media_type, headers=headers)
 
     # --- STOW-RS (PS3.18 10.5) ---------------------------------------------------------------
 
@@ -454,7 +457,7 @@ class DicomWeb:
             viewport = None
             if rows or cols:
                 viewport = rendering.Viewport(cols or 8192, rows or 8192)
-            image = rendering.render(
+            image, _ = rendering.render(
                 self._full(loc),
                 _int_param(request, "frameNumber", 1),
                 window=window,

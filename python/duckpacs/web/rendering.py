@@ -127,14 +127,17 @@ def _is_multi(value: object) -> bool:
     )
 
 
-def to_display(ds: Dataset, pixels: npt.NDArray[np.generic], window: Window | None) -> Image.Image:
-    """Run the presentation pipeline on one frame's pixels and return an 8-bit image."""
+def to_display(
+    ds: Dataset, pixels: npt.NDArray[np.generic], window: Window | None
+) -> tuple[Image.Image, Window | None]:
+    """Run the presentation pipeline on one frame's pixels: an 8-bit image and the VOI window
+    applied (None for colour images and VOI LUT Sequences)."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, ds)
-        return Image.fromarray(_rgb_to_8bit(rgb, ds), "RGB")
+        return Image.fromarray(_rgb_to_8bit(rgb, ds), "RGB"), None
     if pixels.ndim == 3 and pixels.shape[-1] == 3:
-        return Image.fromarray(_rgb_to_8bit(pixels, ds), "RGB")
+        return Image.fromarray(_rgb_to_8bit(pixels, ds), "RGB"), None
     if pixels.ndim != 2:
         raise RenderError(f"cannot render pixels of shape {pixels.shape}")
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
@@ -147,10 +150,11 @@ def to_display(ds: Dataset, pixels: npt.NDArray[np.generic], window: Window | No
         out = np.clip(np.rint(lut.astype(np.float64) * 255.0 / ((1 << depth) - 1)), 0, 255)
         gray = out.astype(np.uint8)
     else:
-        gray = window_to_8bit(values, window or _default_window(ds, values))
+        window = window or _default_window(ds, values)
+        gray = window_to_8bit(values, window)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
-    return Image.fromarray(gray, "L")
+    return Image.fromarray(gray, "L"), window
 
 
 def _rgb_to_8bit(rgb: npt.NDArray[np.generic], ds: Dataset) -> npt.NDArray[np.uint8]:
@@ -203,9 +207,10 @@ def render(
     viewport: Viewport | None = None,
     media_type: str = "image/jpeg",
     quality: int = 90,
-) -> bytes:
-    """Render frame ``frame`` (1-based) of ``ds`` as ``media_type``."""
+) -> tuple[bytes, Window | None]:
+    """Render frame ``frame`` (1-based) of ``ds`` as ``media_type``; also returns the VOI
+    window applied, so a viewer can start window/level dragging from it."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise RenderError("the instance has no pixel data")
-    image = to_display(ds, frame_pixels(ds, frame), window)
-    return encode(apply_viewport(image, viewport), media_type, quality)
+    image, used = to_display(ds, frame_pixels(ds, frame), window)
+    return encode(apply_viewport(image, viewport), media_type, quality), used

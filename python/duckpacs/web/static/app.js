@@ -20,8 +20,12 @@ function fmtDate(d) { return d && d.length === 8 ? `${d.slice(0, 4)}-${d.slice(4
 function fmtName(n) { return String(n || "").replaceAll("^", " ").trim(); }
 function status(text) { $("status").textContent = text || ""; }
 
+// Marks our requests so the server answers 401 without a Basic challenge (no browser dialog).
+const UI_HEADER = { "X-Requested-With": "duckpacs" };
+
 async function api(url, options = {}) {
-  const r = await fetch(url, { credentials: "same-origin", ...options });
+  const r = await fetch(url, { credentials: "same-origin", ...options,
+    headers: { ...UI_HEADER, ...(options.headers || {}) } });
   if (r.status === 401) { showLogin(); throw new Error("authentication required"); }
   if (!r.ok) {
     let msg = r.statusText;
@@ -44,19 +48,19 @@ $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   $("login-error").textContent = "";
   const body = JSON.stringify({ user: $("login-user").value, password: $("login-password").value });
-  const r = await fetch("/api/login", { method: "POST", body, headers: { "Content-Type": "application/json" } });
+  const r = await fetch("/api/login", { method: "POST", body, headers: { ...UI_HEADER, "Content-Type": "application/json" } });
   if (!r.ok) { $("login-error").textContent = "Wrong user name or password."; return; }
   await whoami();
   route();
 });
 $("logout").addEventListener("click", async () => {
-  await fetch("/api/logout", { method: "POST" });
+  await fetch("/api/logout", { method: "POST", headers: UI_HEADER });
   $("who").textContent = "";
   showLogin();
 });
 
 async function whoami() {
-  const r = await fetch("/api/me");
+  const r = await fetch("/api/me", { headers: UI_HEADER });
   if (!r.ok) { showLogin(); return false; }
   const me = await r.json();
   $("who").textContent = me.auth === "anonymous" ? "local access" : `${me.user} (${me.roles.join(", ")})`;
@@ -164,12 +168,12 @@ function imageUrl(v, item) {
 
 function loadImage(url, cache) {
   if (cache.has(url)) return cache.get(url);
-  const p = new Promise((resolve, reject) => {
-    const img = new Image();
-    img.onload = () => resolve(img);
-    img.onerror = () => reject(new Error(`cannot load ${url}`));
-    img.src = url;
+  const p = api(url).then(async (r) => {
+    const voi = (r.headers.get("X-VOI-Window") || "").split(",");  // the window the server used
+    const bitmap = await createImageBitmap(await r.blob());
+    return { bitmap, window: voi.length >= 2 ? { c: Number(voi[0]), w: Number(voi[1]) } : null };
   });
+  p.catch(() => cache.delete(url));
   cache.set(url, p);
   if (cache.size > 400) cache.delete(cache.keys().next().value);
   return p;
@@ -180,9 +184,10 @@ async function showImage(index) {
   if (!v || !v.images.length) return;
   v.index = Math.max(0, Math.min(v.images.length - 1, index));
   const item = v.images[v.index];
-  const img = await loadImage(imageUrl(v, item), v.cache);
+  const loaded = await loadImage(imageUrl(v, item), v.cache);
   if (state.viewer !== v || v.images[v.index] !== item) return;
-  v.img = img;
+  v.img = loaded.bitmap;
+  v.shownWindow = loaded.window;
   draw();
   $("position").textContent = `${v.index + 1} / ${v.images.length}`;
   showTags(v, item);
@@ -201,7 +206,8 @@ function draw() {
   const w = v.img.width * fit, h = v.img.height * fit;
   ctx.imageSmoothingEnabled = fit < 1;
   ctx.drawImage(v.img, (canvas.width - w) / 2 + v.panX, (canvas.height - h) / 2 + v.panY, w, h);
-  $("wl").textContent = v.window ? `W ${Math.round(v.window.w)} L ${Math.round(v.window.c)}` : "";
+  const win = v.window || v.shownWindow;
+  $("wl").textContent = win ? `W ${Math.round(win.w)} L ${Math.round(win.c)}` : "";
 }
 
 async function showTags(v, item) {
@@ -212,25 +218,17 @@ async function showTags(v, item) {
   }
   const m = await meta;
   if (state.viewer !== v) return;
-  v.defaultWindow = v.defaultWindow || windowOf(m);
   const rows = [["Patient", fmtName(val(m, "00100010"))], ["Patient ID", val(m, "00100020")],
     ["Study date", fmtDate(val(m, "00080020"))], ["Modality", val(m, "00080060")],
     ["Series", val(m, "0008103E")], ["Instance", val(m, "00200013")],
     ["Frame", `${item.frame} / ${item.frames}`], ["Slice location", val(m, "00201041")],
-    ["Size", `${val(m, "00280011")} × ${val(m, "00280010")}`], ["Window", `${val(m, "00281050")} / ${val(m, "00281051")}`]];
+    ["Size", `${val(m, "00280011")} × ${val(m, "00280010")}`], ["Window", val(m, "00281051") !== "" ? `${val(m, "00281050")} / ${val(m, "00281051")}` : ""]];
   $("tags").replaceChildren(...rows.flatMap(([k, text]) => {
     const dt = document.createElement("dt"), dd = document.createElement("dd");
     dt.textContent = k;
     dd.textContent = String(text);
     return [dt, dd];
   }));
-}
-
-function windowOf(m) {
-  const c = Number(val(m, "00281050")), w = Number(val(m, "00281051"));
-  if (w > 0) return { c, w };
-  const bits = Number(val(m, "00280101")) || 8;
-  return { c: 2 ** (bits - 1), w: 2 ** bits };
 }
 
 function setWindow(win) {
@@ -259,7 +257,7 @@ canvas.addEventListener("pointerdown", (ev) => {
   if (!v) return;
   canvas.setPointerCapture(ev.pointerId);
   drag = { x: ev.clientX, y: ev.clientY, pan: ev.shiftKey || ev.button === 2,
-    start: v.window || v.defaultWindow || { c: 128, w: 256 }, panX: v.panX, panY: v.panY };
+    start: v.window || v.shownWindow || { c: 128, w: 256 }, panX: v.panX, panY: v.panY };
 });
 canvas.addEventListener("pointermove", (ev) => {
   const v = state.viewer;
@@ -351,7 +349,7 @@ $("upload").addEventListener("change", async (ev) => {
       for (const b of dicom.slice(i, i + 50)) parts.push(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, b, "\r\n");
       parts.push(`--${boundary}--\r\n`);
       const r = await fetch(`${DW}/studies`, { method: "POST", body: new Blob(parts),
-        headers: { "Content-Type": `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: "application/dicom+json" } });
+        headers: { ...UI_HEADER, "Content-Type": `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: "application/dicom+json" } });
       const body = await r.json();
       stored += vals(body, "00081199").length;
       failed += vals(body, "00081198").length;
