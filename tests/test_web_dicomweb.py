@@ -412,3 +412,31 @@ def test_wado_uri(web: WebServer) -> None:
 def test_cors_is_off_by_default(web: WebServer, origin: str) -> None:
     r = requests.get(web.dicomweb + "/studies", headers={"Origin": origin})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_index_rows_as_dicom_text_become_dicom_json() -> None:
+    """The DuckDB index returns DICOM text with backslash-separated values."""
+    from duckpacs.web.dicomjson import row_to_json
+
+    row = {
+        "PatientName": "Doe^Jane",
+        "ModalitiesInStudy": "CT\\MR",
+        "NumberOfStudyRelatedInstances": "12",
+        "PixelSpacing": "0.5\\0.5",
+        "Rows": "512",
+        "StudyDescription": "",
+        "ImageComments": "a\\b stays one value",
+        "ReferencedSeriesSequence": [{"SeriesInstanceUID": "1.2.3"}],
+        "AccessionNumber": None,
+    }
+    out = row_to_json(row, list(row))
+    assert out["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}
+    assert out["00080061"] == {"vr": "CS", "Value": ["CT", "MR"]}
+    assert out["00201208"] == {"vr": "IS", "Value": [12]}
+    assert out["00280030"] == {"vr": "DS", "Value": [0.5, 0.5]}
+    assert out["00280010"] == {"vr": "US", "Value": [512]}
+    assert out["00081030"] == {"vr": "LO"}
+    assert out["00204000"] == {"vr": "LT", "Value": ["a\\b stays one value"]}
+    assert out["00081115"]["Value"][0]["0020000E"] == {"vr": "UI", "Value": ["1.2.3"]}
+    assert out["00080050"] == {"vr": "SH"}
+    assert list(out) == sorted(out)

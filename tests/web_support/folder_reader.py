@@ -132,6 +132,7 @@ class FolderReader:
         level: str,
         query: Mapping[str, str],
         return_keys: Sequence[str],
+        *,
         fuzzy: bool = False,
         limit: int | None = None,
         offset: int = 0,

@@ -28,6 +28,10 @@ def tag_hex(keyword: str) -> str | None:
     return None if tag is None else f"{tag:08X}"
 
 
+def _is_tag(name: str) -> bool:
+    return len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name)
+
+
 def keyword_of(name: str) -> str | None:
     """Accept a keyword or an 8-hex-digit tag (PS3.18 8.3.4.1) and return the keyword."""
     if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name):
@@ -40,28 +44,47 @@ def vr_of(keyword: str) -> str:
     return vr.split(" or ")[0] if vr else "UN"
 
 
+SINGLE_VALUED_TEXT = {"LT", "ST", "UT", "UR"}  # backslash is an ordinary character here
+
+
 def _json_value(vr: str, value: Any) -> Any:
     if vr == "PN":
         return {"Alphabetic": str(value)}
     if vr == "IS":
-        return int(value)
+        return int(str(value).strip())
     if vr == "DS":
-        number = float(value)
+        number = float(str(value).strip())
         return int(number) if number.is_integer() else number
+    if vr in ("FL", "FD"):
+        return float(value)
     if vr in NUMBER_VRS:
-        return value
+        return int(value)
     return str(value)
 
 
 def element(keyword: str, value: Any) -> dict[str, Any]:
-    """One DICOM JSON attribute object for ``value`` (``None`` or ``""`` means empty)."""
+    """One DICOM JSON attribute object for ``value`` (``None`` or ``""`` means empty).
+
+    ``value`` may be a Python value, a list of values, DICOM text with values separated by
+    ``\\`` (as the index returns them), or a list of item dicts for a sequence.
+    """
     vr = vr_of(keyword)
     if value is None or value == "" or value == []:
         return {"vr": vr}
-    values = value if isinstance(value, list | tuple) else [value]
-    if vr in BINARY_VRS:
-        return {"vr": vr, "InlineBinary": base64.b64encode(bytes(values[0])).decode()}
-    return {"vr": vr, "Value": [_json_value(vr, v) for v in values]}
+    if vr == "SQ":
+        items = value if isinstance(value, list) else []
+        return {"vr": vr, "Value": [row_to_json(i, list(i)) for i in items if isinstance(i, dict)]}
+    if isinstance(value, bytes | bytearray) or vr in BINARY_VRS:
+        data = value if isinstance(value, bytes | bytearray) else bytes(value)
+        return {"vr": vr, "InlineBinary": base64.b64encode(data).decode()}
+    if isinstance(value, str) and vr not in SINGLE_VALUED_TEXT:
+        values: list[Any] = value.split("\\")
+    else:
+        values = list(value) if isinstance(value, list | tuple) else [value]
+    try:
+        return {"vr": vr, "Value": [None if v == "" else _json_value(vr, v) for v in values]}
+    except ValueError:  # a malformed number in the archive: send it as stored text
+        return {"vr": vr, "Value": [str(v) for v in values]}
 
 
 def row_to_json(row: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -69,7 +92,7 @@ def row_to_json(row: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for keyword in keys:
         if keyword in row:
-            tag = tag_hex(keyword)
+            tag = tag_hex(keyword) or (keyword.upper() if _is_tag(keyword) else None)
             if tag is not None:
                 out[tag] = element(keyword, row[keyword])
     return dict(sorted(out.items()))

@@ -158,7 +158,7 @@ class DicomWeb:
         limit = min(_int_param(request, "limit", MAX_LIMIT), MAX_LIMIT)
         offset = _int_param(request, "offset", 0)
         fuzzy = request.query_params.get("fuzzymatching", "false").lower() == "true"
-        rows = self.archive.find(level, query, keys, fuzzy, limit, offset)
+        rows = self.archive.find(level, query, keys, fuzzy=fuzzy, limit=limit, offset=offset)
         base = str(request.base_url).rstrip("/") + self.prefix
         body = []
         for row in rows:

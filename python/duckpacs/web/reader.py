@@ -10,7 +10,8 @@ information model). A *query* maps DICOM keywords to matching values written as 
 QIDO-RS (``*``/``?`` wildcards, ``a-b`` date ranges, ``\\``-separated UID lists; PS3.4
 C.2.2.2). A *result* maps keywords to Python values: ``str`` for text VRs (PN as its
 ``Alphabetic`` string), ``int``/``float`` for numbers, a ``list`` when the value has several
-values, ``None`` when empty.
+values, ``None`` when empty; DICOM text with ``\\``-separated values (what the DuckDB index returns)
+is accepted too. ``duckpacs.index.Index.find`` has this very signature.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class ArchiveReader(Protocol):
         level: str,
         query: Mapping[str, str],
         return_keys: Sequence[str],
+        *,
         fuzzy: bool = False,
         limit: int | None = None,
         offset: int = 0,
