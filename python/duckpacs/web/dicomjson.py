@@ -99,23 +99,23 @@ def row_to_json(row: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
 
 
 def dataset_to_json(ds: Dataset, bulk_uri: Callable[[str], str]) -> dict[str, Any]:
-    """A full header as DICOM JSON; ``bulk_uri(tag_hex)`` gives the URI of a bulk value."""
+    """A full header as DICOM JSON; ``bulk_uri(tag_hex)`` gives the URI of a bulk value.
+
+    Bulk values are recognised from the raw element's VR and length, so they are neither
+    converted nor (when the file was read with ``defer_size``) read at all.
+    """
     out: dict[str, Any] = {}
-    for elem in ds:
-        tag = int(elem.tag)
-        key = f"{tag:08X}"
-        if tag in PIXEL_TAGS or (elem.VR in BINARY_VRS and _length(elem) > BULK_THRESHOLD):
-            out[key] = {"vr": elem.VR, "BulkDataURI": bulk_uri(key)}
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts every element)
+        raw = ds.get_item(tag)
+        if raw is None:
+            continue
+        vr = raw.VR or vr_of(keyword_for_tag(tag) or "")
+        key = f"{int(tag):08X}"
+        length = raw.length if isinstance(getattr(raw, "length", None), int) else 0
+        if int(tag) in PIXEL_TAGS or (vr in BINARY_VRS and length > BULK_THRESHOLD):
+            out[key] = {"vr": vr, "BulkDataURI": bulk_uri(key)}
         else:
-            out[key] = elem.to_json_dict(
+            out[key] = ds[tag].to_json_dict(
                 bulk_data_element_handler=None, bulk_data_threshold=1 << 62
             )
     return out
-
-
-def _length(elem: Any) -> int:
-    value = elem.value
-    if isinstance(value, bytes | bytearray):
-        return len(value)
-    length = getattr(elem, "length", None)
-    return int(length) if isinstance(length, int) and length >= 0 else 0

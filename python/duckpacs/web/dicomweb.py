@@ -9,6 +9,9 @@ into JSON bodies (with CORS headers) by the application.
 from __future__ import annotations
 
 import io
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,9 +99,12 @@ def _media_ranges(request: Request) -> list[multipart.MediaRange]:
 class DicomWeb:
     """The DICOMweb service over one archive."""
 
-    def __init__(self, archive: ArchiveReader, prefix: str = "/dicom-web") -> None:
+    def __init__(
+        self, archive: ArchiveReader, prefix: str = "/dicom-web", cache_bytes: int = 64 << 20
+    ) -> None:
         self.archive = archive
         self.prefix = prefix
+        self._metadata_cache = ByteCache(cache_bytes)
 
     # --- routing -------------------------------------------------------------------------
 
@@ -239,15 +245,27 @@ class DicomWeb:
         require(request, "read")
         self._check_json_acceptable(request)
         level, found = self._locate(request)
-        body = []
-        for loc in found:
-            ds = self._header(loc)
-            body.append(dicomjson.dataset_to_json(ds, _bulk_uri(_bulk_prefix(level, loc))))
-        return JSONResponse(body, media_type=DICOM_JSON)
+        parts = [self._metadata_json(loc, _bulk_prefix(level, loc)) for loc in found]
+        body = b"[" + b",".join(parts) + b"]"
+        return Response(body, media_type=DICOM_JSON)
 
-    def _header(self, loc: InstanceLocation) -> Dataset:
-        data = self.archive.read_instance(loc)
-        return pydicom.dcmread(io.BytesIO(data), defer_size=dicomjson.BULK_THRESHOLD)
+    def _metadata_json(self, loc: InstanceLocation, prefix: str) -> bytes:
+        """One instance's DICOM JSON, serialised once and cached (instances never change).
+
+        Bulk data URIs are cached relative to the instance; a quote can only appear unescaped
+        in JSON as structure, so inserting the level's prefix after ``"BulkDataURI":"`` can
+        never touch a data value.
+        """
+        blob = self._metadata_cache.get(loc.sop_instance_uid)
+        if blob is None:
+            data = self.archive.read_instance(loc)
+            ds = pydicom.dcmread(io.BytesIO(data), defer_size=dicomjson.BULK_THRESHOLD)
+            header = dicomjson.dataset_to_json(ds, _bulk_uri(""))
+            blob = json.dumps(header, separators=(",", ":")).encode()
+            self._metadata_cache.put(loc.sop_instance_uid, blob)
+        if prefix:
+            blob = blob.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + prefix.encode())
+        return blob
 
     def _instance(self, request: Request) -> InstanceLocation:
         _, found = self._locate(request)
@@ -470,6 +488,34 @@ class DicomWeb:
         except IndexError as e:
             raise not_found(str(e)) from None
         return Response(image, media_type=media_type)
+
+
+class ByteCache:
+    """A thread-safe LRU of byte strings bounded by their total size."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: bytes) -> None:
+        if len(value) > self.budget:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self._size += len(value) - (len(old) if old is not None else 0)
+            self._items[key] = value
+            while self._size > self.budget:
+                _, evicted = self._items.popitem(last=False)
+                self._size -= len(evicted)
 
 
 _UID_KEYS = {
