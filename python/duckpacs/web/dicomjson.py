@@ -111,7 +111,10 @@ def dataset_to_json(ds: Dataset, bulk_uri: Callable[[str], str]) -> dict[str, An
             continue
         vr = raw.VR or vr_of(keyword_for_tag(tag) or "")
         key = f"{int(tag):08X}"
-        length = raw.length if isinstance(getattr(raw, "length", None), int) else 0
+        length = getattr(raw, "length", None)  # RawDataElement: as read from the file
+        if not isinstance(length, int):
+            value = getattr(raw, "value", None)
+            length = len(value) if isinstance(value, bytes | bytearray) else 0
         if int(tag) in PIXEL_TAGS or (vr in BINARY_VRS and length > BULK_THRESHOLD):
             out[key] = {"vr": vr, "BulkDataURI": bulk_uri(key)}
         else:
