@@ -440,3 +440,27 @@ def test_index_rows_as_dicom_text_become_dicom_json() -> None:
     assert out["00081115"]["Value"][0]["0020000E"] == {"vr": "UI", "Value": ["1.2.3"]}
     assert out["00080050"] == {"vr": "SH"}
     assert list(out) == sorted(out)
+
+
+def test_stow_of_a_single_application_dicom_body_and_the_size_cap(
+    web: WebServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = _new_instance()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    r = requests.post(
+        f"{web.dicomweb}/studies",
+        data=buf.getvalue(),
+        headers={"Content-Type": "application/dicom"},
+    )
+    assert r.status_code == 200
+    assert value(r.json()["00081199"]["Value"][0], "00081155") == str(ds.SOPInstanceUID)
+    from duckpacs.web import dicomweb
+
+    monkeypatch.setattr(dicomweb, "MAX_STOW_BYTES", 100)
+    r = requests.post(
+        f"{web.dicomweb}/studies",
+        data=buf.getvalue(),
+        headers={"Content-Type": "application/dicom"},
+    )
+    assert r.status_code == 413 and r.json()["status"] == 413

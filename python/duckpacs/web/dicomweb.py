@@ -29,6 +29,9 @@ from duckpacs.web.reader import ArchiveReader, IngestOutcome, InstanceLocation
 log = logs.get("web")
 DICOM_JSON = "application/dicom+json"
 MAX_LIMIT = 10000
+# STOW-RS bodies are held in memory while their parts are stored; clients send big studies
+# as several requests (the web UI sends 50 files at a time).
+MAX_STOW_BYTES = 1 << 30
 
 # PS3.18 Table 10.6.3-3, -4, -5: attributes returned by default at each level.
 DEFAULT_KEYS = {
@@ -375,16 +378,23 @@ class DicomWeb:
     async def stow(self, request: Request) -> Response:
         require(request, "store")
         content_type = request.headers.get("content-type", "")
-        body = await request.body()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_STOW_BYTES:
+            raise HttpError(413, f"a STOW-RS request holds at most {MAX_STOW_BYTES >> 20} MiB")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_STOW_BYTES:
+                raise HttpError(413, f"a STOW-RS request holds at most {MAX_STOW_BYTES >> 20} MiB")
         try:
             media = multipart.parse_media_type(content_type) if content_type else None
         except multipart.MultipartError as e:
             raise bad_request(str(e)) from None
         if media is not None and media.type == "application/dicom":
-            datasets = [body]
+            datasets = [bytes(body)]
         else:
             try:
-                parts = multipart.decode(body, content_type)
+                parts = multipart.decode(bytes(body), content_type)
             except multipart.MultipartError as e:
                 raise HttpError(415 if "expected multipart" in str(e) else 400, str(e)) from None
             if media is not None and media.related_type not in (None, "application/dicom"):
