@@ -144,8 +144,44 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.wait_for_timeout(800)
             assert _canvas_pixels(page) != scrolled, "window/level changes the canvas"
             page.screenshot(path=str(artifacts / "viewer.png"))
+            # Upload a zip (one file deflated, one stored) through STOW-RS, then find it.
+            zipped = tmp_path / "upload.zip"
+            names = _two_new_instances(tmp_path)
+            with zipfile.ZipFile(zipped, "w") as zf:
+                zf.write(names[0], "a/one.dcm", compress_type=zipfile.ZIP_DEFLATED)
+                zf.write(names[1], "two.dcm", compress_type=zipfile.ZIP_STORED)
+                zf.writestr("README.txt", "not DICOM")
+            page.goto(ui.url + "/#/")
+            page.set_input_files("#upload", str(zipped))
+            page.wait_for_function(
+                "document.getElementById('status').textContent.startsWith('uploaded:')"
+            )
+            assert page.text_content("#status") == ("uploaded: 2 stored, 0 refused, 1 not DICOM")
+            page.fill("#q-id", "UPLOADED")
+            page.fill("#q-modality", "MR")
+            page.click("#search-button")
+            page.wait_for_function("document.querySelectorAll('#studies tbody tr').length === 1")
+            assert "2" in page.text_content("#studies tbody tr td:last-child")
         finally:
             browser.close()
+
+
+def _two_new_instances(folder: Path) -> list[Path]:
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    study = generate_uid()
+    paths = []
+    for n in (1, 2):
+        path = get_testdata_file("MR_small.dcm")
+        assert path is not None
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientID = "UPLOADED"
+        paths.append(folder / f"new{n}.dcm")
+        ds.save_as(paths[-1])
+    return paths
 
 
 def _canvas_pixels(page: object) -> str:

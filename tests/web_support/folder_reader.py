@@ -118,12 +118,14 @@ class FolderReader:
     def _select(self, query: Mapping[str, str], fuzzy: bool = False) -> list[tuple[Dataset, Path]]:
         with self._lock:
             entries = list(self._entries)
+        # ModalitiesInStudy matches the Modality of any instance (PS3.4 C.6.2.1.2).
+        renamed = {("Modality" if k == "ModalitiesInStudy" else k): v for k, v in query.items()}
         return [
             (ds, path)
             for ds, path in entries
             if all(
                 matches(_python_value(ds, k), v, fuzzy and k.endswith("Name"))
-                for k, v in query.items()
+                for k, v in renamed.items()
             )
         ]
 
