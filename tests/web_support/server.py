@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,11 +95,15 @@ FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
 
 @contextmanager
 def web_server(
-    tmp_path: Path, users: dict[str, tuple[str, list[str]]] | None = None, **overrides: Any
+    tmp_path: Path,
+    users: dict[str, tuple[str, list[str]]] | None = None,
+    wrap: Callable[[FolderReader], Any] | None = None,
+    **overrides: Any,
 ) -> Iterator[WebServer]:
     """Start the web layer on a free loopback port over a fresh test corpus.
 
-    ``users`` maps names to (password, roles); ``overrides`` are configuration keys with
+    ``users`` maps names to (password, roles); ``wrap`` turns the folder reader into the
+    reader the server uses; ``overrides`` are configuration keys with
     ``__`` for the dot (``http__anonymous="off"``).
     """
     files = make_corpus(tmp_path / "corpus")
@@ -113,7 +117,8 @@ def web_server(
         **{k.replace("__", "."): v for k, v in overrides.items()},
     }
     settings = config.load(env={}, cwd=tmp_path, flags=flags)
-    server = HttpServer("127.0.0.1", 0, lambda: {"ok": True}, settings=settings, archive=reader)
+    archive = reader if wrap is None else wrap(reader)
+    server = HttpServer("127.0.0.1", 0, lambda: {"ok": True}, settings=settings, archive=archive)
     server.start()
     host, port = server.address
     try:

@@ -437,7 +437,8 @@ class DicomWeb:
             body["00081198"] = {"vr": "SQ", "Value": [_failed_item(o) for o in failed]}
         if ok:
             body["00081199"] = {"vr": "SQ", "Value": [_stored_item(o, base) for o in ok]}
-        status = 200 if not failed else (409 if not ok else 202)
+        warned = any(o.warning is not None for o in ok)
+        status = 409 if failed and not ok else (202 if failed or warned else 200)
         return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
     # --- WADO-URI (PS3.18 9) ------------------------------------------------------------------
@@ -642,8 +643,11 @@ def _failed_item(o: IngestOutcome) -> dict[str, Any]:
 
 def _stored_item(o: IngestOutcome, base: str) -> dict[str, Any]:
     url = f"{base}/studies/{o.study_uid}/series/{o.series_uid}/instances/{o.sop_instance_uid}"
-    return {
+    item: dict[str, Any] = {
         "00081150": {"vr": "UI", "Value": [o.sop_class_uid]},
         "00081155": {"vr": "UI", "Value": [o.sop_instance_uid]},
         "00081190": {"vr": "UR", "Value": [url]},
     }
+    if o.warning is not None:
+        item["00081196"] = {"vr": "US", "Value": [o.warning]}  # WarningReason
+    return dict(sorted(item.items()))

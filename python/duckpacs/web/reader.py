@@ -17,7 +17,7 @@ is accepted too. ``duckpacs.index.Index.find`` has this very signature.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 LEVELS = ("study", "series", "instance")
@@ -53,7 +53,7 @@ class IngestOutcome:
     series_uid: str | None = None
     failure: int | None = None
     reason: str = ""
-    warnings: list[str] = field(default_factory=list)
+    warning: int | None = None  # stored with a warning: PS3.18 WarningReason, e.g. 0xB006
 
 
 @runtime_checkable
