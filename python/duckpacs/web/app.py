@@ -123,22 +123,25 @@ class AuthAudit:
             challenge = {"WWW-Authenticate": 'Basic realm="duckpacs", charset="UTF-8"'}
             ui = request.headers.get("x-requested-with") == "duckpacs"
             response = _json_error(401, "authentication required", None if ui else challenge)
-            await response(scope, receive, send)
             self._audit(request, None, 401, client)
+            await response(scope, receive, send)
             return
         scope["duckpacs.principal"] = principal
-        status = 500
+        audited = False
 
         async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
+            nonlocal audited
+            if message["type"] == "http.response.start" and not audited:
+                # Recorded before the first byte leaves: the trail never lags the data.
+                audited = True
+                self._audit(request, principal, int(message["status"]), client)
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            self._audit(request, principal, status, client)
+            if not audited:
+                self._audit(request, principal, 500, client)
 
     def _audit(
         self, request: Request, principal: auth.Principal | None, status: int, client: str | None
