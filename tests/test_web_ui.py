@@ -129,7 +129,7 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.focus("#canvas")
             page.keyboard.press("ArrowDown")
             page.wait_for_function("document.getElementById('position').textContent === '2 / 4'")
-            page.wait_for_timeout(300)
+            page.wait_for_function(f"({CANVAS_HASH})() !== {before!r}", timeout=15000)
             scrolled = _canvas_pixels(page)
             assert scrolled != before, "scrolling shows another slice"
             window_text = page.text_content("#wl")
@@ -141,7 +141,8 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.mouse.move(cx - 150, cy + 120, steps=8)
             page.mouse.up()
             page.wait_for_function(f"document.getElementById('wl').textContent !== {window_text!r}")
-            page.wait_for_timeout(800)
+            # The new rendering arrives asynchronously: wait until the canvas differs.
+            page.wait_for_function(f"({CANVAS_HASH})() !== {scrolled!r}", timeout=15000)
             assert _canvas_pixels(page) != scrolled, "window/level changes the canvas"
             page.screenshot(path=str(artifacts / "viewer.png"))
             # Upload a zip (one file deflated, one stored) through STOW-RS, then find it.
@@ -184,10 +185,13 @@ def _two_new_instances(folder: Path) -> list[Path]:
     return paths
 
 
+CANVAS_HASH = (
+    "() => { const c = document.getElementById('canvas');"
+    " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+    " let h = 0; for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) | 0;"
+    " return String(h); }"
+)
+
+
 def _canvas_pixels(page: object) -> str:
-    return page.evaluate(  # type: ignore[attr-defined, no-any-return]
-        "() => { const c = document.getElementById('canvas');"
-        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        " let h = 0; for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) | 0;"
-        " return String(h); }"
-    )
+    return page.evaluate(CANVAS_HASH)  # type: ignore[attr-defined, no-any-return]
