@@ -276,6 +276,11 @@ def test_rendered_and_thumbnail(web: WebServer) -> None:
         study, series, instance, [1], media_types=("image/png",), params={"window": "40,400"}
     )
     assert Image.open(io.BytesIO(png)).size == (128, 128)
+    series_png = c.retrieve_series_rendered(study, series, media_types=("image/png",))
+    one_png = c.retrieve_instance_rendered(study, series, instance, media_types=("image/png",))
+    assert Image.open(io.BytesIO(series_png)).tobytes() == Image.open(io.BytesIO(one_png)).tobytes()
+    r = requests.get(f"{web.dicomweb}/studies/{study}/rendered", headers={"Accept": "image/png"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     for url in (
         f"/studies/{study}/thumbnail",
         f"/studies/{study}/series/{series}/thumbnail",

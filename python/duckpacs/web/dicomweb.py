@@ -129,6 +129,8 @@ class DicomWeb:
             (s + r + i + "/metadata", self.metadata),
             (s + r + i + "/frames/{frames}", self.frames),
             (s + r + i + "/bulkdata/{tag}", self.bulkdata),
+            (s + "/rendered", self.rendered),
+            (s + r + "/rendered", self.rendered),
             (s + r + i + "/rendered", self.rendered),
             (s + r + i + "/frames/{frames}/rendered", self.rendered),
             (s + "/thumbnail", self.thumbnail),
@@ -335,6 +337,8 @@ class DicomWeb:
     # --- rendered and thumbnail (PS3.18 10.4.1.1.3, 10.4.1.1.4) ----------------------------
 
     def rendered(self, request: Request) -> Response:
+        """Instance and frame level render that image; study and series level render their
+        representative (middle) instance, as dicomweb-client and OHIF expect one image."""
         return self._render(request, thumbnail=False)
 
     def thumbnail(self, request: Request) -> Response:
