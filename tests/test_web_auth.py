@@ -230,3 +230,24 @@ def test_https_when_a_certificate_is_configured(tmp_path: Path) -> None:
         assert r.status_code == 200
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(server.url.replace("https", "http") + "/api/status", timeout=5)
+
+
+def test_https_with_an_unreadable_certificate_is_one_clear_error(tmp_path: Path) -> None:
+    from duckpacs.errors import NetworkError
+
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    with (
+        pytest.raises(NetworkError, match="HTTP server failed to start"),
+        web_server(
+            tmp_path,
+            http__tls_cert=str(tmp_path / "cert.pem"),
+            http__tls_key=str(tmp_path / "key.pem"),
+        ),
+    ):
+        pass
+    with (
+        pytest.raises(NetworkError, match="both http.tls_cert and http.tls_key"),
+        web_server(tmp_path / "b", http__tls_cert=str(tmp_path / "cert.pem")),
+    ):
+        pass

@@ -94,9 +94,14 @@ class HttpServer:
             **tls,
         )
         self._server = uvicorn.Server(uv_config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, name="http", daemon=True
-        )
+        self._failure = ""
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._sock])
+        except BaseException as e:  # noqa: BLE001 (reported by start() in the caller's thread)
+            self._failure = str(e) or type(e).__name__
 
     @property
     def address(self) -> tuple[str, int]:
@@ -110,6 +115,9 @@ class HttpServer:
             if time.monotonic() > deadline:
                 raise NetworkError("the HTTP server did not start within 10 s")
             time.sleep(0.01)
+        if not self._server.started:
+            self.stop()
+            raise NetworkError(f"the HTTP server failed to start: {self._failure or 'see the log'}")
 
     def stop(self) -> None:
         self._server.should_exit = True
