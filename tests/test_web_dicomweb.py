@@ -133,6 +133,9 @@ def test_retrieve_study_and_series(web: WebServer) -> None:
     in_study = [p for p in web.files.values() if uids(p)[0] == study]
     got = client(web).retrieve_study(study)
     assert sorted(d.SOPInstanceUID for d in got) == sorted(uids(p)[2] for p in in_study)
+    meta = client(web).retrieve_study_metadata(study)  # streamed: several instances
+    assert sorted(value(m, "00080018") for m in meta) == sorted(uids(p)[2] for p in in_study)
+    assert len(in_study) > 1
     got_series = client(web).retrieve_series(study, series)
     assert [d.SOPInstanceUID for d in got_series] == [uids(web.files["MR_small.dcm"])[2]]
     assert got_series[0].pixel_array.tolist() == (

@@ -250,9 +250,18 @@ class DicomWeb:
         require(request, "read")
         self._check_json_acceptable(request)
         level, found = self._locate(request)
-        parts = [self._metadata_json(loc, _bulk_prefix(level, loc)) for loc in found]
-        body = b"[" + b",".join(parts) + b"]"
-        return Response(body, media_type=DICOM_JSON)
+        if len(found) == 1:
+            body = b"[" + self._metadata_json(found[0], _bulk_prefix(level, found[0])) + b"]"
+            return Response(body, media_type=DICOM_JSON)
+
+        def chunks() -> Iterator[bytes]:  # a large study's metadata is streamed, not built
+            for n, loc in enumerate(found):
+                yield (b"[" if n == 0 else b",") + self._metadata_json(
+                    loc, _bulk_prefix(level, loc)
+                )
+            yield b"]"
+
+        return StreamingResponse(chunks(), media_type=DICOM_JSON)
 
     def _metadata_json(self, loc: InstanceLocation, prefix: str) -> bytes:
         """One instance's DICOM JSON, serialised once and cached (instances never change).
