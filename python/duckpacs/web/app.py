@@ -117,7 +117,7 @@ class AuthAudit:
             request.headers, request.cookies, client
         )
         path = scope["path"]
-        public = path in ("/", "/login", "/api/login", "/api/status") or path.startswith("/static/")
+        public = path in ("/", "/api/login", "/api/status") or path.startswith("/static/")
         if principal is None and not public:
             # No challenge for the UI's own requests: it would pop up the browser's dialog.
             challenge = {"WWW-Authenticate": 'Basic realm="duckpacs", charset="UTF-8"'}
