@@ -152,7 +152,7 @@ async function loadViewer(study, series) {
     for (let f = 1; f <= frames; f++) images.push({ uid: val(inst, "00080018"), frame: f, frames });
   }
   state.viewer = { study, series, images, index: 0, window: null, zoom: 1, panX: 0, panY: 0,
-    cache: new Map(), meta: new Map(), img: null };
+    cache: new Map(), meta: new Map(), img: null, lastIndex: 0 };
   $("preset").value = "";
   canvas.width = canvas.clientWidth;
   canvas.height = canvas.clientHeight;
@@ -191,7 +191,10 @@ async function showImage(index) {
   draw();
   $("position").textContent = `${v.index + 1} / ${v.images.length}`;
   showTags(v, item);
-  for (const n of [v.index + 1, v.index + 2, v.index - 1]) {  // prefetch neighbours
+  // Prefetch ahead in the direction of travel (and one behind) so scrolling does not wait.
+  const step = index < v.lastIndex ? -1 : 1;
+  v.lastIndex = v.index;
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 8, -1].map((k) => v.index + k * step)) {
     if (n >= 0 && n < v.images.length) loadImage(imageUrl(v, v.images[n]), v.cache).catch(() => {});
   }
 }
