@@ -251,3 +251,24 @@ def test_https_with_an_unreadable_certificate_is_one_clear_error(tmp_path: Path)
         web_server(tmp_path / "b", http__tls_cert=str(tmp_path / "cert.pem")),
     ):
         pass
+
+
+def test_repeated_wrong_passwords_lock_the_address_out(tmp_path: Path) -> None:
+    with web_server(tmp_path, users=USERS, http__anonymous="off") as server:
+        for _ in range(10):
+            r = requests.get(server.dicomweb + "/studies", auth=("vera", "guess"))
+            assert r.status_code == 401
+        locked_out = requests.get(server.dicomweb + "/studies", auth=("vera", "viewer-pass-1"))
+        assert locked_out.status_code == 429
+        assert int(locked_out.headers["retry-after"]) > 0
+        login = requests.post(
+            server.url + "/api/login", json={"user": "vera", "password": "viewer-pass-1"}
+        )
+        assert login.status_code == 429
+    throttle = auth.Throttle(limit=2, window=60, lockout=60)
+    throttle.failed("10.0.0.1")
+    throttle.check("10.0.0.1")
+    throttle.failed("10.0.0.1")
+    with pytest.raises(auth.Throttled):
+        throttle.check("10.0.0.1")
+    throttle.check("10.0.0.2")  # other addresses are not affected

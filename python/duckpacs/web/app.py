@@ -113,9 +113,15 @@ class AuthAudit:
             return
         request = Request(scope)
         client = request.client.host if request.client else None
-        principal = self.context.authenticator.authenticate(
-            request.headers, request.cookies, client
-        )
+        try:
+            principal = self.context.authenticator.authenticate(
+                request.headers, request.cookies, client
+            )
+        except auth.Throttled as e:
+            self._audit(request, None, 429, client)
+            response = _json_error(429, str(e), {"Retry-After": str(e.retry_after)})
+            await response(scope, receive, send)
+            return
         path = scope["path"]
         public = path in ("/", "/api/login", "/api/status") or path.startswith("/static/")
         if principal is None and not public:
@@ -239,8 +245,11 @@ class _Api:
             name, password = str(form["user"]), str(form["password"])
         except (ValueError, KeyError, TypeError):
             raise HttpError(400, 'expected JSON {"user": ..., "password": ...}') from None
-        cookie = self.context.authenticator.login(name, password)
         client = request.client.host if request.client else ""
+        try:
+            cookie = self.context.authenticator.login(name, password, client)
+        except auth.Throttled as e:
+            raise HttpError(429, str(e), {"Retry-After": str(e.retry_after)}) from None
         logs.event(log, "login", user=name, client=client, ok=cookie is not None)
         if cookie is None:
             raise HttpError(401, "wrong user name or password")

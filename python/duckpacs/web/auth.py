@@ -205,6 +205,47 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+class Throttled(Exception):
+    """Too many wrong passwords from one address: answer 429 with Retry-After."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class Throttle:
+    """Locks an address out for ``lockout`` seconds after ``limit`` wrong passwords within
+    ``window`` seconds (brute force against Basic or the login form)."""
+
+    def __init__(self, limit: int = 10, window: float = 300.0, lockout: float = 300.0) -> None:
+        self.limit, self.window, self.lockout = limit, window, lockout
+        self._failures: dict[str, list[float]] = {}
+        self._locked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, client: str | None) -> None:
+        key = client or "-"
+        with self._lock:
+            until = self._locked.get(key, 0.0)
+            now = time.monotonic()
+            if until > now:
+                raise Throttled(int(until - now) + 1)
+            self._locked.pop(key, None)
+
+    def failed(self, client: str | None) -> None:
+        key = client or "-"
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
+            recent.append(now)
+            if len(recent) >= self.limit:
+                self._locked[key] = now + self.lockout
+                recent = []
+            self._failures[key] = recent
+            if len(self._failures) > 10000:  # bound the memory an attacker can make us use
+                self._failures = {k: v for k, v in self._failures.items() if v}
+
+
 class Authenticator:
     """Turns a request's headers, cookies and address into a :class:`Principal` (or None)."""
 
@@ -214,15 +255,24 @@ class Authenticator:
         self.users = users
         self.signer = signer
         self.anonymous = anonymous
+        self.throttle = Throttle()
 
     def authenticate(
         self, headers: Mapping[str, str], cookies: Mapping[str, str], client: str | None
     ) -> Principal | None:
-        """Credentials win over anonymous access; bad credentials are never anonymous."""
+        """Credentials win over anonymous access; bad credentials are never anonymous.
+
+        Raises :class:`Throttled` while the client is locked out after repeated wrong
+        passwords.
+        """
         header = headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
-            return self._basic(value.strip())
+            self.throttle.check(client)
+            found = self._basic(value.strip())
+            if found is None:
+                self.throttle.failed(client)
+            return found
         if scheme.lower() == "bearer":
             return self._token(value.strip(), "bearer")
         if header:
@@ -252,9 +302,11 @@ class Authenticator:
         roles = None if name is None else self.users.roles_of(name)
         return None if name is None or roles is None else Principal(name, roles, purpose)
 
-    def login(self, name: str, password: str) -> str | None:
-        """A session cookie value for right credentials."""
+    def login(self, name: str, password: str, client: str | None = None) -> str | None:
+        """A session cookie value for right credentials (raises :class:`Throttled`)."""
+        self.throttle.check(client)
         if self.users.verify(name, password) is None:
+            self.throttle.failed(client)
             return None
         return self.signer.issue(name, "session", SESSION_TTL)
 
