@@ -9,6 +9,7 @@ on when ``http.tls_cert`` and ``http.tls_key`` are configured.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -36,6 +37,16 @@ def _status_only_app(status: Callable[[], dict[str, Any]]) -> Starlette:
         return JSONResponse(status())
 
     return Starlette(routes=[Route("/api/status", status_route)])
+
+
+def _route_uvicorn_logs() -> None:
+    """uvicorn's own warnings and errors go through our handlers, in our one-line format."""
+    ours = logging.getLogger(logs.LOGGER_NAME)
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = ours.handlers
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
 
 
 def _listen(bind: str, port: int) -> socket.socket:
@@ -94,6 +105,7 @@ class HttpServer:
             **tls,
         )
         self._server = uvicorn.Server(uv_config)
+        _route_uvicorn_logs()
         self._failure = ""
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
