@@ -119,7 +119,10 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.wait_for_selector("#studies tbody tr")
             page.fill("#q-id", "SERIES4")
             page.click("#search-button")
-            page.wait_for_function("document.querySelectorAll('#studies tbody tr').length === 1")
+            page.wait_for_function(
+                "(() => { const rows = document.querySelectorAll('#studies tbody tr');"
+                " return rows.length === 1 && rows[0].cells[1].textContent === 'SERIES4'; })()"
+            )
             page.click("#studies tbody tr")
             page.wait_for_selector(".series-grid a.series img")
             page.click(".series-grid a.series")
@@ -161,7 +164,10 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.fill("#q-id", "UPLOADED")
             page.fill("#q-modality", "MR")
             page.click("#search-button")
-            page.wait_for_function("document.querySelectorAll('#studies tbody tr').length === 1")
+            page.wait_for_function(  # the previous search's row may still be on screen
+                "(() => { const rows = document.querySelectorAll('#studies tbody tr');"
+                " return rows.length === 1 && rows[0].cells[1].textContent === 'UPLOADED'; })()"
+            )
             assert "2" in page.text_content("#studies tbody tr td:last-child")
         finally:
             browser.close()
