@@ -258,6 +258,14 @@ def test_frame_errors(web: WebServer) -> None:
     assert r.status_code == 406
 
 
+def test_unknown_routes_and_methods_answer_json(web: WebServer) -> None:
+    r = requests.get(web.dicomweb + "/no/such/resource")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found", "status": 404}
+    r = requests.delete(web.dicomweb + "/studies")
+    assert r.status_code == 405 and r.json()["status"] == 405
+    assert "GET" in r.headers["allow"]
+
+
 def test_unknown_uids_are_404_with_json(web: WebServer) -> None:
     for path in (
         "/studies/1.2.3",

@@ -19,6 +19,7 @@ from typing import Any
 
 import pydicom.config
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -98,6 +99,13 @@ def _error_response(e: Exception, scope: Scope) -> Response:
         return _json_error(500, str(e))
     logs.event(log, "internal error", path=scope.get("path"), error=repr(e))
     return _json_error(500, f"internal error: {type(e).__name__}")
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (wrong method) as JSON too."""
+    status = getattr(exc, "status_code", 500)
+    headers = getattr(exc, "headers", None)
+    return _json_error(status, str(getattr(exc, "detail", "")) or "error", headers)
 
 
 class AuthAudit:
@@ -211,7 +219,11 @@ def create_app(
         Middleware(AuthAudit, context=context),
         Middleware(ErrorGuard),
     ]
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={StarletteHTTPException: _starlette_error},
+    )
     app.state.context = context
     return app
 
