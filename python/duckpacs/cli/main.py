@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from duckpacs.cli import config_cmds, serve_cmd
+from duckpacs.cli import config_cmds, dump_cmd, serve_cmd
 from duckpacs.errors import DuckpacsError
 from duckpacs.web import user_cmds
 
-COMMAND_MODULES = (config_cmds, serve_cmd, user_cmds)
+COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, user_cmds)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:
