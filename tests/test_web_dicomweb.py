@@ -215,6 +215,30 @@ def test_metadata_matches_pydicom_and_bulkdata_uris_resolve(web: WebServer) -> N
             assert rebuilt[keyword].value == ds[keyword].value, keyword
 
 
+def test_large_binary_values_top_level_and_nested_resolve(web: WebServer) -> None:
+    path = web.files["bulky"]
+    study, series, instance = uids(path)
+    ds = pydicom.dcmread(path)
+    top = ds[0x00291001]  # first element of the private block (0029,10xx)
+    nested = ds.ReferencedImageSequence[0][0x00291002]
+    url = f"{web.dicomweb}/studies/{study}/series/{series}/metadata"
+    (meta,) = client(web).retrieve_series_metadata(study, series)
+    uris = {
+        "top": meta["00291001"]["BulkDataURI"],
+        "nested": meta["00081140"]["Value"][0]["00291002"]["BulkDataURI"],
+        "pixels": meta["7FE00010"]["BulkDataURI"],
+    }
+    assert all(not u.startswith(("/", "http")) for u in uris.values())
+    got = {k: client(web).retrieve_bulkdata(urljoin(url, u)) for k, u in uris.items()}
+    assert got == {"top": [top.value], "nested": [nested.value], "pixels": [ds.PixelData]}
+    base = f"{web.dicomweb}/studies/{study}/series/{series}/instances/{instance}/bulkdata"
+    assert requests.get(base + "/0/99999999").status_code == 404
+    assert requests.get(base + "/x/1").status_code == 400
+    assert requests.get(base + "/zz").status_code == 400
+    assert requests.get(base + "/00100010").status_code == 400  # PN is no bulk value
+    assert requests.get(base + "/00291001").status_code == 200  # a binary one by its tag
+
+
 def test_frames_of_a_native_multiframe_instance(web: WebServer) -> None:
     path = web.files["rtdose.dcm"]
     study, series, instance = uids(path)

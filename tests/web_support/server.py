@@ -64,6 +64,17 @@ def make_corpus(folder: Path) -> dict[str, Path]:
     ds.SeriesInstanceUID = generate_uid()
     out["voilut"] = folder / "voilut.dcm"
     ds.save_as(out["voilut"])
+    ds = pydicom.dcmread(testdata("MR_small.dcm"))  # large binary values, one nested
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.private_block(0x0029, "DUCKPACS TEST", create=True).add_new(
+        0x01, "OB", bytes(range(256)) * 8
+    )
+    item = pydicom.Dataset()
+    item.private_block(0x0029, "DUCKPACS TEST", create=True).add_new(0x02, "OB", b"\x07" * 3000)
+    ds.ReferencedImageSequence = [item]
+    out["bulky"] = folder / "bulky.dcm"
+    ds.save_as(out["bulky"])
     study, series = generate_uid(), generate_uid()
     for n in range(1, 5):  # a small CT series to scroll through, each slice different
         ds = pydicom.dcmread(testdata("CT_small.dcm"))
