@@ -13,11 +13,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from duckpacs.cli import config_cmds, dump_cmd, serve_cmd
+from duckpacs.cli import (
+    config_cmds,
+    dump_cmd,
+    find_cmd,
+    serve_cmd,
+    sql_cmd,
+    store_cmds,
+)
 from duckpacs.errors import DuckpacsError
 from duckpacs.web import user_cmds
 
-COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, user_cmds)
+COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, store_cmds, find_cmd, sql_cmd, user_cmds)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:
