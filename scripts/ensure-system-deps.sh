@@ -7,6 +7,8 @@ packages=()
 command -v storescu >/dev/null 2>&1 || packages+=(dcmtk)
 # Debian's Chromium drives the web viewer's end-to-end test (Playwright, no browser download).
 [ -x /usr/bin/chromium ] || packages+=(chromium)
+# Orthanc: the peer of the DIMSE interop test and of bench/bench_dimse.py.
+command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || packages+=(orthanc)
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

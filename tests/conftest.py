@@ -25,3 +25,7 @@ def shared_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         pytest.skip("../shared/corpus is absent")
     dest = tmp_path_factory.mktemp("shared_gunzip")
     return list(iter_gunzipped(files, dest))
+
+
+# The DIMSE tests' fixtures (an in-process server over an in-memory archive).
+from tests.dimse_support import running_server, settings_factory  # noqa: E402, F401

@@ -146,6 +146,36 @@ def _permissions(value: Any) -> frozenset[str]:
     return frozenset(lowered)
 
 
+def _max_pdu(value: Any) -> int:
+    allowed = "0 (no limit) or an integer from 4096 to 16777216"
+    number = _integer(value, allowed)
+    if number != 0 and not 4096 <= number <= 16777216:
+        raise ValueError(allowed)
+    return number
+
+
+def _max_associations(value: Any) -> int:
+    allowed = "an integer from 1 to 1000"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 1000:
+        raise ValueError(allowed)
+    return number
+
+
+def _timeout(value: Any) -> int:
+    allowed = "a number of seconds from 1 to 86400"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 86400:
+        raise ValueError(allowed)
+    return number
+
+
+def _on_conflict(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("keep-first", "replace"):
+        return value.lower()
+    raise ValueError("keep-first or replace")
+
+
 @dataclass(frozen=True)
 class Option:
     """One scalar setting: its TOML key, environment variable, validator and default."""
@@ -207,6 +237,41 @@ OPTIONS: tuple[Option, ...] = (
         _permissions,
         ["echo"],
         "what a calling AE that is not a configured peer may do",
+    ),
+    Option(
+        "dimse.check_peer_host",
+        "DUCKPACS_CHECK_PEER_HOST",
+        _boolean,
+        False,
+        "also require a configured peer to call from its configured host",
+    ),
+    Option(
+        "dimse.max_pdu",
+        "DUCKPACS_MAX_PDU",
+        _max_pdu,
+        262144,
+        "largest PDU we accept, in bytes (0 = no limit; PS3.8 D.1)",
+    ),
+    Option(
+        "dimse.max_associations",
+        "DUCKPACS_MAX_ASSOCIATIONS",
+        _max_associations,
+        32,
+        "associations served at once, over all workers",
+    ),
+    Option(
+        "dimse.idle_timeout",
+        "DUCKPACS_IDLE_TIMEOUT",
+        _timeout,
+        60,
+        "seconds an association may stay silent before we close it",
+    ),
+    Option(
+        "archive.on_conflict",
+        "DUCKPACS_ON_CONFLICT",
+        _on_conflict,
+        "keep-first",
+        "a known SOP Instance UID with different bytes: keep-first (warn) or replace",
     ),
     Option("http.port", "DUCKPACS_HTTP_PORT", _port, 8042, "HTTP listening port"),
     Option(

@@ -16,7 +16,9 @@ from typing import Any
 from duckpacs.cli import (
     config_cmds,
     dump_cmd,
+    echo_cmd,
     find_cmd,
+    send_cmd,
     serve_cmd,
     sql_cmd,
     store_cmds,
@@ -24,7 +26,17 @@ from duckpacs.cli import (
 from duckpacs.errors import DuckpacsError
 from duckpacs.web import user_cmds
 
-COMMAND_MODULES = (config_cmds, serve_cmd, dump_cmd, store_cmds, find_cmd, sql_cmd, user_cmds)
+COMMAND_MODULES = (
+    config_cmds,
+    serve_cmd,
+    dump_cmd,
+    store_cmds,
+    find_cmd,
+    sql_cmd,
+    echo_cmd,
+    send_cmd,
+    user_cmds,
+)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:

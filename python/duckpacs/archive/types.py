@@ -1,0 +1,104 @@
+"""Value types shared by the archive facade, its backends and the index IPC channel.
+
+Everything here is small, immutable and picklable: these objects cross the process boundary
+between a DIMSE worker and the index owner (see :mod:`duckpacs.archive.ipc`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+
+class Location(NamedTuple):
+    """Where one stored instance lives: pack file, byte offset, record length."""
+
+    pack: int
+    offset: int
+    length: int
+
+
+class InstanceRef(NamedTuple):
+    """One stored instance as the index knows it (enough to read it back and send it)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    location: Location
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """What a worker hands the index owner after storing an instance.
+
+    ``row`` is the index's own payload for this instance (built in the worker by the
+    :class:`Describer`, so parsing stays out of the owner process); the owner passes it to
+    the index untouched.
+    """
+
+    ref: InstanceRef
+    row: Any
+
+
+class Outcome(enum.Enum):
+    """What :meth:`Archive.store` did with an instance (PS3.4 B.2.3 statuses in brackets)."""
+
+    STORED = "stored"  # success (0x0000)
+    DUPLICATE_IDENTICAL = "duplicate-identical"  # same bytes already stored (0x0000)
+    DUPLICATE_KEPT_FIRST = "duplicate-kept-first"  # different bytes, first kept (0xB006)
+    REPLACED = "replaced"  # different bytes, the new ones now win (0x0000)
+    REJECTED = "rejected"  # not stored (0xA700, 0xA900 or 0xC000)
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """The outcome of one store, with the DIMSE status it maps to and a reason to log."""
+
+    outcome: Outcome
+    status: int
+    sop_instance_uid: str
+    reason: str = ""
+    location: Location | None = None
+
+
+class Store(Protocol):
+    """Instance bytes on disk: durable when :meth:`put` returns (group-committed)."""
+
+    def put(self, data: bytes) -> Location: ...
+
+    def get(self, location: Location) -> bytes: ...
+
+
+class Describer(Protocol):
+    """Turns received bytes into the index's row for them; raises ParseError when malformed."""
+
+    def __call__(self, data: bytes, transfer_syntax: str, source_ae: str = "") -> Any: ...
+
+
+class Catalog(Protocol):
+    """The index as a worker sees it: local, or the owner process over IPC.
+
+    ``level`` is one of ``PATIENT``, ``STUDY``, ``SERIES``, ``IMAGE`` (PS3.4 C.6); query
+    dictionaries map DICOM keywords to matching values (PS3.4 C.2.2.2 matching rules).
+    """
+
+    def lookup(self, sop_instance_uid: str) -> InstanceRef | None: ...
+
+    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+        """Insert entries; per entry ``None`` if inserted, else the instance already there."""
+        ...
+
+    def replace(self, entry: IndexEntry) -> None: ...
+
+    def find(
+        self,
+        level: str,
+        query: dict[str, Any],
+        return_keys: list[str],
+        fuzzy: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]: ...
+
+    def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]: ...

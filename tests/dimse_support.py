@@ -1,0 +1,99 @@
+"""DIMSE test support: settings written to a temporary config file, an in-process server.
+
+Test modules import the fixtures they use from here (``settings_factory``, ``running_server``).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duckpacs import config
+from duckpacs.archive import Archive
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+SCU_AE = "TESTSCU"
+DEST_AE = "TESTDEST"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(
+    data_dir: Path,
+    peers: dict[str, dict[str, Any]] | None = None,
+    extra: str = "",
+) -> config.Settings:
+    lines = [
+        "[archive]",
+        f'data_dir = "{data_dir}"',
+        "[dimse]",
+        'ae_title = "DUCKPACS"',
+        "port = 11112",
+        'bind = "127.0.0.1"',
+        extra,
+    ]
+    for name, spec in (peers or {}).items():
+        lines.append(f"[peers.{name}]")
+        for key, value in spec.items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+    path = data_dir / "duckpacs.toml"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return config.load(config_path=path, env={}, cwd=data_dir)
+
+
+def default_peers(dest_port: int = 1) -> dict[str, dict[str, Any]]:
+    return {
+        "scu": {"ae_title": SCU_AE, "host": "127.0.0.1", "port": 1},
+        "dest": {"ae_title": DEST_AE, "host": "127.0.0.1", "port": dest_port},
+        "readonly": {
+            "ae_title": "READONLY",
+            "host": "127.0.0.1",
+            "port": 1,
+            "permissions": ["echo", "find"],
+        },
+    }
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., config.Settings]:
+    def factory(**kwargs: Any) -> config.Settings:
+        return make_settings(tmp_path / "data", **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+def running_server(
+    tmp_path: Path,
+) -> Iterator[Callable[..., tuple[Any, int]]]:
+    """Start an in-process DimseServer over a given Archive; yields a starter.
+
+    The server switches pynetdicom's process-wide UNRESTRICTED_STORAGE_SERVICE on; it is put
+    back afterwards so other tests in the session see pynetdicom's default.
+    """
+    from pynetdicom import _config
+
+    from duckpacs.server.dimse import DimseServer
+
+    unrestricted = _config.UNRESTRICTED_STORAGE_SERVICE
+    servers: list[DimseServer] = []
+
+    def start(archive: Archive, settings: config.Settings) -> tuple[DimseServer, int]:
+        server = DimseServer(settings, archive)
+        _host, port = server.start(("127.0.0.1", 0))
+        servers.append(server)
+        return server, port
+
+    yield start
+    for server in servers:
+        server.stop()
+    _config.UNRESTRICTED_STORAGE_SERVICE = unrestricted

@@ -1,0 +1,114 @@
+"""Run Debian's Orthanc as a DICOM peer (tests and bench/bench_dimse.py).
+
+SQLite index, no storage compression, no plugins, TCP_NODELAY=1 (FACTS.md section 1); every
+peer named in ``modalities`` may store, find, get and move.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import free_port
+
+
+@dataclass
+class Orthanc:
+    process: subprocess.Popen[bytes]
+    aet: str
+    dicom_port: int
+    http_port: int
+
+    def rest(self, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read() or b"null")
+
+
+def orthanc_binary() -> str | None:
+    return shutil.which("Orthanc") or (
+        "/usr/sbin/Orthanc" if os.access("/usr/sbin/Orthanc", os.X_OK) else None
+    )
+
+
+@contextmanager
+def run_orthanc(
+    workdir: Path,
+    modalities: dict[str, tuple[str, str, int]],
+    aet: str = "ORTHANC",
+    dicom_port: int | None = None,
+) -> Iterator[Orthanc]:
+    binary = orthanc_binary()
+    if binary is None:
+        raise FileNotFoundError("Orthanc is not installed (Debian package orthanc)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dicom_port, http_port = dicom_port or free_port(), free_port()
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "index"),
+        "StorageCompression": False,
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": aet,
+        "DicomCheckCalledAet": False,
+        "DicomCheckModalityHost": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "UnknownSopClassAccepted": True,
+        "Plugins": [],
+        "ConcurrentJobs": 2,
+        "DicomModalities": {name: list(spec) for name, spec in modalities.items()},
+    }
+    path = workdir / "orthanc.json"
+    path.write_text(json.dumps(config))
+    log = (workdir / "orthanc.log").open("wb")
+    process = subprocess.Popen(
+        [binary, str(path)], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )  # fmt: skip
+    server = Orthanc(process, aet, dicom_port, http_port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                server.rest("/system")
+                break
+            except (urllib.error.URLError, ConnectionError) as e:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log_path = workdir / "orthanc.log"
+                    raise RuntimeError(f"Orthanc did not start; see {log_path}") from e
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+
+
+def peak_rss_kib(pids: list[int]) -> int:
+    """Sum of the peak resident set sizes (VmHWM) of these processes, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
