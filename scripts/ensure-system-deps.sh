@@ -5,6 +5,8 @@ set -uo pipefail
 
 packages=()
 command -v storescu >/dev/null 2>&1 || packages+=(dcmtk)
+# Debian's Chromium drives the web viewer's end-to-end test (Playwright, no browser download).
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 # Orthanc: the peer of the DIMSE interop test and of bench/bench_dimse.py.
 command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || packages+=(orthanc)
 [ ${#packages[@]} -eq 0 ] && exit 0

@@ -107,6 +107,33 @@ def _boolean(value: Any) -> bool:
     raise ValueError("true or false")
 
 
+def _anonymous(value: Any) -> str:
+    allowed = ("loopback", "any", "off")
+    if isinstance(value, str) and value.lower() in allowed:
+        return value.lower()
+    raise ValueError("one of " + ", ".join(allowed))
+
+
+def _origins(value: Any) -> list[str]:
+    allowed = 'a list of origins such as "https://viewer.example.org", or "*"'
+    if isinstance(value, str):
+        value = [p.strip() for p in value.split(",") if p.strip()]
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValueError(allowed)
+    for origin in value:
+        if origin != "*" and not (
+            origin.startswith(("http://", "https://")) and "/" not in origin.split("://", 1)[1]
+        ):
+            raise ValueError(allowed + f" (bad: {origin!r})")
+    return list(value)
+
+
+def _optional_file(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a file path, or empty")
+    return str(Path(value).expanduser()) if value.strip() else ""
+
+
 def _permissions(value: Any) -> frozenset[str]:
     allowed = "a list drawn from " + ", ".join(PERMISSIONS)
     if isinstance(value, str):
@@ -253,6 +280,34 @@ OPTIONS: tuple[Option, ...] = (
         _bind_address,
         "127.0.0.1",
         "address the HTTP listener binds to",
+    ),
+    Option(
+        "http.anonymous",
+        "DUCKPACS_HTTP_ANONYMOUS",
+        _anonymous,
+        "loopback",
+        "who may use the web and DICOMweb without logging in: loopback, any or off",
+    ),
+    Option(
+        "http.cors_origins",
+        "DUCKPACS_HTTP_CORS_ORIGINS",
+        _origins,
+        [],
+        "origins allowed to call DICOMweb from a browser (CORS); empty for none",
+    ),
+    Option(
+        "http.tls_cert",
+        "DUCKPACS_HTTP_TLS_CERT",
+        _optional_file,
+        "",
+        "PEM certificate file; with http.tls_key, HTTP is served as HTTPS",
+    ),
+    Option(
+        "http.tls_key",
+        "DUCKPACS_HTTP_TLS_KEY",
+        _optional_file,
+        "",
+        "PEM private key file of http.tls_cert",
     ),
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
@@ -486,6 +541,14 @@ accept_any = false
 [http]
 port = 8042           # $DUCKPACS_HTTP_PORT
 bind = "127.0.0.1"    # $DUCKPACS_HTTP_BIND
+# Who may search and view without logging in: "loopback" (this machine only), "any"
+# or "off" ($DUCKPACS_HTTP_ANONYMOUS). Users are managed in users.json in the data folder.
+anonymous = "loopback"
+# Browser origins allowed to call DICOMweb (CORS), e.g. ["https://ohif.example.org"].
+cors_origins = []
+# HTTPS: a PEM certificate and its key ($DUCKPACS_HTTP_TLS_CERT, $DUCKPACS_HTTP_TLS_KEY).
+# tls_cert = "/etc/duckpacs/cert.pem"
+# tls_key = "/etc/duckpacs/key.pem"
 
 # Known DICOM nodes. The name is ours; ae_title/host/port are theirs. permissions lists
 # what the peer may ask of us (default: all of echo, store, find, move, get), and host/port

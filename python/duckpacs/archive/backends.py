@@ -45,6 +45,11 @@ class PackStore:
         pack, offset, length = location
         return bytes(self._store.get((pack, offset, length)))
 
+    def get_frame(self, location: Location, index: int) -> bytes:
+        """Frame ``index`` (0-based) as stored, read from its own chunk (no whole decode)."""
+        pack, offset, length = location
+        return bytes(self._store.get_frame((pack, offset, length), index))
+
     def close(self) -> None:
         self._store.close()
 

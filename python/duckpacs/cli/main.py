@@ -25,6 +25,7 @@ from duckpacs.cli import (
     store_cmds,
 )
 from duckpacs.errors import DuckpacsError
+from duckpacs.web import user_cmds
 
 COMMAND_MODULES = (
     config_cmds,
@@ -36,6 +37,7 @@ COMMAND_MODULES = (
     echo_cmd,
     send_cmd,
     reindex_cmd,
+    user_cmds,
 )
 
 

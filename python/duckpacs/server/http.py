@@ -1,61 +1,141 @@
-"""The HTTP listener. For now it serves the archive's status as JSON at ``/api/status``;
-DICOMweb and the web viewer mount here as they land."""
+"""The HTTP listener: uvicorn serving the web application in a background thread.
+
+It always serves the archive's status as JSON at ``/api/status``. Given the settings it
+serves the whole web layer (:mod:`duckpacs.web`: DICOMweb under ``/dicom-web``, WADO-URI,
+the viewer at ``/``), with DICOMweb mounted once an archive reader is attached. HTTPS is
+on when ``http.tls_cert`` and ``http.tls_key`` are configured.
+"""
 
 from __future__ import annotations
 
-import json
+import ipaddress
+import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from duckpacs import logs
+from duckpacs.errors import NetworkError
+
+if TYPE_CHECKING:
+    from duckpacs.config import Settings
+    from duckpacs.web.reader import ArchiveReader
 
 log = logs.get("http")
 
 
-class HttpServer:
-    """A threaded HTTP server whose routes are ``path -> callable returning a JSON value``."""
+def _status_only_app(status: Callable[[], dict[str, Any]]) -> Starlette:
+    def status_route(request: Request) -> Response:
+        return JSONResponse(status())
 
-    def __init__(self, bind: str, port: int, status: Callable[[], dict[str, Any]]) -> None:
-        routes: dict[str, Callable[[], Any]] = {"/api/status": status}
-        self._httpd = ThreadingHTTPServer((bind, port), _make_handler(routes))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http", daemon=True)
+    return Starlette(routes=[Route("/api/status", status_route)])
+
+
+def _route_uvicorn_logs() -> None:
+    """uvicorn's own warnings and errors go through our handlers, in our one-line format."""
+    ours = logging.getLogger(logs.LOGGER_NAME)
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = ours.handlers
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+def _listen(bind: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class HttpServer:
+    """uvicorn in a thread; :attr:`address` is known as soon as it is constructed."""
+
+    def __init__(
+        self,
+        bind: str,
+        port: int,
+        status: Callable[[], dict[str, Any]],
+        *,
+        settings: Settings | None = None,
+        archive: ArchiveReader | None = None,
+    ) -> None:
+        tls: dict[str, Any] = {}
+        if settings is None:
+            app: Any = _status_only_app(status)
+        else:
+            from duckpacs.web.app import WebConfig, create_app
+
+            cert, key = settings["http.tls_cert"], settings["http.tls_key"]
+            if bool(cert) != bool(key):
+                raise NetworkError("HTTPS needs both http.tls_cert and http.tls_key")
+            if cert:
+                tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+            config = WebConfig(
+                data_dir=settings.data_dir,
+                anonymous=settings["http.anonymous"],
+                cors_origins=list(settings["http.cors_origins"]),
+                https=bool(cert),
+            )
+            app = create_app(archive, config, status)
+        self.app = app
+        self.scheme = "https" if tls else "http"
+        self._sock = _listen(bind, port)
+        uv_config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            lifespan="off",
+            timeout_keep_alive=30,
+            **tls,
+        )
+        self._server = uvicorn.Server(uv_config)
+        _route_uvicorn_logs()
+        self._failure = ""
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self._sock])
+        except BaseException as e:  # noqa: BLE001 (reported by start() in the caller's thread)
+            self._failure = str(e) or type(e).__name__
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> None:
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                raise NetworkError("the HTTP server did not start within 10 s")
+            time.sleep(0.01)
+        if not self._server.started:
+            self.stop()
+            raise NetworkError(f"the HTTP server failed to start: {self._failure or 'see the log'}")
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def _make_handler(routes: dict[str, Callable[[], Any]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "duckpacs"
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            route = routes.get(self.path.split("?", 1)[0])
-            if route is None:
-                self._send(404, {"error": f"no such resource: {self.path}"})
-            else:
-                self._send(200, route())
-
-        def _send(self, code: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            logs.event(log, "request", client=self.client_address[0], line=format % args)
-
-    return Handler
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._sock.close()
+        context = getattr(getattr(self.app, "state", None), "context", None)
+        if context is not None:
+            context.audit.close()

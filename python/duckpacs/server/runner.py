@@ -28,6 +28,7 @@ from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
 from duckpacs.errors import DuckpacsError, NetworkError
 from duckpacs.server.http import HttpServer
+from duckpacs.web.archive_reader import FacadeReader
 
 log = logs.get("serve")
 _WORKER_START_TIMEOUT = 60.0
@@ -110,6 +111,7 @@ class Service:
         self._authkey: bytes | None = None
         self._port = 0
         self._restarts: dict[int, int] = {}
+        self._web_store: backends.PackStore | None = None
 
     def catalog(self) -> ipc.LocalCatalog:
         """The index as the owner's own services (HTTP, DICOMweb) must read it: through the
@@ -135,7 +137,10 @@ class Service:
         try:
             self.owner = ipc.IndexOwner(self.index, ipc.socket_path(s.data_dir), authkey)
             self._port_socket = reserve_port(s["dimse.bind"], s["dimse.port"])
-            self.http = HttpServer(s["http.bind"], s["http.port"], self.status)
+            self.http = HttpServer(
+                s["http.bind"], s["http.port"], self.status,
+                settings=s, archive=self._web_reader(),
+            )  # fmt: skip
         except OSError as e:
             self.stop()
             reason = e.strerror or str(e)
@@ -157,6 +162,17 @@ class Service:
         log.info("press Ctrl-C (or send SIGTERM) to stop")
         # Last: scripts (and the tests) wait for this line before talking to us.
         logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")
+
+    def _web_reader(self) -> FacadeReader:
+        """DICOMweb's view of the archive, in this (the owner's) process: queries through
+        :meth:`catalog`, STOW-RS through the same :class:`Archive` ingest as C-STORE with a
+        store writer of its own (the id after the DIMSE workers'), frames by location."""
+        count = int(self.settings["archive.workers"])
+        self._web_store = backends.PackStore(self.settings.data_dir, count)
+        archive = Archive(
+            self._web_store, backends.describe, self.catalog(), self.settings["archive.on_conflict"]
+        )
+        return FacadeReader(archive, self._web_store.get_frame)
 
     def _spawn(self, worker_id: int) -> tuple[BaseProcess, Any]:
         """Start one worker; its readiness comes back on a pipe of its own (a shared queue
@@ -235,6 +251,9 @@ class Service:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self._web_store is not None:
+            self._web_store.close()
+            self._web_store = None
         if self._key_file is not None:
             self._key_file.unlink(missing_ok=True)
             self._key_file = None

@@ -1,0 +1,11 @@
+"""The web layer: DICOMweb (PS3.18), WADO-URI and the browser viewer.
+
+- :mod:`~duckpacs.web.app` builds the ASGI application (``create_app``) with authentication,
+  audit, CORS and JSON errors; :mod:`duckpacs.server.http` serves it with uvicorn.
+- :mod:`~duckpacs.web.reader` is the protocol the layer reads the archive through
+  (``ArchiveReader``); :mod:`~duckpacs.web.archive_reader` implements it over the archive
+  facade and the store.
+- :mod:`~duckpacs.web.dicomweb` (QIDO-RS, WADO-RS, STOW-RS, WADO-URI), ``multipart``,
+  ``dicomjson``, ``transcode`` and ``rendering`` do the DICOMweb work; ``auth`` and ``audit``
+  the security; ``static/`` is the viewer (plain HTML, CSS and JavaScript).
+"""

@@ -1,0 +1,166 @@
+"""The :class:`~duckpacs.web.reader.ArchiveReader` over the archive facade
+(``duckpacs.archive.Archive``: store + DuckDB index) and, for frames, the Rust store.
+
+The facade is duck-typed here (:class:`Facade`) so the web layer does not import the ingest
+machinery. What the adapter adds: the study/series UIDs, instance number and frame count of
+each located instance (one IMAGE-level find, PS3.4 C.6.1.1.5), per-frame reads straight from
+the store's frame chunks when given ``frame_reader`` (no decoding of the whole instance),
+and STOW-RS outcomes mapped onto PS3.18 failure reasons.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import pydicom
+from pydicom.encaps import generate_frames
+from pydicom.uid import UID
+
+from duckpacs.web.reader import IngestOutcome, InstanceLocation
+
+LEVELS = {"study": "STUDY", "series": "SERIES", "instance": "IMAGE"}
+PLACEMENT_KEYS = [
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "InstanceNumber",
+    "NumberOfFrames",
+]
+WARNING_STATUSES = {0xB000, 0xB006, 0xB007}
+
+
+class Facade(Protocol):
+    """The parts of ``duckpacs.archive.Archive`` the web layer uses."""
+
+    def find(
+        self,
+        level: str,
+        query: dict[str, Any],
+        return_keys: list[str],
+        fuzzy: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]: ...
+
+    def locate(self, level: str, query: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """(sop_instance_uid, sop_class_uid, transfer_syntax, location) per instance."""
+        ...
+
+    def read(self, location: Any) -> bytes: ...
+
+    def store(self, data: bytes) -> Any:
+        """A result with ``outcome`` (``.value`` "rejected" when refused), ``status``,
+        ``sop_instance_uid`` and ``reason``."""
+        ...
+
+
+def _first(value: Any) -> str:
+    """The first value of DICOM text (``a\\b``) or of a list, as text; "" when empty."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return str(value).split("\\")[0].strip()
+
+
+def _int(value: Any, default: int | None) -> int | None:
+    text = _first(value)
+    try:
+        return int(float(text)) if text else default
+    except ValueError:
+        return default
+
+
+class FacadeReader:
+    """ArchiveReader over the archive facade; ``frame_reader(location, index0)`` is the
+    store's ``get_frame``."""
+
+    def __init__(
+        self, archive: Facade, frame_reader: Callable[[Any, int], bytes] | None = None
+    ) -> None:
+        self.archive = archive
+        self.frame_reader = frame_reader
+
+    def find(
+        self,
+        level: str,
+        query: Mapping[str, str],
+        return_keys: Sequence[str],
+        *,
+        fuzzy: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        return self.archive.find(
+            LEVELS[level], dict(query), list(return_keys), fuzzy, limit, offset
+        )
+
+    def locations(self, level: str, query: Mapping[str, str]) -> list[InstanceLocation]:
+        refs = self.archive.locate(LEVELS[level], dict(query))
+        if not refs:
+            return []
+        rows = self.archive.find("IMAGE", dict(query), PLACEMENT_KEYS)
+        placed = {_first(r.get("SOPInstanceUID")): r for r in rows}
+        found = []
+        for sop_uid, sop_class, syntax, location in (tuple(r)[:4] for r in refs):
+            row = placed.get(str(sop_uid), {})
+            found.append(
+                InstanceLocation(
+                    study_uid=_first(row.get("StudyInstanceUID"))
+                    or query.get("StudyInstanceUID", ""),
+                    series_uid=_first(row.get("SeriesInstanceUID")),
+                    sop_instance_uid=str(sop_uid),
+                    sop_class_uid=str(sop_class),
+                    transfer_syntax=str(syntax),
+                    handle=location,
+                    instance_number=_int(row.get("InstanceNumber"), None),
+                    number_of_frames=_int(row.get("NumberOfFrames"), 1) or 1,
+                )
+            )
+        found.sort(key=lambda loc: (loc.series_uid, loc.instance_number or 0, loc.sop_instance_uid))
+        return found
+
+    def read_instance(self, location: InstanceLocation) -> bytes:
+        return self.archive.read(location.handle)
+
+    def read_frame(self, location: InstanceLocation, number: int) -> bytes:
+        if not 1 <= number <= location.number_of_frames:
+            raise IndexError(f"frame {number} out of range 1..{location.number_of_frames}")
+        if self.frame_reader is not None:
+            return self.frame_reader(location.handle, number - 1)
+        return _frame_from_part10(self.read_instance(location), location, number)
+
+    def ingest(self, data: bytes) -> IngestOutcome:
+        try:
+            head = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            study, series = str(head.StudyInstanceUID), str(head.SeriesInstanceUID)
+            sop_class = str(head.SOPClassUID)
+        except Exception as e:  # noqa: BLE001 (any parse failure is a 0xC000 for the client)
+            return IngestOutcome(None, None, failure=0xC000, reason=f"cannot parse: {e}")
+        result = self.archive.store(data)
+        uid = str(result.sop_instance_uid) or str(head.get("SOPInstanceUID", "")) or None
+        outcome = getattr(result.outcome, "value", result.outcome)
+        if outcome == "rejected":
+            return IngestOutcome(
+                sop_class, uid, study, series, failure=int(result.status), reason=result.reason
+            )
+        status = int(result.status)
+        warning = status if status in WARNING_STATUSES else None
+        return IngestOutcome(sop_class, uid, study, series, reason=result.reason, warning=warning)
+
+
+def _frame_from_part10(data: bytes, location: InstanceLocation, number: int) -> bytes:
+    """Cut one frame out of a Part 10 stream (used when no frame reader is given)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frames = location.number_of_frames
+    if UID(location.transfer_syntax).is_compressed:
+        for i, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+            if i == number - 1:
+                return frame
+        raise IndexError(f"frame {number} not found in the encapsulated pixel data")
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    size = int(ds.Rows) * int(ds.Columns) * samples * int(ds.BitsAllocated) // 8
+    value: bytes = ds.PixelData
+    return value[(number - 1) * size : number * size]

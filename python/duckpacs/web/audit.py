@@ -1,0 +1,60 @@
+"""The audit trail: one JSON line per access to patient data (who, what, when, from where).
+
+The file is opened with ``O_APPEND`` and each record is written with one ``write`` call, so
+records from concurrent requests never interleave and nothing is ever rewritten. Rotation is
+left to the operator (``logrotate`` with ``copytruncate`` works).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class AuditLog:
+    """Append-only JSON-lines audit log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        *,
+        user: str,
+        client: str | None,
+        method: str,
+        path: str,
+        status: int,
+        query: str = "",
+        auth: str = "",
+        **what: Any,
+    ) -> None:
+        """Append one record; ``what`` carries the UIDs touched when known."""
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "user": user,
+            "auth": auth,
+            "from": client or "",
+            "method": method,
+            "path": path,
+            "status": status,
+        }
+        if query:
+            entry["query"] = query
+        entry.update({k: v for k, v in what.items() if v})
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
