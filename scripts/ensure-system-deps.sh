@@ -4,7 +4,8 @@
 set -uo pipefail
 
 packages=()
-command -v storescu >/dev/null 2>&1 || packages+=(dcmtk)
+# Not `command -v`: pynetdicom installs its own storescu/echoscu into .venv/bin.
+[ -x /usr/bin/storescu ] || packages+=(dcmtk)
 # Debian's Chromium drives the web viewer's end-to-end test (Playwright, no browser download).
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 # Orthanc: the peer of the DIMSE interop test and of bench/bench_dimse.py.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,12 +26,10 @@ def dcmtk_env() -> dict[str, str]:
 
 
 def require_tool(name: str) -> str:
-    import pytest
+    """DCMTK's `name`, never pynetdicom's same-named script in the virtual environment."""
+    from tests.dimse_support import dcmtk_tool
 
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} not installed (Debian package dcmtk; `make test` installs it as root)")
-    return path
+    return dcmtk_tool(name)
 
 
 def duckpacs_cmd(*args: str) -> list[str]:
