@@ -138,3 +138,45 @@ def test_dcmtk_echoscu(tmp_path: Path) -> None:
         )
         assert bad.returncode != 0
         assert "called ae title not recogni" in (bad.stdout + bad.stderr).lower()
+
+
+def test_find_command_asks_the_running_server(tmp_path: Path) -> None:
+    """While `serve` owns the index, `duckpacs find` answers through it (same engine)."""
+    import os
+
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    from tests.helpers import duckpacs_cmd
+
+    data = tmp_path / "a"
+    data.mkdir()
+    (data / "duckpacs.toml").write_text(
+        '[peers.mod]\nae_title = "MOD"\nhost = "127.0.0.1"\nport = 105\npermissions = ["store"]\n'
+    )
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    with running_server(data) as server:
+        ae = AE(ae_title="MOD")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", server.dimse_port, ae_title="DUCKPACS")
+        assert assoc.is_established
+        assert int(assoc.send_c_store(ds).Status) == 0x0000
+        assoc.release()
+        result = subprocess.run(
+            duckpacs_cmd(
+                "find",
+                "--data",
+                str(data),
+                "--level",
+                "image",
+                "--json",
+                f"SOPInstanceUID={ds.SOPInstanceUID}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ),
+        )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["SOPInstanceUID"] for r in rows] == [ds.SOPInstanceUID]

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from duckpacs.cli.context import print_json, settings
-from duckpacs.errors import QueryError
+from duckpacs.errors import ArchiveLockedError, QueryError
 from duckpacs.index import Index
 
 DEFAULT_KEYS = {
@@ -90,16 +90,27 @@ def cmd_find(args: argparse.Namespace) -> int:
     s = settings(args)
     query = parse_keys(args.keys)
     keys = [*DEFAULT_KEYS[args.level], *args.return_keys]
-    with Index.open(s.data_dir, read_only=True) as index:
-        rows = index.find(
-            args.level,
-            query,
-            keys,
-            fuzzy=args.fuzzy,
-            limit=args.limit,
-            offset=args.offset,
-            combined_datetime=args.combined_datetime,
-        )
+    try:
+        with Index.open(s.data_dir, read_only=True) as index:
+            rows = index.find(
+                args.level,
+                query,
+                keys,
+                fuzzy=args.fuzzy,
+                limit=args.limit,
+                offset=args.offset,
+                combined_datetime=args.combined_datetime,
+            )
+    except ArchiveLockedError:
+        # `duckpacs serve` owns the index (DuckDB allows one writing process): ask it instead.
+        if args.combined_datetime:
+            raise ArchiveLockedError(
+                "--combined-datetime is answered only with the archive stopped; "
+                "the running server owns the index"
+            ) from None
+        from duckpacs.archive.backends import open_client
+
+        rows = open_client(s).find(args.level, query, keys, args.fuzzy, args.limit, args.offset)
     if args.json:
         print_json(rows)
         return 0
