@@ -14,7 +14,6 @@ Endian are still written (unchanged) but reported as outside ``STD-GEN-CD``.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -22,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian
 
 from duckpacs.errors import StorageError
+from duckpacs.export import part10
 from duckpacs.ingest.sources import Reject, SourceItem, discover
 
 PROFILE = "STD-GEN-CD"
@@ -70,7 +69,9 @@ class DicomdirResult:
             "profile": PROFILE,
             "conformant": self.conformant,
             "files": [{"file_id": f, "source": s} for f, s in self.files],
-            "outside_profile": [{"file_id": f, "transfer_syntax": t} for f, t in self.outside_profile],
+            "outside_profile": [
+                {"file_id": f, "transfer_syntax": t} for f, t in self.outside_profile
+            ],
             "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
         }
 
@@ -174,7 +175,7 @@ def _stage(
     originals: dict[str, SourceItem] = {}
     for item in items:
         try:
-            ds = pydicom.dcmread(io.BytesIO(item.read()), force=item.kind == "dataset")
+            ds = part10.parse(item.read(), force=item.kind == "dataset")
             uid = str(ds.SOPInstanceUID)
         except (InvalidDicomError, OSError, ValueError, AttributeError, KeyError, EOFError) as e:
             result.rejected.append(Reject(item.description, f"unreadable: {e}"))
@@ -185,8 +186,7 @@ def _stage(
                 Reject(item.description, f"duplicate SOP Instance UID {uid} (kept {first})")
             )
             continue
-        if item.kind == "dataset":
-            _add_meta(ds)
+        part10.ensure_file_meta(ds)
         try:
             fs.add(ds)
         except (ValueError, AttributeError, KeyError, TypeError) as e:
@@ -195,15 +195,6 @@ def _stage(
             continue
         originals[uid] = item
     return originals
-
-
-def _add_meta(ds: pydicom.Dataset) -> None:
-    """Give a bare dataset the File Meta Information a Part 10 file needs (PS3.10 7.1)."""
-    meta = pydicom.dataset.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
 
 
 def _first_reasons(result: DicomdirResult) -> str:

@@ -23,6 +23,7 @@ import io
 import os
 import struct
 import threading
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -466,4 +467,6 @@ def discover_all(
 
 def read_dataset(item: SourceItem) -> pydicom.Dataset:
     """Parse an item with pydicom (used by export-side tools and tests; import uses Rust)."""
-    return pydicom.dcmread(io.BytesIO(item.read()), force=item.kind == "dataset")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return pydicom.dcmread(io.BytesIO(item.read()), force=item.kind == "dataset")
