@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
-from pydicom.fileset import FileSet
 from pydicom.filewriter import write_dataset
 
+from duckpacs.export.dicomdir import file_set
 from duckpacs.ingest.sources import (
     Reject,
     SourceItem,
@@ -163,11 +163,11 @@ def test_corrupt_zip_is_rejected(tmp_path: Path) -> None:
 
 def _write_media(tmp_path: Path, names: list[str]) -> Path:
     """A DICOMDIR file-set (PS3.10 8.5) written by pydicom's FileSet."""
-    fs = FileSet()
-    for name in names:
-        fs.add(pydicom.dcmread(get_testdata_file(name)))
     media = tmp_path / "media"
-    fs.write(media)
+    with file_set() as fs:
+        for name in names:
+            fs.add(pydicom.dcmread(get_testdata_file(name)))
+        fs.write(media)
     return media
 
 
