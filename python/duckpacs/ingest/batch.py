@@ -56,8 +56,8 @@ def _read_ahead(found: Iterable[Found], jobs: int) -> Iterator[Payload | Reject]
             pending.append(pool.submit(_read, entry) if isinstance(entry, SourceItem) else entry)
             while len(pending) >= window:
                 yield _resolve(pending.pop(0))
-        for entry in pending:
-            yield _resolve(entry)
+        for waiting in pending:
+            yield _resolve(waiting)
 
 
 def _resolve(entry: Future[Payload | Reject] | Reject) -> Payload | Reject:
