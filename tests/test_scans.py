@@ -213,3 +213,20 @@ def test_cli_import_scans(
     data = json.loads(report.read_text())
     assert data["rejected"][0]["path"] == "row 3"
     assert data["summary"]["files"] == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("import-scans", "Part 10 files to DIR"),
+        ("anonymize", "Basic Application Level Confidentiality"),
+        ("dicomdir", "DICOMDIR"),
+    ],
+)
+def test_commands_have_help(
+    command: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--help"])
+    assert stop.value.code == 0
+    assert expected in " ".join(capsys.readouterr().out.split())

@@ -7,6 +7,7 @@ import argparse
 from duckpacs.cli.context import print_json
 from duckpacs.errors import ConfigError
 from duckpacs.export.anonymize import Anonymizer, anonymize_files
+from duckpacs.ingest.progress import Progress, write_report
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     p.add_argument("--patient-id", metavar="ID", help="Patient ID to write (default: pseudonym)")
     p.add_argument("--patient-name", metavar="NAME", help="Patient Name to write")
+    p.add_argument("--report", metavar="FILE.json", help="write the full report to a file")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=cmd_anonymize)
 
@@ -42,10 +44,14 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         patient_id=args.patient_id,
         patient_name=args.patient_name,
     )
-    report = anonymize_files(args.inputs, args.out, anonymizer)
+    progress = Progress("anonymize")
+    report = anonymize_files(args.inputs, args.out, anonymizer, progress=progress)
+    if args.report:
+        write_report(args.report, progress.summary, extra=report.as_json())
     if args.json:
         print_json(report.as_json())
     else:
+        print(progress.summary.line())
         print(f"{len(report.written)} written to {args.out}, {len(report.rejected)} rejected")
         for line, count in report.removed_summary().items():
             print(f"  {count:6d}  {line}")

@@ -6,6 +6,7 @@ import argparse
 
 from duckpacs.cli.context import print_json
 from duckpacs.export.dicomdir import PROFILE, write_dicomdir
+from duckpacs.ingest.progress import Progress
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,10 +30,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def cmd_dicomdir(args: argparse.Namespace) -> int:
-    result = write_dicomdir(args.inputs, args.out, file_set_id=args.label)
+    progress = Progress("dicomdir")
+    result = write_dicomdir(args.inputs, args.out, file_set_id=args.label, progress=progress)
     if args.json:
         print_json(result.as_json())
         return 0
+    print(progress.summary.line())
     print(f"wrote {result.dicomdir} listing {len(result.files)} instances")
     if result.outside_profile:
         print(

@@ -30,6 +30,7 @@ import hmac
 import os
 import secrets
 import warnings
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -45,6 +46,7 @@ from pydicom.tag import BaseTag, Tag
 
 from duckpacs.errors import ConfigError, StorageError
 from duckpacs.export import part10
+from duckpacs.ingest.progress import Progress
 from duckpacs.ingest.sources import Reject, SourceItem, discover
 
 METHOD = "PS3.15 E.1 Basic Profile, duckpacs"  # LO: at most 64 characters
@@ -377,33 +379,44 @@ def anonymize_files(
     inputs: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     anonymizer: Anonymizer | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> AnonymizeReport:
     """De-identify every instance found in ``inputs`` into ``out_dir``.
 
     Output files are named ``<new StudyInstanceUID>/<new SOPInstanceUID>.dcm`` so no
     original identifier appears in a path. One :class:`Anonymizer` is used for all inputs, so
-    a study spread over several inputs keeps one new Study Instance UID.
+    a study spread over several inputs keeps one new Study Instance UID. ``progress`` (quiet
+    by default) counts instances written and inputs rejected.
     """
     anonymizer = anonymizer if anonymizer is not None else Anonymizer()
+    progress = progress if progress is not None else Progress("anonymize", enabled=False)
     out = Path(out_dir)
     report = AnonymizeReport()
-    for found in discover(inputs):
-        if isinstance(found, Reject):
-            report.rejected.append(found)
-            continue
-        _one(found, out, anonymizer, report)
+    with progress:
+        for found in discover(inputs):
+            if isinstance(found, SourceItem) and _one(found, out, anonymizer, report):
+                progress.advance(found.size)
+                continue
+            if isinstance(found, Reject):
+                report.rejected.append(found)
+            progress.reject(report.rejected[-1].path, report.rejected[-1].reason)
     report.uid_map = dict(anonymizer.uid_map)
     return report
 
 
-def _one(item: SourceItem, out: Path, anonymizer: Anonymizer, report: AnonymizeReport) -> None:
+def _one(item: SourceItem, out: Path, anonymizer: Anonymizer, report: AnonymizeReport) -> bool:
+    """De-identify one item into ``out``; False (and a reject in the report) if impossible."""
     try:
         data, changes, ds = anonymize_bytes(item.read(), anonymizer, force=item.kind == "dataset")
         study = str(ds.get("StudyInstanceUID", "") or "NOSTUDY")
         name = f"{ds.SOPInstanceUID}.dcm"
-    except (InvalidDicomError, ValueError, AttributeError, KeyError, EOFError, TypeError) as e:
+    except (InvalidDicomError, ValueError, AttributeError, KeyError, TypeError) as e:
         report.rejected.append(Reject(item.description, f"cannot de-identify: {e}"))
-        return
+        return False
+    except (OSError, EOFError, zlib.error) as e:
+        report.rejected.append(Reject(item.description, f"cannot read: {e}"))
+        return False
     target = out / study / name
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -412,3 +425,4 @@ def _one(item: SourceItem, out: Path, anonymizer: Anonymizer, report: AnonymizeR
         raise StorageError(f"{target}: cannot write: {e.strerror or e}") from e
     report.written.append((item.description, str(target)))
     report.changes[str(target)] = changes
+    return True

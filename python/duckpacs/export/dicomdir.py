@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from duckpacs.errors import StorageError
 from duckpacs.export import part10
+from duckpacs.ingest.progress import Progress
 from duckpacs.ingest.sources import Reject, SourceItem, discover
 
 PROFILE = "STD-GEN-CD"
@@ -104,6 +106,7 @@ def write_dicomdir(
     out_dir: str | os.PathLike[str],
     *,
     file_set_id: str = "DUCKPACS",
+    progress: Progress | None = None,
 ) -> DicomdirResult:
     """Lay the input instances out as DICOM media in ``out_dir`` with a DICOMDIR.
 
@@ -116,6 +119,8 @@ def write_dicomdir(
         Media root to create; must not exist or be empty.
     file_set_id:
         (0004,1130) File-set ID, e.g. the volume label (PS3.3 F.2.2.1).
+    progress:
+        Counts instances staged and inputs rejected (quiet by default).
 
     Raises
     ------
@@ -128,9 +133,10 @@ def write_dicomdir(
     if not FILE_SET_ID.match(file_set_id):
         raise StorageError(f"File-set ID {file_set_id!r}: up to 16 of A-Z, 0-9, space, _")
     result = DicomdirResult(out / "DICOMDIR")
-    with file_set() as fs:
+    progress = progress if progress is not None else Progress("dicomdir", enabled=False)
+    with file_set() as fs, progress:
         fs.ID = file_set_id
-        originals = _stage(fs, _items(inputs, result), result)
+        originals = _stage(fs, _items(inputs, result, progress), result, progress)
         if not originals:
             raise StorageError("no DICOM instance to write: " + _first_reasons(result))
         out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +159,9 @@ def write_dicomdir(
 
 
 def _items(
-    inputs: Iterable[str | os.PathLike[str]] | Iterable[SourceItem], result: DicomdirResult
+    inputs: Iterable[str | os.PathLike[str]] | Iterable[SourceItem],
+    result: DicomdirResult,
+    progress: Progress,
 ) -> Iterator[SourceItem]:
     paths: list[str | os.PathLike[str]] = []
     for entry in inputs:
@@ -166,35 +174,50 @@ def _items(
             yield found
         else:
             result.rejected.append(found)
+            progress.reject(found.path, found.reason)
 
 
 def _stage(
-    fs: FileSet, items: Iterable[SourceItem], result: DicomdirResult
+    fs: FileSet, items: Iterable[SourceItem], result: DicomdirResult, progress: Progress
 ) -> dict[str, SourceItem]:
     """Add each item to the FileSet; return SOP Instance UID -> item for those accepted."""
     originals: dict[str, SourceItem] = {}
     for item in items:
-        try:
-            ds = part10.parse(item.read(), force=item.kind == "dataset")
-            uid = str(ds.SOPInstanceUID)
-        except (InvalidDicomError, OSError, ValueError, AttributeError, KeyError, EOFError) as e:
-            result.rejected.append(Reject(item.description, f"unreadable: {e}"))
-            continue
-        if uid in originals:
-            first = originals[uid].description
-            result.rejected.append(
-                Reject(item.description, f"duplicate SOP Instance UID {uid} (kept {first})")
-            )
-            continue
-        part10.ensure_file_meta(ds)
-        try:
-            fs.add(ds)
-        except (ValueError, AttributeError, KeyError, TypeError) as e:
-            reason = str(e).split(". See DICOM", 1)[0]
-            result.rejected.append(Reject(item.description, f"cannot be listed: {reason}"))
-            continue
-        originals[uid] = item
+        before = len(result.rejected)
+        _stage_one(fs, item, result, originals)
+        if len(result.rejected) > before:
+            progress.reject(result.rejected[-1].path, result.rejected[-1].reason)
+        else:
+            progress.advance(item.size)
     return originals
+
+
+def _stage_one(
+    fs: FileSet, item: SourceItem, result: DicomdirResult, originals: dict[str, SourceItem]
+) -> None:
+    try:
+        ds = part10.parse(item.read(), force=item.kind == "dataset")
+        uid = str(ds.SOPInstanceUID)
+    except (InvalidDicomError, ValueError, AttributeError, KeyError) as e:
+        result.rejected.append(Reject(item.description, f"unreadable: {e}"))
+        return
+    except (OSError, EOFError, zlib.error) as e:
+        result.rejected.append(Reject(item.description, f"cannot read: {e}"))
+        return
+    if uid in originals:
+        first = originals[uid].description
+        result.rejected.append(
+            Reject(item.description, f"duplicate SOP Instance UID {uid} (kept {first})")
+        )
+        return
+    part10.ensure_file_meta(ds)
+    try:
+        fs.add(ds)
+    except (ValueError, AttributeError, KeyError, TypeError) as e:
+        reason = str(e).split(". See DICOM", 1)[0]
+        result.rejected.append(Reject(item.description, f"cannot be listed: {reason}"))
+        return
+    originals[uid] = item
 
 
 def _first_reasons(result: DicomdirResult) -> str:
