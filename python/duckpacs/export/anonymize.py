@@ -288,8 +288,8 @@ class Anonymizer:
             inner = f"{path}/{keyword}[{i}]" if path else f"{keyword}[{i}]"
             self._walk(item, changes, inner)
             if dummy:
-                # D on a sequence: its items must identify no one; text values inside get
-                # dummies (codes keep their meaning, which is not identifying).
+                # D on a sequence (a person's name or identification codes): every text
+                # value left in its items, code meanings included, becomes a dummy.
                 for sub in item:
                     if sub.VR in ("PN", "LO", "SH", "ST", "LT", "UT") and not _is_empty(sub):
                         _dummy(sub)
