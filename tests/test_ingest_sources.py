@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -234,3 +236,34 @@ def test_shared_corpus_gz_and_extensionless() -> None:
     assert len(uids(sample)) == len(sample)
     for item in sample:
         assert len(item.read()) == item.size
+
+
+def test_decompression_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from duckpacs.ingest import sources
+
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    (tmp_path / "a.dcm.gz").write_bytes(gzip.compress(data))
+    with zipfile.ZipFile(tmp_path / "b.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ct", data)
+    items, rejects = discover_all([tmp_path])
+    assert len(items) == 2 and not rejects
+    monkeypatch.setattr(sources, "MAX_INSTANCE_BYTES", len(data) - 1)
+    for item in items:
+        with pytest.raises(sources.TooLargeError, match="inflates to more than"):
+            item.read()
+    monkeypatch.setattr(sources, "MAX_INSTANCE_BYTES", len(data))
+    assert all(item.read() == data for item in items)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_sniff_never_raises(head: bytes) -> None:
+    assert sniff(head, len(head)) in (None, "part10", "dataset")
+    assert sniff(head, None) in (None, "part10", "dataset")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=132, max_size=400))
+def test_sniff_part10_marker(body: bytes) -> None:
+    data = body[:128] + b"DICM" + body[132:]
+    assert sniff(data, len(data)) == "part10"

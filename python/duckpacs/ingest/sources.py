@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -55,6 +56,9 @@ LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
 )
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Largest instance read from a compressed container (zip member, gzip): a guard against
+# decompression bombs. Uncompressed files are read as they are.
+MAX_INSTANCE_BYTES = 4 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -184,9 +188,21 @@ def _gzip_isize(path: Path) -> int | None:
     return struct.unpack("<I", tail)[0] if len(tail) == 4 else None
 
 
+class TooLargeError(OSError):
+    """A compressed input inflates past :data:`MAX_INSTANCE_BYTES` (a zip or gzip bomb)."""
+
+
+def _read_capped(stream: IO[bytes] | gzip.GzipFile, what: str) -> bytes:
+    """Read a decompressing stream to its end, refusing more than MAX_INSTANCE_BYTES."""
+    data = stream.read(MAX_INSTANCE_BYTES + 1)
+    if len(data) > MAX_INSTANCE_BYTES:
+        raise TooLargeError(f"{what} inflates to more than {MAX_INSTANCE_BYTES:,} bytes")
+    return data
+
+
 def _read_gzip_file(path: Path) -> bytes:
     with gzip.open(path, "rb") as f:
-        return f.read()
+        return _read_capped(f, str(path))
 
 
 class _ZipSource:
@@ -204,8 +220,12 @@ class _ZipSource:
             return self._zip
 
     def read(self, name: str, gz: bool) -> bytes:
-        data = self.open().read(name)
-        return gzip.decompress(data) if gz else data
+        what = f"{self.path}!{name}"
+        with self.open().open(name) as member:
+            if not gz:
+                return _read_capped(member, what)
+            with gzip.GzipFile(fileobj=member) as inflated:
+                return _read_capped(inflated, what)
 
     def close(self) -> None:
         with self._lock:
