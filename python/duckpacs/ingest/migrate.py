@@ -9,7 +9,12 @@ journal, an SQLite file, with the instance count the peer reports
 
 Retrieval (PS3.4 C.4.3, C-GET, Study Root): each study not yet done is fetched over the same
 association; the C-STORE sub-operations are written by a ``receiver`` (Part 10 files into a
-folder for now; the archive's store later). A study is ``done`` when the peer reported no
+folder for now; the archive's store later). The study's SOP classes come from the study-level
+answer (SOP Classes in Study) or an IMAGE-level C-FIND; each (SOP class, transfer syntax) pair
+gets its own presentation context, so the peer can send every file in the syntax it stored it
+in instead of transcoding (an SCP accepts one syntax per context, PS3.8 9.3.3.2). Some peers
+still re-encode the dataset around the pixel data when they send (Orthanc does: trailing
+padding dropped, sequence lengths made explicit). A study is ``done`` when the peer reported no
 failed sub-operation and we received at least as many instances as the peer announced;
 otherwise ``incomplete`` or ``failed`` with the reason. The journal is committed after each
 study, so an interrupted run (Ctrl-C, kill) resumes with the first study not done; a study
@@ -32,8 +37,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, DEFAULT_TRANSFER_SYNTAXES, build_role, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -47,23 +53,24 @@ PENDING = (0xFF00, 0xFF01)
 # Storage SOP classes offered for C-GET sub-operations: 128 presentation contexts at most
 # (PS3.8 9.3.2.2, odd IDs 1-255), one of which is the C-GET context itself.
 MAX_STORAGE_CONTEXTS = 127
-# Transfer syntaxes offered for C-STORE sub-operations when the peer told us the study's SOP
-# classes: everything pynetdicom knows, so files come as stored, not transcoded.
-ALL_SYNTAXES = list(ALL_TRANSFER_SYNTAXES)
-# Without that list we offer every storage SOP class, with the common syntaxes only (to keep
-# the A-ASSOCIATE-RQ small): native, deflate, JPEG baseline/extended/lossless, JPEG-LS, JPEG
-# 2000 and RLE (PS3.5 Annex A).
-COMMON_SYNTAXES = [
-    *DEFAULT_TRANSFER_SYNTAXES,
+# Transfer syntaxes we accept for the C-STORE sub-operations, in order of preference. Each
+# gets its own presentation context per SOP class, because an SCP accepts one syntax per
+# context (PS3.8 9.3.3.2) and would otherwise transcode: the files must arrive as stored.
+# Native, deflate, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE (PS3.5 Annex A).
+PREFERRED_SYNTAXES = [
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.57",
     "1.2.840.10008.1.2.4.50",
     "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
     "1.2.840.10008.1.2.4.80",
     "1.2.840.10008.1.2.4.81",
     "1.2.840.10008.1.2.4.90",
     "1.2.840.10008.1.2.4.91",
     "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
 ]
 
 
@@ -341,6 +348,44 @@ def folder_receiver(out_dir: str | Path) -> Receiver:
     return receive
 
 
+def study_sop_classes(peer: RemotePeer, study_uid: str) -> list[str]:
+    """SOP classes of a study's instances, from an IMAGE-level C-FIND (PS3.4 C.6.2)."""
+    ae = AE(ae_title=peer.calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = ""
+    query.SOPInstanceUID = ""
+    query.SOPClassUID = ""
+    assoc = _associate(ae, peer)
+    classes: set[str] = set()
+    try:
+        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+            code = int(getattr(status, "Status", -1))
+            if code in PENDING and ident is not None and ident.get("SOPClassUID"):
+                classes.add(str(ident.SOPClassUID))
+    finally:
+        assoc.release()
+    return sorted(classes)
+
+
+def storage_offers(sop_classes: list[str]) -> list[tuple[str, str]]:
+    """(SOP class, transfer syntax) pairs, one presentation context each, within 127."""
+    if not sop_classes:
+        # Unknown: every storage class with the two native syntaxes (the peer may transcode).
+        return [
+            (str(cx.abstract_syntax), syntax)
+            for cx in StoragePresentationContexts[: MAX_STORAGE_CONTEXTS // 2]
+            for syntax in PREFERRED_SYNTAXES[:2]
+        ]
+    per_class = max(1, min(len(PREFERRED_SYNTAXES), MAX_STORAGE_CONTEXTS // len(sop_classes)))
+    return [
+        (c, t) for c in sop_classes[:MAX_STORAGE_CONTEXTS] for t in PREFERRED_SYNTAXES[:per_class]
+    ]
+
+
 def retrieve_study(
     peer: RemotePeer, study: RemoteStudy, receiver: Receiver
 ) -> tuple[int, int, str]:
@@ -352,17 +397,12 @@ def retrieve_study(
     ae = AE(ae_title=peer.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    if study.sop_classes:
-        offers = [(c, ALL_SYNTAXES) for c in study.sop_classes[:MAX_STORAGE_CONTEXTS]]
-    else:
-        offers = [
-            (str(cx.abstract_syntax), COMMON_SYNTAXES)
-            for cx in StoragePresentationContexts[:MAX_STORAGE_CONTEXTS]
-        ]
-    roles = []
-    for sop_class, syntaxes in offers:
-        ae.add_requested_context(sop_class, syntaxes)
-        roles.append(build_role(sop_class, scp_role=True))
+    classes = list(study.sop_classes) or study_sop_classes(peer, study.uid)
+    roles: list[SCP_SCU_RoleSelectionNegotiation] = []
+    for sop_class, syntax in storage_offers(classes):
+        ae.add_requested_context(sop_class, [syntax])
+        if all(r.sop_class_uid != sop_class for r in roles):
+            roles.append(build_role(sop_class, scp_role=True))
     received = 0
     errors: list[str] = []
 
