@@ -19,6 +19,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from duckpacs.cli.main import main
 from duckpacs.errors import NetworkError
 from duckpacs.ingest.migrate import (
     Journal,
@@ -121,13 +122,13 @@ def _rest(port: int, path: str, body: bytes | None = None) -> object:
         return json.loads(r.read() or b"null")
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[RemotePeer]:
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemotePeer]:
+    """A Debian Orthanc loaded with FILES; the tests only read from it."""
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not os.access(binary, os.X_OK):
         pytest.skip("Orthanc not installed (Debian package orthanc)")
-    work = tmp_path / "orthanc"
-    work.mkdir()
+    work = tmp_path_factory.mktemp("orthanc")
     dicom_port, http_port = free_port(), free_port()
     config = {
         "Name": "legacy",
@@ -230,3 +231,25 @@ def test_journal_reports_incomplete_studies(tmp_path: Path) -> None:
     assert rec.studies_found == 2 and rec.studies_done == 1
     assert rec.not_done == [("1.2.3", "incomplete", "received 4 of 5 instances")]
     assert rec.as_json()["complete"] is False
+
+
+@pytest.mark.interop
+def test_cli_migrate(
+    orthanc: RemotePeer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = expected_studies()
+    peer = f"{orthanc.ae_title}@{orthanc.host}:{orthanc.port}"
+    out = tmp_path / "out"
+    base = ["migrate", "--from", peer, "--out", str(out), "--calling-ae", "DUCKPACS"]
+    window = ["--since", "1990-01-01", "--until", "20251231", "--window-limit", "2"]
+    assert main([*base, *window, "--max-studies", "1"]) == 1  # stopped early: incomplete
+    first = capsys.readouterr().out
+    assert f"remote: {len(expected)} studies" in first
+    assert main([*base, *window, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] and report["studies_done"] == len(expected)
+    assert all(len(v) == 1 for v in expected.values())  # one instance per study here
+    assert report["summary"]["files"] == len(expected) - 1  # the rest after the first run
+    assert len(list(out.glob("*.dcm"))) == sum(map(len, expected.values()))
+    assert main(["migrate", "--from", "nobody", "--out", str(out)]) == 2
+    assert "unknown peer" in capsys.readouterr().err
