@@ -267,3 +267,18 @@ def test_sniff_never_raises(head: bytes) -> None:
 def test_sniff_part10_marker(body: bytes) -> None:
     data = body[:128] + b"DICM" + body[132:]
     assert sniff(data, len(data)) == "part10"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # ".." is not a valid CS value, on purpose
+def test_dicomdir_references_cannot_leave_the_media(tmp_path: Path) -> None:
+    media = _write_media(tmp_path, ["CT_small.dcm"])
+    outside = tmp_path / "secret.dcm"
+    outside.write_bytes(Path(get_testdata_file("MR_small.dcm")).read_bytes())
+    ds = pydicom.dcmread(media / "DICOMDIR")
+    for record in ds.DirectoryRecordSequence:
+        if "ReferencedFileID" in record:
+            record.ReferencedFileID = ["..", "secret.dcm"]
+    ds.save_as(media / "DICOMDIR")
+    items, rejects = discover_all([media / "DICOMDIR"])
+    assert not items
+    assert rejects and all("references missing file" in r.reason for r in rejects)

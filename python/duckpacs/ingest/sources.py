@@ -227,12 +227,6 @@ class _ZipSource:
             with gzip.GzipFile(fileobj=member) as inflated:
                 return _read_capped(inflated, what)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._zip is not None:
-                self._zip.close()
-                self._zip = None
-
 
 # --- discovery ----------------------------------------------------------------------------
 
@@ -369,8 +363,10 @@ class _Discovery:
     def _dicomdir(self, path: Path) -> Iterator[Found]:
         """Follow a DICOMDIR's directory records to the files they reference (PS3.3 F.3)."""
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            records = list(ds.get("DirectoryRecordSequence", []))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                records = list(ds.get("DirectoryRecordSequence", []))
         except (InvalidDicomError, OSError, ValueError, KeyError, EOFError) as e:
             yield Reject(str(path), f"unreadable DICOMDIR: {e}")
             return
@@ -400,8 +396,8 @@ def _resolve_media_path(base: Path, parts: list[str]) -> Path | None:
     current = base
     for part in parts:
         part = part.strip()
-        if not part or part in (".", ".."):
-            return None
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+            return None  # never leave the media root, whatever the record says
         exact = current / part
         if exact.exists():
             current = exact
