@@ -239,6 +239,10 @@ class Anonymizer:
             meta.MediaStorageSOPInstanceUID = self.new_uid(old)
             changes.append(Change("(0002,0003)", "MediaStorageSOPInstanceUID", "remapped"))
         self._set_identity(ds, original_id)
+        # Patient ID and Name are emptied by the walk (Z) and then get their pseudonym.
+        changes = [c for c in changes if c.path or c.keyword not in ("PatientID", "PatientName")]
+        changes.append(Change("(0010,0020)", "PatientID", "replaced (pseudonym)"))
+        changes.append(Change("(0010,0010)", "PatientName", "replaced (pseudonym)"))
         return changes
 
     def _set_identity(self, ds: Dataset, original_id: str) -> None:
