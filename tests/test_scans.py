@@ -105,6 +105,7 @@ def test_rows_become_instances_with_exact_pixels(
     assert dx.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"
     assert dx.Modality == "DX" and dx.PresentationIntentType == "FOR PRESENTATION"
     assert dx.ImageLaterality == "R" and dx.WindowWidth > 0
+    assert dx.PresentationLUTShape == "IDENTITY" and dx.ImageType[1] == "PRIMARY"
     cr = sets[4]
     assert cr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1" and cr.BitsAllocated == 8
     rgb = sets[5]

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from duckpacs.errors import ConfigError, StorageError
@@ -392,9 +393,10 @@ def _dx(ds: Dataset, pixels: Pixels) -> None:
     ds.RescaleType = "US"
     ds.WindowCenter = str((low + high) // 2)
     ds.WindowWidth = str(max(1, high - low + 1))
+    ds.PresentationLUTShape = "IDENTITY"  # MONOCHROME2, For Presentation (C.8.11.3.1.4)
     ds.DetectorType = ""
     ds.ViewPosition = ""
-    ds.PatientOrientation = ""
+    ds.AnatomicRegionSequence = Sequence()  # Type 2 in DX Anatomy Imaged (C.8.11.5)
 
 
 def convert_manifest(
