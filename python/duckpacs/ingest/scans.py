@@ -56,11 +56,39 @@ COLUMNS = (
     "accession_number",
     "laterality",
     "modality",
+    "pixel_spacing",
+    "patient_orientation",
 )
 REQUIRED = ("image", "patient_id", "patient_name")
 SEXES = {"M", "F", "O", ""}  # PS3.3 C.7.1.1 Patient's Sex
 LATERALITIES = {"R", "L", "U", "B", ""}  # PS3.3 C.7.6.2 Image Laterality (U unpaired, B both)
 CS_CHARS = re.compile(r"^[A-Z0-9_ ]*$")
+# Body parts that come in pairs: General Series Laterality (0020,0060) is Type 2C, required
+# for these and forbidden for the others (PS3.3 C.7.3.1).
+PAIRED_PARTS = frozenset(
+    {
+        "ANKLE", "ARM", "BREAST", "CLAVICLE", "EAR", "ELBOW", "EYE", "FEMUR", "FINGER",
+        "FOOT", "FOREARM", "HAND", "HEEL", "HIP", "HUMERUS", "KIDNEY", "KNEE", "LEG",
+        "LOWER LIMB", "LUNG", "ORBIT", "PATELLA", "RADIUS", "RIB", "SCAPULA", "SHOULDER",
+        "THIGH", "TIBIA", "TOE", "ULNA", "UPPER LIMB", "WRIST",
+    }
+)  # fmt: skip
+# Anatomic Region codes (SNOMED CT, CID 4031) for the usual film body parts; the DX Anatomy
+# Imaged module wants the region coded whenever it is known (PS3.3 C.8.11.5).
+ANATOMIC_REGIONS = {
+    "ABDOMEN": ("818983003", "Abdomen"),
+    "ANKLE": ("344001", "Ankle"),
+    "BREAST": ("76752008", "Breast"),
+    "CHEST": ("51185008", "Chest"),
+    "FOOT": ("56459004", "Foot"),
+    "HAND": ("85562004", "Hand"),
+    "HIP": ("29836001", "Hip"),
+    "KNEE": ("72696002", "Knee"),
+    "PELVIS": ("12921003", "Pelvis"),
+    "SHOULDER": ("16982005", "Shoulder"),
+    "SKULL": ("89546000", "Skull"),
+    "WRIST": ("74670003", "Wrist"),
+}
 IMAGE_FORMATS = {"JPEG", "PNG", "TIFF", "MPO"}
 UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "duckpacs:import-scans")
 
@@ -81,6 +109,8 @@ class ScanRow:
     accession_number: str
     laterality: str
     modality: str
+    pixel_spacing: tuple[float, float] | None = None
+    orientation: tuple[str, str] | None = None
 
     def study_key(self) -> tuple[str, ...]:
         return (self.patient_id, self.study_date, self.accession_number or self.description)
@@ -158,6 +188,32 @@ def _person_name(value: str) -> str:
     return value
 
 
+def _spacing(value: str) -> tuple[float, float] | None:
+    """Pixel spacing in mm: one number, or "row\\column" / "row,column" (PS3.3 10.7.1.3)."""
+    if not value:
+        return None
+    parts = re.split(r"[\\,;x ]+", value.strip())
+    try:
+        numbers = [float(p) for p in parts if p]
+    except ValueError as e:
+        raise ValueError(f"pixel_spacing {value!r} is not a number of millimetres") from e
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2 or not all(0 < n < 100 for n in numbers):
+        raise ValueError(f"pixel_spacing {value!r} must be 1 or 2 values in mm, 0-100")
+    return numbers[0], numbers[1]
+
+
+def _orientation(value: str) -> tuple[str, str] | None:
+    """Patient Orientation: row then column direction, letters A P R L H F (C.7.6.1.1.1)."""
+    if not value:
+        return None
+    parts = [p for p in re.split(r"[\\,;/ ]+", value.strip().upper()) if p]
+    if len(parts) != 2 or not all(re.fullmatch(r"[APRLHF]{1,3}", p) for p in parts):
+        raise ValueError(f"patient_orientation {value!r} is not like L\\F (letters APRLHF)")
+    return parts[0], parts[1]
+
+
 def validate_row(number: int, raw: dict[str, str], base: Path) -> ScanRow:
     """Check one manifest row; raise ValueError with a message naming the bad field."""
     get = {k: (raw.get(k) or "").strip() for k in COLUMNS}
@@ -176,6 +232,8 @@ def validate_row(number: int, raw: dict[str, str], base: Path) -> ScanRow:
     if modality not in SOP_CLASSES:
         raise ValueError(f"modality {get['modality']!r} is not SC, DX or CR")
     return ScanRow(
+        pixel_spacing=_spacing(get["pixel_spacing"]),
+        orientation=_orientation(get["patient_orientation"]),
         row=number,
         image=image,
         patient_name=_person_name(get["patient_name"]),
@@ -234,6 +292,7 @@ class Pixels:
     bits: int  # 8 or 16
     colour: bool
     source_format: str
+    spacing: tuple[float, float] | None = None  # from the scanner's DPI, (row, column) mm
 
 
 def _declared_bits(im: Image.Image, path: Path) -> int:
@@ -261,11 +320,26 @@ def load_pixels(path: Path) -> Pixels:
             fmt = im.format or "?"
             if fmt not in IMAGE_FORMATS:
                 raise ValueError(f"{path.name}: {fmt} images are not accepted (JPEG, PNG, TIFF)")
-            return _to_pixels(im, fmt, _declared_bits(im, path), path.name)
+            pixels = _to_pixels(im, fmt, _declared_bits(im, path), path.name)
+            return Pixels(pixels.array, pixels.bits, pixels.colour, fmt, _dpi_spacing(im))
     except UnidentifiedImageError as e:
         raise ValueError(f"{path.name}: not a readable image") from e
     except OSError as e:
         raise ValueError(f"{path.name}: {e.strerror or e}") from e
+
+
+def _dpi_spacing(im: Image.Image) -> tuple[float, float] | None:
+    """Pixel spacing (row, column) in mm from the resolution the scanner wrote, if any."""
+    dpi = im.info.get("dpi")
+    if not isinstance(dpi, tuple | list) or len(dpi) < 2:
+        return None
+    try:
+        x, y = float(dpi[0]), float(dpi[1])
+    except (TypeError, ValueError):
+        return None
+    if x < 10 or y < 10:  # 1 or 72 "dpi" defaults say nothing about the scanner
+        return None
+    return round(25.4 / y, 6), round(25.4 / x, 6)
 
 
 def _to_pixels(im: Image.Image, fmt: str, declared: int, name: str) -> Pixels:
@@ -325,7 +399,7 @@ def build_dataset(row: ScanRow, pixels: Pixels, uids: dict[str, str], number: in
     ds.StudyDate = row.study_date
     ds.StudyTime = ""
     ds.ReferringPhysicianName = ""
-    ds.StudyID = ""
+    ds.StudyID = row.accession_number  # SH, Type 2: the accession number is the best we have
     ds.AccessionNumber = row.accession_number
     if row.description:
         ds.StudyDescription = row.description
@@ -335,11 +409,12 @@ def build_dataset(row: ScanRow, pixels: Pixels, uids: dict[str, str], number: in
     ds.SeriesNumber = uids["series_number"]
     ds.SeriesDescription = "Digitised film" + (f" {row.body_part}" if row.body_part else "")
     ds.BodyPartExamined = row.body_part
-    if row.laterality in ("R", "L"):
-        ds.Laterality = row.laterality  # paired body part (C.7.3.1); B and U are image-level
+    if row.body_part in PAIRED_PARTS and not row.laterality:
+        ds.Laterality = ""  # paired part, side unknown (Type 2C, PS3.3 C.7.3.1)
     # General Equipment (C.7.5.1) and SC Equipment (C.8.6.1)
     ds.Manufacturer = "duckpacs"
-    ds.ConversionType = "DF"
+    if row.modality == "SC":
+        ds.ConversionType = "DF"  # SC Equipment (C.8.6.1): digitised film
     # General Image (C.7.6.1)
     ds.InstanceNumber = number
     ds.PatientOrientation = ""
@@ -348,11 +423,15 @@ def build_dataset(row: ScanRow, pixels: Pixels, uids: dict[str, str], number: in
     ds.BurnedInAnnotation = "YES"  # film labels carry names and dates
     _image_pixel(ds, pixels)
     if row.laterality:
+        # Image Laterality makes the series' Laterality superfluous (C.7.3.1, C.7.6.1).
         ds.ImageLaterality = row.laterality
+    spacing = row.pixel_spacing or pixels.spacing
     if row.modality == "DX":
-        _dx(ds, pixels)
+        _dx(ds, pixels, row, spacing)
     elif row.modality == "CR":
-        ds.ViewPosition = ""
+        ds.ViewPosition = ""  # CR Series, Type 2
+    elif spacing is not None:  # SC Image (C.8.6.2)
+        ds.NominalScannedPixelSpacing = [f"{spacing[0]:g}", f"{spacing[1]:g}"]
     ds.LossyImageCompression = "00"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -379,10 +458,21 @@ def _image_pixel(ds: Dataset, pixels: Pixels) -> None:
     ds["PixelData"].VR = "OW" if pixels.bits == 16 else "OB"
 
 
-def _dx(ds: Dataset, pixels: Pixels) -> None:
-    """DX Series/Image/Detector attributes for a For Presentation image (C.8.11)."""
+def _dx(ds: Dataset, pixels: Pixels, row: ScanRow, spacing: tuple[float, float] | None) -> None:
+    """DX Series/Image/Detector/Positioning attributes, For Presentation (PS3.3 A.26, C.8.11)."""
+    if spacing is None:
+        raise ValueError(
+            "DX needs the pixel spacing: add a pixel_spacing column (mm) or save the scan "
+            "with its resolution (DPI)"
+        )
     arr = pixels.array
     low, high = (int(arr.min()), int(arr.max())) if arr.size else (0, 1)
+    if not row.orientation:
+        raise ValueError(
+            "DX needs patient_orientation: the directions of the rows and columns, e.g. "
+            "L\\F (PS3.3 C.7.6.1.1.1)"
+        )
+    ds.PatientOrientation = list(row.orientation)
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ImageLaterality = ds.get("ImageLaterality") or "U"  # DX Anatomy Imaged (C.8.11.5)
     ds.ImageType = ["DERIVED", "PRIMARY"]
@@ -395,8 +485,22 @@ def _dx(ds: Dataset, pixels: Pixels) -> None:
     ds.WindowWidth = str(max(1, high - low + 1))
     ds.PresentationLUTShape = "IDENTITY"  # MONOCHROME2, For Presentation (C.8.11.3.1.4)
     ds.DetectorType = ""
+    ds.ImagerPixelSpacing = [f"{spacing[0]:g}", f"{spacing[1]:g}"]  # DX Detector, Type 1
     ds.ViewPosition = ""
-    ds.AnatomicRegionSequence = Sequence()  # Type 2 in DX Anatomy Imaged (C.8.11.5)
+    ds.PositionerType = ""
+    ds.AcquisitionContextSequence = Sequence()
+    ds.AnatomicRegionSequence = Sequence()
+    region = ANATOMIC_REGIONS.get(row.body_part)
+    if region is not None:
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = region[0], "SCT", region[1]
+        ds.AnatomicRegionSequence = Sequence([code])
+    elif "BodyPartExamined" in ds:
+        # An uncoded region cannot go in the sequence, and a known Body Part Examined next
+        # to an empty sequence contradicts it: keep the body part in the series description.
+        del ds.BodyPartExamined
+        if "Laterality" in ds:
+            del ds.Laterality
 
 
 def convert_manifest(
