@@ -5,6 +5,7 @@ set -uo pipefail
 
 packages=()
 command -v storescu >/dev/null 2>&1 || packages+=(dcmtk)
+command -v dciodvfy >/dev/null 2>&1 || packages+=(dicom3tools)  # IOD checks of our output
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

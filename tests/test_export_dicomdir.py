@@ -92,3 +92,35 @@ def test_cli_dicomdir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert len(report["files"]) == 2 and report["conformant"]
     assert main(["dicomdir", str(src), "--out", str(tmp_path / "cd")]) == 1
     assert "duckpacs: error:" in capsys.readouterr().err
+
+
+def test_empty_type1_record_keys_are_invented_in_the_dicomdir_only(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyTime = ""
+    ds.StudyID = ""
+    del ds.InstanceNumber
+    src = tmp_path / "in" / "ct.dcm"
+    src.parent.mkdir()
+    ds.save_as(src)
+    plan = Path(get_testdata_file("rtplan.dcm"))  # has no Instance Number at all
+    result = write_dicomdir([src, plan], tmp_path / "cd")
+    assert not result.rejected
+    invented = {(Path(s).name, k) for s, k, _ in result.invented}
+    assert {
+        ("ct.dcm", "StudyTime"),
+        ("ct.dcm", "StudyID"),
+        ("ct.dcm", "InstanceNumber"),
+    } <= invented
+    assert ("rtplan.dcm", "InstanceNumber") in invented
+    for file_id, source in result.files:
+        assert (tmp_path / "cd" / file_id).read_bytes() == Path(source).read_bytes()
+    assert len(read_back(result.dicomdir)) == 2
+
+
+@pytest.mark.interop
+def test_dciodvfy_accepts_the_dicomdir(tmp_path: Path) -> None:
+    dciodvfy = require_tool("dciodvfy")
+    result = write_dicomdir(sources() + [Path(get_testdata_file("rtplan.dcm"))], tmp_path / "cd")
+    proc = subprocess.run([dciodvfy, str(result.dicomdir)], capture_output=True, text=True)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
+    assert not errors, errors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 from duckpacs.cli.main import main
 from duckpacs.errors import ConfigError
 from duckpacs.ingest.scans import COLUMNS, convert_manifest
+from tests.helpers import require_tool
 
 RNG = np.random.default_rng(7)
 
@@ -79,7 +81,13 @@ def test_rows_become_instances_with_exact_pixels(
 ) -> None:
     rows = [
         patient(image="g16.png", laterality="L"),
-        patient(image="g16.tif", modality="DX", laterality="R"),
+        patient(
+            image="g16.tif",
+            modality="DX",
+            laterality="R",
+            pixel_spacing="0.1",
+            patient_orientation="L\\F",
+        ),  # fmt: skip
         patient(image="g8.png", modality="CR"),
         patient(image="c8.tif"),
         patient(image="photo.jpg", body_part="hand", study_date="2024-02-01", accession_number=""),
@@ -100,12 +108,15 @@ def test_rows_become_instances_with_exact_pixels(
     assert sc16.BitsAllocated == 16 and sc16.PhotometricInterpretation == "MONOCHROME2"
     assert sc16.ConversionType == "DF" and sc16.Modality == "OT"
     assert sc16.StudyDescription == "Chest film archive" and sc16.AccessionNumber == "ACC1"
-    assert sc16.BodyPartExamined == "CHEST" and sc16.Laterality == "L"
+    assert sc16.BodyPartExamined == "CHEST" and sc16.ImageLaterality == "L"
+    assert "Laterality" not in sc16  # chest is not paired; the side is image-level
     dx = sets[3]
     assert dx.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"
     assert dx.Modality == "DX" and dx.PresentationIntentType == "FOR PRESENTATION"
     assert dx.ImageLaterality == "R" and dx.WindowWidth > 0
     assert dx.PresentationLUTShape == "IDENTITY" and dx.ImageType[1] == "PRIMARY"
+    assert dx.ImagerPixelSpacing == [0.1, 0.1] and dx.PatientOrientation == ["L", "F"]
+    assert dx.AnatomicRegionSequence[0].CodeValue == "51185008"  # SNOMED CT Chest
     cr = sets[4]
     assert cr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1" and cr.BitsAllocated == 8
     rgb = sets[5]
@@ -231,3 +242,49 @@ def test_commands_have_help(
         main([command, "--help"])
     assert stop.value.code == 0
     assert expected in " ".join(capsys.readouterr().out.split())
+
+
+def test_dx_needs_spacing_and_orientation(tmp_path: Path) -> None:
+    a16 = grey16()
+    Image.fromarray(a16).save(tmp_path / "dpi.png", dpi=(254, 254))  # 0.1 mm pixels
+    Image.fromarray(a16).save(tmp_path / "nodpi.png")
+    rows = [
+        patient(image="nodpi.png", modality="DX", patient_orientation="L\\F"),  # 2
+        patient(image="dpi.png", modality="DX"),  # 3
+        patient(image="dpi.png", modality="DX", patient_orientation="A\\F"),  # 4
+        patient(image="dpi.png", modality="DX", patient_orientation="up"),  # 5
+        patient(image="dpi.png", body_part="hand", patient_orientation="P\\H"),  # 6 SC
+    ]
+    result = convert_manifest(write_manifest(tmp_path / "m.csv", rows), tmp_path / "out")
+    reasons = {b.row: b.reason for b in result.bad_rows}
+    assert sorted(reasons) == [2, 3, 5]
+    assert "pixel_spacing" in reasons[2] and "patient_orientation" in reasons[3]
+    written = dict(result.written)
+    dx = pydicom.dcmread(written[4])
+    assert [float(v) for v in dx.ImagerPixelSpacing] == [0.1, 0.1]
+    sc = pydicom.dcmread(written[6])
+    assert [float(v) for v in sc.NominalScannedPixelSpacing] == [0.1, 0.1]
+    assert sc.Laterality == ""  # a paired part whose side is unknown (Type 2C)
+
+
+@pytest.mark.interop
+def test_dciodvfy_finds_no_errors(
+    tmp_path: Path, images: dict[str, tuple[Path, np.ndarray]]
+) -> None:
+    dciodvfy = require_tool("dciodvfy")
+    rows = [
+        patient(image="g16.png", body_part="hand", laterality="L"),
+        patient(image="c8.tif"),
+        patient(image="g8.png", modality="CR", body_part="knee"),
+        patient(
+            image="g16.tif", modality="DX", pixel_spacing="0.15", patient_orientation="R\\F"
+        ),
+        patient(image="g16.tif", modality="DX", body_part="neck", pixel_spacing="0.15",
+                patient_orientation="R\\F"),
+    ]  # fmt: skip
+    result = convert_manifest(write_manifest(tmp_path / "m.csv", rows), tmp_path / "out")
+    assert not result.bad_rows
+    for _, path in result.written:
+        proc = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
+        assert not errors, (path, errors)

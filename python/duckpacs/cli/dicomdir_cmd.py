@@ -42,6 +42,11 @@ def cmd_dicomdir(args: argparse.Namespace) -> int:
             f"{len(result.outside_profile)} files are not Explicit VR Little Endian "
             f"(kept as archived; the media is not strictly {PROFILE})"
         )
+    if result.invented:
+        print(
+            f"{len(result.invented)} empty Type 1 record keys got invented values in the "
+            "DICOMDIR (files unchanged); --json lists them"
+        )
     for r in result.rejected:
         print(f"rejected: {r.path}: {r.reason}")
     return 0

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian
@@ -54,12 +55,16 @@ class DicomdirResult:
     outside_profile:
         ``(File ID, transfer syntax UID)`` of files that are not Explicit VR Little Endian, so
         the media is not strictly ``STD-GEN-CD`` (PS3.11 D.3).
+    invented:
+        ``(source, keyword, value)`` for each Type 1 record key the instance left empty and
+        the DICOMDIR record got an invented value for (the file itself is unchanged).
     """
 
     dicomdir: Path
     files: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[Reject] = field(default_factory=list)
     outside_profile: list[tuple[str, str]] = field(default_factory=list)
+    invented: list[tuple[str, str, str]] = field(default_factory=list)  # source, key, value
 
     @property
     def conformant(self) -> bool:
@@ -75,6 +80,7 @@ class DicomdirResult:
                 {"file_id": f, "transfer_syntax": t} for f, t in self.outside_profile
             ],
             "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
+            "invented": [{"source": s, "key": k, "value": v} for s, k, v in self.invented],
         }
 
 
@@ -150,6 +156,8 @@ def write_dicomdir(
                 raise StorageError(f"{rel}: File ID breaks PS3.10 8.2: {problem}")
             if item.kind == "part10":
                 (out / rel).write_bytes(item.read())
+            else:  # a bare dataset: Part 10 wrapping of the pristine dataset, nothing invented
+                (out / rel).write_bytes(part10.encode(part10.parse(item.read(), force=True)))
             tsyntax = str(instance.TransferSyntaxUID)
             if tsyntax != ExplicitVRLittleEndian:
                 result.outside_profile.append((rel, tsyntax))
@@ -177,14 +185,50 @@ def _items(
             progress.reject(found.path, found.reason)
 
 
+class _Inventor:
+    """Values for Type 1 directory record keys an instance leaves empty (PS3.3 F.5).
+
+    Like DCMTK's ``dcmmkdir --invent``: only the DICOMDIR record gets the invented value; the
+    file on the media is the archived one, unchanged (``write_dicomdir`` puts it back).
+    """
+
+    def __init__(self) -> None:
+        self.studies: dict[str, int] = {}
+        self.series: dict[str, int] = {}
+        self.instances: dict[str, int] = {}
+
+    def fill(self, ds: Dataset) -> list[tuple[str, str]]:
+        study = str(ds.get("StudyInstanceUID", "") or "")
+        series = str(ds.get("SeriesInstanceUID", "") or "")
+        study_no = self.studies.setdefault(study, len(self.studies) + 1)
+        series_no = self.series.setdefault(series, 1 + sum(1 for k in self.series if k))
+        self.instances[series] = self.instances.get(series, 0) + 1
+        wanted = {
+            "PatientID": "UNKNOWN",
+            "StudyDate": "19000101",
+            "StudyTime": "000000",
+            "StudyID": str(study_no),
+            "Modality": "OT",
+            "SeriesNumber": str(series_no),
+            "InstanceNumber": str(self.instances[series]),
+        }
+        invented = []
+        for keyword, value in wanted.items():
+            if ds.get(keyword) in (None, ""):
+                setattr(ds, keyword, value)
+                invented.append((keyword, value))
+        return invented
+
+
 def _stage(
     fs: FileSet, items: Iterable[SourceItem], result: DicomdirResult, progress: Progress
 ) -> dict[str, SourceItem]:
     """Add each item to the FileSet; return SOP Instance UID -> item for those accepted."""
     originals: dict[str, SourceItem] = {}
+    invent = _Inventor()
     for item in items:
         before = len(result.rejected)
-        _stage_one(fs, item, result, originals)
+        _stage_one(fs, item, result, originals, invent)
         if len(result.rejected) > before:
             progress.reject(result.rejected[-1].path, result.rejected[-1].reason)
         else:
@@ -193,7 +237,11 @@ def _stage(
 
 
 def _stage_one(
-    fs: FileSet, item: SourceItem, result: DicomdirResult, originals: dict[str, SourceItem]
+    fs: FileSet,
+    item: SourceItem,
+    result: DicomdirResult,
+    originals: dict[str, SourceItem],
+    invent: _Inventor,
 ) -> None:
     try:
         ds = part10.parse(item.read(), force=item.kind == "dataset")
@@ -211,6 +259,8 @@ def _stage_one(
         )
         return
     part10.ensure_file_meta(ds)
+    for keyword, value in invent.fill(ds):
+        result.invented.append((item.description, keyword, value))
     try:
         fs.add(ds)
     except (ValueError, AttributeError, KeyError, TypeError) as e:
