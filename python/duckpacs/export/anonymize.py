@@ -256,7 +256,9 @@ class Anonymizer:
         ds.DeidentificationMethodCodeSequence = Sequence([code])
         ds.LongitudinalTemporalInformationModified = "REMOVED"
 
-    def _walk(self, ds: Dataset, changes: list[Change], path: str) -> None:
+    def _walk(self, ds: Dataset, changes: list[Change], path: str, dummy: bool = False) -> None:
+        """Apply the table to ``ds``; inside a ``D`` sequence (``dummy``) removals become
+        dummies, so the items keep the attributes their macro requires."""
         for elem in list(ds):
             tag = elem.tag
             if tag.is_private:
@@ -265,6 +267,8 @@ class Anonymizer:
                 continue
             rule = self.table.rule_for(tag)
             action = _simplify(rule.action) if rule else "K"
+            if dummy and action == "X" and elem.VR != "SQ":
+                action = "D"
             keyword = elem.keyword or elem.name
             if action == "X":
                 del ds[tag]
@@ -290,7 +294,7 @@ class Anonymizer:
     ) -> None:
         for i, item in enumerate(elem.value or []):
             inner = f"{path}/{keyword}[{i}]" if path else f"{keyword}[{i}]"
-            self._walk(item, changes, inner)
+            self._walk(item, changes, inner, dummy)
             if dummy:
                 # D on a sequence (a person's name or identification codes): every text
                 # value left in its items, code meanings included, becomes a dummy.
