@@ -1,6 +1,7 @@
 # duckpacs: `make help` lists the targets.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -22,7 +23,7 @@ $(VENV)/.created:
 venv: $(VENV)/.created  ## create the virtual environment in .venv
 
 build: venv  ## build the Rust extension (release) and install duckpacs into .venv
-	maturin develop --release --extras dev --quiet
+	maturin develop --release --extras dev --quiet 2>&1 | { grep -v '^Requirement already satisfied' || true; }
 
 run: build  ## start the archive with embedded defaults (./duckpacs-data, DIMSE 11112, HTTP 8042)
 	duckpacs serve
@@ -45,6 +46,7 @@ bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside th
 
 fuzz: build  ## the long robustness run of the parser
 	python -m pytest -q -m slow tests
+	cargo test --release --quiet -p duckpacs-core --test fuzz -- --ignored
 
 lint: build  ## ruff, mypy, cargo clippy -D warnings, cargo fmt --check
 	ruff check python tests bench

@@ -17,13 +17,22 @@ from duckpacs.cli import (
     anonymize_cmd,
     config_cmds,
     dicomdir_cmd,
+    dump_cmd,
     migrate_cmd,
     scans_cmd,
     serve_cmd,
 )
 from duckpacs.errors import DuckpacsError
 
-COMMAND_MODULES = (config_cmds, serve_cmd, anonymize_cmd, dicomdir_cmd, scans_cmd, migrate_cmd)
+COMMAND_MODULES = (
+    config_cmds,
+    serve_cmd,
+    dump_cmd,
+    anonymize_cmd,
+    dicomdir_cmd,
+    scans_cmd,
+    migrate_cmd,
+)
 
 
 def common_options(*, top_level: bool) -> argparse.ArgumentParser:

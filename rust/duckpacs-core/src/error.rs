@@ -15,6 +15,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Malformed or truncated DICOM data: where (byte offset, tag when known) and what was
+    /// expected.
+    #[error("DICOM parse error at byte {offset}{}: {reason}", fmt_tag(.tag))]
+    Parse {
+        offset: usize,
+        tag: Option<u32>,
+        reason: String,
+    },
+}
+
+fn fmt_tag(tag: &Option<u32>) -> String {
+    match tag {
+        Some(t) => format!(" in ({:04X},{:04X})", t >> 16, t & 0xFFFF),
+        None => String::new(),
+    }
 }
 
 impl Error {
@@ -22,6 +37,14 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn parse(offset: usize, tag: Option<u32>, reason: impl Into<String>) -> Self {
+        Error::Parse {
+            offset,
+            tag,
+            reason: reason.into(),
         }
     }
 }

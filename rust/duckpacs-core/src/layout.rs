@@ -28,6 +28,10 @@ pub struct InstanceLayout {
     /// The top-level Pixel Data (7FE0,0010), Float Pixel Data (7FE0,0008) or Double Float
     /// Pixel Data (7FE0,0009) element, if present.
     pub pixel: Option<PixelLayout>,
+    /// True for deflated transfer syntaxes: every offset above (except `meta`) then indexes
+    /// the logical buffer `buf[..meta.end] ++ inflate(buf[meta.end..])`, not the file; the
+    /// store keeps such files whole (see `parse` module docs).
+    pub deflated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

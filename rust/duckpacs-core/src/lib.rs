@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod layout;
+pub mod parse;
 
 pub use error::{Error, Result};
 

@@ -32,6 +32,7 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
             _ => py_error(py, "StorageError", message),
         },
+        Error::Parse { .. } => py_error(py, "ParseError", message),
         _ => py_error(py, "DuckpacsError", message),
     }
 }

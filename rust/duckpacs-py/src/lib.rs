@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod parse;
 
 /// Build profile of this extension ("release" or "debug").
 const PROFILE: &str = if cfg!(debug_assertions) {
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", duckpacs_core::VERSION)?;
     m.add("BUILD_PROFILE", PROFILE)?;
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
+    parse::register(m)?;
     Ok(())
 }

@@ -1,0 +1,103 @@
+"""duckpacs._core.describe and dump_json on real files (pydicom's test files)."""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from duckpacs import _core
+from duckpacs.errors import ParseError
+from tests.corpus import pydicom_test_files
+
+
+def _read(name: str) -> bytes:
+    path = get_testdata_file(name)
+    assert path is not None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_describe_native_ct() -> None:
+    data = _read("CT_small.dcm")
+    layout = _core.describe(data)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    assert layout["framing"] == "part10"
+    assert layout["sop_instance_uid"] == ds.SOPInstanceUID
+    assert layout["modality"] == "CT"
+    px = layout["pixel"]
+    assert isinstance(px, dict)
+    start, end = px["value"]
+    assert data[start:end] == ds.PixelData
+    assert px["kind"] == "native" and px["frames"] == 1 and px["frame_len"] == 128 * 128 * 2
+
+
+def test_describe_encapsulated_frames_match_pydicom() -> None:
+    data = _read("rtdose_rle.dcm")
+    layout = _core.describe(data)
+    ds = pydicom.dcmread(get_testdata_file("rtdose_rle.dcm"))
+    px = layout["pixel"]
+    assert isinstance(px, dict) and px["kind"] == "encapsulated"
+    items, frames = px["items"], px["frames"]
+    assert len(frames) == ds.NumberOfFrames
+    expected = list(
+        pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames)
+    )
+    for (first, stop), want in zip(frames, expected, strict=True):
+        got = b"".join(data[items[i][0] + 8 : items[i][1]] for i in range(first, stop))
+        assert got.rstrip(b"\0") == want.rstrip(b"\0")
+
+
+def test_describe_bare_dataset_with_caller_syntax() -> None:
+    data = _read("CT_small.dcm")
+    layout = _core.describe(data)
+    meta_end = layout["meta"][1]
+    assert isinstance(meta_end, int)
+    bare = _core.describe(data[meta_end:], "1.2.840.10008.1.2.1")
+    assert bare["framing"] == "bare_dataset"
+    assert bare["meta"] == (0, 0)
+    assert bare["sop_instance_uid"] == layout["sop_instance_uid"]
+
+
+def test_truncated_file_raises_parse_error_with_offset() -> None:
+    with pytest.raises(ParseError, match=r"at byte \d+ in \(7FE0,0010\)"):
+        _core.describe(_read("MR_truncated.dcm"))
+
+
+def test_dump_json_never_inlines_pixel_data() -> None:
+    out = json.loads(_core.dump_json(_read("CT_small.dcm")))
+    assert out["7FE00010"] == {"vr": "OW"}
+    with_uri = json.loads(_core.dump_json(_read("CT_small.dcm"), bulk_data_uri="bulk:"))
+    assert with_uri["7FE00010"]["BulkDataURI"].startswith("bulk:")
+    assert out["00100010"]["Value"] == [{"Alphabetic": "CompressedSamples^CT1"}]
+
+
+def test_corpus_discovery_finds_pydicom_files() -> None:
+    names = {p.name for p in pydicom_test_files()}
+    assert "CT_small.dcm" in names
+
+
+def test_describe_deflated_and_big_endian_files() -> None:
+    dfl = _core.describe(_read("image_dfl.dcm"))
+    assert dfl["transfer_syntax"] == "1.2.840.10008.1.2.1.99"
+    assert dfl["deflated"] is True
+    be = _core.describe(_read("MR_small_bigendian.dcm"))
+    px = be["pixel"]
+    assert isinstance(px, dict) and px["big_endian"] is True and px["frames"] == 1
+
+
+def test_describe_every_pydicom_file_or_parse_error() -> None:
+    described = 0
+    for path in pydicom_test_files():
+        try:
+            layout = _core.describe(path.read_bytes())
+        except ParseError:
+            continue
+        described += 1
+        px = layout["pixel"]
+        if isinstance(px, dict) and px["kind"] == "native":
+            start, end = px["value"]
+            assert px["frames"] * px["frame_len"] <= end - start, path.name
+    assert described >= 170
