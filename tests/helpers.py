@@ -50,8 +50,13 @@ class RunningServer:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        out, _ = self.process.communicate(timeout=timeout)
-        self.log.extend(out.splitlines())
+        self.process.wait(timeout=timeout)
+        # Read the rest through the text wrapper readline() used: communicate(timeout=...)
+        # reads the raw pipe and loses the lines readline() had already buffered.
+        stdout = self.process.stdout
+        if stdout is not None and not stdout.closed:
+            with stdout:
+                self.log.extend(stdout.read().splitlines())
         return self.process.returncode
 
 
