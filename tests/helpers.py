@@ -50,13 +50,12 @@ class RunningServer:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
+        # Not communicate(timeout=...): it reads the raw pipe and drops whatever readline()
+        # in running_server already buffered. The server writes a few lines: no pipe stall.
         self.process.wait(timeout=timeout)
-        # Read the rest through the text wrapper readline() used: communicate(timeout=...)
-        # reads the raw pipe and loses the lines readline() had already buffered.
-        stdout = self.process.stdout
-        if stdout is not None and not stdout.closed:
-            with stdout:
-                self.log.extend(stdout.read().splitlines())
+        assert self.process.stdout is not None
+        self.log.extend(self.process.stdout.read().splitlines())
+        self.process.stdout.close()
         return self.process.returncode
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.pixels.utils import get_expected_length
 
 from duckpacs import _core
 from duckpacs.errors import ParseError
-from tests.corpus import pydicom_test_files
+from tests.corpus import pydicom_test_files, shared_corpus_files
 
 
 def _read(name: str) -> bytes:
@@ -101,3 +103,59 @@ def test_describe_every_pydicom_file_or_parse_error() -> None:
             start, end = px["value"]
             assert px["frames"] * px["frame_len"] <= end - start, path.name
     assert described >= 170
+
+
+def test_encapsulated_frames_match_pydicom_on_every_file() -> None:
+    """Frame boundaries (PS3.5 A.4) agree with pydicom's generate_frames on every
+    encapsulated file of the pydicom test files and the (uncompressed-on-disk) corpus."""
+    files = pydicom_test_files() + [p for p in shared_corpus_files() if not p.name.endswith(".gz")]
+    compared = 0
+    for path in files:
+        data = path.read_bytes()
+        try:
+            layout = _core.describe(data)
+        except ParseError:
+            continue
+        px = layout["pixel"]
+        if not isinstance(px, dict) or px["kind"] != "encapsulated":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        want = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=n))
+        items, frames = px["items"], px["frames"]
+        got = [
+            b"".join(data[items[i][0] + 8 : items[i][1]] for i in range(first, stop))
+            for first, stop in frames
+        ]
+        assert got == want, path.name
+        compared += 1
+    assert compared >= 20
+
+
+def test_native_frame_geometry_matches_pydicom_expected_length() -> None:
+    """frames * frame_len equals pydicom's expected pixel data length (PS3.5 8.1.1) for every
+    native file; badVR.dcm has Number of Frames "1A", which pydicom multiplies as a string."""
+    files = pydicom_test_files() + [p for p in shared_corpus_files() if not p.name.endswith(".gz")]
+    compared = 0
+    for path in files:
+        if path.name == "badVR.dcm":
+            continue
+        try:
+            layout = _core.describe(path.read_bytes())
+        except ParseError:
+            continue
+        px = layout["pixel"]
+        if not isinstance(px, dict) or px["kind"] != "native":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True)
+        if "Rows" not in ds:
+            assert px["frames"] == 0
+            continue
+        expected = get_expected_length(ds, "bytes")
+        assert px["frames"] * px["frame_len"] == expected, path.name
+        compared += 1
+    assert compared >= 50

@@ -1,5 +1,10 @@
 """Type stubs for the Rust extension ``duckpacs._core`` (crate ``duckpacs-py``)."""
 
+from collections.abc import Callable, Iterator, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
 __version__: str
 """Version of the duckpacs-core crate."""
 BUILD_PROFILE: str
@@ -48,4 +53,96 @@ def scan_headers(
     None, transfer_syntax, sop_class_uid, sop_instance_uid, study_instance_uid,
     series_instance_uid, patient_id, modality, top-level element count, file size). A file
     that cannot be read or parsed yields its error message; nothing is raised.
+    """
+
+# --- storage engine (rust/duckpacs-py/src/store.rs) ---
+
+Location = tuple[int, int, int]
+"""``(pack, offset, length)``: where a record is; the index stores it for O(1) reads."""
+
+class Store:
+    """The append-only instance store in ``<data>/store`` (see docs/STORAGE-FORMAT.md).
+
+    With ``writer_id`` the process appends to its own packs (exclusive lock per writer id,
+    ``ArchiveLockedError`` if taken) and recovers their torn tail; without it, read-only.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        writer_id: int | None = None,
+        pack_size: int = 1 << 30,
+        dictionaries: bool = True,
+        sync: bool = True,
+    ) -> None: ...
+    @staticmethod
+    def open(
+        path: str | PathLike[str],
+        writer_id: int | None = None,
+        pack_size: int = 1 << 30,
+        dictionaries: bool = True,
+        sync: bool = True,
+    ) -> Store: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def writer_id(self) -> int | None: ...
+    @property
+    def sync_count(self) -> int: ...
+    def put(self, data: bytes, transfer_syntax: str | None = None) -> Location: ...
+    def put_many(self, items: Sequence[bytes]) -> list[Location]: ...
+    def get(self, location: Location) -> bytes: ...
+    def get_frame(self, location: Location, index: int) -> bytes: ...
+    def frame_count(self, location: Location) -> int: ...
+    def meta(self, location: Location) -> dict[str, Any]: ...
+    def header_bytes(self, location: Location) -> bytes: ...
+    def delete(self, location: Location) -> Location: ...
+    def scan(self, headers: bool = True) -> ScanIter: ...
+    def verify(
+        self, deep: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, int]: ...
+    def compact(
+        self, min_dead_ratio: float = 0.2, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+class ScanIter(Iterator[dict[str, Any]]):
+    """Live instances of a store, one dict per instance (see ``Store.scan``)."""
+
+    def __next__(self) -> dict[str, Any]: ...
+    def __len__(self) -> int: ...
+
+class HeaderBatch:
+    """A header batch built in Rust (``duckpacs.index.schema.BATCH_SCHEMA``).
+
+    Exports itself through the Arrow PyCapsule interface, so ``Index.add_batch(batch)`` and
+    ``pyarrow.table(batch)`` take it without copying.
+    """
+
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        """``(index into buffers, message)`` of each buffer that could not be parsed."""
+    def __len__(self) -> int: ...
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+
+def index_batch(
+    buffers: list[bytes],
+    extras: list[dict[str, object]] | None = None,
+    transfer_syntax: str | None = None,
+    threads: int | None = None,
+) -> HeaderBatch:
+    """Parse ``buffers`` (GIL released, pixel data skipped) into one header batch.
+
+    Large lists are split over ``threads`` threads (default: the number of CPUs).
+
+    ``extras[i]`` holds the location and provenance of ``buffers[i]``: ``pack``, ``offset``,
+    ``length``, ``size`` (int), ``sha256``, ``source_ae``, ``transfer_syntax`` (str),
+    ``received_at`` (datetime or microseconds since the epoch, UTC). ``transfer_syntax`` is
+    the one negotiated for bare datasets. Buffers that fail to parse are left out and listed
+    in ``HeaderBatch.errors``.
     """

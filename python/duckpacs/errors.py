@@ -36,6 +36,10 @@ class ArchiveIndexError(DuckpacsError):
     """The DuckDB index is missing, corrupt or out of step with the store."""
 
 
+class QueryError(DuckpacsError):
+    """A query names an unknown attribute or holds a malformed value (PS3.4 C.2.2.2)."""
+
+
 class NetworkError(DuckpacsError):
     """A DICOM or HTTP network operation failed."""
 

@@ -18,9 +18,12 @@ from duckpacs.cli import (
     config_cmds,
     dicomdir_cmd,
     dump_cmd,
+    find_cmd,
     migrate_cmd,
     scans_cmd,
     serve_cmd,
+    sql_cmd,
+    store_cmds,
 )
 from duckpacs.errors import DuckpacsError
 
@@ -28,6 +31,9 @@ COMMAND_MODULES = (
     config_cmds,
     serve_cmd,
     dump_cmd,
+    store_cmds,
+    find_cmd,
+    sql_cmd,
     anonymize_cmd,
     dicomdir_cmd,
     scans_cmd,

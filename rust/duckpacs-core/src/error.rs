@@ -15,6 +15,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The store could not do what was asked (bad argument, unknown location, full pack).
+    #[error("{path}: offset {offset}: {message}")]
+    Store {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+    /// Stored bytes fail a checksum or a structural check: the data on disk is damaged.
+    #[error("{path}: offset {offset}: integrity: {message}")]
+    Integrity {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+    /// Another process holds the write lock of this store writer.
+    #[error("{path}: locked by another process")]
+    Locked { path: PathBuf },
     /// Malformed or truncated DICOM data: where (byte offset, tag when known) and what was
     /// expected.
     #[error("DICOM parse error at byte {offset}{}: {reason}", fmt_tag(.tag))]

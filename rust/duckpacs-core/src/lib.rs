@@ -3,8 +3,10 @@
 //! Nothing here knows about Python; the `duckpacs-py` crate is the thin binding layer.
 
 pub mod error;
+pub mod index;
 pub mod layout;
 pub mod parse;
+pub mod store;
 
 pub use error::{Error, Result};
 

@@ -32,6 +32,9 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
             std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
             _ => py_error(py, "StorageError", message),
         },
+        Error::Store { .. } => py_error(py, "StorageError", message),
+        Error::Integrity { .. } => py_error(py, "IntegrityError", message),
+        Error::Locked { .. } => py_error(py, "ArchiveLockedError", message),
         Error::Parse { .. } => py_error(py, "ParseError", message),
         _ => py_error(py, "DuckpacsError", message),
     }

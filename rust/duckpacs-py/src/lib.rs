@@ -6,7 +6,9 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod index;
 mod parse;
+mod store;
 
 /// Build profile of this extension ("release" or "debug").
 const PROFILE: &str = if cfg!(debug_assertions) {
@@ -20,6 +22,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", duckpacs_core::VERSION)?;
     m.add("BUILD_PROFILE", PROFILE)?;
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
+    m.add_class::<store::Store>()?;
+    m.add_class::<store::ScanIter>()?;
     parse::register(m)?;
+    index::register(m)?;
     Ok(())
 }

@@ -343,7 +343,8 @@ fn pixel_layout(p: &Parsed<'_>, el: &Element) -> PixelLayout {
     }
 }
 
-/// Native geometry (PS3.5 8.1.1, PS3.3 C.7.6.3). Bits Allocated 1 packs frames without
+/// Native geometry (PS3.5 8.1.1, PS3.3 C.7.6.3; YBR_*_422 holds 2 samples a pixel, C.7.6.3.1.2).
+/// Bits Allocated 1 packs frames without
 /// padding between them, so the whole bit stream `ceil(rows*columns*frames/8)` bytes is
 /// reported as one frame (`frames = 1`). When the attributes are missing or the value is
 /// shorter than they claim, `frames = 0` and `frame_len = 0`: the whole value is tail.
@@ -359,7 +360,15 @@ fn native(p: &Parsed<'_>, el: &Element, number_of_frames: Option<i64>) -> PixelK
     let pixel_representation = u16_of(p, 0x0028_0103);
     let planar_configuration = u16_of(p, 0x0028_0006);
     let frames_claimed = u64::try_from(number_of_frames.unwrap_or(1)).unwrap_or(1);
-    let pixels = u64::from(rows) * u64::from(columns) * u64::from(samples_per_pixel);
+    // YBR_FULL_422 / YBR_PARTIAL_422 keep two chroma samples per two pixels: 2 samples a
+    // pixel instead of 3 (PS3.3 C.7.6.3.1.2).
+    let photometric = p.string(&p.dataset, 0x0028_0004);
+    let samples = if samples_per_pixel == 3 && photometric.ends_with("_422") {
+        2
+    } else {
+        u64::from(samples_per_pixel)
+    };
+    let pixels = u64::from(rows) * u64::from(columns) * samples;
     let (mut frames, mut frame_len) = if bits_allocated == 1 {
         (1u64, (pixels * frames_claimed).div_ceil(8))
     } else {

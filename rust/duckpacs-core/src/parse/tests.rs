@@ -386,3 +386,22 @@ fn private_creator_of_a_private_element() {
     assert_eq!(p.string(&p.dataset, creator.tag), "SIEMENS CSA HEADER");
     assert_eq!(p.dataset.get(0x0029_1008).unwrap().vr, Vr::UN);
 }
+
+#[test]
+fn ybr_full_422_frames_hold_two_samples_per_pixel() {
+    let mut f = part10(EXPLICIT_VR_LE);
+    f.extend(short(0x0028_0002, b"US", &3u16.to_le_bytes())); // Samples per Pixel 3
+    f.extend(short(0x0028_0004, b"CS", b"YBR_FULL_422")); // Photometric Interpretation
+    f.extend(short(0x0028_0010, b"US", &2u16.to_le_bytes())); // Rows 2
+    f.extend(short(0x0028_0011, b"US", &2u16.to_le_bytes())); // Columns 2
+    f.extend(short(0x0028_0100, b"US", &8u16.to_le_bytes())); // Bits Allocated 8
+                                                              // (7FE0,0010) OB length 8: Y1 Y2 Cb Cr for each of the two rows
+    f.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 8, 0, 0, 0]);
+    f.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    match describe(&f, None).unwrap().pixel.unwrap().kind {
+        PixelKind::Native {
+            frames, frame_len, ..
+        } => assert_eq!((frames, frame_len), (1, 8)),
+        k => panic!("unexpected {k:?}"),
+    }
+}

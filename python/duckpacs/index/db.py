@@ -1,0 +1,565 @@
+"""The archive index: one DuckDB file, ``<data>/index.duckdb``, owned by one process.
+
+DuckDB lets one process open a file read-write; that process (``duckpacs serve``) owns the
+:class:`Index` and answers other processes over IPC, so every public method takes and returns
+plain data. Calls are serialised by a lock, so one :class:`Index` can be shared by threads.
+
+The index is a view of the store: it can always be rebuilt with ``duckpacs reindex``. When
+the file is damaged, or missing while the store holds records, :meth:`Index.open` raises
+:class:`~duckpacs.errors.ArchiveIndexError` saying so.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydicom.datadict import DicomDictionary
+
+from duckpacs import logs
+from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
+from duckpacs.index import matching, schema
+
+INDEX_FILENAME = "index.duckdb"
+STORE_DIRNAME = "store"
+REINDEX_HINT = "run `duckpacs reindex` to rebuild it from the store"
+
+log = logs.get("index")
+
+Location = tuple[str, str | None, str | None, int | None, int | None, int | None]
+
+
+def index_path(path: str | Path) -> Path:
+    """The index file for ``path``: an archive folder, or the ``.duckdb`` file itself."""
+    p = Path(path)
+    return p / INDEX_FILENAME if p.is_dir() or not p.suffix else p
+
+
+def store_has_records(data_dir: Path) -> bool:
+    """True when ``<data>/store`` holds any file (the index must then describe them)."""
+    store = data_dir / STORE_DIRNAME
+    return store.is_dir() and any(f.is_file() for f in store.rglob("*"))
+
+
+def _as_table(batch: Any) -> pa.Table:
+    if isinstance(batch, pa.RecordBatch):
+        table = pa.Table.from_batches([batch])
+    elif isinstance(batch, pa.Table):
+        table = batch
+    else:  # anything exporting the Arrow PyCapsule interface (the Rust builder does)
+        table = pa.table(batch)
+    missing = [n for n in schema.BATCH_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise ArchiveIndexError(f"header batch lacks columns {', '.join(missing)}")
+    return table.select(schema.BATCH_SCHEMA.names).cast(schema.BATCH_SCHEMA)
+
+
+_EMPTY = pa.table({})
+_KEY_TAGS = pa.array(sorted(schema.KEYS_BY_TAG), pa.uint32())
+
+
+def _to_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
+    return fetch()
+
+
+class Index:
+    """The DuckDB index of one archive. Create it with :meth:`open`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self._con = con
+        self.path = path
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._batch = _EMPTY
+        for macro in schema.MACROS:
+            con.execute(macro)
+        rows = con.execute("SELECT coalesce(max(iid), 0) + 1 FROM instances").fetchall()
+        self._next_iid = int(rows[0][0]) if rows else 1
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, read_only: bool = False, *, check_store: bool = True) -> Index:
+        """Open (or create) the index of an archive.
+
+        Parameters
+        ----------
+        path : the archive folder (the file is ``<path>/index.duckdb``) or the file itself.
+        read_only : open without write access (any number of read-only openers may coexist,
+            but not beside the read-write owner: DuckDB's rule).
+        check_store : refuse to create a new, empty index when the store beside it holds
+            records (the index would silently miss them).
+
+        Raises
+        ------
+        ArchiveIndexError : the file is damaged, from a newer duckpacs, or missing while the
+            store holds records; the message says to run ``duckpacs reindex``.
+        ArchiveLockedError : another process has the file open read-write.
+        """
+        file = index_path(path)
+        exists = file.exists()
+        if not exists:
+            if check_store and store_has_records(file.parent):
+                raise ArchiveIndexError(
+                    f"{file}: the index is missing but the store holds records; {REINDEX_HINT}"
+                )
+            if read_only:
+                raise ArchiveIndexError(f"{file}: no index here yet (is this an archive?)")
+            file.parent.mkdir(parents=True, exist_ok=True)
+        con = cls._connect(file, read_only)
+        try:
+            cls._migrate(con, file, read_only, created=not exists)
+        except BaseException:
+            con.close()
+            raise
+        return cls(con, file, read_only)
+
+    @staticmethod
+    def _connect(file: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(file), read_only=read_only)
+        except duckdb.Error as e:
+            text = str(e)
+            if "lock" in text.lower():
+                raise ArchiveLockedError(
+                    f"{file}: the index is open in another process (the serving process owns "
+                    "it; stop it or ask it)"
+                ) from e
+            raise ArchiveIndexError(
+                f"{file}: cannot open the index ({text}); {REINDEX_HINT}"
+            ) from e
+
+    @staticmethod
+    def _migrate(
+        con: duckdb.DuckDBPyConnection, file: Path, read_only: bool, created: bool
+    ) -> None:
+        try:
+            tables = {
+                r[0]
+                for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+            if "duckpacs_meta" not in tables:
+                if tables or read_only:
+                    raise ArchiveIndexError(f"{file}: not a duckpacs index; {REINDEX_HINT}")
+                _create(con)
+                return
+            row = con.execute(
+                "SELECT value FROM duckpacs_meta WHERE key = 'schema_version'"
+            ).fetchall()
+        except duckdb.Error as e:
+            raise ArchiveIndexError(f"{file}: the index is damaged ({e}); {REINDEX_HINT}") from e
+        version = int(row[0][0]) if row else 0
+        if version > schema.SCHEMA_VERSION:
+            raise ArchiveIndexError(
+                f"{file}: index schema {version} is newer than this duckpacs "
+                f"({schema.SCHEMA_VERSION}); upgrade duckpacs or {REINDEX_HINT}"
+            )
+        if version < schema.SCHEMA_VERSION:
+            # Schema 1 is the first; later versions add their steps to MIGRATIONS.
+            if read_only:
+                raise ArchiveIndexError(
+                    f"{file}: index schema {version} needs migrating; "
+                    "open it read-write once (duckpacs serve)"
+                )
+            for step in MIGRATIONS.get(version, ()):
+                con.execute(step)
+            _set_version(con)
+
+    def close(self) -> None:
+        """Close the DuckDB connection (checkpointing the write-ahead log)."""
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add_batch(self, batch: Any) -> dict[str, int]:
+        """Append a header batch (:data:`~duckpacs.index.schema.BATCH_SCHEMA`) in bulk.
+
+        Duplicates are resolved with set operations over the whole batch: within the batch the
+        last row of a SOP Instance UID wins; a row whose SOP Instance UID and sha256 equal an
+        indexed instance is skipped; any other row with an indexed SOP Instance UID replaces
+        it. The level tables of every touched series, study and patient are recomputed.
+
+        Parameters
+        ----------
+        batch : a ``pyarrow.Table`` or ``RecordBatch``, or any object exporting the Arrow
+            PyCapsule interface (``__arrow_c_stream__`` / ``__arrow_c_array__``).
+
+        Returns
+        -------
+        dict with ``added`` (new instances), ``replaced``, ``unchanged``, ``duplicates``
+        (rows superseded by a later row of the batch) and ``rejected`` (no SOP Instance UID).
+        """
+        table = _as_table(batch)
+        if table.num_rows == 0:
+            return {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "rejected": 0}
+        with self._lock, self._transaction():
+            base = self._next_iid
+            iids = pa.array(range(base, base + table.num_rows), pa.int64())
+            self._batch = table.append_column("iid", iids)
+            self._con.register("_dp_batch", self._batch)
+            try:
+                counts = self._append(table.num_rows)
+            finally:
+                self._con.unregister("_dp_batch")
+                self._batch = _EMPTY
+            self._next_iid = base + table.num_rows
+        log.debug("indexed batch %s", counts)
+        return counts
+
+    def _append(self, total: int) -> dict[str, int]:
+        con = self._con
+        con.execute("""CREATE OR REPLACE TEMP TABLE _dp_new AS
+            SELECT iid, sop_instance_uid, sha256 FROM _dp_batch
+            WHERE coalesce(sop_instance_uid, '') <> ''
+            QUALIFY row_number() OVER (PARTITION BY sop_instance_uid ORDER BY iid DESC) = 1""")
+        keyed = _count(con, "_dp_new")
+        uids = con.execute(
+            "SELECT count(*) FROM _dp_batch WHERE coalesce(sop_instance_uid, '') <> ''"
+        ).fetchall()
+        with_uid = int(uids[0][0]) if uids else 0
+        con.execute("""DELETE FROM _dp_new USING instances i
+            WHERE i.sop_instance_uid = _dp_new.sop_instance_uid AND i.sha256 = _dp_new.sha256""")
+        fresh = _count(con, "_dp_new")
+        con.execute("""CREATE OR REPLACE TEMP TABLE _dp_old AS
+            SELECT iid, series_instance_uid, study_instance_uid, patient_id FROM instances
+            WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM _dp_new)""")
+        replaced = _count(con, "_dp_old")
+        con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
+        con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
+        con.execute(f"""INSERT INTO instances (iid, {schema.column_list()})
+            SELECT b.iid, {schema.typed_select("b")} FROM _dp_batch b
+            WHERE b.iid IN (SELECT iid FROM _dp_new)""")
+        self._insert_attributes(total, fresh)
+        con.execute("""CREATE OR REPLACE TEMP TABLE _dp_touched AS
+            SELECT DISTINCT coalesce(series_instance_uid, '') AS series_instance_uid,
+                   coalesce(study_instance_uid, '') AS study_instance_uid,
+                   coalesce(patient_id, '') AS patient_id FROM (
+              SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_batch
+              WHERE iid IN (SELECT iid FROM _dp_new)
+              UNION ALL SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_old)""")
+        _refresh_levels(con)
+        return {
+            "added": fresh - replaced,
+            "replaced": replaced,
+            "unchanged": keyed - fresh,
+            "duplicates": with_uid - keyed,
+            "rejected": total - with_uid,
+        }
+
+    def _insert_attributes(self, total: int, fresh: int) -> None:
+        """Append the ``attrs`` of the kept rows (but the top-level key attributes)."""
+        con = self._con
+        table = self._batch
+        attrs = table.column("attrs").combine_chunks()
+        flat = attrs.flatten()
+        parents = pc.list_parent_indices(attrs)
+        iids = table.column("iid").combine_chunks().take(parents)
+        columns = {"iid": iids, **{f.name: flat.field(f.name) for f in schema.ATTR_STRUCT}}
+        values = pa.table(columns)
+        # Top-level key attributes are the typed columns of `instances`: not repeated here.
+        in_columns = pc.and_(
+            pc.equal(values.column("parent"), ""),
+            pc.is_in(values.column("tag"), value_set=_KEY_TAGS),
+        )
+        values = values.filter(pc.invert(in_columns))
+        # Sorted by tag within the batch, so the zone maps of a row group narrow on `tag`: a
+        # whole-archive match on one attribute skips most row groups.
+        values = values.sort_by([("tag", "ascending"), ("iid", "ascending")])
+        if fresh != total:  # some rows were duplicates: keep the entries of the kept rows only
+            kept = pa.array(
+                [r[0] for r in con.execute("SELECT iid FROM _dp_new").fetchall()], pa.int64()
+            )
+            values = values.filter(pc.is_in(values.column("iid"), value_set=kept))
+        con.register("_dp_attrs", values)
+        try:
+            con.execute("INSERT INTO attributes SELECT * FROM _dp_attrs")
+        finally:
+            con.unregister("_dp_attrs")
+
+    def remove(self, sop_instance_uids: Sequence[str]) -> int:
+        """Drop instances (after a deletion in the store); returns how many were indexed."""
+        if not sop_instance_uids:
+            return 0
+        with self._lock, self._transaction():
+            con = self._con
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE _dp_old AS
+                SELECT iid, series_instance_uid, study_instance_uid, patient_id FROM instances
+                WHERE sop_instance_uid IN (SELECT unnest(?::VARCHAR[]))""",
+                [list(sop_instance_uids)],
+            )
+            con.execute("""CREATE OR REPLACE TEMP TABLE _dp_touched AS
+                SELECT DISTINCT series_instance_uid, study_instance_uid,
+                       coalesce(patient_id, '') AS patient_id FROM _dp_old""")
+            con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
+            con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
+            _refresh_levels(con)
+            return _count(con, "_dp_old")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if self.read_only:
+            raise ArchiveIndexError(f"{self.path}: the index is open read-only")
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def find(
+        self,
+        level: str,
+        query: Mapping[str, Any],
+        return_keys: Sequence[str] = (),
+        *,
+        fuzzy: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+        combined_datetime: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Match ``query`` at ``level`` with the rules of PS3.4 C.2.2.2.
+
+        Parameters
+        ----------
+        level : ``patient``, ``study``, ``series`` or ``image`` (``instance`` too), any case.
+        query : matching keys, keyword or ``ggggeeee`` -> value. A value is a DICOM query
+            string (empty: universal, ``*``/``?``: wildcard, ``A-B``: range, ``a\\b``: list),
+            a list of such strings (list matching), or for a sequence a list holding one dict
+            of item keys (sequence matching, PS3.4 C.2.2.2.6).
+        return_keys : further attributes to return (any attribute, private ones included, and
+            the computed keys: NumberOfStudyRelatedInstances, ModalitiesInStudy, ...).
+        fuzzy : case-insensitive person-name matching with an implied trailing ``*``.
+        limit, offset : paging over results ordered by the level's unique key.
+        combined_datetime : match date and time keys as one datetime range (C.2.2.2.5).
+
+        Returns
+        -------
+        One dict per match: keyword (or ``ggggeeee``) -> value as DICOM text (multiple values
+        joined by ``\\``), ``None`` when the attribute is absent, a list of item dicts for a
+        sequence. The level's unique key is always present.
+        """
+        plan = matching.compile_find(
+            level, query, return_keys, fuzzy=fuzzy, combined_datetime=combined_datetime
+        )
+        if plan.scope is not None:
+            bounds = self._bounds(plan.scope)
+            if bounds is None:
+                return []
+            plan = matching.compile_find(
+                level,
+                query,
+                return_keys,
+                fuzzy=fuzzy,
+                combined_datetime=combined_datetime,
+                iid_range=bounds,
+            )
+        sql, params = plan.sql, list(plan.params)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        if offset:
+            sql += " OFFSET ?"
+            params.append(int(offset))
+        with self._lock:
+            rows = self._con.execute(sql, params).fetchall()
+            return matching.finish(self._con, plan, rows)
+
+    def count(self, level: str, query: Mapping[str, Any], *, fuzzy: bool = False) -> int:
+        """Number of matches of ``query`` at ``level`` (same rules as :meth:`find`)."""
+        plan = matching.compile_find(level, query, (), fuzzy=fuzzy)
+        if plan.scope is not None:
+            bounds = self._bounds(plan.scope)
+            if bounds is None:
+                return 0
+            plan = matching.compile_find(level, query, (), fuzzy=fuzzy, iid_range=bounds)
+        with self._lock:
+            row = self._con.execute(f"SELECT count(*) FROM ({plan.sql})", plan.params).fetchall()
+        return int(row[0][0]) if row else 0
+
+    def locations(
+        self, level: str, query: Mapping[str, Any], *, fuzzy: bool = False
+    ) -> list[Location]:
+        """Where the instances under every match are, for C-MOVE, C-GET and WADO.
+
+        Returns
+        -------
+        ``(sop_instance_uid, sop_class_uid, transfer_syntax, pack, offset, length)`` per
+        instance, ordered by series, instance number and UID.
+        """
+        sql, params, scope = matching.compile_locations(level, query, fuzzy=fuzzy)
+        if scope is not None:
+            bounds = self._bounds(scope)
+            if bounds is None:
+                return []
+            sql, params, _ = matching.compile_locations(level, query, fuzzy=fuzzy, iid_range=bounds)
+        with self._lock:
+            rows = self._con.execute(sql, params).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def _bounds(self, scope: matching.Cond) -> tuple[int, int] | None:
+        """iid range of the instances meeting ``scope`` (None when there are none)."""
+        sql, params = matching.scope_sql(scope)
+        with self._lock:
+            rows = self._con.execute(sql, params).fetchall()
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
+
+    def sql(self, text: str) -> pa.Table:
+        """Run read-only SQL (SELECT statements only) over the documented tables and views."""
+        with self._lock:
+            try:
+                statements = self._con.extract_statements(text)
+            except duckdb.Error as e:
+                raise QueryError(f"SQL: {e}") from e
+            if not statements:
+                raise QueryError("SQL: empty statement")
+            kinds = {s.type for s in statements}
+            if kinds - {duckdb.StatementType.SELECT}:
+                raise QueryError(
+                    "SQL: only SELECT statements are allowed (the index is a view "
+                    "of the store, changed by ingest only)"
+                )
+            try:
+                result = None
+                for statement in statements:
+                    result = self._con.sql(statement.query)
+                return _to_arrow(result) if result is not None else pa.table({})
+            except duckdb.Error as e:
+                raise QueryError(f"SQL: {e}") from e
+
+    def stats(self) -> dict[str, int]:
+        """Numbers of patients, studies, series, instances and attribute values."""
+        names = ("patients", "studies", "series", "instances", "attributes")
+        with self._lock:
+            return {n: _count(self._con, n) for n in names}
+
+    def table(self, name: str, order_by: str) -> pa.Table:
+        """A whole table as Arrow (``iid`` excluded), sorted: for comparisons and exports."""
+        if name not in ("patients", "studies", "series", "instances", "attributes"):
+            raise QueryError(f"unknown table {name}")
+        with self._lock:
+            return _to_arrow(self._con.sql(f"SELECT * FROM {name} ORDER BY {order_by}"))
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The underlying connection (tests and benchmarks; do not share across processes)."""
+        return self._con
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    return int(row[0][0]) if row else 0
+
+
+def _agg(columns: Sequence[str], order: str) -> str:
+    return ", ".join(f"arg_max({c}, {order}) AS {c}" for c in columns)
+
+
+def _refresh_levels(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute the series, studies and patients rows touched (``_dp_touched``)."""
+    series_cols = [c for c in schema.level_columns("series") if c != "series_instance_uid"]
+    study_cols = schema.level_columns("study")
+    patient_cols = schema.level_columns("patient")
+    con.execute(
+        "DELETE FROM series WHERE series_instance_uid IN "
+        "(SELECT series_instance_uid FROM _dp_touched)"
+    )
+    con.execute(f"""INSERT INTO series (series_instance_uid, study_instance_uid,
+          {", ".join(series_cols)}, number_of_series_related_instances, rep_iid)
+        SELECT series_instance_uid, arg_max(study_instance_uid, iid), {_agg(series_cols, "iid")},
+          count(*), max(iid)
+        FROM instances WHERE series_instance_uid IN (SELECT series_instance_uid FROM _dp_touched)
+        GROUP BY series_instance_uid""")
+    other = [c for c in study_cols if c != "study_instance_uid"]
+    con.execute(
+        "DELETE FROM studies WHERE study_instance_uid IN "
+        "(SELECT study_instance_uid FROM _dp_touched)"
+    )
+    con.execute(f"""INSERT INTO studies (study_instance_uid, {", ".join(other)},
+          study_datetime, modalities_in_study, sop_classes_in_study,
+          number_of_study_related_series, number_of_study_related_instances, rep_iid)
+        SELECT study_instance_uid, {_agg(other, "iid")},
+          arg_max(study_date, iid) + coalesce(arg_max(study_time, iid), TIME '00:00:00'),
+          list_sort(list_distinct(list(modality))), list_sort(list_distinct(list(sop_class_uid))),
+          count(DISTINCT series_instance_uid), count(*), max(iid)
+        FROM instances WHERE study_instance_uid IN (SELECT study_instance_uid FROM _dp_touched)
+        GROUP BY study_instance_uid""")
+    other = [c for c in patient_cols if c != "patient_id"]
+    con.execute("DELETE FROM patients WHERE patient_id IN (SELECT patient_id FROM _dp_touched)")
+    con.execute(f"""INSERT INTO patients (patient_id, {", ".join(other)},
+          number_of_patient_related_studies, number_of_patient_related_series,
+          number_of_patient_related_instances, rep_iid)
+        SELECT coalesce(patient_id, ''), {_agg(other, "rep_iid")}, count(*),
+          sum(number_of_study_related_series), sum(number_of_study_related_instances),
+          max(rep_iid)
+        FROM studies WHERE coalesce(patient_id, '') IN (SELECT patient_id FROM _dp_touched)
+        GROUP BY coalesce(patient_id, '')""")
+
+
+# Documented views for `duckpacs sql` (see duckpacs.cli.sql_cmd).
+VIEWS = (
+    """CREATE OR REPLACE VIEW elements AS
+       SELECT i.sop_instance_uid, i.series_instance_uid, i.study_instance_uid, a.parent,
+              printf('%08X', a.tag) AS tag, d.keyword, a.vr, a.creator, a.vm_index, a.value,
+              a.num
+       FROM attributes a JOIN instances i USING (iid)
+       LEFT JOIN dicom_dictionary d ON d.tag = a.tag""",
+)
+
+# schema version -> statements bringing it to the next version (none yet: version 1 is first).
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+def _create(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("BEGIN TRANSACTION")
+    for statement in schema.create_statements():
+        con.execute(statement)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS dicom_dictionary "
+        "(tag UINTEGER, keyword VARCHAR, vr VARCHAR, name VARCHAR)"
+    )
+    rows = [
+        (int(tag), entry[4], entry[0], entry[2])
+        for tag, entry in DicomDictionary.items()
+        if entry[4] and int(tag) <= 0xFFFFFFFF
+    ]
+    dictionary = pa.table(
+        {
+            name: list(col)
+            for name, col in zip(
+                ("tag", "keyword", "vr", "name"), zip(*rows, strict=True), strict=True
+            )
+        }
+    )
+    con.register("_dp_dictionary", dictionary)
+    con.execute("INSERT INTO dicom_dictionary SELECT * FROM _dp_dictionary")
+    con.unregister("_dp_dictionary")
+    for view in VIEWS:
+        con.execute(view)
+    _set_version(con)
+    con.execute("COMMIT")
+
+
+def _set_version(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO duckpacs_meta VALUES ('schema_version', ?)",
+        [str(schema.SCHEMA_VERSION)],
+    )

@@ -1,0 +1,105 @@
+"""Rebuild the index from the store alone: the index is a view of the store.
+
+:func:`rebuild` takes the store's scan, an iterator of ``(record, header_bytes)`` where
+``record`` holds the location and provenance values of
+:data:`~duckpacs.index.schema.LOCATION_FIELDS` (``pack``, ``offset``, ``length``, ``sha256``,
+``size``, ``received_at``, ``source_ae``, ``transfer_syntax``) and ``header_bytes`` is the
+instance without its pixel data (Part 10 file or bare dataset). It writes a new file beside the
+index and swaps it in only when complete, so an interrupted reindex leaves the old file as is.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from duckpacs import logs
+from duckpacs._core import index_batch
+from duckpacs.errors import ParseError
+from duckpacs.index.db import Index, index_path
+
+log = logs.get("index")
+
+StoreRecord = tuple[Mapping[str, Any], bytes]
+
+
+def read_header(data: bytes, where: str = "") -> Dataset:
+    """Parse header bytes with pydicom, pixel data excluded (for tools and tests; the
+    rebuild itself uses the Rust parser, as ingest does)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        except Exception as e:  # pydicom raises many types on damaged input
+            raise ParseError(f"{where or 'record'}: cannot parse header: {e}") from e
+
+
+def store_records(scan: Iterable[Mapping[str, Any]]) -> Iterator[StoreRecord]:
+    """Adapt the store's scan (``duckpacs._core.Store.scan()``: dicts with ``location``,
+    ``sha256``, ``original_len``, ``transfer_syntax`` and ``header``) to :func:`rebuild`."""
+    for entry in scan:
+        pack, offset, length = entry["location"]
+        record = {
+            "pack": pack,
+            "offset": offset,
+            "length": length,
+            "sha256": entry.get("sha256"),
+            "size": entry.get("original_len"),
+            "transfer_syntax": entry.get("transfer_syntax") or None,
+        }
+        yield record, entry["header"]
+
+
+def rebuild(
+    path: str | Path,
+    records: Iterable[StoreRecord],
+    *,
+    batch_size: int = 2000,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Write a fresh index for ``path`` from ``records`` and swap it in.
+
+    Returns
+    -------
+    The counts of the new index (:meth:`Index.stats`) plus ``skipped`` (records the parser
+    rejects, logged with their location).
+    """
+    final = index_path(path)
+    temp = final.with_name(final.name + ".rebuild")
+    for stale in (temp, temp.with_name(temp.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    skipped = done = 0
+    with Index.open(temp, check_store=False) as index:
+        pending: list[StoreRecord] = []
+
+        def flush() -> None:
+            nonlocal skipped, done
+            batch = index_batch([h for _, h in pending], [dict(r) for r, _ in pending])
+            for i, error in batch.errors:
+                record = pending[i][0]
+                where = f"pack {record.get('pack')} offset {record.get('offset')}"
+                logs.event(log, "reindex skipped a record", where=where, error=error)
+            skipped += len(batch.errors)
+            index.add_batch(batch)
+            done += len(pending)
+            pending.clear()
+            if progress:
+                progress(done)
+
+        for record in records:
+            pending.append(record)
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
+        stats = index.stats()
+    final.with_name(final.name + ".wal").unlink(missing_ok=True)
+    os.replace(temp, final)
+    return {**stats, "skipped": skipped}

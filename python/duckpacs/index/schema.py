@@ -1,0 +1,280 @@
+"""Index schema: the Arrow batch contract, the DuckDB tables and their migrations.
+
+Two shapes are defined here.
+
+The **header batch** (Arrow) is what a batch builder (the Rust one in ``duckpacs._core`` or
+:mod:`duckpacs.index.rows` in Python) hands to :meth:`duckpacs.index.Index.add_batch`: one row
+per instance with
+
+- one ``string`` column per key attribute (:data:`KEY_ATTRIBUTES`), holding the decoded value
+  as text (Specific Character Set applied, multiple values joined with ``\\``, padding
+  removed), null when the attribute is absent;
+- the location and provenance columns (:data:`LOCATION_FIELDS`);
+- ``attrs``: a list of every element of the dataset, top-level and nested, private ones
+  included (:data:`ATTR_STRUCT`), one entry per value.
+
+The **DuckDB tables** are ``instances`` (typed key columns, location), ``attributes`` (every
+other element of every instance, long form: nested ones, private ones, and every top-level
+attribute that is not a key column) and the per-level aggregates ``series``, ``studies`` and
+``patients`` that carry the computed return keys of PS3.4 C.6.1.1 / C.6.2.1 (numbers of related
+instances, ModalitiesInStudy, SOPClassesInStudy). The level tables are recomputed for the
+studies a batch touches, so they always equal a GROUP BY over ``instances``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import pyarrow as pa
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+SCHEMA_VERSION: Final = 1
+
+LEVELS: Final = ("patient", "study", "series", "image")
+
+
+@dataclass(frozen=True)
+class KeyAttribute:
+    """An attribute held in a typed column of the level tables.
+
+    Attributes
+    ----------
+    keyword : DICOM keyword (PS3.6).
+    tag : ``group << 16 | element``.
+    vr : value representation from the data dictionary.
+    level : the query level it belongs to (PS3.4 C.6.1.1 / C.6.2.1).
+    column : the column name in the batch and in the tables.
+    """
+
+    keyword: str
+    tag: int
+    vr: str
+    level: str
+    column: str
+
+    @property
+    def sql_type(self) -> str:
+        """DuckDB type of the column in the tables (the batch always carries text)."""
+        return {"DA": "DATE", "TM": "TIME", "IS": "INTEGER", "US": "INTEGER"}.get(
+            self.vr, "VARCHAR"
+        )
+
+
+def _snake(keyword: str) -> str:
+    out: list[str] = []
+    for i, ch in enumerate(keyword):
+        if (
+            ch.isupper()
+            and i
+            and (
+                not keyword[i - 1].isupper() or (i + 1 < len(keyword) and keyword[i + 1].islower())
+            )
+        ):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out).replace("i_d", "id").replace("u_i_d", "uid")
+
+
+_COLUMN_OVERRIDES: Final = {
+    "StudyInstanceUID": "study_instance_uid",
+    "SeriesInstanceUID": "series_instance_uid",
+    "SOPInstanceUID": "sop_instance_uid",
+    "SOPClassUID": "sop_class_uid",
+    "PatientID": "patient_id",
+    "IssuerOfPatientID": "issuer_of_patient_id",
+    "StudyID": "study_id",
+    "Rows": "pixel_rows",
+    "Columns": "pixel_columns",
+}
+
+_KEYS_BY_LEVEL: Final = {
+    "patient": (
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientSex",
+    ),
+    "study": (
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
+    ),
+    "series": (
+        "SeriesInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+        "StationName",
+        "InstitutionName",
+        "Manufacturer",
+        "ProtocolName",
+    ),
+    "image": (
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "InstanceNumber",
+        "ContentDate",
+        "ContentTime",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+    ),
+}
+
+
+def _key(keyword: str, level: str) -> KeyAttribute:
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - guarded by the literal list above
+        raise ValueError(keyword)
+    column = _COLUMN_OVERRIDES.get(keyword) or _snake(keyword)
+    return KeyAttribute(keyword, int(tag), dictionary_VR(tag), level, column)
+
+
+KEY_ATTRIBUTES: Final = tuple(
+    _key(keyword, level) for level, keywords in _KEYS_BY_LEVEL.items() for keyword in keywords
+)
+KEYS_BY_KEYWORD: Final = {k.keyword: k for k in KEY_ATTRIBUTES}
+KEYS_BY_TAG: Final = {k.tag: k for k in KEY_ATTRIBUTES}
+
+# Location of the record in the store and provenance of the instance (the store's Location is
+# (pack, offset, length); sha256 and size describe the original bytes as received).
+LOCATION_FIELDS: Final = (
+    pa.field("transfer_syntax", pa.string()),
+    pa.field("pack", pa.uint64()),
+    pa.field("offset", pa.uint64()),
+    pa.field("length", pa.uint64()),
+    pa.field("sha256", pa.string()),
+    pa.field("size", pa.uint64()),
+    pa.field("received_at", pa.timestamp("us", tz="UTC")),
+    pa.field("source_ae", pa.string()),
+)
+
+# One element value. ``parent`` names the sequence item holding it: "" at top level, else
+# "SSSSSSSS#n" (sequence tag in hex, item index from 0), nested items joined with "/".
+# ``creator`` is the Private Creator of a private element (PS3.5 7.8.1), else null. A
+# sequence element itself is one entry with vr "SQ" and a null value; an element with no
+# value is one entry with a null value; binary values (OB, OW, UN, ...) are not kept.
+ATTR_STRUCT: Final = pa.struct(
+    [
+        pa.field("parent", pa.string(), nullable=False),
+        pa.field("tag", pa.uint32(), nullable=False),
+        pa.field("vr", pa.string(), nullable=False),
+        pa.field("creator", pa.string()),
+        pa.field("vm_index", pa.uint16(), nullable=False),
+        pa.field("value", pa.string()),
+        pa.field("num", pa.float64()),
+    ]
+)
+
+BATCH_SCHEMA: Final = pa.schema(
+    [pa.field(k.column, pa.string()) for k in KEY_ATTRIBUTES]
+    + list(LOCATION_FIELDS)
+    + [pa.field("attrs", pa.list_(ATTR_STRUCT))]
+)
+
+# Value representations whose values are numbers (kept in ``attributes.num`` too).
+NUMERIC_VRS: Final = frozenset({"DS", "IS", "FL", "FD", "SS", "US", "SL", "UL", "SV", "UV"})
+# Value representations matched with date/time range semantics (PS3.4 C.2.2.2.5).
+DATETIME_VRS: Final = frozenset({"DA", "TM", "DT"})
+
+
+# Hierarchy keys: an instance lacking one still belongs to a (nameless) patient/study/series.
+HIERARCHY_COLUMNS: Final = frozenset({"patient_id", "study_instance_uid", "series_instance_uid"})
+
+
+def _typed(k: KeyAttribute, source: str) -> str:
+    if k.column in HIERARCHY_COLUMNS:
+        return f"coalesce({source}, '')"
+    if k.vr == "DA":
+        return f"dp_date({source})"
+    if k.vr == "TM":
+        return f"dp_time({source})"
+    if k.sql_type == "INTEGER":
+        return f"TRY_CAST(trim({source}) AS INTEGER)"
+    return source
+
+
+# Temporary macros every connection defines (kept out of the file so the schema stays plain).
+MACROS: Final = (
+    # DA (PS3.5 6.2): YYYYMMDD; the ACR-NEMA form YYYY.MM.DD is accepted too.
+    "CREATE OR REPLACE TEMP MACRO dp_date(s) AS "
+    "try_strptime(replace(trim(s), '.', ''), '%Y%m%d')::DATE",
+    # TM (PS3.5 6.2): HH[MM[SS[.F{1,6}]]]; the ACR-NEMA form HH:MM:SS is accepted too.
+    "CREATE OR REPLACE TEMP MACRO dp_time(s) AS CASE "
+    "WHEN length(split_part(replace(trim(s), ':', ''), '.', 1)) IN (2, 4, 6) "
+    "THEN try_strptime(rpad(split_part(replace(trim(s), ':', ''), '.', 1), 6, '0') || '.' || "
+    "rpad(left(split_part(replace(trim(s), ':', ''), '.', 2), 6), 6, '0'), '%H%M%S.%f')::TIME "
+    "END",
+)
+
+
+def _columns_ddl(level_filter: tuple[str, ...]) -> str:
+    return ",\n  ".join(
+        f"{k.column} {k.sql_type}" for k in KEY_ATTRIBUTES if k.level in level_filter
+    )
+
+
+def create_statements() -> list[str]:
+    """DDL of schema version :data:`SCHEMA_VERSION` (idempotent)."""
+    all_levels = LEVELS
+    return [
+        "CREATE TABLE IF NOT EXISTS duckpacs_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+        f"""CREATE TABLE IF NOT EXISTS instances (
+  iid BIGINT NOT NULL,
+  {_columns_ddl(all_levels)},
+  transfer_syntax VARCHAR, pack UBIGINT, "offset" UBIGINT, length UBIGINT,
+  sha256 VARCHAR, size UBIGINT, received_at TIMESTAMPTZ, source_ae VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS attributes (
+  iid BIGINT NOT NULL, parent VARCHAR NOT NULL, tag UINTEGER NOT NULL, vr VARCHAR NOT NULL,
+  creator VARCHAR, vm_index USMALLINT NOT NULL, value VARCHAR, num DOUBLE)""",
+        f"""CREATE TABLE IF NOT EXISTS series (
+  series_instance_uid VARCHAR, study_instance_uid VARCHAR,
+  {_columns_ddl(("series",)).replace("series_instance_uid VARCHAR,", "")},
+  number_of_series_related_instances BIGINT, rep_iid BIGINT)""",
+        f"""CREATE TABLE IF NOT EXISTS studies (
+  {_columns_ddl(("patient", "study"))},
+  study_datetime TIMESTAMP, modalities_in_study VARCHAR[], sop_classes_in_study VARCHAR[],
+  number_of_study_related_series BIGINT, number_of_study_related_instances BIGINT,
+  rep_iid BIGINT)""",
+        f"""CREATE TABLE IF NOT EXISTS patients (
+  {_columns_ddl(("patient",))},
+  number_of_patient_related_studies BIGINT, number_of_patient_related_series BIGINT,
+  number_of_patient_related_instances BIGINT, rep_iid BIGINT)""",
+    ]
+
+
+def typed_select(source: str = "") -> str:
+    """The SELECT list converting batch text columns into the typed ``instances`` columns."""
+    prefix = f"{source}." if source else ""
+    keys = ", ".join(_typed(k, f"{prefix}{k.column}") for k in KEY_ATTRIBUTES)
+    loc = ", ".join(f'{prefix}"{f.name}"' for f in LOCATION_FIELDS)
+    return f"{keys}, {loc}"
+
+
+def column_list() -> str:
+    """Column names of ``instances`` after ``iid``, in the order of :func:`typed_select`."""
+    keys = ", ".join(k.column for k in KEY_ATTRIBUTES)
+    loc = ", ".join(f'"{f.name}"' for f in LOCATION_FIELDS)
+    return f"{keys}, {loc}"
+
+
+def level_columns(level: str) -> list[str]:
+    """Key columns stored in the table of ``level`` (upper-level keys included for study)."""
+    if level == "patient":
+        levels: tuple[str, ...] = ("patient",)
+    elif level == "study":
+        levels = ("patient", "study")
+    elif level == "series":
+        levels = ("series",)
+    else:
+        levels = LEVELS
+    return [k.column for k in KEY_ATTRIBUTES if k.level in levels]

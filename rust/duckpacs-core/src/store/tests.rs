@@ -1,0 +1,490 @@
+//! Storage layer tests over real pack files in a temporary folder, with hand-built layouts.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use sha2::Digest;
+
+use super::*;
+use crate::layout::{Framing, InstanceLayout, PixelKind, PixelLayout};
+
+// `..Default::default()` keeps this building when the parser adds layout fields.
+#[allow(clippy::needless_update)]
+/// A fake instance: a header with the series UID repeated, 16-bit native frames, padding.
+pub(crate) fn native(
+    series: &str,
+    n: u32,
+    frames: usize,
+    rows: usize,
+    cols: usize,
+) -> (Vec<u8>, InstanceLayout) {
+    let mut buf = vec![0u8; 128];
+    buf.extend_from_slice(b"DICM");
+    for k in 0..40 {
+        buf.extend_from_slice(
+            format!("(0008,{k:04}) {series} attribute {k} of image {n};").as_bytes(),
+        );
+    }
+    buf.push(b'x'); // odd length before the pixel data
+    let value_start = buf.len() + 12;
+    buf.extend_from_slice(b"\xe0\x7f\x10\x00OW\x00\x00LENG");
+    for i in 0..frames * rows * cols {
+        let v = ((i % cols) as u32 * 5 + (i / cols) as u32 * 3 + n) as u16;
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    let end = buf.len();
+    buf.extend_from_slice(b"\xfc\xff\xfc\xff\x00\x00\x00\x00");
+    let layout = InstanceLayout {
+        framing: Framing::Part10,
+        meta: 0..132,
+        transfer_syntax: "1.2.840.10008.1.2.1".into(),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+        sop_instance_uid: format!("{series}.{n}"),
+        study_instance_uid: "1.2.3".into(),
+        series_instance_uid: series.into(),
+        patient_id: "P1".into(),
+        modality: "MR".into(),
+        pixel: Some(PixelLayout {
+            element: value_start - 12..end,
+            value: value_start..end,
+            kind: PixelKind::Native {
+                rows: rows as u16,
+                columns: cols as u16,
+                samples_per_pixel: 1,
+                bits_allocated: 16,
+                pixel_representation: 0,
+                planar_configuration: 0,
+                frames: frames as u32,
+                frame_len: rows * cols * 2,
+                big_endian: false,
+            },
+        }),
+        ..InstanceLayout::default()
+    };
+    (buf, layout)
+}
+
+fn encapsulated() -> (Vec<u8>, InstanceLayout) {
+    let mut buf = b"ENCAPSULATED HEADER".to_vec();
+    let el = buf.len();
+    buf.extend_from_slice(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff");
+    let v0 = buf.len();
+    let mut items = Vec::new();
+    for frag in [&b""[..], b"FRAME-ONE", b"FRAME-TWO-A", b"B"] {
+        let s = buf.len();
+        buf.extend_from_slice(b"\xfe\xff\x00\xe0");
+        buf.extend_from_slice(&(frag.len() as u32).to_le_bytes());
+        buf.extend_from_slice(frag);
+        items.push(s..buf.len());
+    }
+    buf.extend_from_slice(b"\xfe\xff\xdd\xe0\0\0\0\0");
+    let layout = InstanceLayout {
+        transfer_syntax: "1.2.840.10008.1.2.4.50".into(),
+        sop_instance_uid: "9.9".into(),
+        pixel: Some(PixelLayout {
+            element: el..buf.len(),
+            value: v0..buf.len(),
+            kind: PixelKind::Encapsulated {
+                items,
+                frames: vec![1..2, 2..4],
+            },
+        }),
+        ..InstanceLayout::default()
+    };
+    (buf, layout)
+}
+
+fn opts() -> Options {
+    Options {
+        dict_samples: 3,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn put_get_frames_scan_delete_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+    let (a, la) = native("1.2.3.4", 1, 3, 700, 800);
+    let (b, lb) = encapsulated();
+    let la_loc = s.put(&a, Some(&la)).unwrap();
+    let locs = s
+        .put_many(&[(&b, Some(&lb)), (b"not dicom at all", None)])
+        .unwrap();
+    assert_eq!(s.get(la_loc).unwrap(), a);
+    assert_eq!(s.get(locs[0]).unwrap(), b);
+    assert_eq!(s.get(locs[1]).unwrap(), b"not dicom at all");
+    let frame = s.get_frame(la_loc, 2).unwrap();
+    let px = la.pixel.as_ref().unwrap();
+    assert_eq!(
+        frame,
+        &a[px.value.start + 2 * 1_120_000..px.value.start + 3 * 1_120_000]
+    );
+    assert_eq!(s.get_frame(locs[0], 1).unwrap(), b"FRAME-TWO-AB");
+    assert!(s.get_frame(la_loc, 3).is_err());
+    assert_eq!(s.header_bytes(la_loc).unwrap(), &a[..px.element.start]);
+    assert_eq!(s.scan().unwrap().len(), 3);
+    s.delete(locs[1]).unwrap();
+    let live: Vec<Location> = s.scan().unwrap().iter().map(|e| e.location).collect();
+    assert_eq!(live, vec![la_loc, locs[0]]);
+    let st = s.stats().unwrap();
+    assert_eq!(
+        (st.instances, st.tombstones, st.deleted_instances),
+        (2, 1, 1)
+    );
+    assert_eq!(st.raw_bytes, (a.len() + b.len()) as u64);
+    assert!(st.stored_bytes * 5 < st.raw_bytes, "{st:?}");
+    assert!(s.verify(true, |_, _| {}).unwrap().damaged.is_empty());
+}
+
+#[test]
+fn dictionaries_are_trained_stored_and_found_by_a_fresh_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Some(2), opts()).unwrap();
+    let mut locs = Vec::new();
+    let mut bufs = Vec::new();
+    for n in 0..8 {
+        let (b, l) = native("1.2.840.99", n, 1, 16, 16);
+        locs.push(s.put(&b, Some(&l)).unwrap());
+        bufs.push(b);
+    }
+    assert_eq!(s.stats().unwrap().dictionaries, 1);
+    assert_eq!(s.meta(locs[0]).unwrap().dict_id, 0);
+    assert_ne!(s.meta(locs[7]).unwrap().dict_id, 0);
+    drop(s);
+    let r = Store::open(dir.path(), None, opts()).unwrap();
+    for (l, b) in locs.iter().zip(&bufs) {
+        assert_eq!(&r.get(*l).unwrap(), b);
+    }
+    assert!(r.put(b"x", None).is_err(), "read-only store accepted a put");
+}
+
+#[test]
+fn a_second_writer_with_the_same_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = Store::open(dir.path(), Some(3), opts()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), Some(3), opts()),
+        Err(Error::Locked { .. })
+    ));
+    assert!(Store::open(dir.path(), Some(4), opts()).is_ok());
+}
+
+#[test]
+fn concurrent_puts_share_fsyncs_and_all_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        Some(1),
+        Options {
+            pack_size: 64 << 10,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let results: Vec<(Location, Vec<u8>)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let s = &s;
+                sc.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let (b, l) = native(&format!("1.{t}"), i, 1, 32, 32);
+                            (s.put(&b, Some(&l)).unwrap(), b)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(s.stats().unwrap().packs > 1);
+    for (l, b) in results {
+        assert_eq!(s.get(l).unwrap(), b);
+    }
+}
+
+#[test]
+fn torn_tail_is_cut_and_damage_in_the_middle_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut locs = Vec::new();
+    {
+        let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+        for n in 0..3 {
+            let (b, l) = native("7.7", n, 1, 8, 8);
+            locs.push((s.put(&b, Some(&l)).unwrap(), b));
+        }
+    }
+    let path = dir
+        .path()
+        .join("packs")
+        .join(pack::pack_name(locs[0].0.pack));
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    let clean = f.metadata().unwrap().len();
+    // A torn record: the first half of a copy of the last one.
+    let last = &locs[2].0;
+    let rec = std::fs::read(&path).unwrap()
+        [last.offset as usize..(last.offset + last.length) as usize]
+        .to_vec();
+    f.write_all_at(&rec[..rec.len() / 2], clean).unwrap();
+    {
+        let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), clean);
+        let (b, l) = native("7.7", 9, 1, 8, 8);
+        let loc = s.put(&b, Some(&l)).unwrap();
+        assert_eq!(loc.offset, clean);
+        assert!(s.verify(false, |_, _| {}).unwrap().damaged.is_empty());
+    }
+    // Damage in the middle (a flipped byte in record 1) must not be truncated away.
+    f.write_all_at(&[0xAA], locs[1].0.offset + 50).unwrap();
+    let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > clean);
+    assert_eq!(s.get(locs[2].0).unwrap(), locs[2].1);
+    assert!(s.get(locs[1].0).is_err());
+    let (b, l) = native("7.7", 10, 1, 8, 8);
+    assert_ne!(
+        s.put(&b, Some(&l)).unwrap().pack,
+        locs[0].0.pack,
+        "wrote after damage"
+    );
+    let rep = s.verify(false, |_, _| {}).unwrap();
+    assert_eq!(rep.damaged.len(), 1);
+    assert_eq!(rep.damaged[0].sop_instance_uid, "");
+}
+
+#[test]
+fn every_single_byte_flip_is_detected_by_verify_and_by_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut locs = Vec::new();
+    {
+        let s = Store::open(
+            dir.path(),
+            Some(1),
+            Options {
+                dict_samples: 2,
+                ..opts()
+            },
+        )
+        .unwrap();
+        for n in 0..3 {
+            let (b, l) = native("5.5", n, 2, 4, 6);
+            locs.push(s.put(&b, Some(&l)).unwrap());
+        }
+        let (b, l) = encapsulated();
+        locs.push(s.put(&b, Some(&l)).unwrap());
+        let t = s.delete(locs[0]).unwrap();
+        locs.push(t);
+        assert_eq!(s.stats().unwrap().dictionaries, 1);
+    }
+    let path = dir.path().join("packs").join(pack::pack_name(locs[0].pack));
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let r = Store::open(dir.path(), None, opts()).unwrap();
+    let mut records = Vec::new();
+    r.walk_all(|loc, h, _| {
+        records.push((loc, h.kind));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(records.len(), 6);
+    drop(r);
+    for i in 0..len {
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, i).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x01], i).unwrap();
+        let r = Store::open(dir.path(), None, opts()).unwrap();
+        let rep = r.verify(true, |_, _| {}).unwrap();
+        assert!(
+            !rep.damaged.is_empty(),
+            "flip at {i} of {len} not seen by verify"
+        );
+        for (l, kind) in records
+            .iter()
+            .filter(|(l, _)| l.offset <= i && i < l.offset + l.length)
+        {
+            let read = match kind {
+                Kind::Instance => r.get(*l).map(|_| ()),
+                _ => r.meta(*l).map(|_| ()),
+            };
+            assert!(read.is_err(), "flip at {i} not seen reading {l:?}");
+        }
+        if i < PACK_HEADER_LEN as u64 {
+            assert!(
+                r.get(locs[1]).is_err(),
+                "pack header flip at {i} not seen by a read"
+            );
+        }
+        f.write_all_at(&byte, i).unwrap();
+    }
+}
+
+#[test]
+fn compaction_reclaims_deleted_records_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        pack_size: 4 << 10,
+        dict_samples: 2,
+        ..opts()
+    };
+    let mut kept = Vec::new();
+    {
+        let s = Store::open(dir.path(), Some(1), small.clone()).unwrap();
+        for n in 0..12 {
+            let (b, l) = native("3.3", n, 1, 16, 16);
+            let loc = s.put(&b, Some(&l)).unwrap();
+            if n % 3 == 0 {
+                kept.push((loc, b));
+            } else {
+                s.delete(loc).unwrap();
+            }
+        }
+    }
+    let s = Store::open(dir.path(), Some(2), small).unwrap();
+    let before = s.stats().unwrap();
+    let rep = s.compact(0.2, |_, _| {}).unwrap();
+    assert!(rep.packs_rewritten > 0, "{rep:?}");
+    let after = s.stats().unwrap();
+    assert!(after.pack_bytes < before.pack_bytes, "{before:?} {after:?}");
+    assert_eq!(after.instances, 4);
+    let moves: HashMap<Location, Location> = rep.moved.iter().copied().collect();
+    for (loc, b) in &kept {
+        let now = moves.get(loc).copied().unwrap_or(*loc);
+        assert_eq!(&s.get(now).unwrap(), b);
+    }
+    let live: HashSet<Location> = s.scan().unwrap().iter().map(|e| e.location).collect();
+    assert_eq!(live.len(), 4);
+    assert!(s.verify(true, |_, _| {}).unwrap().damaged.is_empty());
+    // A second run finds nothing more to do.
+    assert_eq!(s.compact(0.2, |_, _| {}).unwrap().packs_rewritten, 0);
+}
+
+#[test]
+fn interrupted_compaction_is_undone_or_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let packs = dir.path().join("packs");
+    let loc = {
+        let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+        let (b, l) = native("4.4", 1, 1, 8, 8);
+        s.put(&b, Some(&l)).unwrap()
+    };
+    let victim = loc.pack;
+    let output = pack::pack_id(1, 2);
+    // Intent only: the half-written output goes, the victim stays.
+    std::fs::write(packs.join(pack::pack_name(output)), b"partial").unwrap();
+    compact::write_journal(&packs, 1, "intent", victim, output).unwrap();
+    drop(Store::open(dir.path(), Some(1), opts()).unwrap());
+    assert!(!packs.join(pack::pack_name(output)).exists());
+    assert!(packs.join(pack::pack_name(victim)).exists());
+    // Commit: the copy is complete, the victim goes.
+    std::fs::copy(
+        packs.join(pack::pack_name(victim)),
+        packs.join("w00009-00000001.dpk"),
+    )
+    .unwrap();
+    compact::write_journal(&packs, 9, "commit", victim, pack::pack_id(9, 1)).unwrap();
+    drop(Store::open(dir.path(), Some(9), opts()).unwrap());
+    assert!(!packs.join(pack::pack_name(victim)).exists());
+    assert!(!packs.join("compact-w00009.journal").exists());
+}
+
+#[test]
+#[ignore = "timing probe, run by hand with --ignored --nocapture"]
+fn probe_pixel_speed() {
+    let (mut buf, l) = native("8.8", 1, 20, 512, 512);
+    let px = l.pixel.clone().unwrap();
+    let mut seed = 1u64;
+    for (i, w) in buf[px.value.clone()].chunks_exact_mut(2).enumerate() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let (x, y) = ((i % 512) as f64, ((i / 512) % 512) as f64);
+        let v = 1000.0 + 300.0 * (x / 37.0).sin() * (y / 53.0).cos() + ((seed >> 59) as f64);
+        w.copy_from_slice(&(v as u16).to_le_bytes());
+    }
+    let t = std::time::Instant::now();
+    let e = record::encode_instance(&buf, Some(&l), None, Levels::default()).unwrap();
+    let enc = t.elapsed().as_secs_f64();
+    let p = record::parse_head(&e.bytes).unwrap();
+    let t = std::time::Instant::now();
+    for c in &p.meta.chunks[1..] {
+        record::decode_chunk(record::chunk_bytes(&e.bytes, c).unwrap(), c, None).unwrap();
+    }
+    let dec = t.elapsed().as_secs_f64();
+    let mb = buf.len() as f64 / 1e6;
+    let g = filter::Geometry {
+        row_len: 512,
+        stride: 1,
+        sample_bytes: 2,
+        big_endian: false,
+        signed: false,
+    };
+    let best = |f: &dyn Fn()| {
+        (0..7)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let f = filter::med_encode(&buf[px.value.clone()], &g);
+    let med_e = best(&|| drop(filter::med_encode(&buf[px.value.clone()], &g)));
+    let med_d = best(&|| drop(filter::med_decode(&f, &g)));
+    let t = std::time::Instant::now();
+    let _ = sha2::Sha256::digest(&buf);
+    let sha = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let z = zstd::bulk::compress(&f, 3).unwrap();
+    let zs = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let _ = zstd::bulk::decompress(&z, f.len()).unwrap();
+    let zd = t.elapsed().as_secs_f64();
+    println!(
+        "encode {:.0} MB/s decode {:.0} MB/s ratio {:.2}; med {:.0}/{:.0} sha {:.0} zstd {:.0}/{:.0}",
+        mb / enc,
+        mb / dec,
+        buf.len() as f64 / e.bytes.len() as f64,
+        mb / med_e,
+        mb / med_d,
+        mb / sha,
+        mb / zs,
+        mb / zd
+    );
+}
+
+#[test]
+fn many_series_keep_their_dictionaries_within_the_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        Some(1),
+        Options {
+            dict_samples: 2,
+            sync: false,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let series: Vec<String> = (0..MAX_DICTS + 5).map(|k| format!("1.9.{k}")).collect();
+    let mut first_dict = HashMap::new();
+    for round in 0..3 {
+        for uid in &series {
+            let (b, l) = native(uid, round, 1, 4, 4);
+            let loc = s.put(&b, Some(&l)).unwrap();
+            let id = s.meta(loc).unwrap().dict_id;
+            if round == 2 {
+                assert_ne!(id, 0, "series {uid} lost its dictionary");
+                assert_eq!(*first_dict.entry(uid.clone()).or_insert(id), id);
+                assert_eq!(s.get(loc).unwrap(), b);
+            }
+        }
+    }
+    let d = lock(&s.dicts);
+    assert!(d.by_series.len() <= MAX_DICTS && d.by_id.len() <= MAX_DICTS);
+    drop(d);
+    assert_eq!(s.stats().unwrap().dictionaries, series.len() as u64);
+}

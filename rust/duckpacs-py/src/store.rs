@@ -1,0 +1,388 @@
+//! Python binding of the instance store (`duckpacs._core.Store`).
+//!
+//! Locations cross the boundary as `(pack, offset, length)` tuples of ints. Every call that
+//! touches the disk or compresses runs with the GIL released.
+
+use std::sync::{Arc, RwLock};
+
+use duckpacs_core::layout::InstanceLayout;
+use duckpacs_core::store::{self, Location, Meta};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::errors::to_py;
+
+type Loc = (u64, u64, u64);
+
+fn loc(l: Loc) -> Location {
+    Location {
+        pack: l.0,
+        offset: l.1,
+        length: l.2,
+    }
+}
+
+fn tup(l: Location) -> Loc {
+    (l.pack, l.offset, l.length)
+}
+
+/// The layout of a received buffer, as the parser describes it; `None` (the parser refused
+/// it) stores it whole, byte for byte, which an archive may still want for unusual files.
+fn layout_for(data: &[u8], transfer_syntax: Option<&str>) -> Option<InstanceLayout> {
+    duckpacs_core::parse::describe(data, transfer_syntax).ok()
+}
+
+fn meta_dict<'py>(py: Python<'py>, m: &Meta) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("sop_instance_uid", &m.sop_instance_uid)?;
+    d.set_item("sop_class_uid", &m.sop_class_uid)?;
+    d.set_item("study_instance_uid", &m.study_instance_uid)?;
+    d.set_item("series_instance_uid", &m.series_instance_uid)?;
+    d.set_item("patient_id", &m.patient_id)?;
+    d.set_item("modality", &m.modality)?;
+    d.set_item("transfer_syntax", &m.transfer_syntax)?;
+    d.set_item("sha256", hex(&m.sha256))?;
+    d.set_item("original_len", m.original_len)?;
+    d.set_item("frames", m.frames.len())?;
+    Ok(d)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An open instance store (`<data>/store`).
+#[pyclass(frozen, module = "duckpacs._core")]
+pub struct Store {
+    inner: RwLock<Option<Arc<store::Store>>>,
+}
+
+impl Store {
+    fn get_inner(&self) -> PyResult<Arc<store::Store>> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.clone()
+            .ok_or_else(|| PyValueError::new_err("store is closed"))
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        writer_id: Option<u32>,
+        pack_size: u64,
+        dictionaries: bool,
+        sync: bool,
+    ) -> PyResult<Self> {
+        let mut opts = store::Options {
+            pack_size,
+            sync,
+            ..store::Options::default()
+        };
+        if !dictionaries {
+            opts.dict_samples = 0;
+        }
+        let s = py
+            .detach(|| store::Store::open(&path, writer_id, opts))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Store {
+            inner: RwLock::new(Some(Arc::new(s))),
+        })
+    }
+
+    /// Same as the constructor.
+    #[staticmethod]
+    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true))]
+    fn open(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        writer_id: Option<u32>,
+        pack_size: u64,
+        dictionaries: bool,
+        sync: bool,
+    ) -> PyResult<Self> {
+        Store::new(py, path, writer_id, pack_size, dictionaries, sync)
+    }
+
+    #[getter]
+    fn path(&self) -> PyResult<std::path::PathBuf> {
+        Ok(self.get_inner()?.root().to_path_buf())
+    }
+
+    #[getter]
+    fn writer_id(&self) -> PyResult<Option<u32>> {
+        Ok(self.get_inner()?.writer_id())
+    }
+
+    /// Group-commit fsyncs issued by this writer since it opened (fewer than puts when
+    /// several threads put at once).
+    #[getter]
+    fn sync_count(&self) -> PyResult<u64> {
+        Ok(self.get_inner()?.sync_count())
+    }
+
+    /// Stores one instance (a whole Part 10 buffer, or meta we wrote + dataset as received)
+    /// and returns its location once durable.
+    #[pyo3(signature = (data, transfer_syntax=None))]
+    fn put(&self, py: Python<'_>, data: &[u8], transfer_syntax: Option<&str>) -> PyResult<Loc> {
+        let s = self.get_inner()?;
+        py.detach(|| {
+            let layout = layout_for(data, transfer_syntax);
+            s.put(data, layout.as_ref())
+        })
+        .map(tup)
+        .map_err(|e| to_py(py, e))
+    }
+
+    /// Stores a batch with one fsync; locations in input order.
+    fn put_many(&self, py: Python<'_>, items: Vec<Vec<u8>>) -> PyResult<Vec<Loc>> {
+        let s = self.get_inner()?;
+        py.detach(|| {
+            let layouts: Vec<Option<InstanceLayout>> =
+                items.iter().map(|b| layout_for(b, None)).collect();
+            let batch: Vec<(&[u8], Option<&InstanceLayout>)> = items
+                .iter()
+                .zip(&layouts)
+                .map(|(b, l)| (b.as_slice(), l.as_ref()))
+                .collect();
+            s.put_many(&batch)
+        })
+        .map(|v| v.into_iter().map(tup).collect())
+        .map_err(|e| to_py(py, e))
+    }
+
+    /// The original bytes of the instance at `location`.
+    fn get<'py>(&self, py: Python<'py>, location: Loc) -> PyResult<Bound<'py, PyBytes>> {
+        let s = self.get_inner()?;
+        let v = py
+            .detach(|| s.get(loc(location)))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// Frame `index` (0-based): native frame bytes, or the fragments of that frame.
+    fn get_frame<'py>(
+        &self,
+        py: Python<'py>,
+        location: Loc,
+        index: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let s = self.get_inner()?;
+        let v = py
+            .detach(|| s.get_frame(loc(location), index))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// Number of frames the store can serve one by one for this instance.
+    fn frame_count(&self, py: Python<'_>, location: Loc) -> PyResult<usize> {
+        let s = self.get_inner()?;
+        py.detach(|| s.frame_count(loc(location)))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// UIDs, SHA-256 and size of the record at `location`.
+    fn meta<'py>(&self, py: Python<'py>, location: Loc) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let m = py
+            .detach(|| s.meta(loc(location)))
+            .map_err(|e| to_py(py, e))?;
+        meta_dict(py, &m)
+    }
+
+    /// The original bytes that precede the top-level pixel data element.
+    fn header_bytes<'py>(&self, py: Python<'py>, location: Loc) -> PyResult<Bound<'py, PyBytes>> {
+        let s = self.get_inner()?;
+        let v = py
+            .detach(|| s.header_bytes(loc(location)))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &v))
+    }
+
+    /// Deletes the instance at `location` (durable tombstone); returns the tombstone's location.
+    fn delete(&self, py: Python<'_>, location: Loc) -> PyResult<Loc> {
+        let s = self.get_inner()?;
+        py.detach(|| s.delete(loc(location)))
+            .map(tup)
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Every live instance, lazily: an iterator of dicts with `location`, the UIDs,
+    /// `sha256`, `original_len`, `frames`, and `header` (the original bytes before the pixel
+    /// data, enough to rebuild the index) when `headers` is true.
+    #[pyo3(signature = (headers=true))]
+    fn scan(&self, py: Python<'_>, headers: bool) -> PyResult<ScanIter> {
+        let s = self.get_inner()?;
+        let entries = py.detach(|| s.scan()).map_err(|e| to_py(py, e))?;
+        Ok(ScanIter {
+            store: s,
+            entries: entries.into_iter().collect(),
+            headers,
+        })
+    }
+
+    /// Checks every checksum (`deep`: rebuilds every instance and compares SHA-256).
+    /// `progress(done_bytes, total_bytes)` is called now and then.
+    #[pyo3(signature = (deep=false, progress=None))]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        deep: bool,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let rep = py
+            .detach(|| {
+                let mut last = 0u64;
+                s.verify(deep, |done, total| {
+                    if let Some(cb) = &progress {
+                        if done - last >= 32 << 20 || done == total {
+                            last = done;
+                            Python::attach(|py| {
+                                let _ = cb.call1(py, (done, total));
+                            });
+                        }
+                    }
+                })
+            })
+            .map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("packs", rep.packs)?;
+        d.set_item("records", rep.records)?;
+        d.set_item("instances", rep.instances)?;
+        d.set_item("bytes", rep.bytes)?;
+        let damaged = PyList::empty(py);
+        for x in rep.damaged {
+            let e = PyDict::new(py);
+            e.set_item("pack", x.pack)?;
+            e.set_item("pack_file", store::pack::pack_name(x.pack))?;
+            e.set_item("offset", x.offset)?;
+            e.set_item("length", x.length)?;
+            e.set_item("sop_instance_uid", x.sop_instance_uid)?;
+            e.set_item("message", x.message)?;
+            damaged.append(e)?;
+        }
+        d.set_item("damaged", damaged)?;
+        Ok(d)
+    }
+
+    /// Sizes: instances, raw and stored bytes, split header / pixels, dead bytes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let st = py.detach(|| s.stats()).map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("packs", st.packs),
+            ("pack_bytes", st.pack_bytes),
+            ("instances", st.instances),
+            ("raw_bytes", st.raw_bytes),
+            ("stored_bytes", st.stored_bytes),
+            ("header_raw_bytes", st.header_raw),
+            ("header_stored_bytes", st.header_stored),
+            ("pixel_raw_bytes", st.pixel_raw),
+            ("pixel_stored_bytes", st.pixel_stored),
+            ("tombstones", st.tombstones),
+            ("deleted_instances", st.deleted_instances),
+            ("dead_bytes", st.dead_bytes),
+            ("dictionaries", st.dictionaries),
+            ("dictionary_bytes", st.dictionary_bytes),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    /// Rewrites sealed packs whose dead share is at least `min_dead_ratio`; needs a writer id.
+    /// Returns `packs_rewritten`, `bytes_before`, `bytes_after` and `moved`: a list of
+    /// `(old_location, new_location)` the index must apply.
+    #[pyo3(signature = (min_dead_ratio=0.2, progress=None))]
+    fn compact<'py>(
+        &self,
+        py: Python<'py>,
+        min_dead_ratio: f64,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let rep = py
+            .detach(|| {
+                s.compact(min_dead_ratio, |done, total| {
+                    if let Some(cb) = &progress {
+                        Python::attach(|py| {
+                            let _ = cb.call1(py, (done, total));
+                        });
+                    }
+                })
+            })
+            .map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("packs_rewritten", rep.packs_rewritten)?;
+        d.set_item("bytes_before", rep.bytes_before)?;
+        d.set_item("bytes_after", rep.bytes_after)?;
+        let moved: Vec<(Loc, Loc)> = rep
+            .moved
+            .into_iter()
+            .map(|(a, b)| (tup(a), tup(b)))
+            .collect();
+        d.set_item("moved", moved)?;
+        Ok(d)
+    }
+
+    /// Releases files and locks; later calls raise ValueError.
+    fn close(&self) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        *g = None;
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _t: Option<Py<PyAny>>,
+        _v: Option<Py<PyAny>>,
+        _tb: Option<Py<PyAny>>,
+    ) -> bool {
+        self.close();
+        false
+    }
+}
+
+/// Iterator returned by `Store.scan()`.
+#[pyclass(module = "duckpacs._core")]
+pub struct ScanIter {
+    store: Arc<store::Store>,
+    entries: std::collections::VecDeque<store::Entry>,
+    headers: bool,
+}
+
+#[pymethods]
+impl ScanIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __len__(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(e) = self.entries.pop_front() else {
+            return Ok(None);
+        };
+        let d = meta_dict(py, &e.meta)?;
+        d.set_item("location", tup(e.location))?;
+        if self.headers {
+            let s = &self.store;
+            let h = py
+                .detach(|| s.header_bytes(e.location))
+                .map_err(|err| to_py(py, err))?;
+            d.set_item("header", PyBytes::new(py, &h))?;
+        }
+        Ok(Some(d))
+    }
+}
