@@ -18,7 +18,9 @@ from duckpacs.cli import (
     config_cmds,
     dicomdir_cmd,
     dump_cmd,
+    export_cmd,
     find_cmd,
+    import_cmd,
     migrate_cmd,
     scans_cmd,
     serve_cmd,
@@ -38,6 +40,8 @@ COMMAND_MODULES = (
     dicomdir_cmd,
     scans_cmd,
     migrate_cmd,
+    import_cmd,
+    export_cmd,
 )
 
 

@@ -264,7 +264,9 @@ def _stage_one(
     try:
         fs.add(ds)
     except (ValueError, AttributeError, KeyError, TypeError) as e:
-        reason = str(e).split(". See DICOM", 1)[0]
+        reason = str(e).split(". See DICOM", 1)[0].split("\n", 1)[0]
+        for staged in fs.find(SOPInstanceUID=uid):  # fs.add may fail after staging it
+            fs.remove(staged)
         result.rejected.append(Reject(item.description, f"cannot be listed: {reason}"))
         return
     originals[uid] = item

@@ -60,6 +60,16 @@ def _read_ahead(found: Iterable[Found], jobs: int) -> Iterator[Payload | Reject]
             yield _resolve(waiting)
 
 
+def _unskipped(
+    found: Iterable[Found], skip: Callable[[SourceItem], bool], progress: Progress
+) -> Iterator[Found]:
+    for entry in found:
+        if isinstance(entry, SourceItem) and skip(entry):
+            progress.advance(entry.size)
+            continue
+        yield entry
+
+
 def _resolve(entry: Future[Payload | Reject] | Reject) -> Payload | Reject:
     return entry if isinstance(entry, Reject) else entry.result()
 
@@ -73,6 +83,7 @@ def run(
     batch_files: int = DEFAULT_BATCH_FILES,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     follow_dicomdir: bool = True,
+    skip: Callable[[SourceItem], bool] | None = None,
 ) -> Summary:
     """Feed every DICOM input below ``paths`` to ``sink`` in batches; return the summary.
 
@@ -89,6 +100,9 @@ def run(
         Reader threads.
     batch_files, batch_bytes:
         A batch is handed over when it reaches either bound.
+    skip:
+        Called on each discovered item before it is read; True means it is already done (a
+        re-import's journal hit): it is counted as done without being read.
     """
     if batch_files < 1 or batch_bytes < 1 or jobs < 1:
         raise ValueError("jobs, batch_files and batch_bytes must be at least 1")
@@ -97,6 +111,8 @@ def run(
     size = 0
     try:
         found = discover(paths, follow_dicomdir=follow_dicomdir)
+        if skip is not None:
+            found = _unskipped(found, skip, progress)
         for entry in _read_ahead(found, jobs):
             if isinstance(entry, Reject):
                 progress.reject(entry.path, entry.reason)
