@@ -10,6 +10,8 @@ packages=()
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 # Orthanc: the peer of the DIMSE interop test and of bench/bench_dimse.py.
 command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || packages+=(orthanc)
+# IOD checks of our output (DICOMDIR, scans) by dciodvfy.
+command -v dciodvfy >/dev/null 2>&1 || packages+=(dicom3tools)
 [ ${#packages[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -14,11 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckpacs.cli import (
+    anonymize_cmd,
     config_cmds,
+    dicomdir_cmd,
     dump_cmd,
     echo_cmd,
+    export_cmd,
     find_cmd,
+    import_cmd,
+    migrate_cmd,
     reindex_cmd,
+    scans_cmd,
     send_cmd,
     serve_cmd,
     sql_cmd,
@@ -38,6 +44,12 @@ COMMAND_MODULES = (
     send_cmd,
     reindex_cmd,
     user_cmds,
+    anonymize_cmd,
+    dicomdir_cmd,
+    scans_cmd,
+    migrate_cmd,
+    import_cmd,
+    export_cmd,
 )
 
 

@@ -1,0 +1,175 @@
+"""Export from the archive: query the index, read by location from the store, write files.
+
+Files are written byte for byte as stored (SHA-256 identical to what was received); a bare
+dataset (received without File Meta Information) is wrapped as a Part 10 file (PS3.10 7.1).
+Options lay the files out flat or as patient/study/series folders, put them in a zip, lay them
+out as media with a DICOMDIR (PS3.11 STD-GEN-CD, :mod:`duckpacs.export.dicomdir`) or apply the
+PS3.15 Annex E Basic Profile (:mod:`duckpacs.export.anonymize`).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from duckpacs import _core
+from duckpacs.errors import StorageError
+from duckpacs.export import part10
+from duckpacs.export.anonymize import Anonymizer, AnonymizeReport, anonymize_bytes
+from duckpacs.export.dicomdir import DicomdirResult, write_dicomdir
+from duckpacs.index import Index
+from duckpacs.ingest.progress import Progress
+from duckpacs.ingest.sources import Reject
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote."""
+
+    files: list[str] = field(default_factory=list)  # paths relative to the output
+    bytes: int = 0
+    target: str = ""
+    anonymized: AnonymizeReport | None = None
+    dicomdir: DicomdirResult | None = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "target": self.target,
+            "files": len(self.files),
+            "bytes": self.bytes,
+        }
+        if self.anonymized is not None:
+            out["anonymized"] = self.anonymized.removed_summary()
+        if self.dicomdir is not None:
+            out["dicomdir"] = str(self.dicomdir.dicomdir)
+            out["not_on_media"] = [
+                {"path": r.path, "reason": r.reason} for r in self.dicomdir.rejected
+            ]
+        return out
+
+
+def _name(value: object) -> str:
+    text = _UNSAFE.sub("_", str(value or "")).strip("._")
+    return text[:64] or "UNKNOWN"
+
+
+def _instances(data_dir: Path, level: str, query: Mapping[str, str]) -> Iterator[tuple[str, bytes]]:
+    """(SOP Instance UID, stored bytes) of every instance under the matches."""
+    with Index.open(data_dir, read_only=True) as index:
+        locations = index.locations(level, dict(query))
+    if not locations:
+        return
+    with _core.Store(data_dir / "store") as store:
+        for uid, _cls, _ts, pack, offset, length in locations:
+            if pack is None or offset is None or length is None:
+                raise StorageError(f"instance {uid}: the index has no store location")
+            yield uid, store.get((pack, offset, length))
+
+
+def _relative(uid: str, data: bytes, layout: str) -> str:
+    if layout == "flat":
+        return f"{_name(uid)}.dcm"
+    info = _core.describe(data)
+    return "/".join(
+        (
+            _name(info.get("patient_id")),
+            _name(info.get("study_instance_uid")),
+            _name(info.get("series_instance_uid")),
+            f"{_name(uid)}.dcm",
+        )
+    )
+
+
+def _as_part10(data: bytes) -> bytes:
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return data
+    return part10.encode(part10.parse(data, force=True))
+
+
+def export(
+    data_dir: Path,
+    out: Path,
+    *,
+    level: str = "study",
+    query: Mapping[str, str] | None = None,
+    layout: str = "hierarchy",
+    as_zip: bool = False,
+    dicomdir: bool = False,
+    anonymize: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Write the instances matching ``query`` (C-FIND rules, PS3.4 C.2.2.2) at ``level``.
+
+    ``out`` is a new or empty folder, or with ``as_zip`` the zip file to create. With
+    ``dicomdir`` the files get ISO 9660 names and a DICOMDIR (``layout`` is then ignored).
+
+    Raises
+    ------
+    StorageError : the output exists and is not empty, or nothing matched.
+    """
+    if as_zip and out.exists():
+        raise StorageError(f"{out}: the zip file exists already")
+    if not as_zip and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StorageError(f"{out}: output folder must be new or empty")
+    progress = progress if progress is not None else Progress("export", enabled=False)
+    result = ExportResult(target=str(out))
+    anonymizer = Anonymizer() if anonymize else None
+    if anonymizer is not None:
+        result.anonymized = AnonymizeReport()
+    with tempfile.TemporaryDirectory(prefix="duckpacs-export-") as tmp, progress:
+        stage = Path(tmp) / "files" if (dicomdir or as_zip) else out
+        for uid, data in _instances(data_dir, level, query or {}):
+            data = _as_part10(data)
+            if anonymizer is not None and result.anonymized is not None:
+                data, changes, ds = anonymize_bytes(data, anonymizer)
+                uid = str(ds.SOPInstanceUID)
+                rel = _relative(uid, data, layout)
+                result.anonymized.changes[rel] = changes
+            else:
+                rel = _relative(uid, data, layout)
+            target = stage / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            result.files.append(rel)
+            result.bytes += len(data)
+            progress.advance(len(data))
+        if not result.files:
+            raise StorageError("nothing to export: no instance matches the query")
+        if anonymizer is not None and result.anonymized is not None:
+            result.anonymized.uid_map = dict(anonymizer.uid_map)
+        if dicomdir:
+            media = Path(tmp) / "media" if as_zip else out
+            with warnings.catch_warnings():  # pydicom warns on every legacy value it meets
+                warnings.simplefilter("ignore", UserWarning)
+                result.dicomdir = write_dicomdir([stage], media)
+            result.dicomdir.rejected = [
+                Reject(_inside(r.path, stage), r.reason) for r in result.dicomdir.rejected
+            ]
+            result.files = [rel for rel, _ in result.dicomdir.files] + ["DICOMDIR"]
+            stage = media
+        if as_zip:
+            _zip(stage, out)
+    return result
+
+
+def _inside(path: str, folder: Path) -> str:
+    prefix = str(folder) + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
+def _zip(folder: Path, target: Path) -> None:
+    """Zip ``folder``'s files (stored, not recompressed: pixel data rarely shrinks)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(folder).as_posix())
+    shutil.move(partial, target)

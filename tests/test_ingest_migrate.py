@@ -1,0 +1,255 @@
+"""Migration from a legacy PACS: date windows, C-GET per study, journal, resume, reconcile."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import struct
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from duckpacs.cli.main import main
+from duckpacs.errors import NetworkError
+from duckpacs.ingest.migrate import (
+    Journal,
+    RemotePeer,
+    RemoteStudy,
+    folder_receiver,
+    migrate,
+    open_journal,
+    plan,
+)
+from tests.helpers import free_port
+
+# Distinct studies with Study Dates from 1997 to 2016 among pydicom's own files.
+FILES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "waveform_ecg.dcm",
+    "liver_1frame.dcm",
+    "examples_ybr_color.dcm",
+    "rtdose.dcm",
+    "test-SR.dcm",
+]
+
+
+def expected_studies() -> dict[str, list[pydicom.Dataset]]:
+    studies: dict[str, list[pydicom.Dataset]] = {}
+    for name in FILES:
+        ds = pydicom.dcmread(get_testdata_file(name))
+        if ds.get("StudyDate"):
+            studies.setdefault(str(ds.StudyInstanceUID), []).append(ds)
+    return studies
+
+
+# --- the planner, without a network ------------------------------------------------------------
+
+
+def fake_peer_find(studies: list[RemoteStudy], limit: int):  # type: ignore[no-untyped-def]
+    calls: list[tuple[date, date]] = []
+
+    def find(peer: RemotePeer, first: date, last: date) -> tuple[list[RemoteStudy], bool]:
+        calls.append((first, last))
+        lo, hi = first.strftime("%Y%m%d"), last.strftime("%Y%m%d")
+        hits = [s for s in studies if lo <= s.study_date <= hi]
+        return hits[:limit], len(hits) > limit  # truncates like Orthanc's LimitFindResults
+
+    return find, calls
+
+
+def test_plan_splits_windows_until_no_answer_is_truncated(tmp_path: Path) -> None:
+    studies = [
+        RemoteStudy(f"1.2.{i}", f"2020{m:02d}15", "P", 3) for i, m in enumerate(range(1, 13))
+    ]
+    studies += [RemoteStudy("1.3.1", "20200615", "P", 1), RemoteStudy("1.3.2", "20200615", "P", 1)]
+    find, calls = fake_peer_find(studies, limit=3)
+    peer = RemotePeer("PACS", "127.0.0.1", 1)
+    with open_journal(tmp_path / "j.sqlite") as journal:
+        queried = plan(
+            peer, journal, date(2020, 1, 1), date(2020, 12, 31), window_limit=3, find=find
+        )
+        assert queried == len(calls) > 4
+        found = {s.uid for s in journal.pending()}
+        assert found == {s.uid for s in studies}
+        rec = journal.reconcile()
+        assert rec.studies_found == 14 and rec.instances_found == 12 * 3 + 2
+        # Resuming re-queries nothing.
+        assert (
+            plan(peer, journal, date(2020, 1, 1), date(2020, 12, 31), window_limit=3, find=find)
+            == 0
+        )
+
+
+def test_plan_rejects_reversed_range(tmp_path: Path) -> None:
+    with open_journal(tmp_path / "j.sqlite") as journal, pytest.raises(ValueError):
+        plan(RemotePeer("P", "h", 1), journal, date(2021, 1, 1), date(2020, 1, 1))
+
+
+# pynetdicom leaves the refused socket to the garbage collector.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_unreachable_peer_is_a_network_error(tmp_path: Path) -> None:
+    peer = RemotePeer("NOBODY", "127.0.0.1", free_port(), timeout=5)
+    with open_journal(tmp_path / "j.sqlite") as journal, pytest.raises(NetworkError):
+        plan(peer, journal, date(2020, 1, 1), date(2020, 1, 2))
+    gc.collect()  # collect the socket here, under this test's warning filters
+
+
+# --- against a real Orthanc ------------------------------------------------------------------
+
+
+def _dataset_bytes(part10: bytes) -> bytes:
+    """The bytes after the File Meta Information (PS3.10 7.1: group length at 140)."""
+    (meta_length,) = struct.unpack_from("<I", part10, 140)
+    return part10[144 + meta_length :]
+
+
+def _rest(port: int, path: str, body: bytes | None = None) -> object:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemotePeer]:
+    """A Debian Orthanc loaded with FILES; the tests only read from it."""
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not os.access(binary, os.X_OK):
+        pytest.skip("Orthanc not installed (Debian package orthanc)")
+    work = tmp_path_factory.mktemp("orthanc")
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "legacy",
+        "StorageDirectory": str(work / "storage"),
+        "IndexDirectory": str(work / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "LEGACY",
+        "DicomCheckModalityHost": False,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "LimitFindResults": 2,  # a PACS that truncates big answers
+        "DicomModalities": {"duckpacs": ["DUCKPACS", "127.0.0.1", free_port()]},
+    }
+    (work / "orthanc.json").write_text(json.dumps(config))
+    log = (work / "orthanc.log").open("wb")
+    env = {**os.environ, "TCP_NODELAY": "1"}  # FACTS.md section 1
+    proc = subprocess.Popen([binary, str(work / "orthanc.json")], stdout=log, stderr=log, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _rest(http_port, "/system")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("Orthanc did not start: " + (work / "orthanc.log").read_text())
+                time.sleep(0.2)
+        for name in FILES:
+            _rest(http_port, "/instances", Path(get_testdata_file(name)).read_bytes())
+        yield RemotePeer("LEGACY", "127.0.0.1", dicom_port, calling_ae="DUCKPACS", timeout=30)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.mark.interop
+def test_migrate_from_orthanc_interrupted_and_resumed(orthanc: RemotePeer, tmp_path: Path) -> None:
+    expected = expected_studies()
+    out = tmp_path / "received"
+    journal_path = tmp_path / "migrate.sqlite"
+    since, until = date(1990, 1, 1), date(2025, 12, 31)
+    fetched: list[str] = []
+
+    def count(study: RemoteStudy, received: int) -> None:
+        fetched.append(study.uid)
+
+    # First run stops after two studies, as if interrupted.
+    with open_journal(journal_path) as journal:
+        rec = migrate(
+            orthanc, journal, folder_receiver(out), since, until,
+            window_limit=2, max_studies=2, on_study=count,
+        )  # fmt: skip
+    assert rec.studies_found == len(expected)
+    assert rec.studies_done == 2 and not rec.complete
+    assert rec.windows >= 3  # the 2-result limit forced the span to be split
+
+    # The rerun resumes: no window queried again, only the studies not done are fetched.
+    with open_journal(journal_path) as journal:
+        rec = migrate(orthanc, journal, folder_receiver(out), since, until, on_study=count)
+    assert rec.complete, rec.lines()
+    assert sorted(fetched) == sorted(expected) and len(fetched) == len(set(fetched))
+    assert rec.instances_found == rec.instances_received == sum(map(len, expected.values()))
+
+    received = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in out.glob("*.dcm")}
+    for datasets in expected.values():
+        for original in datasets:
+            path = received[str(original.SOPInstanceUID)]
+            copy = pydicom.dcmread(path)
+            assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            # Pixel data arrive untouched, in the stored transfer syntax. (The rest is not
+            # byte-identical: Orthanc's sender re-encodes the dataset, dropping trailing
+            # padding, giving sequences defined lengths and trimming blank values.)
+            assert copy.get("PixelData") == original.get("PixelData")
+            assert (
+                _dataset_bytes(path.read_bytes())[:64]
+                == _dataset_bytes(Path(original.filename).read_bytes())[:64]
+            )
+    assert "remote:" in rec.lines()[0]
+
+
+def test_journal_reports_incomplete_studies(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        journal.record_window(date(2020, 1, 1), date(2020, 1, 31), [
+            RemoteStudy("1.2.3", "20200105", "P1", 5),
+            RemoteStudy("1.2.4", "20200106", "P2", 2),
+        ])  # fmt: skip
+        journal.record_study("1.2.3", "incomplete", 4, "received 4 of 5 instances")
+        journal.record_study("1.2.4", "done", 2)
+        rec = journal.reconcile()
+    finally:
+        journal.close()
+    assert rec.studies_found == 2 and rec.studies_done == 1
+    assert rec.not_done == [("1.2.3", "incomplete", "received 4 of 5 instances")]
+    assert rec.as_json()["complete"] is False
+
+
+@pytest.mark.interop
+def test_cli_migrate(
+    orthanc: RemotePeer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = expected_studies()
+    peer = f"{orthanc.ae_title}@{orthanc.host}:{orthanc.port}"
+    out = tmp_path / "out"
+    base = ["migrate", "--from", peer, "--out", str(out), "--calling-ae", "DUCKPACS"]
+    window = ["--since", "1990-01-01", "--until", "20251231", "--window-limit", "2"]
+    assert main([*base, *window, "--max-studies", "1"]) == 1  # stopped early: incomplete
+    first = capsys.readouterr().out
+    assert f"remote: {len(expected)} studies" in first
+    assert main([*base, *window, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] and report["studies_done"] == len(expected)
+    assert all(len(v) == 1 for v in expected.values())  # one instance per study here
+    assert report["summary"]["files"] == len(expected) - 1  # the rest after the first run
+    assert len(list(out.glob("*.dcm"))) == sum(map(len, expected.values()))
+    assert main(["migrate", "--from", "nobody", "--out", str(out)]) == 2
+    assert "unknown peer" in capsys.readouterr().err
