@@ -29,7 +29,8 @@ def dcmtk_env() -> dict[str, str]:
 def require_tool(name: str) -> str:
     import pytest
 
-    path = shutil.which(name)
+    # DCMTK's tool, not the same-named pynetdicom app script some wheels put in .venv/bin.
+    path = shutil.which(name, path="/usr/bin:/usr/local/bin") or shutil.which(name)
     if path is None:
         pytest.skip(f"{name} not installed (Debian package dcmtk; `make test` installs it as root)")
     return path
