@@ -50,6 +50,11 @@ class PackStore:
         pack, offset, length = location
         return bytes(self._store.get_frame((pack, offset, length), index))
 
+    def meta(self, location: Location) -> dict[str, Any]:
+        """The record's own header (UIDs, transfer syntax, frame count), no index query."""
+        pack, offset, length = location
+        return dict(self._store.meta((pack, offset, length)))
+
     def close(self) -> None:
         self._store.close()
 

@@ -53,6 +53,9 @@ def _listen(bind: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit it (Linux): a streamed response writes its headers and its
+    # body separately, and Nagle would hold the body for the client's delayed ACK (~40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((bind, port))
         sock.listen(128)

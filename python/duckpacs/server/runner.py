@@ -172,7 +172,10 @@ class Service:
         archive = Archive(
             self._web_store, backends.describe, self.catalog(), self.settings["archive.on_conflict"]
         )
-        return FacadeReader(archive, self._web_store.get_frame)
+        return FacadeReader(
+            archive, self._web_store.get_frame,
+            lookup=archive.catalog.lookup, record_meta=self._web_store.meta,
+        )  # fmt: skip
 
     def _spawn(self, worker_id: int) -> tuple[BaseProcess, Any]:
         """Start one worker; its readiness comes back on a pipe of its own (a shared queue

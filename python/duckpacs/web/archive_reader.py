@@ -78,10 +78,17 @@ class FacadeReader:
     store's ``get_frame``."""
 
     def __init__(
-        self, archive: Facade, frame_reader: Callable[[Any, int], bytes] | None = None
+        self,
+        archive: Facade,
+        frame_reader: Callable[[Any, int], bytes] | None = None,
+        *,
+        lookup: Callable[[str], Any] | None = None,
+        record_meta: Callable[[Any], Mapping[str, Any]] | None = None,
     ) -> None:
         self.archive = archive
         self.frame_reader = frame_reader
+        self.lookup = lookup
+        self.record_meta = record_meta
 
     def find(
         self,
@@ -97,7 +104,36 @@ class FacadeReader:
             LEVELS[level], dict(query), list(return_keys), fuzzy, limit, offset
         )
 
+    def _one_instance(self, query: Mapping[str, str]) -> list[InstanceLocation] | None:
+        """An instance named by its three UIDs (the WADO-RS instance and frame URLs): one
+        point lookup by SOP Instance UID and the store record's own header, instead of two
+        index queries. None when this path cannot answer (then the index is asked)."""
+        uid = query.get("SOPInstanceUID", "")
+        if self.lookup is None or self.record_meta is None or not uid or "*" in uid:
+            return None
+        ref = self.lookup(uid)
+        if ref is None:
+            return []
+        meta = self.record_meta(ref.location)
+        frames = int(meta.get("frames") or 0)
+        if frames < 1:  # stored whole (deflated): frame count from the index
+            return None
+        study, series = str(meta.get("study_instance_uid")), str(meta.get("series_instance_uid"))
+        if query.get("StudyInstanceUID", study) != study:
+            return []
+        if query.get("SeriesInstanceUID", series) != series:
+            return []
+        location = InstanceLocation(
+            study, series, uid, str(ref.sop_class_uid), str(ref.transfer_syntax),
+            handle=ref.location, number_of_frames=frames,
+        )  # fmt: skip
+        return [location]
+
     def locations(self, level: str, query: Mapping[str, str]) -> list[InstanceLocation]:
+        if level == "instance":
+            fast = self._one_instance(query)
+            if fast is not None:
+                return fast
         refs = self.archive.locate(LEVELS[level], dict(query))
         if not refs:
             return []
