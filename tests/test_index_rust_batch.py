@@ -84,7 +84,8 @@ def test_every_value_agrees(pairs: list[tuple[str, dict[str, Any], dict[str, Any
             else:
                 assert (got["value"], got["num"]) == (want["value"], want["num"]), (name, key)
             assert got["creator"] == want["creator"], (name, key)
-    assert checked > 10_000
+    # pydicom's own files alone give about 7,000 values; the shared corpus adds thousands more.
+    assert checked > (10_000 if truth.corpus_files() else 5_000)
 
 
 def test_extras_and_errors_travel(tmp_path: Path) -> None:
