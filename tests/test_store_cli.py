@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,72 @@ def test_missing_store_is_one_line_error(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.startswith("duckpacs: error: ") and "no store here" in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_compact_keeps_the_index_pointing_at_readable_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Compaction moves records; the index must follow, so every indexed instance still reads
+    back byte for byte (SHA-256 recorded at import) without a reindex."""
+    import hashlib
+
+    from duckpacs.index import Index
+    from duckpacs.ingest.importer import import_paths
+
+    data = tmp_path / "archive"
+    sources = tmp_path / "in"
+    sources.mkdir()
+    for path in pydicom_files()[:24]:
+        (sources / path.name).write_bytes(path.read_bytes())
+    import_paths([sources], data)
+    with Index.open(data) as index:
+        rows = index.locations("image", {})
+        doomed = rows[::3]
+        with Store(data / "store", writer_id=1) as store:
+            for row in doomed:
+                store.delete(tuple(row[3:6]))
+        index.remove([row[0] for row in doomed])
+    code, report = _json(capsys, "compact", "--data", str(data), "--min-dead", "0.01")
+    assert code == 0 and report["packs_rewritten"] >= 1 and report["moved"]
+    assert report["index_updated"] == len(rows) - len(doomed)
+    with Index.open(data, read_only=True) as index:
+        sums = index.sql("SELECT sop_instance_uid, sha256 FROM instances").to_pylist()
+        expected = {r["sop_instance_uid"]: r["sha256"] for r in sums}
+        remaining = index.locations("image", {})
+    assert len(remaining) == len(rows) - len(doomed)
+    with Store(data / "store") as store:
+        for row in remaining:
+            got = hashlib.sha256(store.get(tuple(row[3:6]))).hexdigest()
+            assert got == expected[row[0]], row[0]
+
+
+def test_compact_refuses_while_another_process_owns_the_index(tmp_path: Path) -> None:
+    from duckpacs.index import Index
+    from duckpacs.ingest.importer import import_paths
+
+    data = tmp_path / "archive"
+    import_paths([pydicom_files()[0]], data)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from duckpacs.index import Index; "
+            f"i = Index.open({str(data)!r}); print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        r = subprocess.run(
+            duckpacs_cmd("compact", "--data", str(data)), capture_output=True, text=True, timeout=60
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert r.returncode != 0
+    assert "stop `duckpacs serve`" in r.stderr and r.stderr.count("\n") == 1
+    with Index.open(data, read_only=True):
+        pass

@@ -315,6 +315,43 @@ class Index:
             _refresh_levels(con)
             return _count(con, "_dp_old")
 
+    def relocate(self, moved: Sequence[tuple[tuple[int, int, int], tuple[int, int, int]]]) -> int:
+        """Point instances at their new store locations after ``Store.compact``.
+
+        ``moved`` is the store's list of ``(old, new)`` ``(pack, offset, length)`` pairs;
+        returns how many indexed instances were updated (tombstoned records are in no row).
+        """
+        if not moved:
+            return 0
+        table = pa.table(
+            {
+                "old_pack": [int(o[0]) for o, _ in moved],
+                "old_offset": [int(o[1]) for o, _ in moved],
+                "new_pack": [int(n[0]) for _, n in moved],
+                "new_offset": [int(n[1]) for _, n in moved],
+                "new_length": [int(n[2]) for _, n in moved],
+            }
+        )
+        with self._lock, self._transaction():
+            con = self._con
+            con.register("_dp_moved", table)
+            try:
+                before = _count(con, "instances")
+                hits = con.execute(
+                    """SELECT count(*) FROM instances i JOIN _dp_moved m
+                    ON i.pack = m.old_pack AND i."offset" = m.old_offset"""
+                ).fetchall()[0][0]
+                con.execute(
+                    """UPDATE instances SET pack = m.new_pack, "offset" = m.new_offset,
+                           length = m.new_length
+                    FROM _dp_moved m
+                    WHERE instances.pack = m.old_pack AND instances."offset" = m.old_offset"""
+                )
+                assert _count(con, "instances") == before
+            finally:
+                con.unregister("_dp_moved")
+            return int(hits)
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         if self.read_only:
