@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from duckpacs import config
+from duckpacs.errors import QueryError
 
 # Command-line flags that override configuration keys: flag attribute -> option key.
 FLAG_KEYS = {
@@ -31,3 +32,14 @@ def settings(args: argparse.Namespace) -> config.Settings:
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def parse_keys(items: list[str]) -> dict[str, str]:
+    """``TAG=VALUE`` arguments as a query mapping (``TAG=`` asks for the key as return key)."""
+    query: dict[str, str] = {}
+    for item in items:
+        tag, sep, value = item.partition("=")
+        if not sep or not tag.strip():
+            raise QueryError(f"expected TAG=VALUE (e.g. PatientID=123), got {item!r}")
+        query[tag.strip()] = value
+    return query

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from duckpacs.cli.context import print_json, settings
-from duckpacs.cli.find_cmd import parse_keys
+from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.export.archive_export import export
 from duckpacs.ingest.progress import Progress
 

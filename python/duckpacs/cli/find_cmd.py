@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from duckpacs.cli.context import print_json, settings
-from duckpacs.errors import ArchiveLockedError, QueryError
+from duckpacs.cli.context import parse_keys, print_json, settings
+from duckpacs.errors import ArchiveLockedError
 from duckpacs.index import Index
 
 DEFAULT_KEYS = {
@@ -73,17 +73,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--offset", type=int, default=0, help="skip the first N results")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_find)
-
-
-def parse_keys(items: list[str]) -> dict[str, str]:
-    """``TAG=VALUE`` arguments as a query mapping (``TAG=`` asks for the key as return key)."""
-    query: dict[str, str] = {}
-    for item in items:
-        tag, sep, value = item.partition("=")
-        if not sep or not tag.strip():
-            raise QueryError(f"expected TAG=VALUE, got {item!r}")
-        query[tag.strip()] = value
-    return query
 
 
 def cmd_find(args: argparse.Namespace) -> int:

@@ -15,9 +15,9 @@ from pynetdicom.association import Association
 from duckpacs.archive import backends
 from duckpacs.archive.facade import Archive
 from duckpacs.archive.types import InstanceRef
-from duckpacs.cli.context import print_json, settings
+from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.cli.peers import resolve_peer
-from duckpacs.errors import ConfigError, DuckpacsError, NetworkError
+from duckpacs.errors import DuckpacsError, NetworkError
 from duckpacs.server import retrieve
 
 LEVEL_OF_KEY = (("SOPInstanceUID", "IMAGE"), ("SeriesInstanceUID", "SERIES"))
@@ -45,20 +45,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_send)
 
 
-def parse_query(pairs: list[str]) -> dict[str, str]:
-    query: dict[str, str] = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"query term {pair!r} is not KEY=VALUE (e.g. PatientID=123)")
-        query[key.strip()] = value
-    return query
-
-
 def cmd_send(args: argparse.Namespace) -> int:
     s = settings(args)
     peer = resolve_peer(s, args.to)
-    query = parse_query(args.query)
+    query = parse_keys(args.query)
     level = args.level or next((lv for k, lv in LEVEL_OF_KEY if k in query), "STUDY")
     retrieve.install()
     archive = backends.open_client(s)
