@@ -193,7 +193,43 @@ class IndexOwner:
                 time.sleep(self.flush_interval)  # logged in _flush_locked; retry later
 
 
-class RemoteCatalog:
+class _CatalogCalls:
+    """The :class:`Catalog` methods as calls to the owner; subclasses say how a call travels."""
+
+    def _call(self, method: str, *args: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} must provide _call")
+
+    def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
+        result: InstanceRef | None = self._call("lookup", sop_instance_uid)
+        return result
+
+    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+        result: list[InstanceRef | None] = self._call("add", entries)
+        return result
+
+    def replace(self, entry: IndexEntry) -> None:
+        self._call("replace", entry)
+
+    def find(
+        self,
+        level: str,
+        query: dict[str, Any],
+        return_keys: list[str],
+        fuzzy: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "find", level, query, return_keys, fuzzy, limit, offset
+        )
+        return result
+
+    def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
+        result: list[InstanceRef] = self._call("locate", level, query)
+        return result
+
+
+class RemoteCatalog(_CatalogCalls):
     """A :class:`Catalog` whose calls go to the :class:`IndexOwner` (one connection per thread,
     since each association runs in its own thread)."""
 
@@ -229,67 +265,9 @@ class RemoteCatalog:
             cls = ArchiveIndexError
         raise cls(reply[2])
 
-    def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
-        result: InstanceRef | None = self._call("lookup", sop_instance_uid)
-        return result
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
-        result: list[InstanceRef | None] = self._call("add", entries)
-        return result
-
-    def replace(self, entry: IndexEntry) -> None:
-        self._call("replace", entry)
-
-    def find(
-        self,
-        level: str,
-        query: dict[str, Any],
-        return_keys: list[str],
-        fuzzy: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            "find", level, query, return_keys, fuzzy, limit, offset
-        )
-        return result
-
-    def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
-        result: list[InstanceRef] = self._call("locate", level, query)
-        return result
-
-
-class LocalCatalog:
+class LocalCatalog(_CatalogCalls):
     """The owner's own view: calls go through the owner's lock and group commit."""
 
     def __init__(self, owner: IndexOwner) -> None:
         self._call: Callable[..., Any] = owner.call
-
-    def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
-        result: InstanceRef | None = self._call("lookup", sop_instance_uid)
-        return result
-
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
-        result: list[InstanceRef | None] = self._call("add", entries)
-        return result
-
-    def replace(self, entry: IndexEntry) -> None:
-        self._call("replace", entry)
-
-    def find(
-        self,
-        level: str,
-        query: dict[str, Any],
-        return_keys: list[str],
-        fuzzy: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            "find", level, query, return_keys, fuzzy, limit, offset
-        )
-        return result
-
-    def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
-        result: list[InstanceRef] = self._call("locate", level, query)
-        return result
