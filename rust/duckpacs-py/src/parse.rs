@@ -108,14 +108,10 @@ pub fn dump_json(
         include_meta,
     };
     py.detach(|| {
-        let parsed = parse::parse(
-            data,
-            ParseOptions {
-                transfer_syntax,
-                stop_at_pixel_data: false,
-            },
-        )?;
-        Ok(parse::json::to_json(&parsed, &opts))
+        Ok(parse::json::to_json(
+            &parse_whole(data, transfer_syntax)?,
+            &opts,
+        ))
     })
     .map_err(|e| to_py(py, e))
 }
@@ -124,17 +120,8 @@ pub fn dump_json(
 #[pyfunction]
 #[pyo3(signature = (data, transfer_syntax=None))]
 pub fn dump_text(py: Python<'_>, data: &[u8], transfer_syntax: Option<&str>) -> PyResult<String> {
-    py.detach(|| {
-        let parsed = parse::parse(
-            data,
-            ParseOptions {
-                transfer_syntax,
-                stop_at_pixel_data: false,
-            },
-        )?;
-        Ok(parse::dump::to_text(&parsed))
-    })
-    .map_err(|e| to_py(py, e))
+    py.detach(|| Ok(parse::dump::to_text(&parse_whole(data, transfer_syntax)?)))
+        .map_err(|e| to_py(py, e))
 }
 
 /// One row of [`scan_headers`]: error (None when parsed), then the identifying attributes.
@@ -235,4 +222,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dump_text, m)?)?;
     m.add_function(wrap_pyfunction!(scan_headers, m)?)?;
     Ok(())
+}
+
+/// The whole dataset (pixel data included), as the dump functions show it.
+fn parse_whole<'a>(
+    data: &'a [u8],
+    transfer_syntax: Option<&str>,
+) -> duckpacs_core::Result<parse::Parsed<'a>> {
+    parse::parse(
+        data,
+        ParseOptions {
+            transfer_syntax,
+            stop_at_pixel_data: false,
+        },
+    )
 }

@@ -229,17 +229,8 @@ impl Store {
         let s = self.get_inner()?;
         let rep = py
             .detach(|| {
-                let mut last = 0u64;
-                s.verify(deep, |done, total| {
-                    if let Some(cb) = &progress {
-                        if done - last >= 32 << 20 || done == total {
-                            last = done;
-                            Python::attach(|py| {
-                                let _ = cb.call1(py, (done, total));
-                            });
-                        }
-                    }
-                })
+                // Bytes verified: report every 32 MiB, not every record.
+                s.verify(deep, progress_reporter(progress.as_ref(), 32 << 20))
             })
             .map_err(|e| to_py(py, e))?;
         let d = PyDict::new(py);
@@ -300,15 +291,7 @@ impl Store {
     ) -> PyResult<Bound<'py, PyDict>> {
         let s = self.get_inner()?;
         let rep = py
-            .detach(|| {
-                s.compact(min_dead_ratio, |done, total| {
-                    if let Some(cb) = &progress {
-                        Python::attach(|py| {
-                            let _ = cb.call1(py, (done, total));
-                        });
-                    }
-                })
-            })
+            .detach(|| s.compact(min_dead_ratio, progress_reporter(progress.as_ref(), 1)))
             .map_err(|e| to_py(py, e))?;
         let d = PyDict::new(py);
         d.set_item("packs_rewritten", rep.packs_rewritten)?;
@@ -376,5 +359,21 @@ impl ScanIter {
             d.set_item("header", PyBytes::new(py, &h))?;
         }
         Ok(Some(d))
+    }
+}
+
+/// A `(done, total)` callback for long store operations run with the GIL released: calls the
+/// Python `progress(done, total)` when `done` has moved at least `step` since the last call,
+/// and always at the end. Errors raised by the callback are ignored (progress is cosmetic).
+fn progress_reporter(progress: Option<&Py<PyAny>>, step: u64) -> impl FnMut(u64, u64) + '_ {
+    let mut last = 0u64;
+    move |done, total| {
+        let Some(cb) = progress else { return };
+        if done.saturating_sub(last) >= step || done == total {
+            last = done;
+            Python::attach(|py| {
+                let _ = cb.call1(py, (done, total));
+            });
+        }
     }
 }
