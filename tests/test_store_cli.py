@@ -157,3 +157,19 @@ def test_compact_refuses_while_another_process_owns_the_index(tmp_path: Path) ->
     assert "stop `duckpacs serve`" in r.stderr and r.stderr.count("\n") == 1
     with Index.open(data, read_only=True):
         pass
+
+
+def test_progress_of_verify_and_compact_reaches_the_end(tmp_path: Path) -> None:
+    """The last progress report of a long operation is (total, total): a bar reaches 100 %."""
+    reports: dict[str, list[tuple[int, int]]] = {"verify": [], "compact": []}
+    with Store(tmp_path, writer_id=1) as store:
+        locs = [store.put(read_original(p)) for p in pydicom_files()[:20]]
+        for loc in locs[::2]:
+            store.delete(loc)
+    with Store(tmp_path, writer_id=2) as store:
+        store.verify(progress=lambda d, t: reports["verify"].append((d, t)))
+        store.compact(min_dead_ratio=0.01, progress=lambda d, t: reports["compact"].append((d, t)))
+    for name, seen in reports.items():
+        assert seen, name
+        done, total = seen[-1]
+        assert done == total > 0, name

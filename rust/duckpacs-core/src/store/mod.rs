@@ -900,6 +900,7 @@ impl Store {
         let mut done = 0u64;
         for (pack, path) in packs {
             rep.packs += 1;
+            let pack_start = done;
             let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
             let damage = |offset: u64, length: u64, uid: &str, message: String| Damage {
@@ -962,6 +963,10 @@ impl Store {
                 }
                 progress(done, total);
             }
+            // Records do not cover the pack header: count the whole file as done, so that the
+            // last report is (total, total) and a progress display reaches 100 %.
+            done = pack_start + size;
+            progress(done, total);
         }
         Ok(rep)
     }
