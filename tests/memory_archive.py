@@ -36,7 +36,7 @@ class MemoryStore:
         self.full = False
         self.puts = 0
 
-    def put(self, data: bytes) -> Location:
+    def put(self, data: bytes, *, received_at_us: int = 0, source_ae: str = "") -> Location:
         if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
         with self.lock:

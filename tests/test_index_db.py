@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydicom.dataset import Dataset
 
+from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
 from duckpacs.index import Index, header_batch
 from duckpacs.index.reindex import rebuild
@@ -149,19 +150,20 @@ def _store_scan(records: list[truth.Record]) -> list[tuple[dict[str, Any], bytes
     return out
 
 
-def _snapshot(ix: Index) -> dict[str, list[dict[str, Any]]]:
+def _snapshot(ix: Index) -> dict[str, list[Any]]:
     con = ix.connection()
-    out = {}
+    out: dict[str, list[Any]] = {}
     for name, key in (
         ("patients", "patient_id"),
         ("studies", "study_instance_uid"),
         ("series", "series_instance_uid"),
         ("instances", "sop_instance_uid"),
     ):
-        out[name] = con.sql(
+        # Through Arrow: DuckDB's Python rows would need pytz for TIMESTAMPTZ (received_at).
+        out[name] = ix.sql(
             f"SELECT * EXCLUDE ({'iid' if name == 'instances' else 'rep_iid'}) "
             f"FROM {name} ORDER BY {key}"
-        ).fetchall()
+        ).to_pylist()
     out["attributes"] = con.sql(
         "SELECT i.sop_instance_uid, a.* EXCLUDE (iid) FROM attributes a JOIN instances i "
         "USING (iid) ORDER BY ALL"
@@ -305,7 +307,8 @@ def test_reindex_command_rebuilds_from_the_real_store(
     tmp_path: Path, records: list[truth.Record]
 ) -> None:
     """Ingest as the server does (store.put, then a batch with the returned location), lose
-    the index file, `duckpacs reindex`: every table comes back equal."""
+    the index file, `duckpacs reindex`: every table comes back equal, including when and from
+    which AE title each instance arrived (kept in the store's records)."""
     from duckpacs._core import Store
 
     data = tmp_path / "archive"
@@ -313,11 +316,14 @@ def test_reindex_command_rebuilds_from_the_real_store(
     headers, extras = [], []
     live = Index.open(data)  # the server opens its index before it stores anything
     with Store.open(data / "store", writer_id=1) as store:
-        for name in files:
+        for n, name in enumerate(files):
             with open(name, "rb") as f:
                 raw = f.read()
-            location = store.put(raw)
+            received_us = 1_790_000_000_000_000 + n * 1_000_003
+            sender = f"MODALITY{n % 3}" if n % 2 else None  # files imported from disk have none
+            location = store.put(raw, received_at_us=received_us, source_ae=sender)
             meta = store.meta(location)
+            assert (meta["received_at_us"], meta["source_ae"]) == (received_us, sender)
             pack, offset, length = location
             headers.append(raw)
             extras.append(
@@ -328,12 +334,17 @@ def test_reindex_command_rebuilds_from_the_real_store(
                     "sha256": meta["sha256"],
                     "size": meta["original_len"],
                     "transfer_syntax": meta["transfer_syntax"] or None,
+                    "received_at": from_epoch_us(received_us),
+                    "source_ae": sender,
                 }
             )
     with live:
         live.add_batch(header_batch(headers, extras))
         want = _snapshot(live)
         assert want["instances"]
+        provenance = live.sql("SELECT count(DISTINCT received_at), count(source_ae) FROM instances")
+        distinct_times, with_sender = provenance.to_pylist()[0].values()
+        assert distinct_times == len(want["instances"]) and 0 < with_sender < distinct_times
     (data / "index.duckdb").unlink()
     proc = run("find", "--data", str(data))
     assert proc.returncode == 1 and "duckpacs reindex" in proc.stderr
@@ -342,3 +353,52 @@ def test_reindex_command_rebuilds_from_the_real_store(
     assert json.loads(proc.stdout)["instances"] == len(want["instances"])
     with Index.open(data) as again:
         assert _snapshot(again) == want
+
+
+def test_reindex_restores_when_and_from_whom_instances_arrived(tmp_path: Path) -> None:
+    """An instance C-STOREd by an AE and one imported as a file, through the real archive
+    facade; after losing the index, `duckpacs reindex` brings back received_at and source_ae
+    exactly (the store's records keep them)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from duckpacs.archive import Archive
+    from duckpacs.archive.backends import IndexCatalog, PackStore, describe
+
+    ct = dcmread(get_testdata_file("CT_small.dcm"))
+    bare = DicomBytesIO()
+    bare.is_little_endian, bare.is_implicit_VR = True, False
+    write_dataset(bare, ct)
+    mr_path = get_testdata_file("MR_small.dcm")
+    data = tmp_path / "archive"
+    catalog = IndexCatalog.open(data)
+    archive = Archive(PackStore(data, 1), describe, catalog, "keep-first")
+    sent = archive.store(
+        bare.getvalue(),
+        "1.2.840.10008.1.2.1",
+        calling_ae="CT_SCANNER",
+        sop_class_uid=str(ct.SOPClassUID),
+        sop_instance_uid=str(ct.SOPInstanceUID),
+    )
+    with open(mr_path, "rb") as f:
+        imported = archive.store(f.read())
+    assert sent.location and imported.location
+    provenance = "SELECT sop_instance_uid, received_at, source_ae FROM instances ORDER BY 1"
+    want = catalog.index.sql(provenance).to_pylist()
+    snapshot = _snapshot(catalog.index)
+    archive.store_backend.close()
+    catalog.close()
+    senders = {r["sop_instance_uid"]: r["source_ae"] for r in want}
+    assert senders == {
+        str(ct.SOPInstanceUID): "CT_SCANNER",
+        str(dcmread(mr_path).SOPInstanceUID): None,
+    }
+    assert all(r["received_at"] is not None for r in want)
+    (data / "index.duckdb").unlink()
+    proc = run("reindex", "--data", str(data), "--json")
+    assert proc.returncode == 0, proc.stderr
+    with Index.open(data) as again:
+        assert again.sql(provenance).to_pylist() == want
+        assert _snapshot(again) == snapshot

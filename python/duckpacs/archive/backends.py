@@ -14,13 +14,19 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
 from duckpacs.archive.facade import Archive
-from duckpacs.archive.types import Catalog, IndexEntry, InstanceRef, Location
+from duckpacs.archive.types import (
+    Catalog,
+    IndexEntry,
+    InstanceRef,
+    Location,
+    epoch_us_now,
+    from_epoch_us,
+)
 from duckpacs.config import Settings
 
 STORE_DIRNAME = "store"
@@ -38,8 +44,11 @@ class PackStore:
     def __init__(self, data_dir: Path, writer_id: int | None) -> None:
         self._store = _core.Store(Path(data_dir) / STORE_DIRNAME, writer_id=writer_id)
 
-    def put(self, data: bytes) -> Location:
-        return Location(*self._store.put(data))
+    def put(self, data: bytes, *, received_at_us: int, source_ae: str = "") -> Location:
+        """Durably store ``data`` with its provenance (kept for a rebuilt index)."""
+        return Location(
+            *self._store.put(data, received_at_us=received_at_us, source_ae=source_ae or None)
+        )
 
     def get(self, location: Location) -> bytes:
         pack, offset, length = location
@@ -113,7 +122,7 @@ class IndexCatalog:
 
     def _batch(self, entries: list[IndexEntry]) -> Any:
         """One index batch for these entries, built in Rust from their headers."""
-        now = datetime.now(UTC)
+        now = epoch_us_now()
         headers, extras = [], []
         for entry in entries:
             pack, offset, length = entry.ref.location
@@ -127,7 +136,7 @@ class IndexCatalog:
                     "sha256": entry.row["sha256"],
                     "source_ae": entry.row.get("source_ae"),
                     "transfer_syntax": entry.ref.transfer_syntax,
-                    "received_at": now,
+                    "received_at": from_epoch_us(entry.row.get("received_at_us") or now),
                 }
             )
         batch = _core.index_batch(headers, extras)

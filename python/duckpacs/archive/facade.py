@@ -26,6 +26,7 @@ from duckpacs.archive.types import (
     Outcome,
     Store,
     StoreResult,
+    epoch_us_now,
 )
 from duckpacs.errors import DuckpacsError, ParseError, StorageError
 
@@ -107,7 +108,12 @@ class Archive:
             return self._duplicate(existing, stream, framing.dataset_offset, uid)
         ref_class = sop_class_uid or framing.sop_class_uid
         try:
-            location = self.store_backend.put(stream)
+            # One clock reading for the store record and the index row: a rebuilt index
+            # restores the same received_at.
+            row["received_at_us"] = epoch_us_now()
+            location = self.store_backend.put(
+                stream, received_at_us=row["received_at_us"], source_ae=calling_ae
+            )
         except (OSError, StorageError) as e:
             return _rejected(uid, OUT_OF_RESOURCES, _storage_reason(e))
         entry = IndexEntry(InstanceRef(uid, ref_class, ts, location), row)

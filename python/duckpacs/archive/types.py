@@ -7,8 +7,22 @@ between a DIMSE worker and the index owner (see :mod:`duckpacs.archive.ipc`).
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us_now() -> int:
+    """Now in microseconds since the Unix epoch: how the store records ``received_at``."""
+    return time.time_ns() // 1000
+
+
+def from_epoch_us(us: int) -> datetime:
+    """The index's ``received_at`` (UTC, exact to the microsecond) for a store value."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 class Location(NamedTuple):
@@ -65,7 +79,7 @@ class StoreResult:
 class Store(Protocol):
     """Instance bytes on disk: durable when :meth:`put` returns (group-committed)."""
 
-    def put(self, data: bytes) -> Location: ...
+    def put(self, data: bytes, *, received_at_us: int, source_ae: str = "") -> Location: ...
 
     def get(self, location: Location) -> bytes: ...
 

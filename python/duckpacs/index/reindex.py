@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from duckpacs import logs
 from duckpacs._core import index_batch
+from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ParseError
 from duckpacs.index.db import Index, index_path
 
@@ -53,7 +54,11 @@ def store_records(scan: Iterable[Mapping[str, Any]]) -> Iterator[StoreRecord]:
             "sha256": entry.get("sha256"),
             "size": entry.get("original_len"),
             "transfer_syntax": entry.get("transfer_syntax") or None,
+            "source_ae": entry.get("source_ae"),
         }
+        received = entry.get("received_at_us")
+        if received:  # records written before the store kept provenance leave it unknown
+            record["received_at"] = from_epoch_us(received)
         yield record, entry["header"]
 
 

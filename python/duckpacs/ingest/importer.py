@@ -30,13 +30,13 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from duckpacs import _core, logs
+from duckpacs.archive.types import epoch_us_now, from_epoch_us
 from duckpacs.errors import ArchiveLockedError, DuckpacsError, IntegrityError
 from duckpacs.index import Index
 from duckpacs.index.reindex import store_records
@@ -241,8 +241,9 @@ class Importer:
         self, batch: list[Payload], new: list[int], uids: dict[int, tuple[str, str, str | None]]
     ) -> None:
         datas = [batch[i].data for i in new]
-        locations = self.store.put_many(datas)
-        now = datetime.now(UTC)
+        received_us = epoch_us_now()
+        locations = self.store.put_many(datas, received_at_us=received_us)
+        now = from_epoch_us(received_us)
         extras: list[dict[str, object]] = []
         for i, (pack, offset, length) in zip(new, locations, strict=True):
             _, sha, ts = uids[i]

@@ -45,7 +45,25 @@ fn meta_dict<'py>(py: Python<'py>, m: &Meta) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("sha256", hex(&m.sha256))?;
     d.set_item("original_len", m.original_len)?;
     d.set_item("frames", m.frames.len())?;
+    let p = &m.provenance;
+    d.set_item(
+        "received_at_us",
+        (p.received_at_us != 0).then_some(p.received_at_us),
+    )?;
+    d.set_item(
+        "source_ae",
+        (!p.source_ae.is_empty()).then_some(p.source_ae.as_str()),
+    )?;
     Ok(d)
+}
+
+/// The provenance a put records: the given time or now, the given AE title or none.
+fn provenance(received_at_us: Option<u64>, source_ae: Option<&str>) -> store::Provenance {
+    let mut p = store::Provenance::now(source_ae.unwrap_or("").trim());
+    if let Some(us) = received_at_us {
+        p.received_at_us = us;
+    }
+    p
 }
 
 fn hex(b: &[u8]) -> String {
@@ -127,22 +145,41 @@ impl Store {
 
     /// Stores one instance (a whole Part 10 buffer, or meta we wrote + dataset as received)
     /// and returns its location once durable.
-    #[pyo3(signature = (data, transfer_syntax=None))]
-    fn put(&self, py: Python<'_>, data: &[u8], transfer_syntax: Option<&str>) -> PyResult<Loc> {
+    /// `received_at_us` (microseconds since the Unix epoch, UTC; default now) and
+    /// `source_ae` (the sender's AE title) are kept with the record for a rebuilt index.
+    #[pyo3(signature = (data, transfer_syntax=None, received_at_us=None, source_ae=None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        transfer_syntax: Option<&str>,
+        received_at_us: Option<u64>,
+        source_ae: Option<&str>,
+    ) -> PyResult<Loc> {
         let s = self.get_inner()?;
+        let prov = provenance(received_at_us, source_ae);
         py.detach(|| {
             let layout = layout_for(data, transfer_syntax);
-            s.put(data, layout.as_ref())
+            s.put_with(data, layout.as_ref(), &prov)
         })
         .map(tup)
         .map_err(|e| to_py(py, e))
     }
 
     /// Stores a batch with one fsync (encoding on every core); locations in input order.
-    fn put_many(&self, py: Python<'_>, items: Vec<Bound<'_, PyBytes>>) -> PyResult<Vec<Loc>> {
+    /// Every item gets the same provenance (see `put`).
+    #[pyo3(signature = (items, received_at_us=None, source_ae=None))]
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        items: Vec<Bound<'_, PyBytes>>,
+        received_at_us: Option<u64>,
+        source_ae: Option<&str>,
+    ) -> PyResult<Vec<Loc>> {
         let s = self.get_inner()?;
+        let prov = provenance(received_at_us, source_ae);
         let slices: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
-        py.detach(|| s.put_buffers(&slices, None))
+        py.detach(|| s.put_buffers(&slices, None, &prov))
             .map(|v| v.into_iter().map(tup).collect())
             .map_err(|e| to_py(py, e))
     }

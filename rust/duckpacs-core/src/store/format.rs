@@ -13,7 +13,10 @@ pub const PACK_VERSION: u16 = 1;
 pub const PACK_HEADER_LEN: usize = 32;
 
 pub const RECORD_MAGIC: [u8; 4] = *b"DREC";
-pub const RECORD_VERSION: u8 = 1;
+/// Version 2 appends the provenance (received time, source AE title) to the metadata block;
+/// version 1 records are still read (their provenance is unknown).
+pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_VERSION_1: u8 = 1;
 pub const RECORD_HEADER_LEN: usize = 40;
 pub const TRAILER_MAGIC: [u8; 8] = *b"DRECEND\0";
 pub const TRAILER_LEN: usize = 16;
@@ -123,12 +126,38 @@ pub struct Meta {
     /// Frame i is chunks `first .. first + count`.
     pub frames: Vec<(u32, u32)>,
     pub chunks: Vec<Chunk>,
+    /// When and from whom the instance arrived (record version 2; unknown in version 1).
+    pub provenance: Provenance,
+}
+
+/// Where an instance came from: kept in the store so that a rebuilt index can restore it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Provenance {
+    /// Microseconds since the Unix epoch (UTC) when the archive received it; 0 = unknown.
+    pub received_at_us: u64,
+    /// Calling AE title of the association that sent it; empty for files imported from disk.
+    pub source_ae: String,
+}
+
+impl Provenance {
+    /// Received now (the system clock) from `source_ae`.
+    pub fn now(source_ae: &str) -> Provenance {
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        Provenance {
+            received_at_us: us,
+            source_ae: source_ae.to_string(),
+        }
+    }
 }
 
 /// The fixed record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
     pub kind: Kind,
+    /// Record version (1 or 2): decides whether the metadata block ends with the provenance.
+    pub version: u8,
     pub meta_len: u32,
     pub n_chunks: u32,
     pub record_len: u64,
@@ -180,7 +209,7 @@ pub fn record_header(h: &RecordHeader) -> [u8; RECORD_HEADER_LEN] {
     let mut b = [0u8; RECORD_HEADER_LEN];
     b[..4].copy_from_slice(&RECORD_MAGIC);
     b[4] = h.kind as u8;
-    b[5] = RECORD_VERSION;
+    b[5] = h.version;
     b[8..12].copy_from_slice(&h.meta_len.to_le_bytes());
     b[12..16].copy_from_slice(&h.n_chunks.to_le_bytes());
     b[16..24].copy_from_slice(&h.record_len.to_le_bytes());
@@ -200,12 +229,13 @@ pub fn parse_record_header(b: &[u8]) -> Result<RecordHeader, String> {
     if xxh3_64(&b[..32]) != u64_at(b, 32) {
         return Err("record header checksum mismatch".into());
     }
-    if b[5] != RECORD_VERSION {
+    if b[5] != RECORD_VERSION && b[5] != RECORD_VERSION_1 {
         return Err(format!("unsupported record version {}", b[5]));
     }
     let kind = Kind::from_u8(b[4]).ok_or_else(|| format!("unknown record kind {}", b[4]))?;
     let h = RecordHeader {
         kind,
+        version: b[5],
         meta_len: u32_at(b, 8),
         n_chunks: u32_at(b, 12),
         record_len: u64_at(b, 16),
@@ -370,6 +400,8 @@ pub fn encode_meta(m: &Meta) -> Vec<u8> {
         w.u32(c.row_len);
         w.u32(c.stride);
     }
+    w.u64(m.provenance.received_at_us);
+    w.str(&m.provenance.source_ae);
     w.0
 }
 
@@ -448,6 +480,10 @@ pub fn decode_meta(b: &[u8], h: &RecordHeader) -> Result<Meta, String> {
         }
         m.chunks.push(c);
     }
+    if h.version >= RECORD_VERSION {
+        m.provenance.received_at_us = r.u64()?;
+        m.provenance.source_ae = r.str()?;
+    }
     if r.at != b.len() {
         return Err("trailing bytes in the metadata block".into());
     }
@@ -482,6 +518,7 @@ mod tests {
     fn headers_round_trip_and_detect_flips() {
         let h = RecordHeader {
             kind: Kind::Instance,
+            version: RECORD_VERSION,
             meta_len: 500,
             n_chunks: 2,
             record_len: 1000,
@@ -496,5 +533,35 @@ mod tests {
         }
         let p = pack_header(3, 9);
         assert_eq!(parse_pack_header(&p).unwrap(), (3, 9));
+    }
+
+    #[test]
+    fn version_1_metadata_reads_with_unknown_provenance() {
+        let mut m = Meta {
+            original_len: 10,
+            plan: vec![Piece::Header(10)],
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            provenance: Provenance {
+                received_at_us: 42,
+                source_ae: "MOD".into(),
+            },
+            ..Meta::default()
+        };
+        let v2 = encode_meta(&m);
+        let mut h = RecordHeader {
+            kind: Kind::Instance,
+            version: RECORD_VERSION,
+            meta_len: v2.len() as u32,
+            n_chunks: 0,
+            record_len: 4096,
+            meta_xxh3: 0,
+        };
+        assert_eq!(decode_meta(&v2, &h).unwrap(), m);
+        // A version 1 block is the same bytes without the trailing provenance (u64 + "MOD").
+        let v1 = &v2[..v2.len() - 8 - 2 - 3];
+        h.version = RECORD_VERSION_1;
+        m.provenance = Provenance::default();
+        assert_eq!(decode_meta(v1, &h).unwrap(), m);
+        assert!(decode_meta(&v2, &h).is_err(), "v1 header must not accept v2 trailing bytes");
     }
 }

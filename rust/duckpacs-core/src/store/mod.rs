@@ -24,7 +24,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-pub use format::{Kind, Location, Meta};
+pub use format::{Kind, Location, Meta, Provenance};
 pub use record::Levels;
 
 use crate::error::{Error, Result};
@@ -494,21 +494,35 @@ impl Store {
         Ok(())
     }
 
-    fn encode(&self, buf: &[u8], layout: Option<&InstanceLayout>) -> Result<record::Encoded> {
+    fn encode(
+        &self,
+        buf: &[u8],
+        layout: Option<&InstanceLayout>,
+        provenance: &Provenance,
+    ) -> Result<record::Encoded> {
         let dict = self.series_dict(layout);
-        record::encode_instance(buf, layout, dict.as_deref(), self.opts.levels).map_err(|m| {
-            Error::Store {
+        record::encode_instance(buf, layout, dict.as_deref(), self.opts.levels, provenance)
+            .map_err(|m| Error::Store {
                 path: self.packs_dir.clone(),
                 offset: 0,
                 message: m,
-            }
-        })
+            })
+    }
+
+    /// Stores one instance received now from nobody in particular (see [`Store::put_with`]).
+    pub fn put(&self, buf: &[u8], layout: Option<&InstanceLayout>) -> Result<Location> {
+        self.put_with(buf, layout, &Provenance::now(""))
     }
 
     /// Stores one instance: `buf` exactly as received, `layout` from the parser (or `None`
-    /// to store it whole). Returns once the record is durable.
-    pub fn put(&self, buf: &[u8], layout: Option<&InstanceLayout>) -> Result<Location> {
-        let e = self.encode(buf, layout)?;
+    /// to store it whole), with its provenance. Returns once the record is durable.
+    pub fn put_with(
+        &self,
+        buf: &[u8],
+        layout: Option<&InstanceLayout>,
+        provenance: &Provenance,
+    ) -> Result<Location> {
+        let e = self.encode(buf, layout, provenance)?;
         let loc = self.append(&[&e.bytes])?[0];
         if e.meta.dict_id == 0 {
             self.learn(&e.meta.series_instance_uid, &e.header_stream)?;
@@ -516,8 +530,13 @@ impl Store {
         Ok(loc)
     }
 
-    /// Stores a batch with one fsync; locations in input order.
-    pub fn put_many(&self, items: &[(&[u8], Option<&InstanceLayout>)]) -> Result<Vec<Location>> {
+    /// Stores a batch with one fsync, every instance with the same provenance; locations in
+    /// input order.
+    pub fn put_many(
+        &self,
+        items: &[(&[u8], Option<&InstanceLayout>)],
+        provenance: &Provenance,
+    ) -> Result<Vec<Location>> {
         // Encode groups on every core (a bulk import has nothing else to do); learn header
         // dictionaries between groups so a series' later instances in the same batch use
         // them; append everything in input order with one fsync.
@@ -531,7 +550,11 @@ impl Store {
                 let handles: Vec<_> = group
                     .chunks(per)
                     .map(|part| {
-                        sc.spawn(move || part.iter().map(|(b, l)| self.encode(b, *l)).collect())
+                        sc.spawn(move || {
+                            part.iter()
+                                .map(|(b, l)| self.encode(b, *l, provenance))
+                                .collect()
+                        })
                     })
                     .collect();
                 handles
@@ -558,6 +581,7 @@ impl Store {
         &self,
         bufs: &[&[u8]],
         transfer_syntax: Option<&str>,
+        provenance: &Provenance,
     ) -> Result<Vec<Location>> {
         let cores = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -587,7 +611,7 @@ impl Store {
             .zip(&layouts)
             .map(|(b, l)| (*b, l.as_ref()))
             .collect();
-        self.put_many(&batch)
+        self.put_many(&batch, provenance)
     }
 
     fn panicked(&self) -> Error {

@@ -462,6 +462,7 @@ fn assemble(kind: Kind, mut meta: Meta, datas: Vec<Vec<u8>>) -> (Vec<u8>, Meta) 
     let record_len = at + TRAILER_LEN as u64;
     let h = RecordHeader {
         kind,
+        version: RECORD_VERSION,
         meta_len: meta_bytes.len() as u32,
         n_chunks: meta.chunks.len() as u32,
         record_len,
@@ -484,9 +485,11 @@ pub fn encode_instance(
     layout: Option<&InstanceLayout>,
     dict: Option<&HeaderDict>,
     levels: Levels,
+    provenance: &Provenance,
 ) -> Result<Encoded, String> {
     let mut meta = Meta {
         original_len: buf.len() as u64,
+        provenance: provenance.clone(),
         ..Meta::default()
     };
     meta.sha256.copy_from_slice(&Sha256::digest(buf));
@@ -760,7 +763,7 @@ mod tests {
     #[test]
     fn native_instance_round_trips_and_splits_frames() {
         let (buf, layout) = native_buf(3, 600, 1000);
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default()).unwrap();
+        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
         let p = parse_head(&e.bytes).unwrap();
         check_trailer(&e.bytes).unwrap();
         assert_eq!(p.meta.frames.len(), 3);
@@ -775,7 +778,7 @@ mod tests {
         if let Some(px) = layout.pixel.as_mut() {
             px.value.end = buf.len() + 10;
         }
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default()).unwrap();
+        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
         let p = parse_head(&e.bytes).unwrap();
         assert_eq!(p.meta.chunks.len(), 1);
         assert_eq!(reconstruct(&e.bytes, &p, None, true).unwrap(), buf);
@@ -806,7 +809,7 @@ mod tests {
             }),
             ..InstanceLayout::default()
         };
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default()).unwrap();
+        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
         let p = parse_head(&e.bytes).unwrap();
         assert_eq!(p.meta.frames, vec![(1, 1), (2, 1)]);
         let c = &p.meta.chunks[1];
@@ -826,7 +829,7 @@ mod tests {
         let raw = zstd::dict::from_samples(&samples, 4096).unwrap();
         let d = HeaderDict::new(raw, Location::default(), 6);
         let buf = samples[3].clone();
-        let e = encode_instance(&buf, None, Some(&d), Levels::default()).unwrap();
+        let e = encode_instance(&buf, None, Some(&d), Levels::default(), &Provenance::default()).unwrap();
         let p = parse_head(&e.bytes).unwrap();
         assert_eq!(p.meta.dict_id, d.id);
         assert!(reconstruct(&e.bytes, &p, None, true).is_err());
@@ -838,7 +841,7 @@ mod tests {
         // A chunk whose bytes were altered and re-checksummed (a bug or a forger, not bit
         // rot) must decode to an error or to some bytes, never panic.
         let (buf, layout) = native_buf(1, 200, 100);
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default()).unwrap();
+        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
         let p = parse_head(&e.bytes).unwrap();
         for c in &p.meta.chunks[1..] {
             let stored = chunk_bytes(&e.bytes, c).unwrap().to_vec();

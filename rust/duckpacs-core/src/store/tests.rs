@@ -106,9 +106,17 @@ fn put_get_frames_scan_delete_stats() {
     let (a, la) = native("1.2.3.4", 1, 3, 700, 800);
     let (b, lb) = encapsulated();
     let la_loc = s.put(&a, Some(&la)).unwrap();
+    let from_ct = Provenance {
+        received_at_us: 1_700_000_000_123_456,
+        source_ae: "CT_SCANNER".into(),
+    };
     let locs = s
-        .put_many(&[(&b, Some(&lb)), (b"not dicom at all", None)])
+        .put_many(&[(&b, Some(&lb)), (b"not dicom at all", None)], &from_ct)
         .unwrap();
+    // The provenance survives the round trip: a rebuilt index restores it from here.
+    assert_eq!(s.meta(locs[0]).unwrap().provenance, from_ct);
+    assert_eq!(s.meta(locs[1]).unwrap().provenance, from_ct);
+    assert!(s.meta(la_loc).unwrap().provenance.received_at_us > 1_700_000_000_000_000);
     assert_eq!(s.get(la_loc).unwrap(), a);
     assert_eq!(s.get(locs[0]).unwrap(), b);
     assert_eq!(s.get(locs[1]).unwrap(), b"not dicom at all");
