@@ -562,6 +562,9 @@ mod tests {
         h.version = RECORD_VERSION_1;
         m.provenance = Provenance::default();
         assert_eq!(decode_meta(v1, &h).unwrap(), m);
-        assert!(decode_meta(&v2, &h).is_err(), "v1 header must not accept v2 trailing bytes");
+        assert!(
+            decode_meta(&v2, &h).is_err(),
+            "v1 header must not accept v2 trailing bytes"
+        );
     }
 }

@@ -501,12 +501,13 @@ impl Store {
         provenance: &Provenance,
     ) -> Result<record::Encoded> {
         let dict = self.series_dict(layout);
-        record::encode_instance(buf, layout, dict.as_deref(), self.opts.levels, provenance)
-            .map_err(|m| Error::Store {
+        record::encode_instance(buf, layout, dict.as_deref(), self.opts.levels, provenance).map_err(
+            |m| Error::Store {
                 path: self.packs_dir.clone(),
                 offset: 0,
                 message: m,
-            })
+            },
+        )
     }
 
     /// Stores one instance received now from nobody in particular (see [`Store::put_with`]).

@@ -763,7 +763,14 @@ mod tests {
     #[test]
     fn native_instance_round_trips_and_splits_frames() {
         let (buf, layout) = native_buf(3, 600, 1000);
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
+        let e = encode_instance(
+            &buf,
+            Some(&layout),
+            None,
+            Levels::default(),
+            &Provenance::default(),
+        )
+        .unwrap();
         let p = parse_head(&e.bytes).unwrap();
         check_trailer(&e.bytes).unwrap();
         assert_eq!(p.meta.frames.len(), 3);
@@ -778,7 +785,14 @@ mod tests {
         if let Some(px) = layout.pixel.as_mut() {
             px.value.end = buf.len() + 10;
         }
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
+        let e = encode_instance(
+            &buf,
+            Some(&layout),
+            None,
+            Levels::default(),
+            &Provenance::default(),
+        )
+        .unwrap();
         let p = parse_head(&e.bytes).unwrap();
         assert_eq!(p.meta.chunks.len(), 1);
         assert_eq!(reconstruct(&e.bytes, &p, None, true).unwrap(), buf);
@@ -809,7 +823,14 @@ mod tests {
             }),
             ..InstanceLayout::default()
         };
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
+        let e = encode_instance(
+            &buf,
+            Some(&layout),
+            None,
+            Levels::default(),
+            &Provenance::default(),
+        )
+        .unwrap();
         let p = parse_head(&e.bytes).unwrap();
         assert_eq!(p.meta.frames, vec![(1, 1), (2, 1)]);
         let c = &p.meta.chunks[1];
@@ -829,7 +850,14 @@ mod tests {
         let raw = zstd::dict::from_samples(&samples, 4096).unwrap();
         let d = HeaderDict::new(raw, Location::default(), 6);
         let buf = samples[3].clone();
-        let e = encode_instance(&buf, None, Some(&d), Levels::default(), &Provenance::default()).unwrap();
+        let e = encode_instance(
+            &buf,
+            None,
+            Some(&d),
+            Levels::default(),
+            &Provenance::default(),
+        )
+        .unwrap();
         let p = parse_head(&e.bytes).unwrap();
         assert_eq!(p.meta.dict_id, d.id);
         assert!(reconstruct(&e.bytes, &p, None, true).is_err());
@@ -841,7 +869,14 @@ mod tests {
         // A chunk whose bytes were altered and re-checksummed (a bug or a forger, not bit
         // rot) must decode to an error or to some bytes, never panic.
         let (buf, layout) = native_buf(1, 200, 100);
-        let e = encode_instance(&buf, Some(&layout), None, Levels::default(), &Provenance::default()).unwrap();
+        let e = encode_instance(
+            &buf,
+            Some(&layout),
+            None,
+            Levels::default(),
+            &Provenance::default(),
+        )
+        .unwrap();
         let p = parse_head(&e.bytes).unwrap();
         for c in &p.meta.chunks[1..] {
             let stored = chunk_bytes(&e.bytes, c).unwrap().to_vec();
