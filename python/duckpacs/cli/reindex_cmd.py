@@ -14,6 +14,7 @@ import time
 from duckpacs._core import Store
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import StorageError
+from duckpacs.index.bulk import BATCH_RECORDS
 from duckpacs.index.reindex import rebuild, store_records
 
 
@@ -26,7 +27,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--batch", type=int, default=2000, metavar="N", help="instances per batch (default 2000)"
+        "--batch",
+        type=int,
+        default=BATCH_RECORDS,
+        metavar="N",
+        help=f"instances per index batch (default {BATCH_RECORDS:,}; a batch also ends at "
+        "256 MB of headers)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_reindex)

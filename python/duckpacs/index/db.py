@@ -29,6 +29,8 @@ from duckpacs.index import matching, schema
 INDEX_FILENAME = "index.duckdb"
 STORE_DIRNAME = "store"
 REINDEX_HINT = "run `duckpacs reindex` to rebuild it from the store"
+# WAL size at which a bulk load lets DuckDB checkpoint (see Index.bulk_load).
+BULK_CHECKPOINT_THRESHOLD = "4GiB"
 
 log = logs.get("index")
 
@@ -189,6 +191,26 @@ class Index:
         self.close()
 
     # -- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[Index]:
+        """Batches added inside are committed (durable in the write-ahead log) as usual, but
+        the WAL is folded into the database file once at the end instead of after every
+        commit that takes it past DuckDB's 16 MB default: a third of the time of a bulk load
+        (import, reindex) went into those repeated checkpoints. A crash in between loses
+        nothing; the next open replays the WAL."""
+        if self.read_only:
+            raise ArchiveIndexError(f"{self.path}: the index is open read-only")
+        with self._lock:
+            row = self._con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()
+            previous = str(row[0][0]) if row else "16MiB"
+            self._con.execute(f"SET checkpoint_threshold = '{BULK_CHECKPOINT_THRESHOLD}'")
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._con.execute("CHECKPOINT")
+                self._con.execute("SET checkpoint_threshold = ?", [previous])
 
     def add_batch(self, batch: Any) -> dict[str, int]:
         """Append a header batch (:data:`~duckpacs.index.schema.BATCH_SCHEMA`) in bulk.

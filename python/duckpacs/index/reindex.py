@@ -21,14 +21,14 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from duckpacs import logs
-from duckpacs._core import index_batch
 from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ParseError
+from duckpacs.index import bulk
 from duckpacs.index.db import Index, index_path
 
 log = logs.get("index")
 
-StoreRecord = tuple[Mapping[str, Any], bytes]
+StoreRecord = bulk.StoreRecord
 
 
 def read_header(data: bytes, where: str = "") -> Dataset:
@@ -66,10 +66,13 @@ def rebuild(
     path: str | Path,
     records: Iterable[StoreRecord],
     *,
-    batch_size: int = 2000,
+    batch_size: int = bulk.BATCH_RECORDS,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Write a fresh index for ``path`` from ``records`` and swap it in.
+
+    Parsing and appending overlap (:mod:`duckpacs.index.bulk`) and the new file is written
+    as one bulk load (:meth:`Index.bulk_load`).
 
     Returns
     -------
@@ -80,30 +83,16 @@ def rebuild(
     temp = final.with_name(final.name + ".rebuild")
     for stale in (temp, temp.with_name(temp.name + ".wal")):
         stale.unlink(missing_ok=True)
-    skipped = done = 0
+
+    def rejected(record: Mapping[str, Any], error: str) -> None:
+        where = f"pack {record.get('pack')} offset {record.get('offset')}"
+        logs.event(log, "reindex skipped a record", where=where, error=error)
+
     with Index.open(temp, check_store=False) as index:
-        pending: list[StoreRecord] = []
-
-        def flush() -> None:
-            nonlocal skipped, done
-            batch = index_batch([h for _, h in pending], [dict(r) for r, _ in pending])
-            for i, error in batch.errors:
-                record = pending[i][0]
-                where = f"pack {record.get('pack')} offset {record.get('offset')}"
-                logs.event(log, "reindex skipped a record", where=where, error=error)
-            skipped += len(batch.errors)
-            index.add_batch(batch)
-            done += len(pending)
-            pending.clear()
-            if progress:
-                progress(done)
-
-        for record in records:
-            pending.append(record)
-            if len(pending) >= batch_size:
-                flush()
-        if pending:
-            flush()
+        with index.bulk_load():
+            _, skipped = bulk.append_records(
+                index, records, batch_records=batch_size, on_rejected=rejected, progress=progress
+            )
         stats = index.stats()
     final.with_name(final.name + ".wal").unlink(missing_ok=True)
     os.replace(temp, final)

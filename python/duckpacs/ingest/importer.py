@@ -289,6 +289,7 @@ def import_paths(
     with (
         open_index(data_dir, wait) as index,
         _core.Store(data_dir / "store", writer_id=IMPORT_WRITER) as store,
+        index.bulk_load(),  # each batch still commits; the WAL is folded in once, at the end
     ):
         reconciled = reconcile(store, index)
         journal = Journal(data_dir / JOURNAL_NAME) if use_journal else None

@@ -5,6 +5,11 @@
 
 use pyo3::prelude::*;
 
+// Rust-side allocations only (Python objects keep CPython's allocator): building an index
+// batch makes many small strings, which glibc's malloc served slowly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod errors;
 mod index;
 mod parse;

@@ -81,7 +81,7 @@ impl Charset {
     /// repertoire is used), as DCMTK and pydicom do after a warning.
     pub fn from_value(raw: &[u8]) -> Charset {
         let mut cs = Charset::default();
-        let text: String = raw.iter().map(|&b| b as char).collect();
+        let text = latin1(raw);
         for (i, name) in text.split('\\').enumerate() {
             let name = name.trim_matches(|c: char| c == ' ' || c == '\0');
             // Some writers use underscores or spaces inconsistently ("ISO-IR 100", "ISO_IR100").
@@ -125,7 +125,13 @@ fn normalise(name: &str) -> String {
     }
 }
 
-fn latin1(raw: &[u8]) -> String {
+/// ISO 8859-1 (and so ASCII) bytes as a string.
+pub(crate) fn latin1(raw: &[u8]) -> String {
+    if raw.is_ascii() {
+        // Nearly every value is ASCII, which is already UTF-8: one copy, not a char-by-char
+        // build (that build was the largest single cost of indexing a header).
+        return String::from_utf8(raw.to_vec()).unwrap_or_default();
+    }
     raw.iter().map(|&b| b as char).collect()
 }
 
@@ -164,6 +170,7 @@ fn encoding_of(t: Term) -> Option<&'static Encoding> {
 fn decode_single(t: Term, raw: &[u8]) -> String {
     match t {
         Term::Default | Term::Latin1 => latin1(raw),
+        Term::Latin5 if raw.is_ascii() => latin1(raw),
         Term::Latin5 => raw.iter().map(|&b| latin5_char(b)).collect(),
         // JIS X 0201 with ISO_IR 13: 0x5C and 0x7E are read as ASCII (as pydicom does).
         _ => match encoding_of(t) {

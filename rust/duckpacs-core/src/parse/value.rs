@@ -1,7 +1,7 @@
 //! Decoding element values: text per Specific Character Set, person names split into their
 //! component groups (PS3.5 6.2.1), binary numbers in the dataset's byte order. Parser layer.
 
-use super::charset::Charset;
+use super::charset::{self, Charset};
 use super::reader::{Content, Element};
 use super::vr::{ValueKind, Vr};
 
@@ -108,7 +108,7 @@ pub fn decode(buf: &[u8], el: &Element, charset: &Charset) -> Value {
             if raw.is_empty() {
                 return Value::Strings(Vec::new());
             }
-            let s: String = raw.iter().map(|&b| b as char).collect();
+            let s = charset::latin1(raw);
             let v = if el.vr == Vr::UR {
                 vec![trim_text(el.vr, &s)]
             } else {
@@ -127,7 +127,7 @@ pub fn decode(buf: &[u8], el: &Element, charset: &Charset) -> Value {
                 return Value::Strings(Vec::new());
             }
             let s = if el.vr == Vr::UR {
-                raw.iter().map(|&b| b as char).collect()
+                charset::latin1(raw)
             } else {
                 charset.decode(raw, false)
             };
