@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
-from duckpacs.index import Index, header_batch
+from duckpacs.index import Index, header_batch, schema
 from duckpacs.index.reindex import rebuild
 from duckpacs.index.rows import build_batch
 from duckpacs.index.schema import BATCH_SCHEMA
@@ -402,3 +402,32 @@ def test_reindex_restores_when_and_from_whom_instances_arrived(tmp_path: Path) -
     with Index.open(data) as again:
         assert again.sql(provenance).to_pylist() == want
         assert _snapshot(again) == snapshot
+
+
+def test_version_1_index_is_migrated_and_gets_its_uid_index(
+    tmp_path: Path, records: list[truth.Record]
+) -> None:
+    """An index written by schema version 1 (no ART index on the SOP Instance UID) is brought
+    to the current version when opened read-write, keeping its rows; read-only refuses."""
+    import duckdb
+
+    with Index.open(tmp_path) as ix:
+        ix.add_batch(batch(records[:10]))
+        rows = ix.stats()["instances"]
+    con = duckdb.connect(str(tmp_path / "index.duckdb"))
+    for statement in schema.DROP_INDEX_STATEMENTS:
+        con.execute(statement)
+    con.execute("UPDATE duckpacs_meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(ArchiveIndexError, match="needs migrating"):
+        Index.open(tmp_path, read_only=True)
+    with Index.open(tmp_path) as ix:
+        indexes = ix.connection().execute("SELECT index_name FROM duckdb_indexes()").fetchall()
+        assert {("instances_" + c,) for c in schema.INDEXED_COLUMNS} <= set(indexes)
+        assert ix.stats()["instances"] == rows
+        version = (
+            ix.connection()
+            .execute("SELECT value FROM duckpacs_meta WHERE key = 'schema_version'")
+            .fetchall()
+        )
+        assert version == [("2",)]

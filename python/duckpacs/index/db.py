@@ -169,15 +169,17 @@ class Index:
                 f"({schema.SCHEMA_VERSION}); upgrade duckpacs or {REINDEX_HINT}"
             )
         if version < schema.SCHEMA_VERSION:
-            # Schema 1 is the first; later versions add their steps to MIGRATIONS.
+            # Each version's steps in MIGRATIONS bring it to the next one.
             if read_only:
                 raise ArchiveIndexError(
                     f"{file}: index schema {version} needs migrating; "
                     "open it read-write once (duckpacs serve)"
                 )
-            for step in MIGRATIONS.get(version, ()):
-                con.execute(step)
+            for old in range(version, schema.SCHEMA_VERSION):
+                for step in MIGRATIONS.get(old, ()):
+                    con.execute(step)
             _set_version(con)
+            log.info("index schema migrated from version %d to %d", version, schema.SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the DuckDB connection (checkpointing the write-ahead log)."""
@@ -193,22 +195,31 @@ class Index:
     # -- writing -----------------------------------------------------------------------------
 
     @contextmanager
-    def bulk_load(self) -> Iterator[Index]:
+    def bulk_load(self, *, defer_indexes: bool = False) -> Iterator[Index]:
         """Batches added inside are committed (durable in the write-ahead log) as usual, but
         the WAL is folded into the database file once at the end instead of after every
         commit that takes it past DuckDB's 16 MB default: a third of the time of a bulk load
         (import, reindex) went into those repeated checkpoints. A crash in between loses
-        nothing; the next open replays the WAL."""
+        nothing; the next open replays the WAL.
+
+        ``defer_indexes`` (for a load into an empty index, as reindex does) drops the ART
+        indexes and builds them once at the end, which is cheaper than maintaining them.
+        """
         if self.read_only:
             raise ArchiveIndexError(f"{self.path}: the index is open read-only")
         with self._lock:
             row = self._con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()
             previous = str(row[0][0]) if row else "16MiB"
             self._con.execute(f"SET checkpoint_threshold = '{BULK_CHECKPOINT_THRESHOLD}'")
+            if defer_indexes:
+                for statement in schema.DROP_INDEX_STATEMENTS:
+                    self._con.execute(statement)
         try:
             yield self
         finally:
             with self._lock:
+                for statement in schema.INDEX_STATEMENTS:  # IF NOT EXISTS: a no-op unless dropped
+                    self._con.execute(statement)
                 self._con.execute("CHECKPOINT")
                 self._con.execute("SET checkpoint_threshold = ?", [previous])
 
@@ -258,12 +269,17 @@ class Index:
             "SELECT count(*) FROM _dp_batch WHERE coalesce(sop_instance_uid, '') <> ''"
         ).fetchall()
         with_uid = int(uids[0][0]) if uids else 0
-        con.execute("""DELETE FROM _dp_new USING instances i
-            WHERE i.sop_instance_uid = _dp_new.sop_instance_uid AND i.sha256 = _dp_new.sha256""")
-        fresh = _count(con, "_dp_new")
+        # The indexed instances with these UIDs first (an IN over the ART index), then the
+        # small joins: joining `instances` directly scanned all of it for every batch.
         con.execute("""CREATE OR REPLACE TEMP TABLE _dp_old AS
-            SELECT iid, series_instance_uid, study_instance_uid, patient_id FROM instances
+            SELECT iid, sop_instance_uid, sha256, series_instance_uid, study_instance_uid,
+                   patient_id FROM instances
             WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM _dp_new)""")
+        con.execute("""DELETE FROM _dp_new USING _dp_old o
+            WHERE o.sop_instance_uid = _dp_new.sop_instance_uid AND o.sha256 = _dp_new.sha256""")
+        fresh = _count(con, "_dp_new")
+        con.execute("""DELETE FROM _dp_old
+            WHERE sop_instance_uid NOT IN (SELECT sop_instance_uid FROM _dp_new)""")
         replaced = _count(con, "_dp_old")
         con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
         con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
@@ -588,8 +604,8 @@ VIEWS = (
        LEFT JOIN dicom_dictionary d ON d.tag = a.tag""",
 )
 
-# schema version -> statements bringing it to the next version (none yet: version 1 is first).
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+# schema version -> statements bringing it to the next version.
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: schema.INDEX_STATEMENTS}
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:

@@ -29,7 +29,7 @@ from typing import Final
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 LEVELS: Final = ("patient", "study", "series", "image")
 
@@ -249,7 +249,20 @@ def create_statements() -> list[str]:
   {_columns_ddl(("patient",))},
   number_of_patient_related_studies BIGINT, number_of_patient_related_series BIGINT,
   number_of_patient_related_instances BIGINT, rep_iid BIGINT)""",
+        *INDEX_STATEMENTS,
     ]
+
+
+# Version 2: ART indexes on the instance UIDs. Without them, at a million instances, every
+# lookup of one instance (each C-STORE's duplicate check, each WADO request) scanned the whole
+# column (33 ms, 0.7 ms with the index) and adding ten instances took 120 ms, most of it
+# scans for the series and study rows to refresh. A bulk load into an empty index builds them
+# at the end instead (Index.bulk_load).
+INDEXED_COLUMNS: Final = ("sop_instance_uid", "series_instance_uid", "study_instance_uid")
+INDEX_STATEMENTS: Final = tuple(
+    f"CREATE INDEX IF NOT EXISTS instances_{c} ON instances ({c})" for c in INDEXED_COLUMNS
+)
+DROP_INDEX_STATEMENTS: Final = tuple(f"DROP INDEX IF EXISTS instances_{c}" for c in INDEXED_COLUMNS)
 
 
 def typed_select(source: str = "") -> str:

@@ -311,10 +311,12 @@ class DicomWeb:
                     data = self.archive.read_frame(loc, number)
                 yield data, {"Content-Type": f"{part_type}; transfer-syntax={syntax}"}
 
-        return StreamingResponse(
-            multipart.encode(boundary, parts()),
-            media_type=multipart.content_type(boundary, part_type, syntax),
-        )
+        media_type = multipart.content_type(boundary, part_type, syntax)
+        if len(numbers) <= EAGER_FRAMES:
+            # A viewer asks for one frame at a time: a plain body avoids the worker-thread
+            # round trip per chunk of a streamed one, which cost more than reading the frame.
+            return Response(b"".join(multipart.encode(boundary, parts())), media_type=media_type)
+        return StreamingResponse(multipart.encode(boundary, parts()), media_type=media_type)
 
     def _full(self, loc: InstanceLocation) -> Dataset:
         return pydicom.dcmread(io.BytesIO(self.archive.read_instance(loc)))
@@ -573,6 +575,10 @@ _UID_KEYS = {
     "series": "SeriesInstanceUID",
     "instance": "SOPInstanceUID",
 }
+
+
+# Up to this many frames a /frames response is built whole rather than streamed.
+EAGER_FRAMES = 8
 
 
 def _retrieve_url(base: str, level: str, row: dict[str, Any]) -> str:
