@@ -30,6 +30,7 @@ from duckpacs.ingest.migrate import (
     Journal,
     RemotePeer,
     RemoteStudy,
+    find_studies,
     folder_receiver,
     journal_path,
     migrate,
@@ -455,3 +456,10 @@ def test_old_journal_gains_the_archived_column(tmp_path: Path) -> None:
         rec = journal.reconcile(lambda uids: {"1.2.3": 1})
     assert rec.instances_archived == 1 and not rec.complete
     assert rec.not_done == [("1.2.3", "missing", "the archive holds 1 of 2 instances")]
+
+
+@pytest.mark.interop
+def test_peer_that_refuses_our_query_is_named(orthanc: RemotePeer) -> None:
+    stranger = RemotePeer(orthanc.ae_title, orthanc.host, orthanc.port, "STRANGER", timeout=10)
+    with pytest.raises(NetworkError, match="sent no answer.*STRANGER"):
+        find_studies(stranger, date(1990, 1, 1), date(2025, 12, 31))

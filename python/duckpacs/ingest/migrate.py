@@ -325,6 +325,11 @@ def find_studies(peer: RemotePeer, first: date, last: date) -> tuple[list[Remote
                 studies.append(_remote_study(ident))
             elif code == 0xFE00:
                 truncated = True
+            elif code < 0:  # pynetdicom's empty status: no response before the association ended
+                raise NetworkError(
+                    f"C-FIND {query.StudyDate}: {peer.ae_title} sent no answer (it aborted; "
+                    f"does it know our AE title {peer.calling_ae}?)"
+                )
             elif code not in PENDING and code != 0x0000:
                 raise NetworkError(f"C-FIND {query.StudyDate} failed with status 0x{code:04X}")
     finally:
