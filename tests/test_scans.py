@@ -406,3 +406,24 @@ def test_import_scans_refuses_or_waits_for_the_index_owner(
             check=True,
         )  # fmt: skip
     assert json.loads(waited.stdout)["stored"] == 1
+
+
+def test_rerun_after_supplying_a_missing_image_stores_only_that_row(
+    tmp_path: Path,
+    images: dict[str, tuple[Path, np.ndarray]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = [patient(image="g8.png"), patient(image="later.png"), patient(image="g16.png")]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    data = tmp_path / "archive"
+    assert main(["import-scans", str(manifest), "--data", str(data), "--json"]) == 1
+    first = json.loads(capsys.readouterr().out)
+    assert first["stored"] == 2 and [b["row"] for b in first["bad_rows"]] == [3]
+    Image.fromarray(grey8()).save(tmp_path / "later.png")
+    assert main(["import-scans", str(manifest), "--data", str(data), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["stored"] == 1 and second["already_archived"] == 2 and not second["bad_rows"]
+    numbers = {
+        int(pydicom.dcmread(io.BytesIO(b)).InstanceNumber) for b in archived_bytes(data).values()
+    }
+    assert numbers == {1, 2, 3}  # one series, numbered by manifest order

@@ -541,6 +541,9 @@ def convert_rows(manifest: str | Path, result: ScanResult) -> Iterator[Converted
     ``result`` receives the bad rows, the studies and the bytes read; the caller decides
     where the instances go (files or the archive). The same manifest and images always give
     the same bytes (UIDs by PS3.5 B.2 from the rows' keys and pixels, no clock values).
+    Series and instance numbers are given to every valid row before its image is read, so a
+    row whose image was missing and is supplied on a rerun does not renumber the rows after
+    it (their archived copies would otherwise differ from the new ones).
     """
     patients: dict[str, tuple[str, str, str, int]] = {}
     series: dict[tuple[object, ...], tuple[str, int]] = {}
@@ -550,14 +553,15 @@ def convert_rows(manifest: str | Path, result: ScanResult) -> Iterator[Converted
             result.bad_rows.append(entry)
             yield entry
             continue
+        uids = _series_for(entry, series)
+        counters[uids["series"]] = number = counters.get(uids["series"], 0) + 1
         try:
             _check_patient(entry, patients)
             pixels = load_pixels(entry.image)
             size = entry.image.stat().st_size
             digest = hashlib.sha256(pixels.array.tobytes()).hexdigest()
-            uids = _uids_for(entry, digest, result, series)
-            counters[uids["series"]] = counters.get(uids["series"], 0) + 1
-            data = part10.encode(build_dataset(entry, pixels, uids, counters[uids["series"]]))
+            uids["instance"] = _instance_uid(uids["series"], digest, result)
+            data = part10.encode(build_dataset(entry, pixels, uids, number))
         except (ValueError, OSError) as e:
             bad = BadRow(entry.row, str(e))
             result.bad_rows.append(bad)
@@ -566,6 +570,7 @@ def convert_rows(manifest: str | Path, result: ScanResult) -> Iterator[Converted
         patients.setdefault(
             entry.patient_id, (entry.patient_name, entry.birth_date, entry.sex, entry.row)
         )
+        result.studies[entry.study_key()] = uids["study"]
         result.bytes_read += size
         yield Converted(entry, uids, data, size)
 
@@ -690,29 +695,24 @@ def _check_patient(row: ScanRow, patients: dict[str, tuple[str, str, str, int]])
         )
 
 
-def _uids_for(
-    row: ScanRow,
-    digest: str,
-    result: ScanResult,
-    series: dict[tuple[object, ...], tuple[str, int]],
-) -> dict[str, str]:
+def _series_for(row: ScanRow, series: dict[tuple[object, ...], tuple[str, int]]) -> dict[str, str]:
+    """Study and series UIDs of a row (from its keys) and the series' number in its study."""
     key = row.study_key()
-    study = result.studies.get(key)
-    if study is None:
-        study = str(_uid("study", *key))
-        result.studies[key] = study
     series_key = (key, row.modality, row.body_part, row.laterality)
     if series_key not in series:
         number = 1 + sum(1 for k in series if k[0] == key)
         series[series_key] = (str(_uid("series", *key, *series_key[1:])), number)
     series_uid, series_number = series[series_key]
-    # The same image twice in a series (a re-scan) gets a distinct UID by its occurrence.
-    occurrence = result.digests.get((series_uid, digest), 0) + 1
-    result.digests[(series_uid, digest)] = occurrence
-    instance = str(_uid("instance", series_uid, digest, occurrence))
     return {
-        "study": study,
+        "study": str(_uid("study", *key)),
         "series": series_uid,
         "series_number": str(series_number),
-        "instance": instance,
     }
+
+
+def _instance_uid(series_uid: str, digest: str, result: ScanResult) -> str:
+    """The SOP Instance UID: the series and the pixels' SHA-256; the same image twice in a
+    series (a re-scan) gets a distinct UID by its occurrence."""
+    occurrence = result.digests.get((series_uid, digest), 0) + 1
+    result.digests[(series_uid, digest)] = occurrence
+    return str(_uid("instance", series_uid, digest, occurrence))
