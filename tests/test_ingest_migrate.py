@@ -335,12 +335,18 @@ def test_migrate_into_archive_interrupted_crashed_and_resumed(
     monkeypatch.setattr(Journal, "record_study", real_record)
     assert archive_contents(data)[0] == 3
 
-    # 3. Resumed: the crashed study is fetched again and found archived; nothing twice.
+    # 3. Resumed, three studies at a time: the crashed study is fetched again and found
+    # archived; nothing twice.
+    sizes: list[int] = []
     with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
-        rec = migrate(orthanc, journal, target, since, until, on_study=count)
+        rec = migrate(
+            orthanc, journal, target, since, until, parallel=3, on_study=count,
+            on_instance=sizes.append,
+        )  # fmt: skip
     assert rec.complete, rec.lines()
     assert target.importer.counts.already == 1 and target.importer.counts.stored == total - 3
     assert rec.instances_found == rec.instances_archived == rec.instances_received == total
+    assert len(sizes) == total - 2 and min(sizes) > 0  # every instance but the first two runs'
     # on_study runs after the journal commit, so the crashed retrieval is not in `fetched`:
     # each study reported once, and the importer found the crashed one already archived.
     assert sorted(fetched) == sorted(expected)
@@ -408,7 +414,7 @@ def test_cli_migrate_into_archive(
     assert main([*base, *window, "--max-studies", "1"]) == 1  # stopped early: incomplete
     first = capsys.readouterr().out
     assert f"remote: {len(expected)} studies" in first and "stored 1 new instances" in first
-    assert main([*base, *window, "--json"]) == 0
+    assert main([*base, *window, "--parallel", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] and report["studies_done"] == len(expected)
     assert report["instances_found"] == report["instances_archived"] == total
@@ -436,6 +442,13 @@ def test_migrate_help_names_the_archive(capsys: pytest.CaptureFixture[str]) -> N
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "store it in the archive" in text and "--wait" in text and "--out DIR" in text
+
+
+def test_migrate_refuses_bad_parallel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    peer = f"NOBODY@127.0.0.1:{free_port()}"
+    assert main(["migrate", "--from", peer, "--data", str(tmp_path), "--parallel", "0"]) == 2
+    assert "--parallel must be 1 to 16" in capsys.readouterr().err
+    assert not (tmp_path / "migrate").exists()  # refused before touching the archive
 
 
 def test_old_journal_gains_the_archived_column(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import threading
 from datetime import date, datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from duckpacs.errors import ConfigError
 from duckpacs.ingest.migrate import (
     MIGRATE_DIR,
     ArchiveTarget,
+    FolderTarget,
     RemotePeer,
     RemoteStudy,
     Target,
@@ -70,6 +72,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "below the peer's own C-FIND limit)",
     )
     p.add_argument("--max-studies", type=int, metavar="N", help="stop after N retrievals")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="studies retrieved at once, one association each (default 1: some old PACS "
+        "accept one association per caller; the import of a study always overlaps the "
+        "retrieval of the next)",
+    )
     p.add_argument("--calling-ae", metavar="AET", help="our AE title (default: dimse.ae_title)")
     p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
     p.add_argument(
@@ -98,17 +109,18 @@ def parse_date(value: str | None, default: date, what: str) -> date:
 def resolve_peer(args: argparse.Namespace) -> RemotePeer:
     s = settings(args)
     calling = args.calling_ae or str(s.ae_title)
+    max_pdu = int(s["dimse.max_pdu"])
     literal = PEER_LITERAL.match(args.peer)
     if literal:
         port = int(literal["port"])
         if not 0 < port < 65536:
             raise ConfigError(f"--from {args.peer}: port out of range")
-        return RemotePeer(literal["aet"], literal["host"], port, calling, args.timeout)
+        return RemotePeer(literal["aet"], literal["host"], port, calling, args.timeout, max_pdu)
     peer = s.peers.get(args.peer)
     if peer is None:
         known = ", ".join(sorted(s.peers)) or "none configured"
         raise ConfigError(f"--from {args.peer}: unknown peer (known: {known}; or AET@host:port)")
-    return RemotePeer(peer.ae_title, peer.host, peer.port, calling, args.timeout)
+    return RemotePeer(peer.ae_title, peer.host, peer.port, calling, args.timeout, max_pdu)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -117,9 +129,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     until = parse_date(args.until, date.today(), "--until")
     if args.window_limit < 1:
         raise ConfigError("--window-limit must be at least 1")
+    if not 1 <= args.parallel <= 16:
+        raise ConfigError("--parallel must be 1 to 16")
     if args.out:
         out = Path(args.out)
-        target = Target(folder_receiver(out))
+        target = FolderTarget(folder_receiver(out))
         return _run(args, peer, target, out / JOURNAL_NAME, since, until, {})
     data_dir = settings(args).data_dir
     with open_archive(data_dir, args.wait) as archive:
@@ -138,19 +152,18 @@ def _run(
     extra: dict[str, object],
 ) -> int:
     """Migrate into ``target``, then print the reconciliation; exit code 1 if incomplete."""
-    receive = target.receive
+    lock = threading.Lock()
     with Progress("migrate") as progress, open_journal(journal_file) as journal:
 
-        def counted(sop_uid: str, data: bytes) -> None:
-            receive(sop_uid, data)
-            progress.advance(len(data))
-
-        target.receive = counted
+        def on_instance(size: int) -> None:
+            with lock:  # retrieval threads report here
+                progress.advance(size)
 
         def on_study(study: RemoteStudy, received: int) -> None:
             expected = study.instances
             if expected is not None and received < expected:
-                progress.reject(study.uid, f"received {received} of {expected} instances")
+                with lock:
+                    progress.reject(study.uid, f"received {received} of {expected} instances")
 
         rec = migrate(
             peer,
@@ -160,7 +173,9 @@ def _run(
             until,
             window_limit=args.window_limit,
             max_studies=args.max_studies,
+            parallel=args.parallel,
             on_study=on_study,
+            on_instance=on_instance,
         )
     if isinstance(target, ArchiveTarget):
         extra = {**extra, **target.importer.counts.as_json()}

@@ -34,10 +34,12 @@ up only if the peer supports it, so they are reported as a limitation by
 
 from __future__ import annotations
 
+import abc
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -97,6 +99,9 @@ class RemotePeer:
     port: int
     calling_ae: str = "DUCKPACS"
     timeout: float = 60.0
+    # Largest PDU we accept (PS3.8 D.1; 0 = no limit). pynetdicom's default, 16 KiB, splits
+    # each received instance into many PDUs, and one association handles each in turn.
+    max_pdu: int = 262144
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,7 @@ def find_studies(peer: RemotePeer, first: date, last: date) -> tuple[list[Remote
     """
     ae = AE(ae_title=peer.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    ae.maximum_pdu_size = peer.max_pdu
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
@@ -411,15 +417,17 @@ def _safe_name(uid: str) -> str:
     return "".join(c for c in uid if c.isdigit() or c == ".") or "unknown"
 
 
-class Target:
-    """Where a migration puts what it retrieves: this base hands each instance to ``receive``
-    (e.g. :func:`folder_receiver`) and trusts the received count."""
+class Target(abc.ABC):
+    """Where a migration puts what it retrieves.
 
-    def __init__(self, receive: Receiver) -> None:
-        self.receive = receive
+    :meth:`begin` runs on the calling thread and gives the receiver of one study, which a
+    retrieval thread then calls once per instance; :meth:`finish` runs on the calling thread
+    after that study's retrieval.
+    """
 
-    def begin(self, study: RemoteStudy) -> None:
-        """Called before ``study`` is retrieved."""
+    @abc.abstractmethod
+    def begin(self, study: RemoteStudy) -> Receiver:
+        """Prepare for ``study``; return the receiver of its instances."""
 
     def finish(self, study: RemoteStudy, received: int) -> tuple[int, str]:
         """Called after retrieval: (instances of ``study`` the target now holds, problem)."""
@@ -429,6 +437,17 @@ class Target:
     def held(self) -> HeldCounts | None:
         """Counts per study from the target itself, when it can tell (the archive can)."""
         return None
+
+
+class FolderTarget(Target):
+    """Every instance to one receiver (e.g. :func:`folder_receiver`); the received count is
+    what it holds."""
+
+    def __init__(self, receive: Receiver) -> None:
+        self.receive = receive
+
+    def begin(self, study: RemoteStudy) -> Receiver:
+        return self.receive
 
 
 class ArchiveTarget(Target):
@@ -446,34 +465,39 @@ class ArchiveTarget(Target):
         self.index = index
         self.staging = data_dir / MIGRATE_DIR / "staging"
         self.importer = importer_mod.Importer(store, index, journal=None)
-        self._folder = self.staging
-        super().__init__(self._receive)
 
-    def _receive(self, sop_uid: str, data: bytes) -> None:
-        target = self._folder / f"{_safe_name(sop_uid)}.dcm"
-        tmp = target.with_suffix(".part")
-        try:
-            tmp.write_bytes(data)
-            tmp.replace(target)
-        except OSError as e:
-            raise StorageError(f"{target}: cannot stage: {e.strerror or e}") from e
+    def folder(self, study: RemoteStudy) -> Path:
+        """The staging folder of ``study``."""
+        return self.staging / _safe_name(study.uid)
 
-    def begin(self, study: RemoteStudy) -> None:
-        self._folder = self.staging / _safe_name(study.uid)
-        shutil.rmtree(self._folder, ignore_errors=True)  # left by an interrupted run
-        self._folder.mkdir(parents=True, exist_ok=True)
+    def begin(self, study: RemoteStudy) -> Receiver:
+        folder = self.folder(study)
+        shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted run
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def stage(sop_uid: str, data: bytes) -> None:
+            target = folder / f"{_safe_name(sop_uid)}.dcm"
+            tmp = target.with_suffix(".part")
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(target)
+            except OSError as e:
+                raise StorageError(f"{target}: cannot stage: {e.strerror or e}") from e
+
+        return stage
 
     def finish(self, study: RemoteStudy, received: int) -> tuple[int, str]:
-        summary = batch_mod.run([self._folder], self.importer, jobs=2)
+        folder = self.folder(study)
+        summary = batch_mod.run([folder], self.importer, jobs=2)
         problem = ""
         if summary.rejected:
             first = summary.rejected[0]
             problem = (
                 f"{len(summary.rejected)} received files not archived (kept in "
-                f"{self._folder}): {first.path}: {first.reason}"
+                f"{folder}): {first.path}: {first.reason}"
             )
         else:
-            shutil.rmtree(self._folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
         return self.counts([study.uid]).get(study.uid, 0), problem
 
     def counts(self, study_uids: list[str]) -> dict[str, int]:
@@ -528,6 +552,7 @@ def study_sop_classes(peer: RemotePeer, study_uid: str) -> list[str]:
     """SOP classes of a study's instances, from an IMAGE-level C-FIND (PS3.4 C.6.2)."""
     ae = AE(ae_title=peer.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    ae.maximum_pdu_size = peer.max_pdu
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     query = Dataset()
     query.QueryRetrieveLevel = "IMAGE"
@@ -572,6 +597,7 @@ def retrieve_study(
     """
     ae = AE(ae_title=peer.calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    ae.maximum_pdu_size = peer.max_pdu
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     classes = list(study.sop_classes) or study_sop_classes(peer, study.uid)
     roles: list[SCP_SCU_RoleSelectionNegotiation] = []
@@ -622,29 +648,67 @@ def migrate(
     *,
     window_limit: int = 500,
     max_studies: int | None = None,
+    parallel: int = 1,
     on_study: Callable[[RemoteStudy, int], None] | None = None,
+    on_instance: Callable[[int], None] | None = None,
 ) -> Reconciliation:
     """Plan (or resume the plan), retrieve every study not done, return the reconciliation.
 
     ``target`` is a :class:`Target` (e.g. :class:`ArchiveTarget`) or a plain receiver
     callable. ``max_studies`` stops after that many retrievals (a bounded run; the next run
-    resumes).
+    resumes). ``parallel`` studies are retrieved at once, each on its own association, in
+    worker threads; the target's ``finish`` (the archive's import) and the journal run on
+    this thread as each retrieval completes, while the next retrievals go on, so even with
+    ``parallel=1`` the import of one study overlaps the retrieval of the next.
+    ``on_instance`` is called with each received instance's size, from the worker threads.
     """
-    sink = target if isinstance(target, Target) else Target(target)
+    if parallel < 1:
+        raise ValueError("parallel must be at least 1")
+    sink = target if isinstance(target, Target) else FolderTarget(target)
     plan(peer, journal, since, until, window_limit=window_limit)
     _reopen_missing(journal, sink)
-    for done, study in enumerate(journal.pending()):
-        if max_studies is not None and done >= max_studies:
-            break
-        sink.begin(study)
-        received, failed, problem = retrieve_study(peer, study, sink.receive)
-        held, kept = sink.finish(study, received)
-        status, reason = _verdict(study, received, held, failed, problem or kept, sink)
-        archived = held if sink.held is not None else None
-        journal.record_study(study.uid, status, received, reason, archived)
-        if on_study is not None:
-            on_study(study, received)
+    pending = journal.pending()
+    queue = iter(pending if max_studies is None else pending[: max(0, max_studies)])
+    running: dict[Future[tuple[int, int, str]], RemoteStudy] = {}
+    with ThreadPoolExecutor(parallel, thread_name_prefix="duckpacs-migrate") as pool:
+
+        def start_next() -> None:
+            study = next(queue, None)
+            if study is not None:
+                receive = _counting(sink.begin(study), on_instance)
+                running[pool.submit(retrieve_study, peer, study, receive)] = study
+
+        for _ in range(parallel):
+            start_next()
+        try:
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    study = running.pop(future)
+                    received, failed, problem = future.result()
+                    start_next()  # the next retrieval runs while this study is imported
+                    held, kept = sink.finish(study, received)
+                    status, reason = _verdict(study, received, held, failed, problem or kept, sink)
+                    archived = held if sink.held is not None else None
+                    journal.record_study(study.uid, status, received, reason, archived)
+                    if on_study is not None:
+                        on_study(study, received)
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
     return journal.reconcile(sink.held)
+
+
+def _counting(receive: Receiver, on_instance: Callable[[int], None] | None) -> Receiver:
+    if on_instance is None:
+        return receive
+
+    def counted(sop_uid: str, data: bytes) -> None:
+        receive(sop_uid, data)
+        on_instance(len(data))
+
+    return counted
 
 
 def _verdict(
