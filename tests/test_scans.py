@@ -19,7 +19,7 @@ from duckpacs.cli.main import main
 from duckpacs.errors import ConfigError
 from duckpacs.index import Index
 from duckpacs.ingest.scans import COLUMNS, convert_manifest
-from tests.helpers import duckpacs_cmd, require_tool
+from tests.helpers import duckpacs_cmd, require_tool, running_server
 from tests.ingest_support import holding_index
 
 RNG = np.random.default_rng(7)
@@ -427,3 +427,20 @@ def test_rerun_after_supplying_a_missing_image_stores_only_that_row(
         int(pydicom.dcmread(io.BytesIO(b)).InstanceNumber) for b in archived_bytes(data).values()
     }
     assert numbers == {1, 2, 3}  # one series, numbered by manifest order
+
+
+def test_import_scans_refuses_while_serve_runs(
+    tmp_path: Path, images: dict[str, tuple[Path, np.ndarray]]
+) -> None:
+    data = tmp_path / "archive"
+    manifest = write_manifest(tmp_path / "m.csv", [patient(image="g8.png")])
+    with running_server(data):
+        refused = subprocess.run(
+            duckpacs_cmd("--data", str(data), "import-scans", str(manifest)),
+            capture_output=True,
+            text=True,
+        )
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "serve" in lines[0] and "--wait" in lines[0]
+    assert main(["import-scans", str(manifest), "--data", str(data)]) == 0  # once it stopped
