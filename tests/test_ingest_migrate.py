@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -19,18 +22,25 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from duckpacs import _core
 from duckpacs.cli.main import main
 from duckpacs.errors import NetworkError
+from duckpacs.index import Index
 from duckpacs.ingest.migrate import (
     Journal,
     RemotePeer,
     RemoteStudy,
+    find_studies,
     folder_receiver,
+    journal_path,
     migrate,
+    open_archive,
     open_journal,
     plan,
+    retrieve_study,
 )
 from tests.helpers import free_port
+from tests.ingest_support import holding_index
 
 # Distinct studies with Study Dates from 1997 to 2016 among pydicom's own files.
 FILES = [
@@ -253,3 +263,216 @@ def test_cli_migrate(
     assert len(list(out.glob("*.dcm"))) == sum(map(len, expected.values()))
     assert main(["migrate", "--from", "nobody", "--out", str(out)]) == 2
     assert "unknown peer" in capsys.readouterr().err
+
+
+# --- into the archive ------------------------------------------------------------------------
+
+
+def archive_contents(data: Path) -> tuple[int, dict[str, bytes]]:
+    """(live store records, {SOP Instance UID: bytes read back via the index's location})."""
+    with Index.open(data, read_only=True) as index:
+        located = (
+            index.connection()
+            .execute('SELECT sop_instance_uid, pack, "offset", length, sha256 FROM instances')
+            .fetchall()
+        )
+    out: dict[str, bytes] = {}
+    with _core.Store(data / "store") as store:
+        live = int(store.stats()["instances"])
+        for uid, pack, offset, length, digest in located:
+            blob = store.get((pack, offset, length))
+            assert hashlib.sha256(blob).hexdigest() == digest
+            out[str(uid)] = blob
+    return live, out
+
+
+def wire_copies(peer: RemotePeer, studies: list[str], folder: Path) -> dict[str, bytes]:
+    """Each study fetched once more with C-GET into files: the bytes as the peer sends them."""
+    for uid in studies:
+        retrieve_study(peer, RemoteStudy(uid, "", "", None), folder_receiver(folder))
+    return {str(pydicom.dcmread(p).SOPInstanceUID): p.read_bytes() for p in folder.glob("*.dcm")}
+
+
+class Crash(Exception):
+    """Stands for a kill between the archive's import and the journal's commit."""
+
+
+@pytest.mark.interop
+def test_migrate_into_archive_interrupted_crashed_and_resumed(
+    orthanc: RemotePeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = expected_studies()
+    total = sum(map(len, expected.values()))
+    data = tmp_path / "archive"
+    since, until = date(1990, 1, 1), date(2025, 12, 31)
+    fetched: list[str] = []
+
+    def count(study: RemoteStudy, received: int) -> None:
+        fetched.append(study.uid)
+
+    # 1. Bounded run: two studies, then stop.
+    with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
+        rec = migrate(
+            orthanc, journal, target, since, until, window_limit=2, max_studies=2, on_study=count
+        )
+    assert rec.studies_found == len(expected) and rec.studies_done == 2 and not rec.complete
+    assert rec.instances_archived == 2 and target.importer.counts.stored == 2
+    assert not any((data / "migrate" / "staging").iterdir())  # staged files removed
+
+    # 2. Killed after the third study is archived, before the journal says so.
+    real_record = Journal.record_study
+
+    def crash(self: Journal, *args: object, **kwargs: object) -> None:
+        raise Crash
+
+    monkeypatch.setattr(Journal, "record_study", crash)
+    with (
+        pytest.raises(Crash),
+        open_archive(data) as target,
+        open_journal(journal_path(data, orthanc)) as journal,
+    ):
+        migrate(orthanc, journal, target, since, until, on_study=count)
+    monkeypatch.setattr(Journal, "record_study", real_record)
+    assert archive_contents(data)[0] == 3
+
+    # 3. Resumed, three studies at a time: the crashed study is fetched again and found
+    # archived; nothing twice.
+    sizes: list[int] = []
+    with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
+        rec = migrate(
+            orthanc, journal, target, since, until, parallel=3, on_study=count,
+            on_instance=sizes.append,
+        )  # fmt: skip
+    assert rec.complete, rec.lines()
+    assert target.importer.counts.already == 1 and target.importer.counts.stored == total - 3
+    assert rec.instances_found == rec.instances_archived == rec.instances_received == total
+    assert len(sizes) == total - 2 and min(sizes) > 0  # every instance but the first two runs'
+    # on_study runs after the journal commit, so the crashed retrieval is not in `fetched`:
+    # each study reported once, and the importer found the crashed one already archived.
+    assert sorted(fetched) == sorted(expected)
+    assert "archive: " in "\n".join(rec.lines())
+
+    # Every instance archived exactly once, byte-identical to what the peer sends.
+    live, archived = archive_contents(data)
+    assert live == len(archived) == total
+    wire = wire_copies(orthanc, sorted(expected), tmp_path / "wire")
+    assert {u: hashlib.sha256(b).hexdigest() for u, b in archived.items()} == {
+        u: hashlib.sha256(b).hexdigest() for u, b in wire.items()
+    }
+    for datasets in expected.values():
+        for original in datasets:
+            blob = archived[str(original.SOPInstanceUID)]
+            copy = pydicom.dcmread(io.BytesIO(blob))
+            assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            assert copy.get("PixelData") == original.get("PixelData")
+            original_bytes = Path(original.filename).read_bytes()
+            assert _dataset_bytes(blob)[:64] == _dataset_bytes(original_bytes)[:64]
+
+
+@pytest.mark.interop
+def test_migrate_refetches_what_the_archive_lost(orthanc: RemotePeer, tmp_path: Path) -> None:
+    expected = expected_studies()
+    total = sum(map(len, expected.values()))
+    data = tmp_path / "archive"
+    since, until = date(1990, 1, 1), date(2025, 12, 31)
+    with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
+        assert migrate(orthanc, journal, target, since, until).complete
+    # One instance disappears from the archive (deleted from the store and the index).
+    lost_study, datasets = sorted(expected.items())[0]
+    lost = str(datasets[0].SOPInstanceUID)
+    with open_archive(data) as target:
+        ((_, _, _, pack, offset, length),) = target.index.locations(
+            "image", {"SOPInstanceUID": lost}
+        )
+        target.importer.store.delete((pack, offset, length))
+        target.index.remove([lost])
+    # The journal says done, the archive says otherwise: the reconciliation believes the index.
+    with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
+        rec = migrate(orthanc, journal, target, since, until, max_studies=0)
+    assert not rec.complete and rec.instances_archived == total - 1
+    assert [(u, s) for u, s, _ in rec.not_done] == [(lost_study, "missing")]
+    assert "holds 0 of 1" in rec.not_done[0][2]
+    # The next run fetches that study again.
+    with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
+        rec = migrate(orthanc, journal, target, since, until)
+    assert rec.complete and rec.instances_archived == total
+    assert target.importer.counts.stored == 1
+    live, archived = archive_contents(data)
+    assert live == len(archived) == total and lost in archived
+
+
+@pytest.mark.interop
+def test_cli_migrate_into_archive(
+    orthanc: RemotePeer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = expected_studies()
+    total = sum(map(len, expected.values()))
+    data = tmp_path / "archive"
+    peer = f"{orthanc.ae_title}@{orthanc.host}:{orthanc.port}"
+    base = ["migrate", "--data", str(data), "--from", peer, "--calling-ae", "DUCKPACS"]
+    window = ["--since", "1990-01-01", "--until", "20251231", "--window-limit", "2"]
+    assert main([*base, *window, "--max-studies", "1"]) == 1  # stopped early: incomplete
+    first = capsys.readouterr().out
+    assert f"remote: {len(expected)} studies" in first and "stored 1 new instances" in first
+    assert main([*base, *window, "--parallel", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] and report["studies_done"] == len(expected)
+    assert report["instances_found"] == report["instances_archived"] == total
+    assert report["stored"] == total - 1 and report["already_archived"] == 0
+    assert report["archive"] == str(data) and report["summary"]["files"] == total - 1
+    assert list((data / "migrate").glob("*.sqlite"))  # the journal lives in the data folder
+    # `duckpacs find` lists every study.
+    assert main(["find", "--data", str(data), "--json", "StudyInstanceUID="]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert sorted(str(r["StudyInstanceUID"]) for r in found) == sorted(expected)
+    # A rerun fetches nothing.
+    assert main([*base, *window, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["summary"]["files"] == 0 and again["stored"] == 0 and again["complete"]
+    # While another process owns the archive: one line, exit code non-zero.
+    with holding_index(data, seconds=2):
+        assert main([*base, *window]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("duckpacs: error:") and "--wait" in err[0]
+
+
+def test_migrate_help_names_the_archive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["migrate", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "store it in the archive" in text and "--wait" in text and "--out DIR" in text
+
+
+def test_migrate_refuses_bad_parallel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    peer = f"NOBODY@127.0.0.1:{free_port()}"
+    assert main(["migrate", "--from", peer, "--data", str(tmp_path), "--parallel", "0"]) == 2
+    assert "--parallel must be 1 to 16" in capsys.readouterr().err
+    assert not (tmp_path / "migrate").exists()  # refused before touching the archive
+
+
+def test_old_journal_gains_the_archived_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "CREATE TABLE studies (uid TEXT PRIMARY KEY, study_date TEXT, patient_id TEXT, "
+            "remote_instances INTEGER, sop_classes TEXT NOT NULL DEFAULT '', "
+            "status TEXT NOT NULL DEFAULT 'found', received INTEGER NOT NULL DEFAULT 0, "
+            "reason TEXT NOT NULL DEFAULT '', updated REAL);"
+            "INSERT INTO studies (uid, remote_instances) VALUES ('1.2.3', 2);"
+        )
+        db.commit()
+    with open_journal(path) as journal:
+        journal.record_study("1.2.3", "done", 2, archived=2)
+        rec = journal.reconcile(lambda uids: {"1.2.3": 1})
+    assert rec.instances_archived == 1 and not rec.complete
+    assert rec.not_done == [("1.2.3", "missing", "the archive holds 1 of 2 instances")]
+
+
+@pytest.mark.interop
+def test_peer_that_refuses_our_query_is_named(orthanc: RemotePeer) -> None:
+    stranger = RemotePeer(orthanc.ae_title, orthanc.host, orthanc.port, "STRANGER", timeout=10)
+    with pytest.raises(NetworkError, match="sent no answer.*STRANGER"):
+        find_studies(stranger, date(1990, 1, 1), date(2025, 12, 31))

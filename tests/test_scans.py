@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -12,10 +14,13 @@ import pydicom
 import pytest
 from PIL import Image
 
+from duckpacs import _core
 from duckpacs.cli.main import main
 from duckpacs.errors import ConfigError
+from duckpacs.index import Index
 from duckpacs.ingest.scans import COLUMNS, convert_manifest
-from tests.helpers import require_tool
+from tests.helpers import duckpacs_cmd, require_tool, running_server
+from tests.ingest_support import holding_index
 
 RNG = np.random.default_rng(7)
 
@@ -230,7 +235,7 @@ def test_cli_import_scans(
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ("import-scans", "Part 10 files to DIR"),
+        ("import-scans", "stored in the archive"),
         ("anonymize", "Basic Application Level Confidentiality"),
         ("dicomdir", "DICOMDIR"),
     ],
@@ -288,3 +293,154 @@ def test_dciodvfy_finds_no_errors(
         proc = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
         assert not errors, (path, errors)
+
+
+# --- into the archive ------------------------------------------------------------------------
+
+
+def archived_bytes(data: Path) -> dict[str, bytes]:
+    """{SOP Instance UID: bytes read back from the store} for every indexed instance."""
+    with Index.open(data, read_only=True) as index:
+        rows = index.connection().execute(
+            'SELECT sop_instance_uid, pack, "offset", length, sha256 FROM instances'
+        )
+        located = rows.fetchall()
+    out: dict[str, bytes] = {}
+    with _core.Store(data / "store") as store:
+        for uid, pack, offset, length, digest in located:
+            blob = store.get((pack, offset, length))
+            assert hashlib.sha256(blob).hexdigest() == digest
+            out[str(uid)] = blob
+    return out
+
+
+def test_import_scans_stores_in_the_archive_once(
+    tmp_path: Path,
+    images: dict[str, tuple[Path, np.ndarray]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = [
+        patient(image="g16.png", laterality="L"),  # 2
+        patient(image="c8.tif"),  # 3
+        patient(image="g8.png", modality="CR"),  # 4
+        patient(image="missing.png"),  # 5: bad
+        patient(image="photo.jpg", body_part="hand", study_date="2024-02-01", accession_number=""),
+    ]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    data = tmp_path / "archive"
+    assert main(["import-scans", str(manifest), "--data", str(data), "--json"]) == 1
+    first = json.loads(capsys.readouterr().out)
+    assert first["stored"] == 4 and first["already_archived"] == 0
+    assert [b["row"] for b in first["bad_rows"]] == [5]
+    assert first["summary"]["files"] == 4 and first["studies"] == 2
+    by_row = {a["row"]: a["sop_instance_uid"] for a in first["archived"]}
+    assert sorted(by_row) == [2, 3, 4, 6]
+
+    # `duckpacs find` sees them: two studies, four instances of patient P001.
+    assert main(["find", "--data", str(data), "--level", "image", "PatientID=P001", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert {str(r["SOPInstanceUID"]) for r in found} == set(by_row.values())
+    assert main(["find", "--data", str(data), "PatientID=P001", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+    # Pixels read back from the store are the source image's pixels.
+    stored = archived_bytes(data)
+    sources = {2: "g16.png", 3: "c8.tif", 4: "g8.png", 6: "photo.jpg"}
+    for row, name in sources.items():
+        ds = pydicom.dcmread(io.BytesIO(stored[by_row[row]]))
+        assert np.array_equal(ds.pixel_array, images[name][1]), name
+    # The archive holds exactly what --out writes: conversion is deterministic.
+    files = convert_manifest(manifest, tmp_path / "files")
+    assert {pydicom.dcmread(p).SOPInstanceUID: p.read_bytes() for _, p in files.written} == stored
+
+    # A rerun stores nothing new.
+    with _core.Store(data / "store") as store:
+        before = int(store.stats()["instances"])
+    assert main(["import-scans", str(manifest), "--data", str(data), "--json"]) == 1
+    again = json.loads(capsys.readouterr().out)
+    assert again["stored"] == 0 and again["already_archived"] == 4
+    with _core.Store(data / "store") as store:
+        assert int(store.stats()["instances"]) == before == 4
+    assert archived_bytes(data) == stored
+
+
+def test_import_scans_text_output_and_edited_row_conflict(
+    tmp_path: Path,
+    images: dict[str, tuple[Path, np.ndarray]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "archive"
+    manifest = write_manifest(tmp_path / "m.csv", [patient(image="g8.png")])
+    assert main(["import-scans", str(manifest), "--data", str(data)]) == 0
+    assert "stored 1, already archived 0" in capsys.readouterr().out
+    # Same keys and pixels (so the same UID) but another birth date: the archived copy stays
+    # and the row is reported.
+    edited = write_manifest(tmp_path / "m.csv", [patient(image="g8.png", birth_date="19710304")])
+    assert main(["import-scans", str(edited), "--data", str(data)]) == 1
+    out = capsys.readouterr().out
+    assert "row 2: conflict" in out and "stored 0" in out
+    ((_, blob),) = archived_bytes(data).items()
+    assert pydicom.dcmread(io.BytesIO(blob)).PatientBirthDate == "19700304"
+
+
+def test_import_scans_refuses_or_waits_for_the_index_owner(
+    tmp_path: Path, images: dict[str, tuple[Path, np.ndarray]]
+) -> None:
+    data = tmp_path / "archive"
+    manifest = write_manifest(tmp_path / "m.csv", [patient(image="g8.png")])
+    with holding_index(data, seconds=3):
+        refused = subprocess.run(
+            duckpacs_cmd("--data", str(data), "import-scans", str(manifest)),
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode != 0
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("duckpacs: error:")
+        assert "--wait" in lines[0]
+        waited = subprocess.run(
+            duckpacs_cmd("--data", str(data), "import-scans", str(manifest), "--wait", "30",
+                         "--json"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )  # fmt: skip
+    assert json.loads(waited.stdout)["stored"] == 1
+
+
+def test_rerun_after_supplying_a_missing_image_stores_only_that_row(
+    tmp_path: Path,
+    images: dict[str, tuple[Path, np.ndarray]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = [patient(image="g8.png"), patient(image="later.png"), patient(image="g16.png")]
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    data = tmp_path / "archive"
+    assert main(["import-scans", str(manifest), "--data", str(data), "--json"]) == 1
+    first = json.loads(capsys.readouterr().out)
+    assert first["stored"] == 2 and [b["row"] for b in first["bad_rows"]] == [3]
+    Image.fromarray(grey8()).save(tmp_path / "later.png")
+    assert main(["import-scans", str(manifest), "--data", str(data), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["stored"] == 1 and second["already_archived"] == 2 and not second["bad_rows"]
+    numbers = {
+        int(pydicom.dcmread(io.BytesIO(b)).InstanceNumber) for b in archived_bytes(data).values()
+    }
+    assert numbers == {1, 2, 3}  # one series, numbered by manifest order
+
+
+def test_import_scans_refuses_while_serve_runs(
+    tmp_path: Path, images: dict[str, tuple[Path, np.ndarray]]
+) -> None:
+    data = tmp_path / "archive"
+    manifest = write_manifest(tmp_path / "m.csv", [patient(image="g8.png")])
+    with running_server(data):
+        refused = subprocess.run(
+            duckpacs_cmd("--data", str(data), "import-scans", str(manifest)),
+            capture_output=True,
+            text=True,
+        )
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "serve" in lines[0] and "--wait" in lines[0]
+    assert main(["import-scans", str(manifest), "--data", str(data)]) == 0  # once it stopped

@@ -13,6 +13,10 @@ study description) share one Study Instance UID; within a study, one series per 
 body part. UIDs are derived from the manifest's keys and the image's content (PS3.5 B.2,
 ``2.25`` UUID form), so converting the same manifest again yields the same instances.
 
+:func:`store_manifest` stores the instances in the archive through the importer of
+``duckpacs import`` (dedupe by UID and SHA-256, store, then index), so rerunning a manifest
+stores nothing twice; :func:`convert_manifest` writes Part 10 files to a folder instead.
+
 Pixels are stored uncompressed, exactly as decoded: PNG and TIFF values are kept bit for bit,
 JPEG is decoded to its pixels (the JPEG's own loss happened before us). Anything that cannot
 be kept exactly (16-bit colour, floating point, translucent alpha) is refused with the row
@@ -36,8 +40,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from duckpacs import _core
 from duckpacs.errors import ConfigError, StorageError
 from duckpacs.export import part10
+from duckpacs.ingest import batch as batch_mod
+from duckpacs.ingest import importer as importer_mod
+from duckpacs.ingest.batch import Payload
+from duckpacs.ingest.sources import SourceItem
 
 SOP_CLASSES = {
     "SC": UID("1.2.840.10008.5.1.4.1.1.7"),  # Secondary Capture Image Storage
@@ -129,20 +138,31 @@ class BadRow:
 
 @dataclass
 class ScanResult:
-    """What :func:`convert_manifest` wrote."""
+    """What :func:`convert_manifest` wrote or :func:`store_manifest` archived."""
 
     written: list[tuple[int, Path]] = field(default_factory=list)  # (row, output file)
     bad_rows: list[BadRow] = field(default_factory=list)
     studies: dict[tuple[str, ...], str] = field(default_factory=dict)
     bytes_read: int = 0
     digests: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+    archive: Path | None = None  # the data folder, when stored in the archive
+    archived: list[tuple[int, str]] = field(default_factory=list)  # (row, SOP Instance UID)
+    stored: int = 0  # new in the archive
+    already: int = 0  # archived with the same bytes before (a rerun)
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "written": [{"row": r, "file": str(p)} for r, p in self.written],
+        out: dict[str, object] = {
             "bad_rows": [b.as_json() for b in self.bad_rows],
             "studies": len(self.studies),
         }
+        if self.archive is None:
+            out["written"] = [{"row": r, "file": str(p)} for r, p in self.written]
+        else:
+            out["archive"] = str(self.archive)
+            out["stored"] = self.stored
+            out["already_archived"] = self.already
+            out["archived"] = [{"row": r, "sop_instance_uid": u} for r, u in self.archived]
+        return out
 
 
 # --- manifest --------------------------------------------------------------------------------
@@ -382,13 +402,12 @@ def build_dataset(row: ScanRow, pixels: Pixels, uids: dict[str, str], number: in
     """The DICOM instance for one row (modules per PS3.3 A.8.1, A.26 or A.2)."""
     if pixels.colour and row.modality != "SC":
         raise ValueError(f"{row.modality} images are greyscale only (PS3.3 C.8.11.3, C.8.1.2)")
-    now = datetime.now()
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 names
     ds.SOPClassUID = SOP_CLASSES[row.modality]
     ds.SOPInstanceUID = uids["instance"]
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    # No Instance Creation Date/Time (Type 3, PS3.3 C.12.1): the clock would make a rerun's
+    # bytes differ under the same UID, and the archive would see a conflict, not a duplicate.
     # Patient (C.7.1.1)
     ds.PatientName = row.patient_name
     ds.PatientID = row.patient_id
@@ -503,11 +522,64 @@ def _dx(ds: Dataset, pixels: Pixels, row: ScanRow, spacing: tuple[float, float] 
             del ds.Laterality
 
 
+@dataclass(frozen=True)
+class Converted:
+    """One converted row: its validated fields, its UIDs and the Part 10 bytes."""
+
+    row: ScanRow
+    uids: dict[str, str]
+    data: bytes
+    source_size: int  # bytes of the image file, for progress
+
+
+RowCallback = Callable[[ScanRow | BadRow, int], None]
+
+
+def convert_rows(manifest: str | Path, result: ScanResult) -> Iterator[Converted | BadRow]:
+    """Validate and convert every manifest row, in order; yield instances and bad rows.
+
+    ``result`` receives the bad rows, the studies and the bytes read; the caller decides
+    where the instances go (files or the archive). The same manifest and images always give
+    the same bytes (UIDs by PS3.5 B.2 from the rows' keys and pixels, no clock values).
+    Series and instance numbers are given to every valid row before its image is read, so a
+    row whose image was missing and is supplied on a rerun does not renumber the rows after
+    it (their archived copies would otherwise differ from the new ones).
+    """
+    patients: dict[str, tuple[str, str, str, int]] = {}
+    series: dict[tuple[object, ...], tuple[str, int]] = {}
+    counters: dict[str, int] = {}
+    for entry in read_manifest(manifest):
+        if isinstance(entry, BadRow):
+            result.bad_rows.append(entry)
+            yield entry
+            continue
+        uids = _series_for(entry, series)
+        counters[uids["series"]] = number = counters.get(uids["series"], 0) + 1
+        try:
+            _check_patient(entry, patients)
+            pixels = load_pixels(entry.image)
+            size = entry.image.stat().st_size
+            digest = hashlib.sha256(pixels.array.tobytes()).hexdigest()
+            uids["instance"] = _instance_uid(uids["series"], digest, result)
+            data = part10.encode(build_dataset(entry, pixels, uids, number))
+        except (ValueError, OSError) as e:
+            bad = BadRow(entry.row, str(e))
+            result.bad_rows.append(bad)
+            yield bad
+            continue
+        patients.setdefault(
+            entry.patient_id, (entry.patient_name, entry.birth_date, entry.sex, entry.row)
+        )
+        result.studies[entry.study_key()] = uids["study"]
+        result.bytes_read += size
+        yield Converted(entry, uids, data, size)
+
+
 def convert_manifest(
     manifest: str | Path,
     out_dir: str | Path,
     *,
-    on_row: Callable[[ScanRow | BadRow, int], None] | None = None,
+    on_row: RowCallback | None = None,
 ) -> ScanResult:
     """Convert every good manifest row to a Part 10 file under ``out_dir``.
 
@@ -517,44 +589,98 @@ def convert_manifest(
     """
     out = Path(out_dir)
     result = ScanResult()
-    patients: dict[str, tuple[str, str, str, int]] = {}
-    series: dict[tuple[object, ...], tuple[str, int]] = {}
-    counters: dict[str, int] = {}
-    callback = on_row
-    for entry in read_manifest(manifest):
-        if isinstance(entry, BadRow):
-            result.bad_rows.append(entry)
-            if callback:
-                callback(entry, 0)
+    for item in convert_rows(manifest, result):
+        if isinstance(item, BadRow):
+            if on_row:
+                on_row(item, 0)
             continue
-        try:
-            _check_patient(entry, patients)
-            pixels = load_pixels(entry.image)
-            size = entry.image.stat().st_size
-            digest = hashlib.sha256(pixels.array.tobytes()).hexdigest()
-            uids = _uids_for(entry, digest, result, series)
-            counters[uids["series"]] = counters.get(uids["series"], 0) + 1
-            ds = build_dataset(entry, pixels, uids, counters[uids["series"]])
-        except (ValueError, OSError) as e:
-            bad = BadRow(entry.row, str(e))
-            result.bad_rows.append(bad)
-            if callback:
-                callback(bad, 0)
-            continue
+        uids = item.uids
         target = out / uids["study"] / uids["series"] / f"{uids['instance']}.dcm"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(part10.encode(ds))
+            target.write_bytes(item.data)
         except OSError as e:
             raise StorageError(f"{target}: cannot write: {e.strerror or e}") from e
-        patients.setdefault(
-            entry.patient_id, (entry.patient_name, entry.birth_date, entry.sex, entry.row)
-        )
-        result.written.append((entry.row, target))
-        result.bytes_read += size
-        if callback:
-            callback(entry, size)
+        result.written.append((item.row.row, target))
+        if on_row:
+            on_row(item.row, item.source_size)
     return result
+
+
+def store_manifest(
+    manifest: str | Path,
+    data_dir: str | Path,
+    *,
+    wait: float = 0.0,
+    on_row: RowCallback | None = None,
+    batch_files: int = 64,
+    batch_bytes: int = batch_mod.DEFAULT_BATCH_BYTES,
+) -> ScanResult:
+    """Convert every good manifest row and store it in the archive at ``data_dir``.
+
+    The instances go through the importer of ``duckpacs import``
+    (:class:`~duckpacs.ingest.importer.Importer`): deduplicated by SOP Instance UID and
+    SHA-256 against the index, stored durably, then indexed, in batches. Because conversion
+    is deterministic, a rerun of the same manifest finds every instance already archived and
+    stores nothing. A row whose UID is archived with other bytes (the manifest was edited
+    between runs) is reported as a bad row, the archived copy is kept.
+
+    Raises
+    ------
+    ArchiveLockedError : another process (``duckpacs serve``, an import) writes the archive
+        and it did not let go within ``wait`` seconds.
+    """
+    data = Path(data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    result = ScanResult(archive=data)
+    with (
+        importer_mod.open_index(data, wait) as index,
+        _core.Store(data / "store", writer_id=importer_mod.IMPORT_WRITER) as store,
+    ):
+        importer = importer_mod.Importer(store, index, journal=None)
+        importer.counts.reconciled = importer_mod.reconcile(store, index)
+        pending: list[Converted] = []
+        size = 0
+        for item in convert_rows(manifest, result):
+            if isinstance(item, BadRow):
+                if on_row:
+                    on_row(item, 0)
+                continue
+            pending.append(item)
+            size += len(item.data)
+            if len(pending) >= batch_files or size >= batch_bytes:
+                _store_batch(importer, pending, result, on_row)
+                pending, size = [], 0
+        if pending:
+            _store_batch(importer, pending, result, on_row)
+    result.stored = importer.counts.stored
+    result.already = importer.counts.already
+    return result
+
+
+def _store_batch(
+    importer: importer_mod.Importer,
+    items: list[Converted],
+    result: ScanResult,
+    on_row: RowCallback | None,
+) -> None:
+    payloads = [Payload(_source_item(c), c.data) for c in items]
+    for item, outcome in zip(items, importer(payloads), strict=True):
+        if outcome is None:
+            result.archived.append((item.row.row, item.uids["instance"]))
+            if on_row:
+                on_row(item.row, item.source_size)
+        else:
+            bad = BadRow(item.row.row, outcome)
+            result.bad_rows.append(bad)
+            if on_row:
+                on_row(bad, 0)
+    result.bad_rows.sort(key=lambda b: b.row)
+
+
+def _source_item(item: Converted) -> SourceItem:
+    data = item.data
+    return SourceItem(f"row {item.row.row}", len(data), "part10", "scan", lambda: data)
 
 
 def _check_patient(row: ScanRow, patients: dict[str, tuple[str, str, str, int]]) -> None:
@@ -569,29 +695,24 @@ def _check_patient(row: ScanRow, patients: dict[str, tuple[str, str, str, int]])
         )
 
 
-def _uids_for(
-    row: ScanRow,
-    digest: str,
-    result: ScanResult,
-    series: dict[tuple[object, ...], tuple[str, int]],
-) -> dict[str, str]:
+def _series_for(row: ScanRow, series: dict[tuple[object, ...], tuple[str, int]]) -> dict[str, str]:
+    """Study and series UIDs of a row (from its keys) and the series' number in its study."""
     key = row.study_key()
-    study = result.studies.get(key)
-    if study is None:
-        study = str(_uid("study", *key))
-        result.studies[key] = study
     series_key = (key, row.modality, row.body_part, row.laterality)
     if series_key not in series:
         number = 1 + sum(1 for k in series if k[0] == key)
         series[series_key] = (str(_uid("series", *key, *series_key[1:])), number)
     series_uid, series_number = series[series_key]
-    # The same image twice in a series (a re-scan) gets a distinct UID by its occurrence.
-    occurrence = result.digests.get((series_uid, digest), 0) + 1
-    result.digests[(series_uid, digest)] = occurrence
-    instance = str(_uid("instance", series_uid, digest, occurrence))
     return {
-        "study": study,
+        "study": str(_uid("study", *key)),
         "series": series_uid,
         "series_number": str(series_number),
-        "instance": instance,
     }
+
+
+def _instance_uid(series_uid: str, digest: str, result: ScanResult) -> str:
+    """The SOP Instance UID: the series and the pixels' SHA-256; the same image twice in a
+    series (a re-scan) gets a distinct UID by its occurrence."""
+    occurrence = result.digests.get((series_uid, digest), 0) + 1
+    result.digests[(series_uid, digest)] = occurrence
+    return str(_uid("instance", series_uid, digest, occurrence))
