@@ -347,11 +347,13 @@ def _element(tag: int, vr: str, value: bytes) -> bytes:
 def encode_headers(table: pa.Table) -> list[bytes]:
     """Bare explicit VR little endian datasets holding the values of a header batch."""
     rows = table.to_pylist()
+    key_tags = {tag for tag, _ in KEY_TAGS.values()}
     out = []
     for row in rows:
         elements = []
         for entry in row["attrs"]:
-            if entry["parent"] or entry["vm_index"]:
+            # Key attributes are written from their own columns below: once each.
+            if entry["parent"] or entry["vm_index"] or entry["tag"] in key_tags:
                 continue
             tag, vr = entry["tag"], entry["vr"]
             if vr == "SQ":

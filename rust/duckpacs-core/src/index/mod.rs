@@ -26,6 +26,7 @@ use arrow_array::{
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+use crate::parse::vr::ValueKind;
 use crate::parse::{self, Dataset, Element, ParseOptions, Parsed, PersonName, Value, Vr};
 use crate::Error;
 
@@ -431,6 +432,85 @@ fn un_text(raw: &[u8]) -> Option<Vec<String>> {
     Some(text.split('\\').map(|p| p.trim().to_string()).collect())
 }
 
+/// The fast path of [`entries`] for text that is plain ASCII in a character set that leaves
+/// ASCII unchanged (nearly every value): the values are pushed as slices of the buffer,
+/// without the `String` per value that [`values`] builds. It gives exactly what `values`
+/// gives (the splitting and trimming of `value::decode`, PS3.5 6.2); returns false, having
+/// pushed nothing, when it does not apply.
+fn push_ascii_text(
+    p: &Parsed<'_>,
+    ds: &Dataset,
+    el: &Element,
+    parent: &str,
+    owner: Option<&str>,
+    out: &mut Attrs,
+    key: Option<&mut Option<String>>,
+) -> bool {
+    let kind = el.vr.kind();
+    let via_charset = match kind {
+        ValueKind::AsciiText => false, // decoded as Latin-1 whatever the character set
+        ValueKind::Text | ValueKind::SingleText => el.vr != Vr::UR,
+        _ => return false,
+    };
+    let raw = p.raw(el);
+    if !raw.is_ascii() || (via_charset && !ds.charset.decodes_ascii_unchanged()) {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return false;
+    };
+    let trim = |s| trim_value(el.vr, s);
+    let single = kind == ValueKind::SingleText || el.vr == Vr::UR;
+    let numeric = el.vr == Vr::DS || el.vr == Vr::IS;
+    let vr = el.vr.as_str();
+    let tag = el.tag;
+    // No values, or one empty value: an entry without a value (as `values` returning None).
+    let empty = raw.is_empty() || (single || !text.contains('\\')) && trim(text).is_empty();
+    if empty {
+        out.push(parent, tag, vr, owner, 0, None, None);
+        if let Some(slot) = key {
+            *slot = Some(String::new());
+        }
+        return true;
+    }
+    let mut joined = key.is_some().then(String::new);
+    let mut push = |i: usize, piece: &str| {
+        let num = if numeric {
+            piece.trim().parse::<f64>().ok()
+        } else {
+            None
+        };
+        out.push(parent, tag, vr, owner, i, Some(piece), num);
+        if let Some(j) = joined.as_mut() {
+            if i > 0 {
+                j.push('\\');
+            }
+            j.push_str(piece);
+        }
+    };
+    if single {
+        push(0, trim(text));
+    } else {
+        for (i, piece) in text.split('\\').enumerate() {
+            push(i, trim(piece));
+        }
+    }
+    if let (Some(slot), Some(j)) = (key, joined) {
+        *slot = Some(j);
+    }
+    true
+}
+
+/// A text value without its padding (as `value::decode` trims it, PS3.5 6.2).
+fn trim_value(vr: Vr, s: &str) -> &str {
+    let pad = |c: char| c == ' ' || c == '\0';
+    match vr {
+        // Leading spaces are significant in LT, ST, UT; trailing ones are not.
+        Vr::LT | Vr::ST | Vr::UT => s.trim_end_matches(pad),
+        _ => s.trim_matches(pad),
+    }
+}
+
 /// Column of a top-level key attribute.
 fn key_slot(tag: u32) -> Option<usize> {
     KEY_COLUMNS.iter().position(|(_, t)| *t == tag)
@@ -493,6 +573,14 @@ fn entries(
             continue;
         }
         let vr = el.vr.as_str();
+        let key = if depth == 0 {
+            key_slot(tag).and_then(|i| keys.get_mut(i))
+        } else {
+            None
+        };
+        if push_ascii_text(p, ds, el, parent, owner, out, key) {
+            continue;
+        }
         let decoded = values(p, ds, el);
         if depth == 0 {
             if let Some(slot) = key_slot(tag).and_then(|i| keys.get_mut(i)) {
@@ -649,5 +737,106 @@ mod tests {
         assert_eq!(batch.num_rows(), 1);
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].0, 0);
+    }
+
+    /// The ASCII fast path pushes exactly what the general path (`values`, `joined`) does,
+    /// for every text VR and the awkward values: empty, padding only, empty components,
+    /// leading spaces (significant in LT/ST/UT), NUL-padded UIDs, numbers with spaces.
+    #[test]
+    fn ascii_fast_path_equals_the_general_path() {
+        fn el(out: &mut Vec<u8>, tag: u32, vr: &[u8; 2], value: &[u8]) {
+            out.extend(((tag >> 16) as u16).to_le_bytes());
+            out.extend(((tag & 0xFFFF) as u16).to_le_bytes());
+            out.extend(vr);
+            let long = matches!(vr, b"UT" | b"UR" | b"UC");
+            if long {
+                out.extend([0, 0]);
+                out.extend((value.len() as u32).to_le_bytes());
+            } else {
+                out.extend((value.len() as u16).to_le_bytes());
+            }
+            out.extend(value);
+        }
+        let samples: [&[u8]; 14] = [
+            b"",
+            b"  ",
+            b"\0\0",
+            b"A",
+            b" A ",
+            b"A\\B",
+            b"A\\\\B ",
+            b"\\",
+            b" 1.5\\ 2 ",
+            b"1.2.3\0",
+            b"  lead and trail  ",
+            b"x\\",
+            b"-3\\+4e2\\abc",
+            b"MR\\CT ",
+        ];
+        let vrs: [&[u8; 2]; 16] = [
+            b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"SH", b"ST", b"TM",
+            b"UC", b"UI", b"UR", b"UT",
+        ];
+        for charset in [&b"ISO_IR 100"[..], b"ISO_IR 192", b"\\ISO 2022 IR 87"] {
+            let mut buf = Vec::new();
+            el(&mut buf, 0x0008_0005, b"CS", charset);
+            let mut tag = 0x0011_1000u32; // private-looking but without a creator
+            for vr in vrs {
+                for v in samples {
+                    // even length, as the standard requires
+                    let mut v = v.to_vec();
+                    if v.len() % 2 == 1 {
+                        v.push(b' ');
+                    }
+                    el(&mut buf, tag, vr, &v);
+                    tag += 1;
+                }
+            }
+            let opts = ParseOptions {
+                transfer_syntax: Some(parse::EXPLICIT_VR_LE),
+                stop_at_pixel_data: true,
+            };
+            let p = parse::parse(&buf, opts).expect("parses");
+            let ds = &p.dataset;
+            let mut taken = 0;
+            for e in &ds.elements[1..] {
+                let mut fast = Attrs::default();
+                let mut fast_key = None;
+                let took = push_ascii_text(&p, ds, e, "", None, &mut fast, Some(&mut fast_key));
+                let mut slow = Attrs::default();
+                let decoded = values(&p, ds, e);
+                let slow_key = Some(joined(decoded.as_ref()));
+                match &decoded {
+                    None => slow.push("", e.tag, e.vr.as_str(), None, 0, None, None),
+                    Some(v) => {
+                        for (i, (text, num)) in v.iter().enumerate() {
+                            slow.push("", e.tag, e.vr.as_str(), None, i, Some(text), *num);
+                        }
+                    }
+                }
+                let charset_text = !matches!(e.vr.kind(), ValueKind::AsciiText) && e.vr != Vr::UR;
+                assert_eq!(
+                    took,
+                    !(charset.starts_with(b"\\") && charset_text),
+                    "{:?}",
+                    e.vr
+                );
+                if !took {
+                    continue;
+                }
+                taken += 1;
+                let what = format!("{:?} {:08X} {:?}", e.vr, e.tag, p.raw(e));
+                assert_eq!(fast_key, slow_key, "key text of {what}");
+                assert_eq!(fast.len(), slow.len(), "entries of {what}");
+                let (f, s) = (fast.value.finish(), slow.value.finish());
+                assert_eq!(f, s, "values of {what}");
+                assert_eq!(fast.num.finish(), slow.num.finish(), "numbers of {what}");
+                assert_eq!(fast.vm_index, slow.vm_index, "value indices of {what}");
+            }
+            assert!(
+                taken >= 9 * samples.len(),
+                "the fast path ran for {taken} elements"
+            );
+        }
     }
 }

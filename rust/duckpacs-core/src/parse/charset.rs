@@ -106,6 +106,13 @@ impl Charset {
         self.terms().first().copied().unwrap_or_default()
     }
 
+    /// Whether ASCII bytes decode to the same text: true for every character set but
+    /// ISO 2022 code extensions (whose escape sequences are ASCII bytes). Every single-byte
+    /// and multi-byte set DICOM names is an ASCII superset (PS3.3 C.12.1.1.2).
+    pub fn decodes_ascii_unchanged(&self) -> bool {
+        !self.iso2022
+    }
+
     /// Decodes a text value. `pn` selects person-name delimiters (`^`, `=`) for the ISO 2022
     /// reset rule.
     pub fn decode(&self, raw: &[u8], pn: bool) -> String {
