@@ -84,6 +84,7 @@ class Index:
             con.execute(macro)
         rows = con.execute("SELECT coalesce(max(iid), 0) + 1 FROM instances").fetchall()
         self._next_iid = int(rows[0][0]) if rows else 1
+        self._defer = False  # inside bulk_load(defer=True)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -195,15 +196,17 @@ class Index:
     # -- writing -----------------------------------------------------------------------------
 
     @contextmanager
-    def bulk_load(self, *, defer_indexes: bool = False) -> Iterator[Index]:
+    def bulk_load(self, *, defer: bool = False) -> Iterator[Index]:
         """Batches added inside are committed (durable in the write-ahead log) as usual, but
         the WAL is folded into the database file once at the end instead of after every
         commit that takes it past DuckDB's 16 MB default: a third of the time of a bulk load
         (import, reindex) went into those repeated checkpoints. A crash in between loses
         nothing; the next open replays the WAL.
 
-        ``defer_indexes`` (for a load into an empty index, as reindex does) drops the ART
-        indexes and builds them once at the end, which is cheaper than maintaining them.
+        ``defer`` (for a load into an empty index, as reindex does) drops the ART indexes and
+        leaves the series, study and patient tables alone while batches arrive, then builds
+        both once at the end: cheaper than maintaining them batch by batch, whose cost grows
+        with the table. Queries made during such a load see no level rows.
         """
         if self.read_only:
             raise ArchiveIndexError(f"{self.path}: the index is open read-only")
@@ -211,13 +214,18 @@ class Index:
             row = self._con.execute("SELECT current_setting('checkpoint_threshold')").fetchall()
             previous = str(row[0][0]) if row else "16MiB"
             self._con.execute(f"SET checkpoint_threshold = '{BULK_CHECKPOINT_THRESHOLD}'")
-            if defer_indexes:
+            if defer:
                 for statement in schema.DROP_INDEX_STATEMENTS:
                     self._con.execute(statement)
+                self._defer = True
         try:
             yield self
         finally:
             with self._lock:
+                if self._defer:
+                    self._defer = False
+                    with self._transaction():
+                        _rebuild_levels(self._con)
                 for statement in schema.INDEX_STATEMENTS:  # IF NOT EXISTS: a no-op unless dropped
                     self._con.execute(statement)
                 self._con.execute("CHECKPOINT")
@@ -294,7 +302,8 @@ class Index:
               SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_batch
               WHERE iid IN (SELECT iid FROM _dp_new)
               UNION ALL SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_old)""")
-        _refresh_levels(con)
+        if not self._defer:  # else built once when the bulk load ends
+            _refresh_levels(con)
         return {
             "added": fresh - replaced,
             "replaced": replaced,
@@ -321,7 +330,8 @@ class Index:
         values = values.filter(pc.invert(in_columns))
         # Sorted by tag within the batch, so the zone maps of a row group narrow on `tag`: a
         # whole-archive match on one attribute skips most row groups.
-        values = values.sort_by([("tag", "ascending"), ("iid", "ascending")])
+        # (Arrow's sort is stable and the rows come in iid order: tag alone is enough.)
+        values = values.sort_by([("tag", "ascending")])
         if fresh != total:  # some rows were duplicates: keep the entries of the kept rows only
             kept = pa.array(
                 [r[0] for r in con.execute("SELECT iid FROM _dp_new").fetchall()], pa.int64()
@@ -551,6 +561,14 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
 
 def _agg(columns: Sequence[str], order: str) -> str:
     return ", ".join(f"arg_max({c}, {order}) AS {c}" for c in columns)
+
+
+def _rebuild_levels(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every series, study and patient row (the end of a deferred bulk load)."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE _dp_touched AS
+        SELECT DISTINCT series_instance_uid, study_instance_uid,
+               coalesce(patient_id, '') AS patient_id FROM instances""")
+    _refresh_levels(con)
 
 
 def _refresh_levels(con: duckdb.DuckDBPyConnection) -> None:

@@ -89,7 +89,7 @@ def rebuild(
         logs.event(log, "reindex skipped a record", where=where, error=error)
 
     with Index.open(temp, check_store=False) as index:
-        with index.bulk_load(defer_indexes=True):
+        with index.bulk_load(defer=True):
             _, skipped = bulk.append_records(
                 index, records, batch_records=batch_size, on_rejected=rejected, progress=progress
             )
