@@ -292,11 +292,12 @@ class DimseServer:
             return
         charset = identifier.get("SpecificCharacterSet")
         logs.event(log, "C-FIND", qr_level=level, matches=len(rows), **_peer(event))
-        for row in rows:
-            if event.is_cancelled:
-                yield STATUS_CANCEL, None
-                return
-            yield STATUS_PENDING, response_identifier(level, row, return_keys, charset)
+        with retrieve.fast_polling(event.assoc):
+            for row in rows:
+                if event.is_cancelled:
+                    yield STATUS_CANCEL, None
+                    return
+                yield STATUS_PENDING, response_identifier(level, row, return_keys, charset)
 
     def _locate(self, event: Any, service: str) -> tuple[int, list[Any]]:
         try:
@@ -316,11 +317,12 @@ class DimseServer:
         return STATUS_SUCCESS, refs
 
     def _sub_operations(self, event: Any, refs: list[Any]) -> Iterator[tuple[int, Any]]:
-        for ref in refs:
-            if event.is_cancelled:
-                yield STATUS_CANCEL, None
-                return
-            yield STATUS_PENDING, retrieve.RawInstance(self.archive, ref)
+        with retrieve.fast_polling(event.assoc):
+            for ref in refs:
+                if event.is_cancelled:
+                    yield STATUS_CANCEL, None
+                    return
+                yield STATUS_PENDING, retrieve.RawInstance(self.archive, ref)
 
     def _on_get(self, event: Any) -> Iterator[Any]:
         """C-GET (PS3.4 C.4.3): C-STORE sub-operations on this association."""
