@@ -133,10 +133,11 @@ def send_raw(
     """Send one stored instance as a C-STORE request and return the response status."""
     archive: Archive = instance.__dict__["archive"]
     ref: InstanceRef = instance.__dict__["archive_ref"]
-    dul = getattr(assoc, "dul", None)
-    if isinstance(getattr(dul, "_run_loop_delay", None), float):
+    dul: Any = getattr(assoc, "dul", None)
+    delay = getattr(dul, "_run_loop_delay", None)
+    if isinstance(delay, float):
         # A C-MOVE's association to its destination lives only for the move: poll fast.
-        dul._run_loop_delay = min(dul._run_loop_delay, FAST_POLL)
+        dul._run_loop_delay = min(delay, FAST_POLL)
     stream = archive.read(ref.location)
     framing = part10.split(stream)
     context, convert = choose_context(assoc, ref.sop_class_uid, framing.transfer_syntax)
