@@ -109,25 +109,45 @@ def run(
     progress = progress if progress is not None else Progress(enabled=False)
     batch: list[Payload] = []
     size = 0
+    # One batch is stored (sink, on its own thread) while the next one is read: the store
+    # and the index work in Rust and DuckDB with the GIL released, so reading overlaps them.
+    # Batches reach the sink one at a time and in order.
+    storing: Future[None] | None = None
     try:
-        found = discover(paths, follow_dicomdir=follow_dicomdir)
-        if skip is not None:
-            found = _unskipped(found, skip, progress)
-        for entry in _read_ahead(found, jobs):
-            if isinstance(entry, Reject):
-                progress.reject(entry.path, entry.reason)
-                continue
-            batch.append(entry)
-            size += len(entry.data)
-            if len(batch) >= batch_files or size >= batch_bytes:
-                _flush(batch, sink, progress)
-                batch, size = [], 0
-        if batch:
-            _flush(batch, sink, progress)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckpacs-store") as storer:
+            found = discover(paths, follow_dicomdir=follow_dicomdir)
+            if skip is not None:
+                found = _unskipped(found, skip, progress)
+            for entry in _read_ahead(found, jobs):
+                if isinstance(entry, Reject):
+                    progress.reject(entry.path, entry.reason)
+                    continue
+                batch.append(entry)
+                size += len(entry.data)
+                if len(batch) >= batch_files or size >= batch_bytes:
+                    storing = _hand_over(storing, storer, batch, sink, progress)
+                    batch, size = [], 0
+            if batch:
+                storing = _hand_over(storing, storer, batch, sink, progress)
+            if storing is not None:
+                storing.result()
     except BaseException:
         progress.finish(interrupted=True)
         raise
     return progress.finish()
+
+
+def _hand_over(
+    previous: Future[None] | None,
+    storer: ThreadPoolExecutor,
+    batch: list[Payload],
+    sink: Sink,
+    progress: Progress,
+) -> Future[None]:
+    """Wait for the batch being stored (raising its error), then start storing ``batch``."""
+    if previous is not None:
+        previous.result()
+    return storer.submit(_flush, batch, sink, progress)
 
 
 def _flush(batch: list[Payload], sink: Sink, progress: Progress) -> None:

@@ -78,7 +78,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._con = sqlite3.connect(str(path), isolation_level=None)
+        # Written by the storing thread of duckpacs.ingest.batch.run, one batch at a time.
+        self._con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute(
@@ -189,7 +190,7 @@ class Importer:
 
     def __call__(self, batch: list[Payload]) -> list[str | None]:
         outcomes: list[str | None] = [None] * len(batch)
-        uids: dict[int, tuple[str, str, str | None]] = {}  # i -> (uid, sha, transfer syntax)
+        uids: dict[int, tuple[str, str | None]] = {}  # i -> (uid, transfer syntax)
         for i, p in enumerate(batch):
             try:
                 layout = _core.describe(p.data)
@@ -201,15 +202,21 @@ class Importer:
                 outcomes[i] = "no SOP Instance UID (0008,0018)"
                 continue
             ts = layout.get("transfer_syntax")
-            uids[i] = (uid, hashlib.sha256(p.data).hexdigest(), str(ts) if ts else None)
-        existing = self._indexed_sha({u for u, _, _ in uids.values()})
+            uids[i] = (uid, str(ts) if ts else None)
+        existing = self._indexed_sha({u for u, _ in uids.values()})
+        # A file is hashed here only when its UID is already known (archived, or earlier in
+        # this batch): a new instance's SHA-256 is computed once, by the store.
+        first_in_batch: dict[str, int] = {}
         new: list[int] = []
-        for i, (uid, sha, _) in uids.items():
+        for i, (uid, _) in uids.items():
             known = existing.get(uid)
-            if known is None:
-                existing[uid] = sha
+            if known is None and uid not in first_in_batch:
+                first_in_batch[uid] = i
                 new.append(i)
-            elif known == sha:
+                continue
+            if known is None:
+                known = _sha256(batch[first_in_batch[uid]].data)
+            if known == _sha256(batch[i].data):
                 self.counts.already += 1
             else:
                 self.counts.conflicts += 1
@@ -238,7 +245,7 @@ class Importer:
         return {str(r[0]): str(r[1]) for r in rows}
 
     def _store(
-        self, batch: list[Payload], new: list[int], uids: dict[int, tuple[str, str, str | None]]
+        self, batch: list[Payload], new: list[int], uids: dict[int, tuple[str, str | None]]
     ) -> None:
         datas = [batch[i].data for i in new]
         received_us = epoch_us_now()
@@ -246,13 +253,13 @@ class Importer:
         now = from_epoch_us(received_us)
         extras: list[dict[str, object]] = []
         for i, (pack, offset, length) in zip(new, locations, strict=True):
-            _, sha, ts = uids[i]
+            _, ts = uids[i]
             extra: dict[str, object] = {
                 "pack": pack,
                 "offset": offset,
                 "length": length,
                 "size": len(batch[i].data),
-                "sha256": sha,
+                "sha256": self.store.meta((pack, offset, length))["sha256"],
                 "received_at": now,
             }
             if ts:
@@ -267,6 +274,10 @@ class Importer:
             )
         self.index.add_batch(hb)
         self.counts.stored += len(new)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def import_paths(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ class Progress:
         self._last_draw = float("-inf")
         self._width = 0
         self._finished = False
+        # The reading thread and the storing thread of an import both report here.
+        self._lock = threading.RLock()
 
     def __enter__(self) -> Progress:
         return self
@@ -126,14 +129,16 @@ class Progress:
 
     def advance(self, nbytes: int = 0, *, files: int = 1) -> None:
         """Record ``files`` inputs done, ``nbytes`` bytes read."""
-        self.summary.files += files
-        self.summary.bytes += nbytes
-        self._maybe_draw()
+        with self._lock:
+            self.summary.files += files
+            self.summary.bytes += nbytes
+            self._maybe_draw()
 
     def reject(self, path: str, reason: str) -> None:
         """Record an input that was refused (counted in the line, listed in the report)."""
-        self.summary.rejected.append(Reject(path, reason))
-        self._maybe_draw()
+        with self._lock:
+            self.summary.rejected.append(Reject(path, reason))
+            self._maybe_draw()
 
     def status_line(self) -> str:
         """The current status line (also used by tests and non-terminal callers)."""
