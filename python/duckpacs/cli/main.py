@@ -9,47 +9,34 @@ exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from duckpacs.cli import (
-    anonymize_cmd,
-    config_cmds,
-    dicomdir_cmd,
-    dump_cmd,
-    echo_cmd,
-    export_cmd,
-    find_cmd,
-    import_cmd,
-    migrate_cmd,
-    reindex_cmd,
-    scans_cmd,
-    send_cmd,
-    serve_cmd,
-    sql_cmd,
-    store_cmds,
-)
 from duckpacs.errors import DuckpacsError
-from duckpacs.web import user_cmds
 
+# Subcommand modules, imported when the parser is built rather than with this module: a
+# worker process started by `serve` (multiprocessing's spawn) imports the program's main
+# module again, and must not load every command's dependencies (DuckDB, pyarrow, the web
+# stack) for nothing: that cost each worker tens of megabytes.
 COMMAND_MODULES = (
-    config_cmds,
-    serve_cmd,
-    dump_cmd,
-    store_cmds,
-    find_cmd,
-    sql_cmd,
-    echo_cmd,
-    send_cmd,
-    reindex_cmd,
-    user_cmds,
-    anonymize_cmd,
-    dicomdir_cmd,
-    scans_cmd,
-    migrate_cmd,
-    import_cmd,
-    export_cmd,
+    "duckpacs.cli.config_cmds",
+    "duckpacs.cli.serve_cmd",
+    "duckpacs.cli.dump_cmd",
+    "duckpacs.cli.store_cmds",
+    "duckpacs.cli.find_cmd",
+    "duckpacs.cli.sql_cmd",
+    "duckpacs.cli.echo_cmd",
+    "duckpacs.cli.send_cmd",
+    "duckpacs.cli.reindex_cmd",
+    "duckpacs.web.user_cmds",
+    "duckpacs.cli.anonymize_cmd",
+    "duckpacs.cli.dicomdir_cmd",
+    "duckpacs.cli.scans_cmd",
+    "duckpacs.cli.migrate_cmd",
+    "duckpacs.cli.import_cmd",
+    "duckpacs.cli.export_cmd",
 )
 
 
@@ -88,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = common_options(top_level=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMAND_MODULES:
+    for module in map(importlib.import_module, COMMAND_MODULES):
         module.register(subparsers, common)
     return parser
 
