@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 
@@ -74,6 +75,31 @@ def test_dump_json_never_inlines_pixel_data() -> None:
     with_uri = json.loads(_core.dump_json(_read("CT_small.dcm"), bulk_data_uri="bulk:"))
     assert with_uri["7FE00010"]["BulkDataURI"].startswith("bulk:")
     assert out["00100010"]["Value"] == [{"Alphabetic": "CompressedSamples^CT1"}]
+
+
+def test_dump_json_points_top_level_pixel_data_at_its_tag_when_asked() -> None:
+    """WADO-RS metadata serves pixel data by tag (``bulkdata/7FE00010``); other bulk values,
+    and pixel data inside sequence items (icon images), keep their byte ranges."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    icon = Dataset()
+    icon.Rows, icon.Columns, icon.BitsAllocated = 8, 8, 8
+    icon.PixelData = bytes(64)
+    ds.IconImageSequence = Sequence([icon])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    out = json.loads(
+        _core.dump_json(
+            buf.getvalue(), bulk_data_uri="bulkdata/", inline_threshold=16, pixel_data_by_tag=True
+        )
+    )
+    assert out["7FE00010"]["BulkDataURI"] == "bulkdata/7FE00010"
+    nested = out["00880200"]["Value"][0]["7FE00010"]["BulkDataURI"]
+    offset, length = (int(x) for x in nested.removeprefix("bulkdata/").split("/"))
+    assert length == 64 and buf.getvalue()[offset : offset + length] == bytes(64)
 
 
 def test_corpus_discovery_finds_pydicom_files() -> None:

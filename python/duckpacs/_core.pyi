@@ -33,8 +33,12 @@ def dump_json(
     bulk_data_uri: str | None = None,
     inline_threshold: int = 0,
     include_meta: bool = False,
+    pixel_data_by_tag: bool = False,
 ) -> str:
     """The DICOM JSON model (PS3.18 F.2) of the dataset in ``data``.
+
+    ``pixel_data_by_tag`` points top-level Pixel Data at ``f"{bulk_data_uri}{tag}"``
+    (e.g. ``bulkdata/7FE00010``) instead of a byte range.
 
     Binary values longer than ``inline_threshold`` bytes and Pixel Data are written as
     ``BulkDataURI`` ``f"{bulk_data_uri}{offset}/{length}"`` when ``bulk_data_uri`` is given,

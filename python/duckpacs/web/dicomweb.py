@@ -276,11 +276,11 @@ class DicomWeb:
         blob = self._metadata_cache.get(loc.sop_instance_uid)
         if blob is None:
             data = self.archive.read_instance(loc)
-            header = _rust_json(data, loc.transfer_syntax)
-            if header is None:
+            blob = _rust_json(data, loc.transfer_syntax)
+            if blob is None:
                 ds = pydicom.dcmread(io.BytesIO(data), defer_size=dicomjson.BULK_THRESHOLD)
                 header = dicomjson.dataset_to_json(ds, _bulk_uri(""))
-            blob = json.dumps(header, separators=(",", ":")).encode()
+                blob = json.dumps(header, separators=(",", ":")).encode()
             self._metadata_cache.put(loc.sop_instance_uid, blob)
         if prefix:
             blob = blob.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + prefix.encode())
@@ -617,9 +617,9 @@ def _batched(chunks: Iterator[bytes], size: int = 1 << 18) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def _rust_json(data: bytes, syntax: str) -> dict[str, Any] | None:
-    """DICOM JSON from the Rust parser (tens of times faster than pydicom), or None when it
-    cannot serve this instance and pydicom should.
+def _rust_json(data: bytes, syntax: str) -> bytes | None:
+    """DICOM JSON text from the Rust parser (tens of times faster than pydicom, and used as
+    is, never decoded and re-encoded here), or None when pydicom should serve the instance.
 
     Its bulk URIs are ``bulkdata/{offset}/{length}`` into the stored stream; those offsets
     are into the inflated dataset for deflate and the values are big-endian for explicit VR
@@ -630,17 +630,16 @@ def _rust_json(data: bytes, syntax: str) -> dict[str, Any] | None:
     if dump is None or syntax in (str(DeflatedExplicitVRLittleEndian), str(ExplicitVRBigEndian)):
         return None
     try:
-        header: dict[str, Any] = json.loads(
-            dump(data, bulk_data_uri="bulkdata/", inline_threshold=dicomjson.BULK_THRESHOLD)
+        text: str = dump(
+            data,
+            bulk_data_uri="bulkdata/",
+            inline_threshold=dicomjson.BULK_THRESHOLD,
+            pixel_data_by_tag=True,
         )
     except (DuckpacsError, ValueError) as e:
         logs.event(log, "Rust JSON failed, using pydicom", error=str(e))
         return None
-    for tag in dicomjson.PIXEL_TAGS:
-        element = header.get(f"{tag:08X}")
-        if isinstance(element, dict) and "BulkDataURI" in element:
-            element["BulkDataURI"] = f"bulkdata/{tag:08X}"
-    return header
+    return text.encode()
 
 
 def _bulk_uri(prefix: str) -> Callable[[str], str]:

@@ -91,9 +91,10 @@ pub fn describe<'py>(
 }
 
 /// dump_json(data, transfer_syntax=None, bulk_data_uri=None, inline_threshold=0,
-/// include_meta=False) -> str: the DICOM JSON model (PS3.18 F.2) of the dataset.
+/// include_meta=False, pixel_data_by_tag=False) -> str: the DICOM JSON model (PS3.18 F.2)
+/// of the dataset.
 #[pyfunction]
-#[pyo3(signature = (data, transfer_syntax=None, bulk_data_uri=None, inline_threshold=0, include_meta=false))]
+#[pyo3(signature = (data, transfer_syntax=None, bulk_data_uri=None, inline_threshold=0, include_meta=false, pixel_data_by_tag=false))]
 pub fn dump_json(
     py: Python<'_>,
     data: &[u8],
@@ -101,11 +102,13 @@ pub fn dump_json(
     bulk_data_uri: Option<String>,
     inline_threshold: usize,
     include_meta: bool,
+    pixel_data_by_tag: bool,
 ) -> PyResult<String> {
     let opts = JsonOptions {
         bulk_data_uri,
         inline_threshold,
         include_meta,
+        pixel_data_by_tag,
     };
     py.detach(|| {
         Ok(parse::json::to_json(

@@ -20,6 +20,9 @@ pub struct JsonOptions {
     pub inline_threshold: usize,
     /// Also write the File Meta Information group (0002).
     pub include_meta: bool,
+    /// Point the top-level Pixel Data elements at `{base}{tag}` (e.g. `bulkdata/7FE00010`)
+    /// instead of a byte range: WADO-RS serves pixel data by tag, frame by frame.
+    pub pixel_data_by_tag: bool,
 }
 
 /// Writes the dataset of `p` as DICOM JSON.
@@ -29,6 +32,7 @@ pub fn to_json(p: &Parsed<'_>, opts: &JsonOptions) -> String {
         p,
         opts,
         out: &mut out,
+        depth: 0,
     };
     if opts.include_meta {
         let mut merged = p.meta.clone();
@@ -45,6 +49,8 @@ struct Writer<'a, 'b> {
     p: &'a Parsed<'b>,
     opts: &'a JsonOptions,
     out: &'a mut String,
+    /// Sequence nesting of the element being written (0: top level).
+    depth: usize,
 }
 
 /// Writes a JSON string literal.
@@ -127,12 +133,14 @@ impl Writer<'_, '_> {
             Content::Items(items) => {
                 if !items.is_empty() {
                     self.out.push_str(",\"Value\":[");
+                    self.depth += 1;
                     for (i, item) in items.iter().enumerate() {
                         if i > 0 {
                             self.out.push(',');
                         }
                         self.dataset(&item.dataset);
                     }
+                    self.depth -= 1;
                     self.out.push(']');
                 }
             }
@@ -145,7 +153,11 @@ impl Writer<'_, '_> {
     fn bulk(&mut self, el: &Element) {
         if let Some(base) = &self.opts.bulk_data_uri {
             self.out.push_str(",\"BulkDataURI\":");
-            let uri = format!("{base}{}/{}", el.value.start, el.value.len());
+            let uri = if self.opts.pixel_data_by_tag && self.depth == 0 && is_pixel_tag(el.tag) {
+                format!("{base}{:08X}", el.tag)
+            } else {
+                format!("{base}{}/{}", el.value.start, el.value.len())
+            };
             push_json_str(self.out, &uri);
         }
     }
