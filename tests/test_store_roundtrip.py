@@ -24,6 +24,7 @@ def _round_trip(store: Store, files: list[Path]) -> None:
             back = store.get(loc)
             assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest(), path
             assert store.meta(loc)["sha256"] == hashlib.sha256(data).hexdigest()
+            assert store.sha256(loc) == hashlib.sha256(data).hexdigest()  # metadata alone
 
 
 def test_every_pydicom_test_file_round_trips(tmp_path: Path) -> None:

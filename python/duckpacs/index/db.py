@@ -222,12 +222,12 @@ class Index:
             yield self
         finally:
             with self._lock:
-                if self._defer:
+                if defer:
                     self._defer = False
                     with self._transaction():
                         _rebuild_levels(self._con)
-                for statement in schema.INDEX_STATEMENTS:  # IF NOT EXISTS: a no-op unless dropped
-                    self._con.execute(statement)
+                    for statement in schema.INDEX_STATEMENTS:
+                        self._con.execute(statement)
                 self._con.execute("CHECKPOINT")
                 self._con.execute("SET checkpoint_threshold = ?", [previous])
 

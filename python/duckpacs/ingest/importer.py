@@ -215,7 +215,7 @@ class Importer:
                 new.append(i)
                 continue
             if known is None:
-                known = _sha256(batch[first_in_batch[uid]].data)
+                known = existing[uid] = _sha256(batch[first_in_batch[uid]].data)
             if known == _sha256(batch[i].data):
                 self.counts.already += 1
             else:
@@ -259,7 +259,7 @@ class Importer:
                 "offset": offset,
                 "length": length,
                 "size": len(batch[i].data),
-                "sha256": self.store.meta((pack, offset, length))["sha256"],
+                "sha256": self.store.sha256((pack, offset, length)),
                 "received_at": now,
             }
             if ts:

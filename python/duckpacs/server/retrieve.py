@@ -107,19 +107,26 @@ def transcode(stream: bytes, target: str) -> bytes:
 FAST_POLL = 0.0001
 
 
+def poll_fast(assoc: Any) -> float | None:
+    """Make ``assoc``'s DUL poll every :data:`FAST_POLL` seconds; returns the delay it had
+    (None when this pynetdicom has no such setting, and nothing was changed)."""
+    dul: Any = getattr(assoc, "dul", None)
+    before = getattr(dul, "_run_loop_delay", None)
+    if not isinstance(before, float):
+        return None
+    dul._run_loop_delay = min(before, FAST_POLL)
+    return before
+
+
 @contextlib.contextmanager
 def fast_polling(assoc: Any) -> Iterator[None]:
     """Poll ``assoc``'s DUL every :data:`FAST_POLL` seconds inside the block."""
-    dul = getattr(assoc, "dul", None)
-    before = getattr(dul, "_run_loop_delay", None)
-    if dul is None or not isinstance(before, float):
-        yield
-        return
-    dul._run_loop_delay = min(before, FAST_POLL)
+    before = poll_fast(assoc)
     try:
         yield
     finally:
-        dul._run_loop_delay = before
+        if before is not None:
+            assoc.dul._run_loop_delay = before
 
 
 def send_raw(
@@ -133,11 +140,7 @@ def send_raw(
     """Send one stored instance as a C-STORE request and return the response status."""
     archive: Archive = instance.__dict__["archive"]
     ref: InstanceRef = instance.__dict__["archive_ref"]
-    dul: Any = getattr(assoc, "dul", None)
-    delay = getattr(dul, "_run_loop_delay", None)
-    if isinstance(delay, float):
-        # A C-MOVE's association to its destination lives only for the move: poll fast.
-        dul._run_loop_delay = min(delay, FAST_POLL)
+    poll_fast(assoc)  # a C-MOVE's association to its destination lives only for the move
     stream = archive.read(ref.location)
     framing = part10.split(stream)
     context, convert = choose_context(assoc, ref.sop_class_uid, framing.transfer_syntax)

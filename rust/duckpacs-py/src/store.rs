@@ -223,6 +223,14 @@ impl Store {
         meta_dict(py, &m)
     }
 
+    /// Hex SHA-256 of the original bytes at `location`, from the record's metadata alone.
+    fn sha256(&self, py: Python<'_>, location: Loc) -> PyResult<String> {
+        let s = self.get_inner()?;
+        py.detach(|| s.sha256(loc(location)))
+            .map(|d| hex(&d))
+            .map_err(|e| to_py(py, e))
+    }
+
     /// The original bytes that precede the top-level pixel data element.
     fn header_bytes<'py>(&self, py: Python<'py>, location: Loc) -> PyResult<Bound<'py, PyBytes>> {
         let s = self.get_inner()?;

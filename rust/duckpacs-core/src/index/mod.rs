@@ -26,6 +26,7 @@ use arrow_array::{
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
+use crate::parse::value::text_values;
 use crate::parse::vr::ValueKind;
 use crate::parse::{self, Dataset, Element, ParseOptions, Parsed, PersonName, Value, Vr};
 use crate::Error;
@@ -446,8 +447,7 @@ fn push_ascii_text(
     out: &mut Attrs,
     key: Option<&mut Option<String>>,
 ) -> bool {
-    let kind = el.vr.kind();
-    let via_charset = match kind {
+    let via_charset = match el.vr.kind() {
         ValueKind::AsciiText => false, // decoded as Latin-1 whatever the character set
         ValueKind::Text | ValueKind::SingleText => el.vr != Vr::UR,
         _ => return false,
@@ -459,14 +459,13 @@ fn push_ascii_text(
     let Ok(text) = std::str::from_utf8(raw) else {
         return false;
     };
-    let trim = |s| trim_value(el.vr, s);
-    let single = kind == ValueKind::SingleText || el.vr == Vr::UR;
     let numeric = el.vr == Vr::DS || el.vr == Vr::IS;
     let vr = el.vr.as_str();
     let tag = el.tag;
+    let mut values = text_values(el.vr, text).peekable();
+    let first = values.next().unwrap_or("");
     // No values, or one empty value: an entry without a value (as `values` returning None).
-    let empty = raw.is_empty() || (single || !text.contains('\\')) && trim(text).is_empty();
-    if empty {
+    if raw.is_empty() || (first.is_empty() && values.peek().is_none()) {
         out.push(parent, tag, vr, owner, 0, None, None);
         if let Some(slot) = key {
             *slot = Some(String::new());
@@ -474,7 +473,7 @@ fn push_ascii_text(
         return true;
     }
     let mut joined = key.is_some().then(String::new);
-    let mut push = |i: usize, piece: &str| {
+    for (i, piece) in std::iter::once(first).chain(values).enumerate() {
         let num = if numeric {
             piece.trim().parse::<f64>().ok()
         } else {
@@ -487,28 +486,11 @@ fn push_ascii_text(
             }
             j.push_str(piece);
         }
-    };
-    if single {
-        push(0, trim(text));
-    } else {
-        for (i, piece) in text.split('\\').enumerate() {
-            push(i, trim(piece));
-        }
     }
     if let (Some(slot), Some(j)) = (key, joined) {
         *slot = Some(j);
     }
     true
-}
-
-/// A text value without its padding (as `value::decode` trims it, PS3.5 6.2).
-fn trim_value(vr: Vr, s: &str) -> &str {
-    let pad = |c: char| c == ' ' || c == '\0';
-    match vr {
-        // Leading spaces are significant in LT, ST, UT; trailing ones are not.
-        Vr::LT | Vr::ST | Vr::UT => s.trim_end_matches(pad),
-        _ => s.trim_matches(pad),
-    }
 }
 
 /// Column of a top-level key attribute.

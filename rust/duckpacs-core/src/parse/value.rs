@@ -84,13 +84,22 @@ pub fn parse_is(s: &str) -> Option<i64> {
     })
 }
 
-fn trim_text(vr: Vr, s: &str) -> String {
+/// A text value without its padding (PS3.5 6.2).
+pub(crate) fn trim_value(vr: Vr, s: &str) -> &str {
     let pad = |c: char| c == ' ' || c == '\0';
     match vr {
-        // Leading spaces are significant in LT, ST, UT (PS3.5 6.2); trailing are not.
-        Vr::LT | Vr::ST | Vr::UT => s.trim_end_matches(pad).to_string(),
-        _ => s.trim_matches(pad).to_string(),
+        // Leading spaces are significant in LT, ST, UT; trailing ones are not.
+        Vr::LT | Vr::ST | Vr::UT => s.trim_end_matches(pad),
+        _ => s.trim_matches(pad),
     }
+}
+
+/// The values of a decoded text element, each trimmed: split on `\` (PS3.5 6.4) except for
+/// the VRs that hold a single value (LT, ST, UT, UR), where a backslash is just a character.
+pub(crate) fn text_values(vr: Vr, s: &str) -> impl Iterator<Item = &str> {
+    let single = matches!(vr, Vr::LT | Vr::ST | Vr::UT | Vr::UR);
+    s.splitn(if single { 1 } else { usize::MAX }, '\\')
+        .map(move |p| trim_value(vr, p))
 }
 
 /// Decodes `el`'s value from `buf` with the dataset's character set.
@@ -108,19 +117,13 @@ pub fn decode(buf: &[u8], el: &Element, charset: &Charset) -> Value {
             if raw.is_empty() {
                 return Value::Strings(Vec::new());
             }
-            let s = charset::latin1(raw);
-            let v = if el.vr == Vr::UR {
-                vec![trim_text(el.vr, &s)]
-            } else {
-                split(el.vr, &s)
-            };
-            Value::Strings(v)
+            strings(el.vr, &charset::latin1(raw))
         }
         ValueKind::Text => {
             if raw.is_empty() {
                 return Value::Strings(Vec::new());
             }
-            Value::Strings(split(el.vr, &charset.decode(raw, false)))
+            strings(el.vr, &charset.decode(raw, false))
         }
         ValueKind::SingleText => {
             if raw.is_empty() {
@@ -131,7 +134,7 @@ pub fn decode(buf: &[u8], el: &Element, charset: &Charset) -> Value {
             } else {
                 charset.decode(raw, false)
             };
-            Value::Strings(vec![trim_text(el.vr, &s)])
+            strings(el.vr, &s)
         }
         ValueKind::PersonName => {
             if raw.is_empty() {
@@ -199,8 +202,8 @@ fn uint(c: &[u8], be: bool) -> u64 {
     v
 }
 
-fn split(vr: Vr, s: &str) -> Vec<String> {
-    s.split('\\').map(|p| trim_text(vr, p)).collect()
+fn strings(vr: Vr, s: &str) -> Value {
+    Value::Strings(text_values(vr, s).map(str::to_string).collect())
 }
 
 fn person_name(s: &str) -> PersonName {

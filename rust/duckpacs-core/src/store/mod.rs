@@ -763,6 +763,13 @@ impl Store {
         Ok(self.read_record(loc)?.1.meta)
     }
 
+    /// SHA-256 of the original bytes of the record at `loc`, read from its metadata block
+    /// (checked by its own checksum) without reading the chunk data: what an importer needs
+    /// right after `put_many`, which computed it.
+    pub fn sha256(&self, loc: Location) -> Result<[u8; 32]> {
+        Ok(self.read_head(loc)?.meta.sha256)
+    }
+
     fn read_head(&self, loc: Location) -> Result<record::Parsed> {
         let path = self.pack_path(loc.pack);
         let f = self.file(loc.pack)?;
