@@ -28,7 +28,8 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,22 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@contextmanager
+def open_importer(data_dir: Path, wait: float = 0.0) -> Iterator[Importer]:
+    """The archive at ``data_dir`` opened for importing (``duckpacs import``, ``import-scans``
+    and ``migrate`` share it): the index, held for the whole run (see :func:`open_index`),
+    the importer's own store writer, and the records a killed run left unindexed
+    reconciled first (counted in ``counts.reconciled``). No journal: set one if wanted."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        open_index(data_dir, wait) as index,
+        _core.Store(data_dir / "store", writer_id=IMPORT_WRITER) as store,
+    ):
+        importer = Importer(store, index, None)
+        importer.counts.reconciled = reconcile(store, index)
+        yield importer
+
+
 def import_paths(
     paths: Iterable[str | os.PathLike[str]],
     data_dir: Path,
@@ -296,16 +313,11 @@ def import_paths(
     Returns the progress summary (files, bytes, rejects with reasons) and the counts.
     Raises :class:`ArchiveLockedError` when another process writes the archive.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
     with (
-        open_index(data_dir, wait) as index,
-        _core.Store(data_dir / "store", writer_id=IMPORT_WRITER) as store,
-        index.bulk_load(),  # each batch still commits; the WAL is folded in once, at the end
+        open_importer(data_dir, wait) as importer,
+        importer.index.bulk_load(),  # each batch still commits; the WAL is folded in at the end
     ):
-        reconciled = reconcile(store, index)
-        journal = Journal(data_dir / JOURNAL_NAME) if use_journal else None
-        importer = Importer(store, index, journal)
-        importer.counts.reconciled = reconciled
+        journal = importer.journal = Journal(data_dir / JOURNAL_NAME) if use_journal else None
         try:
             summary = batch_mod.run(
                 paths,

@@ -56,9 +56,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from duckpacs import _core
 from duckpacs.errors import NetworkError, StorageError
-from duckpacs.index import Index
 from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest import importer as importer_mod
 
@@ -460,11 +458,11 @@ class ArchiveTarget(Target):
     with :func:`open_archive`, which holds the index (single writer) for the whole run.
     """
 
-    def __init__(self, data_dir: Path, index: Index, store: _core.Store) -> None:
+    def __init__(self, data_dir: Path, importer: importer_mod.Importer) -> None:
         self.data_dir = data_dir
-        self.index = index
+        self.index = importer.index
         self.staging = data_dir / MIGRATE_DIR / "staging"
-        self.importer = importer_mod.Importer(store, index, journal=None)
+        self.importer = importer
 
     def folder(self, study: RemoteStudy) -> Path:
         """The staging folder of ``study``."""
@@ -528,14 +526,8 @@ def open_archive(data_dir: str | Path, wait: float = 0.0) -> Iterator[ArchiveTar
     while ``duckpacs serve`` or an import writes the archive, like ``duckpacs import``.
     """
     data = Path(data_dir)
-    data.mkdir(parents=True, exist_ok=True)
-    with (
-        importer_mod.open_index(data, wait) as index,
-        _core.Store(data / "store", writer_id=importer_mod.IMPORT_WRITER) as store,
-    ):
-        target = ArchiveTarget(data, index, store)
-        target.importer.counts.reconciled = importer_mod.reconcile(store, index)
-        yield target
+    with importer_mod.open_importer(data, wait) as importer:
+        yield ArchiveTarget(data, importer)
 
 
 def journal_path(data_dir: str | Path, peer: RemotePeer) -> Path:

@@ -40,7 +40,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from duckpacs import _core
 from duckpacs.errors import ConfigError, StorageError
 from duckpacs.export import part10
 from duckpacs.ingest import batch as batch_mod
@@ -631,14 +630,8 @@ def store_manifest(
         and it did not let go within ``wait`` seconds.
     """
     data = Path(data_dir)
-    data.mkdir(parents=True, exist_ok=True)
     result = ScanResult(archive=data)
-    with (
-        importer_mod.open_index(data, wait) as index,
-        _core.Store(data / "store", writer_id=importer_mod.IMPORT_WRITER) as store,
-    ):
-        importer = importer_mod.Importer(store, index, journal=None)
-        importer.counts.reconciled = importer_mod.reconcile(store, index)
+    with importer_mod.open_importer(data, wait) as importer:
         pending: list[Converted] = []
         size = 0
         for item in convert_rows(manifest, result):
