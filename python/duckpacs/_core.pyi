@@ -99,7 +99,10 @@ class Store:
         transfer_syntax: str | None = None,
         received_at_us: int | None = None,
         source_ae: str | None = None,
-    ) -> Location: ...
+        hold: bool = False,
+    ) -> Location:
+        """Stores one instance; returns once durable. With ``hold`` the record stays below
+        :meth:`low_water` until :meth:`settle` (the index owner has taken its row)."""
     def put_many(
         self,
         items: Sequence[bytes],
@@ -114,6 +117,14 @@ class Store:
     def header_bytes(self, location: Location) -> bytes: ...
     def delete(self, location: Location) -> Location: ...
     def scan(self, headers: bool = True) -> ScanIter: ...
+    def tail(self, since: dict[int, int], headers: bool = True) -> dict[str, Any]:
+        """Records past the index's per-pack marks: ``instances`` (a :class:`ScanIter` in
+        log order), ``tombstoned`` (locations deleted past the marks), ``ends`` (pack -> new
+        mark), ``damaged`` (records left out: their checksums fail)."""
+    def low_water(self) -> dict[int, int]:
+        """Pack -> offset below which this writer's records may be marked as indexed."""
+    def settle(self, locations: Sequence[Location]) -> None:
+        """Releases records put with ``hold=True``."""
     def verify(
         self, deep: bool = False, progress: Callable[[int, int], None] | None = None
     ) -> dict[str, Any]: ...

@@ -147,7 +147,8 @@ impl Store {
     /// and returns its location once durable.
     /// `received_at_us` (microseconds since the Unix epoch, UTC; default now) and
     /// `source_ae` (the sender's AE title) are kept with the record for a rebuilt index.
-    #[pyo3(signature = (data, transfer_syntax=None, received_at_us=None, source_ae=None))]
+    /// With `hold`, the record stays below this writer's `low_water()` until `settle`.
+    #[pyo3(signature = (data, transfer_syntax=None, received_at_us=None, source_ae=None, hold=false))]
     fn put(
         &self,
         py: Python<'_>,
@@ -155,12 +156,13 @@ impl Store {
         transfer_syntax: Option<&str>,
         received_at_us: Option<u64>,
         source_ae: Option<&str>,
+        hold: bool,
     ) -> PyResult<Loc> {
         let s = self.get_inner()?;
         let prov = provenance(received_at_us, source_ae);
         py.detach(|| {
             let layout = layout_for(data, transfer_syntax);
-            s.put_with(data, layout.as_ref(), &prov)
+            s.put_held(data, layout.as_ref(), &prov, hold)
         })
         .map(tup)
         .map_err(|e| to_py(py, e))
@@ -260,6 +262,49 @@ impl Store {
             entries: entries.into_iter().collect(),
             headers,
         })
+    }
+
+    /// The records past the index's marks (`since`: pack -> offset; missing packs are read
+    /// whole): a dict with `instances` (an iterator like `scan`'s, in log order),
+    /// `tombstoned` (locations deleted past the marks), `ends` (pack -> new mark) and
+    /// `damaged` (records left out because their checksums fail).
+    #[pyo3(signature = (since, headers=true))]
+    fn tail<'py>(
+        &self,
+        py: Python<'py>,
+        since: std::collections::HashMap<u64, u64>,
+        headers: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let t = py.detach(|| s.tail(&since)).map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        let tombstoned: Vec<Loc> = t.tombstoned.into_iter().map(tup).collect();
+        let ends: std::collections::HashMap<u64, u64> = t.ends.into_iter().collect();
+        d.set_item(
+            "instances",
+            ScanIter {
+                store: s,
+                entries: t.instances.into_iter().collect(),
+                headers,
+            },
+        )?;
+        d.set_item("tombstoned", tombstoned)?;
+        d.set_item("ends", ends)?;
+        d.set_item("damaged", t.damaged)?;
+        Ok(d)
+    }
+
+    /// Pack -> offset below which every record this writer appended may be marked indexed
+    /// (held records keep it down until settled). Empty when read-only.
+    fn low_water(&self) -> PyResult<std::collections::HashMap<u64, u64>> {
+        Ok(self.get_inner()?.low_water().into_iter().collect())
+    }
+
+    /// Releases records put with `hold=True`: the index owner has taken them.
+    fn settle(&self, locations: Vec<Loc>) -> PyResult<()> {
+        let l: Vec<Location> = locations.into_iter().map(loc).collect();
+        self.get_inner()?.settle(&l);
+        Ok(())
     }
 
     /// Checks every checksum (`deep`: rebuilds every instance and compares SHA-256).

@@ -14,10 +14,11 @@ pub mod filter;
 pub mod format;
 pub mod pack;
 pub mod record;
+mod tail;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 pub use format::{Kind, Location, Meta, Provenance};
 pub use record::Levels;
+pub use tail::Tail;
 
 use crate::error::{Error, Result};
 use crate::layout::InstanceLayout;
@@ -110,6 +112,11 @@ struct WriterState {
     next_seq: u32,
     /// Number of append batches written so far (tickets for the group commit).
     written: u64,
+    /// Records appended with `hold` and not yet settled, as (pack, offset): the index has
+    /// not been told about them yet, so the low-water mark must stay at or below them.
+    held: BTreeSet<(u64, u64)>,
+    /// End of every pack this writer appended to since it opened (see `low_water`).
+    ends: BTreeMap<u64, u64>,
 }
 
 struct SyncState {
@@ -252,6 +259,7 @@ impl Store {
             .collect();
         let mut next_seq = 1;
         let mut active = None;
+        let mut ends = BTreeMap::new();
         if let Some((last, path)) = mine.last() {
             next_seq = ((last & 0xFFFF_FFFF) as u32).saturating_add(1);
             let file = OpenOptions::new()
@@ -266,6 +274,7 @@ impl Store {
                 sync_dir(dir)?;
                 next_seq -= 1;
             } else if let Ok(Recovery::Clean { end, .. }) = pack::recover(&file, path) {
+                ends.insert(*last, end);
                 active = Some(Active {
                     file: Arc::new(file),
                     path: path.clone(),
@@ -281,6 +290,8 @@ impl Store {
                 active,
                 next_seq,
                 written: 0,
+                held: BTreeSet::new(),
+                ends,
             }),
             sync: Mutex::new(SyncState {
                 synced: 0,
@@ -343,8 +354,9 @@ impl Store {
         Ok(())
     }
 
-    /// Appends whole records and returns once they are durable.
-    fn append(&self, records: &[&[u8]]) -> Result<Vec<Location>> {
+    /// Appends whole records and returns once they are durable. With `hold`, each record
+    /// stays below the writer's low-water mark until [`Store::settle`] releases it.
+    fn append(&self, records: &[&[u8]], hold: bool) -> Result<Vec<Location>> {
         let w = self.writer()?;
         let mut locs = Vec::with_capacity(records.len());
         let ticket = {
@@ -377,6 +389,11 @@ impl Store {
                     length: len,
                 });
                 a.end += len;
+                let (pack, offset, end) = (a.pack, a.end - len, a.end);
+                if hold {
+                    st.held.insert((pack, offset));
+                }
+                st.ends.insert(pack, end);
             }
             st.written += 1;
             st.written
@@ -478,7 +495,7 @@ impl Store {
             return Ok(()); // Nothing to learn from: this series stays dictionary-less.
         };
         let rec = record::encode_dictionary(&raw, series);
-        let loc = self.append(&[&rec])?[0];
+        let loc = self.append(&[&rec], false)?[0];
         let dict = Arc::new(HeaderDict::new(raw, loc, self.opts.levels.header));
         let mut d = lock(&self.dicts);
         if d.by_id.len() >= MAX_DICTS {
@@ -523,8 +540,21 @@ impl Store {
         layout: Option<&InstanceLayout>,
         provenance: &Provenance,
     ) -> Result<Location> {
+        self.put_held(buf, layout, provenance, false)
+    }
+
+    /// [`Store::put_with`], optionally holding the record below the low-water mark until
+    /// [`Store::settle`]: how a caller that indexes asynchronously keeps the index's
+    /// per-pack marks honest (docs/ARCHITECTURE.md, "Crash recovery").
+    pub fn put_held(
+        &self,
+        buf: &[u8],
+        layout: Option<&InstanceLayout>,
+        provenance: &Provenance,
+        hold: bool,
+    ) -> Result<Location> {
         let e = self.encode(buf, layout, provenance)?;
-        let loc = self.append(&[&e.bytes])?[0];
+        let loc = self.append(&[&e.bytes], hold)?[0];
         if e.meta.dict_id == 0 {
             self.learn(&e.meta.series_instance_uid, &e.header_stream)?;
         }
@@ -573,7 +603,7 @@ impl Store {
             }
         }
         let recs: Vec<&[u8]> = encoded.iter().map(|e| e.bytes.as_slice()).collect();
-        self.append(&recs)
+        self.append(&recs, false)
     }
 
     /// Lays out and stores received buffers (see [`Store::put_many`]): each is described by
@@ -836,7 +866,7 @@ impl Store {
             });
         }
         let rec = record::encode_tombstone(loc, &p.meta);
-        Ok(self.append(&[&rec])?[0])
+        Ok(self.append(&[&rec], false)?[0])
     }
 
     /// Calls `f` for every record of every pack whose header checksum holds, with its

@@ -90,6 +90,11 @@ const WINDOW: usize = 1 << 20;
 
 impl<'a> Walker<'a> {
     pub fn new(file: &'a File, path: &'a Path) -> Result<Walker<'a>> {
+        Walker::starting_at(file, path, PACK_HEADER_LEN as u64)
+    }
+
+    /// A walk that starts at `offset`, which must be a record boundary (an index mark).
+    pub fn starting_at(file: &'a File, path: &'a Path, offset: u64) -> Result<Walker<'a>> {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let head = read_at(file, path, 0, PACK_HEADER_LEN.min(len as usize))?;
         parse_pack_header(&head).map_err(|m| integrity(path, 0, m))?;
@@ -97,7 +102,7 @@ impl<'a> Walker<'a> {
             file,
             path,
             len,
-            at: PACK_HEADER_LEN as u64,
+            at: offset.max(PACK_HEADER_LEN as u64),
         })
     }
 

@@ -429,3 +429,94 @@ fn many_series_keep_their_dictionaries_within_the_memory_bound() {
     drop(d);
     assert_eq!(s.stats().unwrap().dictionaries, series.len() as u64);
 }
+
+#[test]
+fn tail_returns_records_past_the_marks_and_drops_what_tombstones_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Some(5), opts()).unwrap();
+    let mut locs = Vec::new();
+    for n in 0..4 {
+        let (buf, layout) = native("1.9.1", n, 1, 8, 8);
+        locs.push(s.put(&buf, Some(&layout)).unwrap());
+    }
+    let all = s.tail(&HashMap::new()).unwrap();
+    assert_eq!(all.instances.len(), 4);
+    let end = all.ends[0].1;
+    assert_eq!(end, locs[3].offset + locs[3].length);
+
+    // Past a mark after the second record: the last two, then nothing once marked at the end.
+    let mut since = HashMap::new();
+    since.insert(locs[0].pack, locs[1].offset + locs[1].length);
+    let uids: Vec<_> = s
+        .tail(&since)
+        .unwrap()
+        .instances
+        .into_iter()
+        .map(|e| e.meta.sop_instance_uid)
+        .collect();
+    assert_eq!(uids, ["1.9.1.2", "1.9.1.3"]);
+    since.insert(locs[0].pack, end);
+    assert!(s.tail(&since).unwrap().instances.is_empty());
+
+    // A deletion past the mark is reported, and an instance it deletes in the tail is left out.
+    s.delete(locs[0]).unwrap();
+    s.delete(locs[3]).unwrap();
+    let t = s.tail(&since).unwrap();
+    assert_eq!(t.tombstoned, vec![locs[0], locs[3]]);
+    assert!(t.instances.is_empty());
+    let whole = s.tail(&HashMap::new()).unwrap();
+    assert_eq!(whole.instances.len(), 2);
+}
+
+#[test]
+fn tail_skips_a_torn_record_and_stops_at_the_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Some(6), opts()).unwrap();
+    let (a, la) = native("1.9.2", 0, 1, 8, 8);
+    let (b, lb) = native("1.9.2", 1, 1, 8, 8);
+    let first = s.put(&a, Some(&la)).unwrap();
+    let second = s.put(&b, Some(&lb)).unwrap();
+    drop(s);
+    // Cut the second record in half, as a crash in the middle of its write would.
+    let path = dir.path().join("packs").join(pack::pack_name(second.pack));
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(second.offset + second.length / 2).unwrap();
+    let r = Store::open(dir.path(), None, opts()).unwrap();
+    let t = r.tail(&HashMap::new()).unwrap();
+    assert_eq!(t.instances.len(), 1);
+    assert_eq!(t.ends, vec![(first.pack, first.offset + first.length)]);
+    // A body damaged in place fails its checksum: left out and counted.
+    f.write_all_at(b"XXXX", first.offset + first.length - 40)
+        .unwrap();
+    let t = r.tail(&HashMap::new()).unwrap();
+    assert!(t.instances.is_empty());
+    assert_eq!(t.damaged, 1);
+}
+
+#[test]
+fn low_water_never_passes_a_held_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), Some(7), opts()).unwrap();
+    let prov = Provenance::now("MOD");
+    let (a, la) = native("1.9.3", 0, 1, 8, 8);
+    let (b, lb) = native("1.9.3", 1, 1, 8, 8);
+    let held = s.put_held(&a, Some(&la), &prov, true).unwrap();
+    let after = s.put_held(&b, Some(&lb), &prov, true).unwrap();
+    assert_eq!(s.low_water(), vec![(held.pack, held.offset)]);
+    s.settle(&[after]); // settled out of order: the first still holds the mark
+    assert_eq!(s.low_water(), vec![(held.pack, held.offset)]);
+    s.settle(&[held]);
+    // Nothing held: the mark is the pack's end (past any dictionary record too).
+    let end = s.low_water()[0].1;
+    assert!(end >= after.offset + after.length);
+    let reader = Store::open(dir.path(), None, opts()).unwrap();
+    assert!(reader.low_water().is_empty());
+    assert_eq!(
+        reader
+            .tail(&HashMap::from([(held.pack, end)]))
+            .unwrap()
+            .instances
+            .len(),
+        0
+    );
+}
