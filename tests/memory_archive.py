@@ -36,7 +36,9 @@ class MemoryStore:
         self.full = False
         self.puts = 0
 
-    def put(self, data: bytes, *, received_at_us: int = 0, source_ae: str = "") -> Location:
+    def put(
+        self, data: bytes, *, received_at_us: int = 0, source_ae: str = "", hold: bool = False
+    ) -> Location:
         if self.full:
             raise OSError(errno.ENOSPC, "No space left on device")
         with self.lock:
@@ -47,6 +49,12 @@ class MemoryStore:
 
     def get(self, location: Location) -> bytes:
         return self.records[location]
+
+    def low_water(self) -> dict[int, int]:
+        return {}  # nothing to recover: the memory store does not survive its process
+
+    def settle(self, locations: list[Location]) -> None:
+        pass
 
 
 def describe(data: bytes, transfer_syntax: str, source_ae: str = "") -> dict[str, str]:
@@ -86,7 +94,9 @@ class MemoryCatalog:
         hit = self.instances.get(sop_instance_uid)
         return hit[0] if hit else None
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+    def add(
+        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
+    ) -> list[InstanceRef | None]:
         out: list[InstanceRef | None] = []
         with self.lock:
             for entry in entries:

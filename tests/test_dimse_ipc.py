@@ -25,10 +25,14 @@ class CountingCatalog(MemoryCatalog):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[int] = []
+        self.marks: list[dict[int, int]] = []
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+    def add(
+        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
+    ) -> list[InstanceRef | None]:
         self.batches.append(len(entries))
-        return super().add(entries)
+        self.marks.append(dict(marks or {}))
+        return super().add(entries, marks)
 
 
 @pytest.fixture
@@ -62,6 +66,23 @@ def test_adds_are_batched_and_visible_to_every_later_read(owner) -> None:  # typ
     assert catalog.batches == [8]  # in one batch
     assert client.lookup("nope") is None
     assert len(client.locate("STUDY", {"StudyInstanceUID": "9.9"})) == 8
+
+
+def test_store_marks_travel_with_the_flush_that_holds_every_earlier_add(owner) -> None:  # type: ignore[no-untyped-def]
+    """Marks sent with adds are committed with the batch of every entry pending when they
+    arrived (never before it), the highest per pack winning (duckpacs.archive.recovery)."""
+    server, catalog = owner
+    client = ipc.RemoteCatalog(server.address, b"secret")
+    client.add([entry("1.4.1")], {7: 100})
+    client.add([entry("1.4.2")], {7: 300, 8: 50})
+    client.add([], {7: 200})  # a late, lower mark from another association
+    assert catalog.marks == []  # nothing written yet
+    server.flush()
+    assert catalog.batches == [2]
+    assert catalog.marks == [{7: 300, 8: 50}]
+    client.add([], {8: 90})  # marks alone (a worker stopping) still reach the index
+    server.flush()
+    assert catalog.marks[-1] == {8: 90}
 
 
 def test_committer_flushes_when_idle(tmp_path: Path) -> None:

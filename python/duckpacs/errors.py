@@ -36,6 +36,11 @@ class ArchiveIndexError(DuckpacsError):
     """The DuckDB index is missing, corrupt or out of step with the store."""
 
 
+class IndexUnusableError(ArchiveIndexError):
+    """The index file is missing (while the store holds records), damaged, or not an index:
+    an archive opened for writing rebuilds it from the store (the damaged file is kept)."""
+
+
 class QueryError(DuckpacsError):
     """A query names an unknown attribute or holds a malformed value (PS3.4 C.2.2.2)."""
 

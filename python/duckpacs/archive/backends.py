@@ -44,11 +44,21 @@ class PackStore:
     def __init__(self, data_dir: Path, writer_id: int | None) -> None:
         self._store = _core.Store(Path(data_dir) / STORE_DIRNAME, writer_id=writer_id)
 
-    def put(self, data: bytes, *, received_at_us: int, source_ae: str = "") -> Location:
+    def put(
+        self, data: bytes, *, received_at_us: int, source_ae: str = "", hold: bool = False
+    ) -> Location:
         """Durably store ``data`` with its provenance (kept for a rebuilt index)."""
         return Location(
-            *self._store.put(data, received_at_us=received_at_us, source_ae=source_ae or None)
+            *self._store.put(
+                data, received_at_us=received_at_us, source_ae=source_ae or None, hold=hold
+            )
         )
+
+    def low_water(self) -> dict[int, int]:
+        return self._store.low_water()
+
+    def settle(self, locations: list[Location]) -> None:
+        self._store.settle(locations)
 
     def get(self, location: Location) -> bytes:
         pack, offset, length = location
@@ -99,10 +109,12 @@ class IndexCatalog:
         self._reader_lock = threading.Lock()
 
     @classmethod
-    def open(cls, data_dir: Path) -> IndexCatalog:
-        from duckpacs.index import Index
+    def open(cls, data_dir: Path, on_conflict: str = "keep-first") -> IndexCatalog:
+        """The index opened for writing, caught up with the store first (crash recovery)."""
+        from duckpacs.archive import recovery
 
-        return cls(Index.open(Path(data_dir)))
+        index, _ = recovery.open_for_writing(Path(data_dir), on_conflict=on_conflict)
+        return cls(index)
 
     def close(self) -> None:
         self._reader.close()
@@ -148,7 +160,13 @@ class IndexCatalog:
             )  # fmt: skip
         return batch
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+    def add(
+        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
+    ) -> list[InstanceRef | None]:
+        if not entries:
+            if marks:
+                self.index.advance_marks(marks)
+            return []
         uids = [e.ref.sop_instance_uid for e in entries]
         existing = {
             row[0]: self._ref(row)
@@ -162,7 +180,9 @@ class IndexCatalog:
                 fresh.append(entry)
                 seen.add(uid)
         if fresh:
-            self.index.add_batch(self._batch(fresh))
+            self.index.add_batch(self._batch(fresh), marks=marks)
+        elif marks:
+            self.index.advance_marks(marks)
         winners: dict[str, InstanceRef] = dict(existing)
         out: list[InstanceRef | None] = []
         for entry in entries:
@@ -218,10 +238,12 @@ def open_client(settings: Settings) -> Archive:
     data_dir = settings.data_dir
     key = data_dir / KEY_FILENAME
     address = ipc.socket_path(data_dir)
-    catalog: Catalog
+    catalog: Catalog | None = None
     if key.is_file() and (address.startswith("\0") or Path(address).exists()):
-        catalog = ipc.RemoteCatalog(address, key.read_bytes())
-    else:
+        remote = ipc.RemoteCatalog(address, key.read_bytes())
+        # A key and socket left by a killed server answer nothing: read the index then.
+        catalog = remote if remote.reachable() else None
+    if catalog is None:
         from duckpacs.index import Index
 
         catalog = IndexCatalog(Index.open(data_dir, read_only=True))

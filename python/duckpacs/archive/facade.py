@@ -111,16 +111,20 @@ class Archive:
             # One clock reading for the store record and the index row: a rebuilt index
             # restores the same received_at.
             row["received_at_us"] = epoch_us_now()
+            # Held until the index owner has the row: the index's store marks must not pass
+            # it (a crash before the owner commits is then caught up at the next start).
             location = self.store_backend.put(
-                stream, received_at_us=row["received_at_us"], source_ae=calling_ae
+                stream, received_at_us=row["received_at_us"], source_ae=calling_ae, hold=True
             )
         except (OSError, StorageError) as e:
             return _rejected(uid, OUT_OF_RESOURCES, _storage_reason(e))
         entry = IndexEntry(InstanceRef(uid, ref_class, ts, location), row)
         if existing is not None:
             self.catalog.replace(entry)
+            self.store_backend.settle([location])
             return StoreResult(Outcome.REPLACED, SUCCESS, uid, "replaced earlier copy", location)
-        (winner,) = self.catalog.add([entry])
+        (winner,) = self.catalog.add([entry], self.store_backend.low_water())
+        self.store_backend.settle([location])
         if winner is not None:  # another association stored the same UID a moment earlier
             return self._duplicate(winner, stream, framing.dataset_offset, uid)
         return StoreResult(Outcome.STORED, SUCCESS, uid, "", location)

@@ -63,7 +63,15 @@ class IndexOwner:
         self._pending_lock = threading.Lock()  # the two dicts below
         self._pending: dict[str, IndexEntry] = {}
         self._flushing: dict[str, IndexEntry] = {}
+        # Store marks that came with adds (pack -> offset, highest wins): committed with
+        # the flush that takes every entry pending when they arrived (archive.recovery).
+        self._pending_marks: dict[int, int] = {}
         self._wake = threading.Event()
+        if not address.startswith("\0"):
+            # We hold the index's write lock, so no other owner of this archive is alive: a
+            # socket file left here is a killed owner's, and would make the bind fail.
+            with contextlib.suppress(FileNotFoundError):
+                Path(address).unlink()
         self._listener = Listener(address, family="AF_UNIX", authkey=authkey)
         self._stopping = threading.Event()
         self.flushes = 0
@@ -90,9 +98,12 @@ class IndexOwner:
 
     # --- the catalog calls, local or from a worker ------------------------------------
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
+    def add(
+        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
+    ) -> list[InstanceRef | None]:
         out: list[InstanceRef | None] = []
         with self._pending_lock:
+            _merge_marks(self._pending_marks, marks or {})
             for entry in entries:
                 uid = entry.ref.sop_instance_uid
                 known = self._pending.get(uid) or self._flushing.get(uid)
@@ -133,17 +144,19 @@ class IndexOwner:
 
     def _flush_locked(self) -> None:
         with self._pending_lock:
-            if not self._pending:
+            if not self._pending and not self._pending_marks:
                 return
             self._flushing, self._pending = self._pending, {}
+            marks, self._pending_marks = self._pending_marks, {}
         batch = list(self._flushing.values())
         try:
-            self.catalog.add(batch)
+            self.catalog.add(batch, marks)
             self.flushes += 1
         except Exception as e:
             # Keep them for the next attempt; the store has the bytes in any case.
             with self._pending_lock:
                 self._pending = {**self._flushing, **self._pending}
+                _merge_marks(self._pending_marks, marks)
                 self._flushing = {}
             logs.event(log, "index write failed; will retry", rows=len(batch), reason=e, level=40)
             raise ArchiveIndexError(f"the index could not take {len(batch)} rows: {e}") from e
@@ -193,6 +206,12 @@ class IndexOwner:
                 time.sleep(self.flush_interval)  # logged in _flush_locked; retry later
 
 
+def _merge_marks(into: dict[int, int], marks: dict[int, int]) -> None:
+    for pack, offset in marks.items():
+        if offset > into.get(pack, -1):
+            into[pack] = offset
+
+
 class _CatalogCalls:
     """The :class:`Catalog` methods as calls to the owner; subclasses say how a call travels."""
 
@@ -203,8 +222,10 @@ class _CatalogCalls:
         result: InstanceRef | None = self._call("lookup", sop_instance_uid)
         return result
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
-        result: list[InstanceRef | None] = self._call("add", entries)
+    def add(
+        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
+    ) -> list[InstanceRef | None]:
+        result: list[InstanceRef | None] = self._call("add", entries, marks)
         return result
 
     def replace(self, entry: IndexEntry) -> None:
@@ -249,6 +270,14 @@ class RemoteCatalog(_CatalogCalls):
                 ) from None
             self._local.conn = conn
         return conn
+
+    def reachable(self) -> bool:
+        """Whether an owner answers at the address (not just a file left by a killed one)."""
+        try:
+            self._conn()
+        except ArchiveIndexError:
+            return False
+        return True
 
     def _call(self, method: str, *args: Any) -> Any:
         conn = self._conn()

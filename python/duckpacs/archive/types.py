@@ -77,11 +77,22 @@ class StoreResult:
 
 
 class Store(Protocol):
-    """Instance bytes on disk: durable when :meth:`put` returns (group-committed)."""
+    """Instance bytes on disk: durable when :meth:`put` returns (group-committed).
 
-    def put(self, data: bytes, *, received_at_us: int, source_ae: str = "") -> Location: ...
+    A record put with ``hold`` stays below :meth:`low_water` until :meth:`settle`: the
+    marks the index commits never pass a record whose row has not reached the index yet
+    (:mod:`duckpacs.archive.recovery`).
+    """
+
+    def put(
+        self, data: bytes, *, received_at_us: int, source_ae: str = "", hold: bool = False
+    ) -> Location: ...
 
     def get(self, location: Location) -> bytes: ...
+
+    def low_water(self) -> dict[int, int]: ...
+
+    def settle(self, locations: list[Location]) -> None: ...
 
 
 class Describer(Protocol):
@@ -99,8 +110,14 @@ class Catalog(Protocol):
 
     def lookup(self, sop_instance_uid: str) -> InstanceRef | None: ...
 
-    def add(self, entries: list[IndexEntry]) -> list[InstanceRef | None]:
-        """Insert entries; per entry ``None`` if inserted, else the instance already there."""
+    def add(
+        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
+    ) -> list[InstanceRef | None]:
+        """Insert entries; per entry ``None`` if inserted, else the instance already there.
+
+        ``marks`` (store pack -> offset, the writer's low-water mark taken before the
+        entries' records were settled) are committed with the entries or after them.
+        """
         ...
 
     def replace(self, entry: IndexEntry) -> None: ...

@@ -45,7 +45,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         raise StorageError(f"{store_path}: no store here, nothing to index")
     started = time.monotonic()
     with Store.open(store_path) as store:
-        scan = store.scan(headers=True)
+        tail = store.tail({}, headers=True)  # every live record, and where each pack ends
+        scan = tail["instances"]
         total = len(scan)
         show = sys.stderr.isatty()
 
@@ -54,7 +55,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"\rindexed {done:,} of {total:,}")
                 sys.stderr.flush()
 
-        stats = rebuild(data, store_records(scan), batch_size=args.batch, progress=progress)
+        stats = rebuild(
+            data, store_records(scan), batch_size=args.batch, progress=progress,
+            marks=tail["ends"],
+        )  # fmt: skip
         if show:
             sys.stderr.write("\n")
     stats["seconds"] = round(time.monotonic() - started, 1)  # type: ignore[assignment]

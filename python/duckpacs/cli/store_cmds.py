@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs._core import Store
+from duckpacs.archive import recovery
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ArchiveLockedError, StorageError
 from duckpacs.index import Index
@@ -138,33 +139,31 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_index_for_compaction(data_dir: Path) -> Index | None:
-    """The index, opened for writing before compaction starts: compaction moves records, so
-    it must not run while `duckpacs serve` owns the index (it could not follow the moves)."""
-    if not (data_dir / "index.duckdb").exists():
-        return None
+def _open_index_for_compaction(data_dir: Path, on_conflict: str) -> Index:
+    """The index, opened for writing (and caught up with the store) before compaction
+    starts: compaction moves records, so it must not run while `duckpacs serve` owns the
+    index (it could not follow the moves)."""
     try:
-        return Index.open(data_dir, check_store=False)
+        index, _ = recovery.open_for_writing(data_dir, on_conflict=on_conflict)
     except ArchiveLockedError:
         raise ArchiveLockedError(
             "compaction moves stored records and the index must follow them: "
             "stop `duckpacs serve` on this archive first"
         ) from None
+    return index
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Rewrites sealed packs; the moves are printed (``--json``) for the index to follow."""
-    data_dir = settings(args).data_dir
-    index = _open_index_for_compaction(data_dir)
-    try:
-        with Store(store_dir(args), writer_id=MAINTENANCE_WRITER) as store:
+    s = settings(args)
+    path = store_dir(args)
+    with _open_index_for_compaction(s.data_dir, s["archive.on_conflict"]) as index:
+        with Store(path, writer_id=MAINTENANCE_WRITER) as store:
             report = store.compact(min_dead_ratio=args.min_dead, progress=_progress("compact"))
         # The store has already committed the move; the index follows it at once so that
-        # every indexed location stays readable (a crash here is repaired by `reindex`).
-        report["index_updated"] = index.relocate(report["moved"]) if index else 0
-    finally:
-        if index is not None:
-            index.close()
+        # every indexed location stays readable (a kill in between is repaired by the next
+        # opening for writing: duckpacs.archive.recovery re-points the rows).
+        report["index_updated"] = index.relocate(report["moved"])
     if args.json:
         print_json(report)
         return 0

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from pydicom.datadict import DicomDictionary
 
 from duckpacs import logs
-from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
+from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, IndexUnusableError, QueryError
 from duckpacs.index import matching, schema
 
 INDEX_FILENAME = "index.duckdb"
@@ -110,7 +110,7 @@ class Index:
         exists = file.exists()
         if not exists:
             if check_store and store_has_records(file.parent):
-                raise ArchiveIndexError(
+                raise IndexUnusableError(
                     f"{file}: the index is missing but the store holds records; {REINDEX_HINT}"
                 )
             if read_only:
@@ -119,10 +119,13 @@ class Index:
         con = cls._connect(file, read_only)
         try:
             cls._migrate(con, file, read_only, created=not exists)
+            return cls(con, file, read_only)
+        except duckdb.Error as e:  # a torn file can open and fail on its first read
+            con.close()
+            raise IndexUnusableError(f"{file}: the index is damaged ({e}); {REINDEX_HINT}") from e
         except BaseException:
             con.close()
             raise
-        return cls(con, file, read_only)
 
     @staticmethod
     def _connect(file: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -140,7 +143,7 @@ class Index:
                     f"{file}: the index is open in another process (the serving process owns "
                     "it; stop it or ask it)"
                 ) from e
-            raise ArchiveIndexError(
+            raise IndexUnusableError(
                 f"{file}: cannot open the index ({text}); {REINDEX_HINT}"
             ) from e
 
@@ -155,14 +158,14 @@ class Index:
             }
             if "duckpacs_meta" not in tables:
                 if tables or read_only:
-                    raise ArchiveIndexError(f"{file}: not a duckpacs index; {REINDEX_HINT}")
+                    raise IndexUnusableError(f"{file}: not a duckpacs index; {REINDEX_HINT}")
                 _create(con)
                 return
             row = con.execute(
                 "SELECT value FROM duckpacs_meta WHERE key = 'schema_version'"
             ).fetchall()
         except duckdb.Error as e:
-            raise ArchiveIndexError(f"{file}: the index is damaged ({e}); {REINDEX_HINT}") from e
+            raise IndexUnusableError(f"{file}: the index is damaged ({e}); {REINDEX_HINT}") from e
         version = int(row[0][0]) if row else 0
         if version > schema.SCHEMA_VERSION:
             raise ArchiveIndexError(
@@ -231,7 +234,7 @@ class Index:
                 self._con.execute("CHECKPOINT")
                 self._con.execute("SET checkpoint_threshold = ?", [previous])
 
-    def add_batch(self, batch: Any) -> dict[str, int]:
+    def add_batch(self, batch: Any, *, marks: Mapping[int, int] | None = None) -> dict[str, int]:
         """Append a header batch (:data:`~duckpacs.index.schema.BATCH_SCHEMA`) in bulk.
 
         Duplicates are resolved with set operations over the whole batch: within the batch the
@@ -248,11 +251,19 @@ class Index:
         -------
         dict with ``added`` (new instances), ``replaced``, ``unchanged``, ``duplicates``
         (rows superseded by a later row of the batch) and ``rejected`` (no SOP Instance UID).
+
+        ``marks`` (store pack -> offset) advance the index's record of how far into each pack
+        it has applied the store's records, in the same transaction (a mark never moves
+        back here; see :meth:`set_marks`).
         """
         table = _as_table(batch)
         if table.num_rows == 0:
+            if marks:
+                self.advance_marks(marks)
             return {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "rejected": 0}
         with self._lock, self._transaction():
+            if marks:
+                self._advance_marks(marks)
             base = self._next_iid
             iids = pa.array(range(base, base + table.num_rows), pa.int64())
             self._batch = table.append_column("iid", iids)
@@ -342,6 +353,73 @@ class Index:
             con.execute("INSERT INTO attributes SELECT * FROM _dp_attrs")
         finally:
             con.unregister("_dp_attrs")
+
+    # -- store marks: the index as a view of the store's log ---------------------------------
+
+    def marks(self) -> dict[int, int]:
+        """Store pack -> offset below which every record has been applied to the index."""
+        with self._lock:
+            rows = self._con.execute("SELECT pack, indexed_to FROM store_marks").fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    def advance_marks(self, marks: Mapping[int, int]) -> None:
+        """Move marks forward (never back) when a writer's records needed no new rows."""
+        with self._lock, self._transaction():
+            self._advance_marks(marks)
+
+    def _advance_marks(self, marks: Mapping[int, int]) -> None:
+        self._con.executemany(
+            """INSERT INTO store_marks VALUES (?, ?) ON CONFLICT (pack)
+            DO UPDATE SET indexed_to = greatest(indexed_to, excluded.indexed_to)""",
+            [(int(p), int(o)) for p, o in marks.items()],
+        )
+
+    def set_marks(self, marks: Mapping[int, int]) -> None:
+        """Replace every mark with ``marks`` (after a catch-up read the packs as they are:
+        packs that no longer exist lose their mark, a pack cut shorter gets the lower one)."""
+        with self._lock, self._transaction():
+            self._con.execute("DELETE FROM store_marks")
+            if marks:
+                self._con.executemany(
+                    "INSERT INTO store_marks VALUES (?, ?)",
+                    [(int(p), int(o)) for p, o in marks.items()],
+                )
+
+    def instances_at(self, uids: Sequence[str]) -> dict[str, tuple[int, int, int, str, Any]]:
+        """SOP Instance UID -> (pack, offset, length, sha256, received_at) of indexed ones."""
+        if not uids:
+            return {}
+        with self._lock:
+            self._con.register("_dp_uids", pa.table({"uid": pa.array(list(uids), pa.string())}))
+            try:
+                rows = self._con.execute(
+                    """SELECT sop_instance_uid, pack, "offset", length, sha256, received_at
+                    FROM instances WHERE sop_instance_uid IN (SELECT uid FROM _dp_uids)"""
+                ).fetchall()
+            finally:
+                self._con.unregister("_dp_uids")
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4]), r[5]) for r in rows}
+
+    def remove_locations(self, locations: Sequence[tuple[int, int, int]]) -> int:
+        """Drop the instances indexed at these store locations (tombstoned records)."""
+        if not locations:
+            return 0
+        table = pa.table(
+            {
+                "pack": pa.array([int(loc[0]) for loc in locations], pa.uint64()),
+                "offset": pa.array([int(loc[1]) for loc in locations], pa.uint64()),
+            }
+        )
+        with self._lock:
+            self._con.register("_dp_locs", table)
+            try:
+                rows = self._con.execute(
+                    """SELECT i.sop_instance_uid FROM instances i JOIN _dp_locs l
+                    ON i.pack = l.pack AND i."offset" = l."offset" """
+                ).fetchall()
+            finally:
+                self._con.unregister("_dp_locs")
+        return self.remove([str(r[0]) for r in rows])
 
     def remove(self, sop_instance_uids: Sequence[str]) -> int:
         """Drop instances (after a deletion in the store); returns how many were indexed."""
@@ -623,7 +701,7 @@ VIEWS = (
 )
 
 # schema version -> statements bringing it to the next version.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: schema.INDEX_STATEMENTS}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: schema.INDEX_STATEMENTS, 2: (schema.MARKS_DDL,)}
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:

@@ -68,8 +68,13 @@ def rebuild(
     *,
     batch_size: int = bulk.BATCH_RECORDS,
     progress: Callable[[int], None] | None = None,
+    marks: Mapping[int, int] | None = None,
 ) -> dict[str, int]:
     """Write a fresh index for ``path`` from ``records`` and swap it in.
+
+    ``marks`` (store pack -> offset, from the same ``Store.tail`` read as ``records``) say
+    how far into each pack the new index is complete, so the next catch-up starts there
+    (:mod:`duckpacs.archive.recovery`).
 
     Parsing and appending overlap (:mod:`duckpacs.index.bulk`) and the new file is written
     as one bulk load (:meth:`Index.bulk_load`).
@@ -93,6 +98,7 @@ def rebuild(
             _, skipped = bulk.append_records(
                 index, records, batch_records=batch_size, on_rejected=rejected, progress=progress
             )
+        index.set_marks(marks or {})
         stats = index.stats()
     final.with_name(final.name + ".wal").unlink(missing_ok=True)
     os.replace(temp, final)

@@ -29,7 +29,7 @@ from typing import Final
 import pyarrow as pa
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 LEVELS: Final = ("patient", "study", "series", "image")
 
@@ -252,7 +252,18 @@ def create_statements() -> list[str]:
   number_of_patient_related_studies BIGINT, number_of_patient_related_series BIGINT,
   number_of_patient_related_instances BIGINT, rep_iid BIGINT)""",
         *INDEX_STATEMENTS,
+        MARKS_DDL,
     ]
+
+
+# Version 3: how far into each store pack the index has applied the records (the store is
+# the log, the index a view of it). Written in the same transaction as the rows, so an
+# archive opened for writing indexes exactly the records past these marks first
+# (duckpacs.archive.recovery). An index migrated from version 2 has no marks: its first
+# catch-up reads every pack once.
+MARKS_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS store_marks (pack UBIGINT PRIMARY KEY, indexed_to UBIGINT)"
+)
 
 
 # Version 2: ART indexes on the instance UIDs. Without them, at a million instances, every

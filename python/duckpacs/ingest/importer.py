@@ -13,9 +13,10 @@ The order of every batch makes an interrupted import safe to rerun:
 5. the journal (``<data>/import-journal.sqlite``) notes each input's (path, size, mtime), so a
    rerun skips unchanged inputs without reading them.
 
-A kill between 3 and 4 leaves records in the store that the index lacks; :func:`reconcile`
-(run when an import starts) finds them by comparing the store's instance count with the
-index's and indexes the missing ones from the store, so nothing is stored twice.
+A kill between 3 and 4 leaves records in the store that the index lacks: the next opening
+of the archive for writing indexes every record past the index's per-pack marks before
+anything else (:mod:`duckpacs.archive.recovery`), so nothing is stored twice. Step 4 advances
+those marks in the same transaction as the rows.
 
 Single writer: the index is opened read-write, which DuckDB grants to one process; a running
 ``duckpacs serve`` (the index owner) or another import makes this raise
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,10 +37,10 @@ from typing import Any
 import pyarrow as pa
 
 from duckpacs import _core, logs
+from duckpacs.archive import recovery
 from duckpacs.archive.types import epoch_us_now, from_epoch_us
-from duckpacs.errors import ArchiveLockedError, DuckpacsError, IntegrityError
+from duckpacs.errors import DuckpacsError, IntegrityError
 from duckpacs.index import Index
-from duckpacs.index.reindex import store_records
 from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest.batch import Payload
 from duckpacs.ingest.progress import Progress, Summary
@@ -123,55 +123,6 @@ class Journal:
 
     def close(self) -> None:
         self._con.close()
-
-
-def open_index(data_dir: Path, wait: float = 0.0) -> Index:
-    """The index opened read-write, retrying for ``wait`` seconds while another process has it.
-
-    Raises
-    ------
-    ArchiveLockedError : still locked after ``wait`` seconds (``duckpacs serve`` owns the
-        index while it runs; a second import also has to wait).
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return Index.open(data_dir)
-        except ArchiveLockedError as e:
-            if time.monotonic() >= deadline:
-                raise ArchiveLockedError(
-                    f"{data_dir}: another duckpacs process (serve or import) is writing this "
-                    "archive; stop it or rerun with --wait SECONDS"
-                ) from e
-            time.sleep(0.5)
-
-
-def reconcile(store: _core.Store, index: Index) -> int:
-    """Index the store's live records whose SOP Instance UID the index lacks.
-
-    A bulk import stores a batch (durable) before indexing it; if it was killed in between,
-    the store holds instances the index does not know. Cheap when counts agree (the common
-    case); otherwise one pass over the store's record headers.
-    """
-    live = int(store.stats().get("instances", 0))
-    if live <= index.stats()["instances"]:
-        return 0
-    con = index.connection()
-    indexed = {r[0] for r in con.execute("SELECT sop_instance_uid FROM instances").fetchall()}
-    missing = [e for e in store.scan(headers=True) if e.get("sop_instance_uid") not in indexed]
-    if not missing:
-        return 0
-    seen: set[str] = set()
-    records = []
-    for entry, record in zip(missing, store_records(missing), strict=True):
-        uid = entry["sop_instance_uid"]
-        if uid not in seen:
-            seen.add(uid)
-            records.append(record)
-    hb = _core.index_batch([h for _, h in records], [dict(r) for r, _ in records])
-    index.add_batch(hb)
-    logs.event(log, "indexed store records a previous import left unindexed", count=len(records))
-    return len(records) - len(hb.errors)
 
 
 class Importer:
@@ -273,7 +224,8 @@ class Importer:
                 f"{first}: stored but the index parser refused it ({hb.errors[0][1]}); "
                 "run `duckpacs reindex`"
             )
-        self.index.add_batch(hb)
+        # One writer, one batch at a time: everything it appended is in this batch.
+        self.index.add_batch(hb, marks=self.store.low_water())
         self.counts.stored += len(new)
 
 
@@ -284,16 +236,14 @@ def _sha256(data: bytes) -> str:
 @contextmanager
 def open_importer(data_dir: Path, wait: float = 0.0) -> Iterator[Importer]:
     """The archive at ``data_dir`` opened for importing (``duckpacs import``, ``import-scans``
-    and ``migrate`` share it): the index, held for the whole run (see :func:`open_index`),
-    the importer's own store writer, and the records a killed run left unindexed
-    reconciled first (counted in ``counts.reconciled``). No journal: set one if wanted."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with (
-        open_index(data_dir, wait) as index,
-        _core.Store(data_dir / "store", writer_id=IMPORT_WRITER) as store,
-    ):
+    and ``migrate`` share it): the index, held for the whole run and caught up with the
+    store first (records a killed run left unindexed are counted in ``counts.reconciled``;
+    see :func:`duckpacs.archive.recovery.open_for_writing`, which also says what ``wait``
+    does), and the importer's own store writer. No journal: set one if wanted."""
+    index, caught_up = recovery.open_for_writing(data_dir, wait=wait)
+    with index, _core.Store(data_dir / "store", writer_id=IMPORT_WRITER) as store:
         importer = Importer(store, index, None)
-        importer.counts.reconciled = reconcile(store, index)
+        importer.counts.reconciled = caught_up.indexed
         yield importer
 
 

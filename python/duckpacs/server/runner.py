@@ -91,6 +91,10 @@ def _worker_main(
         if os.getppid() == 1:  # the owner died without telling us
             break
     server.stop()
+    # Every record is settled now: move this writer's marks to its packs' ends, so the
+    # next start has nothing of ours to read again.
+    with contextlib.suppress(DuckpacsError, OSError):
+        catalog.add([], store.low_water())
     store.close()
 
 
@@ -132,7 +136,7 @@ class Service:
     def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        self.index = backends.IndexCatalog.open(s.data_dir)
+        self.index = backends.IndexCatalog.open(s.data_dir, s["archive.on_conflict"])
         authkey = secrets.token_bytes(32)
         try:
             self.owner = ipc.IndexOwner(self.index, ipc.socket_path(s.data_dir), authkey)
