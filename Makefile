@@ -10,7 +10,7 @@ export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 # DCMTK and Orthanc stall 40 ms per message without it (see docs/ARCHITECTURE.md).
 export TCP_NODELAY := 1
 
-.PHONY: help venv build run test test-rust test-python system-deps bench fuzz lint fmt clean
+.PHONY: help venv build run test test-rust test-python system-deps bench fuzz soak lint fmt clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside th
 fuzz: build  ## the long robustness run of the parser
 	python -m pytest -q -m slow tests
 	cargo test --release --quiet -p duckpacs-core --test fuzz -- --ignored
+
+soak: build system-deps  ## the long crash runs: 50 SIGKILL cycles during ingest, then checks
+	python -m pytest -q -m soak tests
 
 lint: build  ## ruff, mypy, cargo clippy -D warnings, cargo fmt --check
 	ruff check python tests bench
