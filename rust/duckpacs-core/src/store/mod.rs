@@ -338,11 +338,28 @@ impl Store {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        file.write_all_at(&pack_header(w.id, seq), 0)
-            .map_err(|e| Error::io(&path, e))?;
-        if self.opts.sync {
-            file.sync_all().map_err(|e| Error::io(&path, e))?;
-            sync_dir(&self.packs_dir)?;
+        let started = file
+            .write_all_at(&pack_header(w.id, seq), 0)
+            .and_then(|()| {
+                if self.opts.sync {
+                    file.sync_all()
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| Error::io(&path, e))
+            .and_then(|()| {
+                if self.opts.sync {
+                    sync_dir(&self.packs_dir)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = started {
+            // A disk that filled up mid-way: leave no half-made pack behind, so the next
+            // append (once there is space) creates it afresh instead of failing on it.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
         st.next_seq = seq.saturating_add(1);
         st.active = Some(Active {
@@ -541,6 +558,7 @@ impl Store {
         provenance: &Provenance,
     ) -> Result<Location> {
         self.put_held(buf, layout, provenance, false)
+            .map(|(loc, _)| loc)
     }
 
     /// [`Store::put_with`], optionally holding the record below the low-water mark until
@@ -552,13 +570,13 @@ impl Store {
         layout: Option<&InstanceLayout>,
         provenance: &Provenance,
         hold: bool,
-    ) -> Result<Location> {
+    ) -> Result<(Location, [u8; 32])> {
         let e = self.encode(buf, layout, provenance)?;
         let loc = self.append(&[&e.bytes], hold)?[0];
         if e.meta.dict_id == 0 {
             self.learn(&e.meta.series_instance_uid, &e.header_stream)?;
         }
-        Ok(loc)
+        Ok((loc, e.meta.sha256))
     }
 
     /// Stores a batch with one fsync, every instance with the same provenance; locations in
@@ -568,6 +586,18 @@ impl Store {
         items: &[(&[u8], Option<&InstanceLayout>)],
         provenance: &Provenance,
     ) -> Result<Vec<Location>> {
+        let stored = self.put_many_held(items, provenance, false)?;
+        Ok(stored.into_iter().map(|(loc, _)| loc).collect())
+    }
+
+    /// [`Store::put_many`] returning each record's SHA-256 too, optionally held (see
+    /// [`Store::put_held`]).
+    pub fn put_many_held(
+        &self,
+        items: &[(&[u8], Option<&InstanceLayout>)],
+        provenance: &Provenance,
+        hold: bool,
+    ) -> Result<Vec<(Location, [u8; 32])>> {
         // Encode groups on every core (a bulk import has nothing else to do); learn header
         // dictionaries between groups so a series' later instances in the same batch use
         // them; append everything in input order with one fsync.
@@ -603,7 +633,11 @@ impl Store {
             }
         }
         let recs: Vec<&[u8]> = encoded.iter().map(|e| e.bytes.as_slice()).collect();
-        self.append(&recs, false)
+        let locs = self.append(&recs, hold)?;
+        Ok(locs
+            .into_iter()
+            .zip(encoded.iter().map(|e| e.meta.sha256))
+            .collect())
     }
 
     /// Lays out and stores received buffers (see [`Store::put_many`]): each is described by
