@@ -136,6 +136,70 @@ class Store:
     def __enter__(self) -> Store: ...
     def __exit__(self, *exc: object) -> bool: ...
 
+# --- the archive's write path (rust/duckpacs-py/src/archive.rs) ---
+
+class ArchiveWriter:
+    """The one door for bytes (``duckpacs_core::archive::Writer``): parse once, one caller
+    per SOP Instance UID, the duplicate rule, a durable record, a pending index row.
+
+    ``lookup(uids)`` returns ``{uid: (pack, offset, length, sha256_hex)}`` for the indexed
+    ones. Outcome dicts: ``outcome`` ("stored", "identical", "kept-first", "replaced",
+    "rejected"), ``sop_instance_uid``, ``location`` (and ``previous`` when replaced), or
+    ``rejection`` ("malformed", "no-uid", "out-of-resources") and ``reason``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        lookup: Callable[[list[str]], dict[str, tuple[int, int, int, str]]],
+        on_conflict: str = "keep-first",
+        flush_rows: int = 512,
+    ) -> None: ...
+    def store(
+        self,
+        data: bytes,
+        transfer_syntax: str | None = None,
+        received_at_us: int | None = None,
+        source_ae: str | None = None,
+    ) -> dict[str, Any]: ...
+    def store_dataset(
+        self,
+        dataset: bytes,
+        transfer_syntax: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        source_ae: str | None = None,
+        received_at_us: int | None = None,
+    ) -> dict[str, Any]: ...
+    def store_many(
+        self,
+        items: Sequence[bytes],
+        received_at_us: int | None = None,
+        source_ae: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def drain(self) -> tuple[HeaderBatch, dict[int, int]] | None:
+        """The next batch for the index and the store marks it covers (the unconfirmed one
+        again after a failed commit)."""
+    def committed(self) -> None: ...
+    def wait(self, timeout: float) -> bool: ...
+    def pending(self, uid: str) -> tuple[Location, str] | None: ...
+    @property
+    def pending_rows(self) -> int: ...
+    def close(self) -> None: ...
+
+IMPLEMENTATION_CLASS_UID: str
+"""Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID under 2.25."""
+IMPLEMENTATION_VERSION_NAME: str
+
+def part10_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str = ""
+) -> bytes:
+    """The File Meta Information for a dataset received over DIMSE (PS3.10 7.1)."""
+
+def part10_split(data: bytes) -> tuple[int, str, str, str]:
+    """``(dataset_offset, transfer_syntax, sop_class_uid, sop_instance_uid)`` of a Part 10
+    stream; raises ``ParseError`` when it has no readable meta."""
+
 class ScanIter(Iterator[dict[str, Any]]):
     """Live instances of a store, one dict per instance (see ``Store.scan``)."""
 

@@ -2,10 +2,12 @@
 //!
 //! Nothing here knows about Python; the `duckpacs-py` crate is the thin binding layer.
 
+pub mod archive;
 pub mod error;
 pub mod index;
 pub mod layout;
 pub mod parse;
+pub mod part10;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -22,6 +22,16 @@ pub struct HeaderBatch {
     errors: Vec<(usize, String)>,
 }
 
+impl HeaderBatch {
+    /// A batch built elsewhere in Rust (the archive writer's pending rows).
+    pub fn from_batch(batch: RecordBatch) -> HeaderBatch {
+        HeaderBatch {
+            batches: vec![batch],
+            errors: Vec::new(),
+        }
+    }
+}
+
 #[pymethods]
 impl HeaderBatch {
     /// Number of instances in the batch.

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod archive;
 mod errors;
 mod index;
 mod parse;
@@ -31,5 +32,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::ScanIter>()?;
     parse::register(m)?;
     index::register(m)?;
+    archive::register(m)?;
     Ok(())
 }

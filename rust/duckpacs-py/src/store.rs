@@ -77,6 +77,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The open core store (shared with the archive writer).
+    pub fn inner(&self) -> PyResult<Arc<store::Store>> {
+        self.get_inner()
+    }
+
     fn get_inner(&self) -> PyResult<Arc<store::Store>> {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
         g.clone()
@@ -163,6 +168,7 @@ impl Store {
         py.detach(|| {
             let layout = layout_for(data, transfer_syntax);
             s.put_held(data, layout.as_ref(), &prov, hold)
+                .map(|(loc, _)| loc)
         })
         .map(tup)
         .map_err(|e| to_py(py, e))

@@ -11,7 +11,8 @@
 //! - AT: `GGGGEEEE`; bulk binary VRs (OB, OW, ...): one entry without a value;
 //! - UN that is printable ASCII (private elements of implicit VR files, up to 1 KiB): as text
 //!   split on `\`, so private attributes stay searchable; other UN: no value;
-//! - group 0002 and Pixel Data (7FE0,0010/0008/0009) are left out.
+//! - group 0002 and Pixel Data (7FE0,0010/0008/0009) are left out, and so is everything
+//!   after the top-level Pixel Data (the store's header bytes end there).
 //!
 //! Sequence items are named by `parent`: `"SSSSSSSS#n"` (sequence tag in hex, item from 0),
 //! nested items joined with `/`.
@@ -534,6 +535,12 @@ fn entries(
 ) {
     for el in &ds.elements {
         let tag = el.tag;
+        if depth == 0 && PIXEL_TAGS.contains(&tag) {
+            // The index holds the header: what precedes the pixel data. Elements after it
+            // (trailing padding, signatures) are not in the store's header bytes either, so
+            // an index rebuilt from the store equals the one built on arrival.
+            break;
+        }
         if tag >> 16 == 0x0002 || PIXEL_TAGS.contains(&tag) {
             continue;
         }

@@ -500,8 +500,8 @@ fn low_water_never_passes_a_held_record() {
     let prov = Provenance::now("MOD");
     let (a, la) = native("1.9.3", 0, 1, 8, 8);
     let (b, lb) = native("1.9.3", 1, 1, 8, 8);
-    let held = s.put_held(&a, Some(&la), &prov, true).unwrap();
-    let after = s.put_held(&b, Some(&lb), &prov, true).unwrap();
+    let (held, _) = s.put_held(&a, Some(&la), &prov, true).unwrap();
+    let (after, _) = s.put_held(&b, Some(&lb), &prov, true).unwrap();
     assert_eq!(s.low_water(), vec![(held.pack, held.offset)]);
     s.settle(&[after]); // settled out of order: the first still holds the mark
     assert_eq!(s.low_water(), vec![(held.pack, held.offset)]);
