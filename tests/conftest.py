@@ -28,4 +28,9 @@ def shared_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 # The DIMSE tests' fixtures (an in-process server over an in-memory archive).
-from tests.dimse_support import running_server, settings_factory  # noqa: E402, F401
+from tests.dimse_support import (  # noqa: E402, F401
+    archive_factory,
+    running_server,
+    settings_factory,
+    small_disk,
+)

@@ -5,6 +5,7 @@ Test modules import the fixtures they use from here (``settings_factory``, ``run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -100,6 +101,70 @@ def running_server(
     for server in servers:
         server.stop()
     _config.UNRESTRICTED_STORAGE_SERVICE = unrestricted
+
+
+@pytest.fixture
+def archive_factory(tmp_path: Path) -> Iterator[Callable[..., Archive]]:
+    """Opens real archives (Rust write path, store, DuckDB index) in the test's folder, the
+    same data folder the settings use; closes them afterwards."""
+    opened: list[Archive] = []
+
+    def factory(on_conflict: str = "keep-first", name: str = "") -> Archive:
+        archive = Archive.open(tmp_path / "data" / name, on_conflict=on_conflict)
+        opened.append(archive)
+        return archive
+
+    yield factory
+    for archive in opened:
+        archive.close()
+
+
+class SmallDisk:
+    """A 4 MiB tmpfs mounted over the archive's store folder, to run it out of space."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        self.filler = store / "filler"
+
+    @contextlib.contextmanager
+    def full(self) -> Iterator[None]:
+        """While inside: the filesystem is full but for a few KiB; then the space is back."""
+        import errno
+
+        with self.filler.open("wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+        try:
+            yield
+        finally:
+            self.filler.unlink()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """:class:`SmallDisk` under ``tmp_path/data/store`` (mounting needs root: skipped
+    otherwise, with that reason)."""
+    import subprocess
+
+    store = tmp_path / "data" / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is simulated with a tmpfs mount, which needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(store)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(store)
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=False)
 
 
 def dcmtk_tool(name: str) -> str:

@@ -29,15 +29,31 @@ def test_defaults_when_nothing_is_configured(tmp_path: Path) -> None:
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
     cfg = write(
         tmp_path / "duckpacs.toml",
-        '[dimse]\nport = 2000\nae_title = "FILEAE"\n[http]\nport = 3000\n[archive]\nworkers = 3\n',
+        '[dimse]\nport = 2000\nae_title = "FILEAE"\n[http]\nport = 3000\n',
     )
     env = {"DUCKPACS_DIMSE_PORT": "2001", "DUCKPACS_HTTP_PORT": "3001"}
     s = config.load(env=env, cwd=tmp_path, flags={"dimse.port": 2002, "http.port": None})
     assert s["dimse.port"] == 2002 and s.sources["dimse.port"] == "flag"
     assert s["http.port"] == 3001 and s.sources["http.port"] == "env DUCKPACS_HTTP_PORT"
     assert s.ae_title == "FILEAE" and s.sources["dimse.ae_title"] == f"file {cfg}"
-    assert s["archive.workers"] == 3
     assert s["http.bind"] == "127.0.0.1" and s.sources["http.bind"] == "default"
+
+
+def test_a_retired_key_is_read_with_a_warning_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file written by an earlier version (``workers = 2``) still starts the archive."""
+    write(tmp_path / "duckpacs.toml", "[archive]\nworkers = 2\n[dimse]\nport = 2000\n")
+    import logging
+
+    logger = logging.getLogger("duckpacs")
+    logger.addHandler(caplog.handler)  # the duckpacs logger may not propagate (logs.setup)
+    try:
+        s = config.load(env={}, cwd=tmp_path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert s["dimse.port"] == 2000
+    assert "archive.workers is no longer used" in caplog.text
 
 
 def test_data_dir_precedence(tmp_path: Path) -> None:
@@ -113,10 +129,6 @@ BAD_FILES = [
     ('[dimse]\nbind = "999.1.1.1"\n', r"dimse\.bind = '999\.1\.1\.1' is invalid: expected an IP"),
     ("[http]\nbind = 5\n", r"http\.bind = 5 is invalid"),
     (
-        "[archive]\nworkers = 0\n",
-        r"archive\.workers = 0 is invalid: expected an integer from 1 to 64",
-    ),
-    (
         '[archive]\nlog_level = "LOUD"\n',
         r"archive\.log_level = 'LOUD' is invalid: expected one of DEBUG",
     ),
@@ -165,7 +177,6 @@ def test_each_kind_of_bad_setting_fails_with_one_line(
         ("DUCKPACS_DIMSE_PORT", "0", r"env DUCKPACS_DIMSE_PORT: dimse\.port = '0' is invalid"),
         ("DUCKPACS_HTTP_PORT", "http", r"http\.port = 'http' is invalid"),
         ("DUCKPACS_AE_TITLE", "x" * 17, r"dimse\.ae_title"),
-        ("DUCKPACS_WORKERS", "many", r"archive\.workers = 'many'"),
         ("DUCKPACS_LOG_LEVEL", "trace", r"archive\.log_level = 'trace'"),
         ("DUCKPACS_DIMSE_BIND", "nowhere", r"dimse\.bind = 'nowhere'"),
     ],

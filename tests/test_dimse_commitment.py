@@ -22,7 +22,6 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from duckpacs.server.commitment import COMMITMENT_INSTANCE_UID
 from tests.dimse_support import SCU_AE, default_peers
 from tests.helpers import free_port
-from tests.memory_archive import memory_archive
 
 CT = get_testdata_file("CT_small.dcm")
 MISSING_UID = "1.2.826.0.1.3680043.2.1125.404"
@@ -70,8 +69,10 @@ def check(report: tuple[int, Dataset], transaction: str) -> None:
     assert failed.FailureReason == 0x0112  # no such object instance
 
 
-def test_report_on_same_association(settings_factory: Any, running_server: Any) -> None:
-    _server, port = running_server(memory_archive(), settings_factory(peers=default_peers()))
+def test_report_on_same_association(
+    settings_factory: Any, running_server: Any, archive_factory: Any
+) -> None:
+    _server, port = running_server(archive_factory(), settings_factory(peers=default_peers()))
     reports = Reports()
     ae = AE(ae_title=SCU_AE)
     assoc = ae.associate(
@@ -94,11 +95,13 @@ def test_report_on_same_association(settings_factory: Any, running_server: Any) 
     check(reports.got[0], "1.2.3.42")
 
 
-def test_report_on_new_association(settings_factory: Any, running_server: Any) -> None:
+def test_report_on_new_association(
+    settings_factory: Any, running_server: Any, archive_factory: Any
+) -> None:
     scu_port = free_port()
     peers = default_peers()
     peers["scu"]["port"] = scu_port
-    _server, port = running_server(memory_archive(), settings_factory(peers=peers))
+    _server, port = running_server(archive_factory(), settings_factory(peers=peers))
     reports = Reports()
     listener = AE(ae_title=SCU_AE)
     listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)

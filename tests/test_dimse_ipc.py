@@ -1,110 +1,67 @@
-"""The index owner and its remote clients: calls, group commit, errors, wrong authkey."""
+"""The running server's local socket: command-line tools query the archive it holds open
+(lookup, find, locate), errors cross it as the same classes, a wrong key is refused, and a
+socket left by a killed server neither blocks the next start nor fools a tool."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
-from duckpacs.archive import ipc
-from duckpacs.archive.types import IndexEntry, InstanceRef, Location
-from duckpacs.errors import ArchiveIndexError
-from tests.memory_archive import MemoryCatalog
+from duckpacs.archive import ipc, layout
+from duckpacs.errors import QueryError
 
-
-def entry(uid: str, pack: int = 0) -> IndexEntry:
-    ref = InstanceRef(
-        uid, "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1", Location(pack, 0, 10)
-    )
-    return IndexEntry(ref, {"SOPInstanceUID": uid, "PatientID": "P1", "StudyInstanceUID": "9.9"})
-
-
-class CountingCatalog(MemoryCatalog):
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[int] = []
-        self.marks: list[dict[int, int]] = []
-
-    def add(
-        self, entries: list[IndexEntry], marks: dict[int, int] | None = None
-    ) -> list[InstanceRef | None]:
-        self.batches.append(len(entries))
-        self.marks.append(dict(marks or {}))
-        return super().add(entries, marks)
+CT = Path(str(get_testdata_file("CT_small.dcm")))
 
 
 @pytest.fixture
-def owner(tmp_path: Path):  # type: ignore[no-untyped-def]
-    catalog = CountingCatalog()
-    server = ipc.IndexOwner(catalog, ipc.socket_path(tmp_path), b"secret", flush_interval=60)
-    server.start()
-    yield server, catalog
-    server.stop()
+def service(archive_factory: Any, tmp_path: Path):  # type: ignore[no-untyped-def]
+    archive = archive_factory()
+    archive.store(CT.read_bytes())  # acknowledged, not yet committed to the index
+    local = ipc.LocalService(archive, tmp_path / "data", b"secret")
+    local.start()
+    yield local
+    local.stop()
 
 
-def test_adds_are_batched_and_visible_to_every_later_read(owner) -> None:  # type: ignore[no-untyped-def]
-    server, catalog = owner
-    client = ipc.RemoteCatalog(server.address, b"secret")
-    results: dict[str, object] = {}
-
-    def add(uid: str) -> None:
-        results[uid] = ipc.RemoteCatalog(server.address, b"secret").add([entry(uid)])
-
-    threads = [threading.Thread(target=add, args=(f"1.2.{i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(5)
-    assert all(r == [None] for r in results.values())
-    assert catalog.batches == []  # acknowledged, not yet written (flush interval is 60 s)
-    assert client.lookup("1.2.3") == entry("1.2.3").ref  # lookups see the pending rows
-    assert client.add([entry("1.2.0", pack=5)]) == [entry("1.2.0").ref]  # already there
-    found = client.find("STUDY", {"PatientID": "P1"}, ["StudyInstanceUID"])
-    assert found == [{"StudyInstanceUID": "9.9"}]  # a read flushes first
-    assert catalog.batches == [8]  # in one batch
-    assert client.lookup("nope") is None
-    assert len(client.locate("STUDY", {"StudyInstanceUID": "9.9"})) == 8
+def test_tools_see_what_the_server_acknowledged(service: ipc.LocalService) -> None:
+    client = ipc.RemoteArchive(service.address, b"secret")
+    uid = str(dcmread(CT).SOPInstanceUID)
+    ref = client.lookup(uid)
+    assert ref is not None and ref.sop_instance_uid == uid
+    rows = client.find("IMAGE", {"SOPInstanceUID": uid}, ["Modality"])
+    assert rows == [{"SOPInstanceUID": uid, "Modality": "CT"}]
+    assert [r.sop_instance_uid for r in client.locate("STUDY", {})] == [uid]
+    assert client.lookup("1.2.3.nobody") is None
 
 
-def test_store_marks_travel_with_the_flush_that_holds_every_earlier_add(owner) -> None:  # type: ignore[no-untyped-def]
-    """Marks sent with adds are committed with the batch of every entry pending when they
-    arrived (never before it), the highest per pack winning (duckpacs.archive.recovery)."""
-    server, catalog = owner
-    client = ipc.RemoteCatalog(server.address, b"secret")
-    client.add([entry("1.4.1")], {7: 100})
-    client.add([entry("1.4.2")], {7: 300, 8: 50})
-    client.add([], {7: 200})  # a late, lower mark from another association
-    assert catalog.marks == []  # nothing written yet
-    server.flush()
-    assert catalog.batches == [2]
-    assert catalog.marks == [{7: 300, 8: 50}]
-    client.add([], {8: 90})  # marks alone (a worker stopping) still reach the index
-    server.flush()
-    assert catalog.marks[-1] == {8: 90}
+def test_errors_cross_the_socket_and_a_wrong_key_is_refused(service: ipc.LocalService) -> None:
+    client = ipc.RemoteArchive(service.address, b"secret")
+    with pytest.raises(QueryError):
+        client.find("IMAGE", {"NoSuchKeyword": "x"}, [])
+    assert not ipc.RemoteArchive(service.address, b"wrong key").reachable()
 
 
-def test_committer_flushes_when_idle(tmp_path: Path) -> None:
-    catalog = CountingCatalog()
-    server = ipc.IndexOwner(catalog, ipc.socket_path(tmp_path), b"k", flush_interval=0.05)
-    server.start()
+def test_the_key_file_is_private_and_removed_at_stop(tmp_path: Path, archive_factory: Any) -> None:
+    local = ipc.LocalService(archive_factory(), tmp_path / "data", b"k")
+    key = tmp_path / "data" / layout.KEY_FILENAME
+    assert key.read_bytes() == b"k" and key.stat().st_mode & 0o077 == 0
+    local.stop()
+    assert not key.exists()
+
+
+def test_a_killed_servers_socket_is_replaced(tmp_path: Path, archive_factory: Any) -> None:
+    data = tmp_path / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    stale = Path(ipc.socket_path(data))
+    stale.write_bytes(b"")  # what SIGKILL leaves: the file, nobody listening
+    assert not ipc.RemoteArchive(str(stale), b"k").reachable()
+    local = ipc.LocalService(archive_factory(), data, b"k")
+    local.start()
     try:
-        ipc.RemoteCatalog(server.address, b"k").add([entry("1.3.1"), entry("1.3.2")])
-        deadline = time.monotonic() + 5
-        while not catalog.batches and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert catalog.batches == [2]
+        assert ipc.RemoteArchive(local.address, b"k").reachable()
     finally:
-        server.stop()
-
-
-def test_errors_cross_the_channel(owner) -> None:  # type: ignore[no-untyped-def]
-    server, _catalog = owner
-    client = ipc.RemoteCatalog(server.address, b"secret")
-    with pytest.raises(ArchiveIndexError, match="KeyError"):
-        client.find("NOLEVEL", {}, [])
-    intruder = ipc.RemoteCatalog(server.address, b"wrong key")
-    with pytest.raises(Exception):  # noqa: B017 (multiprocessing's AuthenticationError)
-        intruder.lookup("1.2")
-    assert client.lookup("1.2") is None  # the owner still serves the honest client
+        local.stop()

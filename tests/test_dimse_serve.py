@@ -33,7 +33,6 @@ def sources() -> list[Path]:
 def write_config(data: Path, dest_port: int) -> None:
     data.mkdir(parents=True, exist_ok=True)
     (data / "duckpacs.toml").write_text(
-        "[archive]\nworkers = 2\n"
         f'[peers.scu]\nae_title = "{SCU_AE}"\nhost = "127.0.0.1"\nport = {dest_port}\n'
     )
 
@@ -133,44 +132,6 @@ def test_serve_stores_finds_and_returns_identical_bytes(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         studies = {str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in files}
         assert {str(dcmread(f).StudyInstanceUID) for f in found2.iterdir()} == studies
-
-
-def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
-    import os
-    import signal
-    import time
-
-    def workers(pid: int) -> list[int]:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        found = []
-        for child in map(int, children):
-            try:
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(child)
-            except OSError:
-                continue
-        return found
-
-    data = tmp_path / "archive"
-    write_config(data, free_port())
-    with running_server(data) as server:
-        before = workers(server.process.pid)
-        assert len(before) == 2
-        os.kill(before[0], signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            now = workers(server.process.pid)
-            if before[0] not in now and len(now) == 2:
-                break
-            time.sleep(0.2)
-        assert len(workers(server.process.pid)) == 2
-        echo = subprocess.run(
-            duckpacs_cmd("echo", f"DUCKPACS@127.0.0.1:{server.dimse_port}", "--data", str(data)),
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert echo.returncode == 0, echo.stderr
-        assert server.stop() == 0
-    assert "DIMSE worker died; restarting" in "\n".join(server.log)
 
 
 def test_second_archive_cannot_share_the_dimse_port(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """DIMSE services driven by a pynetdicom SCU against an in-process server.
 
-The archive behind the server is the in-memory one from ``memory_archive`` so these tests
-exercise the network layer: C-STORE framing and statuses, C-FIND, C-GET byte-identity and
-transcoding, C-MOVE counts and failures, C-CANCEL, access control.
+The archive behind the server is a real one in a temporary folder (the Rust write path, the
+store and the DuckDB index), so these tests exercise the network layer over the product's
+own storage: C-STORE framing and statuses, C-FIND, C-GET byte-identity and transcoding,
+C-MOVE counts and failures, C-CANCEL, access control.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from duckpacs.archive import part10
 from duckpacs.server import retrieve
 from tests.dimse_support import DEST_AE, SCU_AE, default_peers
 from tests.helpers import free_port
-from tests.memory_archive import MemoryStore, memory_archive
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
 
@@ -80,8 +80,8 @@ def store_files(port: int, names: list[str]) -> list[int]:
 
 
 @pytest.fixture
-def served(settings_factory: Any, running_server: Any) -> tuple[Any, int]:
-    archive = memory_archive()
+def served(settings_factory: Any, running_server: Any, archive_factory: Any) -> tuple[Any, int]:
+    archive = archive_factory()
     server, port = running_server(archive, settings_factory(peers=default_peers()))
     return archive, port
 
@@ -91,7 +91,7 @@ def test_store_keeps_dataset_bytes_and_builds_meta(served: tuple[Any, int]) -> N
     assert store_files(port, FILES) == [0, 0, 0]
     for name in FILES:
         uid = dcmread(pydicom_file(name)).SOPInstanceUID
-        ref = archive.catalog.lookup(uid)
+        ref = archive.lookup(uid)
         stream = archive.read(ref.location)
         framing = part10.split(stream)
         assert stream[framing.dataset_offset :] == dataset_bytes(pydicom_file(name))
@@ -243,11 +243,13 @@ class Destination:
         return 0x0000
 
 
-def test_move_to_configured_peer(settings_factory: Any, running_server: Any) -> None:
+def test_move_to_configured_peer(
+    settings_factory: Any, running_server: Any, archive_factory: Any
+) -> None:
     dest_port = free_port()
     destination = Destination(dest_port)
     try:
-        archive = memory_archive()
+        archive = archive_factory()
         _server, port = running_server(archive, settings_factory(peers=default_peers(dest_port)))
         store_files(port, FILES)
         assoc = associate(port, [build_context(StudyRootQueryRetrieveInformationModelMove)])
@@ -274,20 +276,22 @@ def test_move_to_configured_peer(settings_factory: Any, running_server: Any) -> 
         destination.server.shutdown()
 
 
-def test_duplicates_and_conflicts(settings_factory: Any, running_server: Any) -> None:
+def test_duplicates_and_conflicts(
+    settings_factory: Any, running_server: Any, archive_factory: Any
+) -> None:
     for policy, conflict_status in (("keep-first", 0xB006), ("replace", 0x0000)):
-        archive = memory_archive(on_conflict=policy)
+        archive = archive_factory(on_conflict=policy, name=policy)
         _server, port = running_server(archive, settings_factory(peers=default_peers()))
         assert store_files(port, ["CT_small.dcm"]) == [0]
         assert store_files(port, ["CT_small.dcm"]) == [0]  # identical: success, stored once
-        assert archive.store_backend.puts == 1
+        assert archive.store_backend.stats()["instances"] == 1
         ds = dcmread(pydicom_file("CT_small.dcm"))
         ds.PatientName = "Someone^Else"
         assoc = associate(port, store_contexts())
         status = assoc.send_c_store(ds)
         assoc.release()
         assert status.Status == conflict_status
-        stored = dcmread(BytesIO(archive.read(archive.catalog.lookup(ds.SOPInstanceUID).location)))
+        stored = dcmread(BytesIO(archive.read(archive.lookup(ds.SOPInstanceUID).location)))
         expected = (
             "Someone^Else"
             if policy == "replace"
@@ -296,26 +300,28 @@ def test_duplicates_and_conflicts(settings_factory: Any, running_server: Any) ->
         assert str(stored.PatientName) == expected
 
 
-def test_malformed_and_disk_full_keep_the_association(served: tuple[Any, int]) -> None:
-    archive, port = served
+def test_malformed_and_disk_full_keep_the_association(
+    settings_factory: Any, running_server: Any, archive_factory: Any, small_disk: Any
+) -> None:
+    archive = archive_factory()
+    _server, port = running_server(archive, settings_factory(peers=default_peers()))
     assoc = associate(port, store_contexts())
     context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
     # A sequence whose item claims 16 bytes but carries 3.
     garbage = b"\x08\x00\x16\x00SQ\x00\x00\xff\xff\xff\xff\xfe\xff\x00\xe0\x10\x00\x00\x00abc"
     status = retrieve.send_payload(assoc, context, CTImageStorage, "1.2.3.4", garbage)
     assert 0xC000 <= status.Status <= 0xCFFF
-    store: MemoryStore = archive.store_backend
-    store.full = True
-    status = assoc.send_c_store(pydicom_file("CT_small.dcm"))
+    with small_disk.full():
+        status = assoc.send_c_store(pydicom_file("CT_small.dcm"))
     assert status.Status == 0xA700
-    store.full = False
-    assert assoc.send_c_store(pydicom_file("CT_small.dcm")).Status == 0x0000
+    assert assoc.send_c_store(pydicom_file("CT_small.dcm")).Status == 0x0000  # space again
     assoc.release()
-    assert store.puts == 1
+    assert archive.store_backend.stats()["instances"] == 1
+    assert archive.store_backend.verify(deep=True)["damaged"] == []
 
 
-def test_access_control(settings_factory: Any, running_server: Any) -> None:
-    archive = memory_archive()
+def test_access_control(settings_factory: Any, running_server: Any, archive_factory: Any) -> None:
+    archive = archive_factory()
     _server, port = running_server(
         archive, settings_factory(peers=default_peers(), extra="unknown_peer_permissions = []")
     )
@@ -336,11 +342,14 @@ def test_access_control(settings_factory: Any, running_server: Any) -> None:
     accepted = {cx.abstract_syntax for cx in readonly.accepted_contexts}
     assert StudyRootQueryRetrieveInformationModelGet not in accepted  # no get permission
     readonly.release()
-    assert archive.store_backend.puts == 0
+    assert archive.store_backend.stats()["instances"] == 0
 
 
 def test_cancel_find_and_get(
-    settings_factory: Any, running_server: Any, monkeypatch: pytest.MonkeyPatch
+    settings_factory: Any,
+    running_server: Any,
+    archive_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from duckpacs.server import dimse
 
@@ -350,7 +359,7 @@ def test_cancel_find_and_get(
 
     original = dimse.response_identifier
     monkeypatch.setattr(dimse, "response_identifier", slow_identifier)
-    archive = memory_archive()
+    archive = archive_factory()
     _server, port = running_server(archive, settings_factory(peers=default_peers()))
     base = dcmread(pydicom_file("CT_small.dcm"))
     assoc = associate(port, store_contexts())
@@ -425,16 +434,18 @@ def test_private_sop_class_is_stored_unchanged(served: tuple[Any, int]) -> None:
     status = retrieve.send_payload(assoc, context, private_class, ds.SOPInstanceUID, dataset)
     assoc.release()
     assert status.Status == 0
-    ref = archive.catalog.lookup(ds.SOPInstanceUID)
+    ref = archive.lookup(ds.SOPInstanceUID)
     assert ref.sop_class_uid == private_class
     assert archive.read_dataset(ref) == (dataset, ExplicitVRLittleEndian)
 
 
-def test_peer_host_check_and_association_limit(settings_factory: Any, running_server: Any) -> None:
+def test_peer_host_check_and_association_limit(
+    settings_factory: Any, running_server: Any, archive_factory: Any
+) -> None:
     peers = default_peers()
     peers["scu"]["host"] = "10.255.255.1"  # the peer is configured on another machine
     settings = settings_factory(peers=peers, extra="check_peer_host = true\nmax_associations = 1")
-    server, port = running_server(memory_archive(), settings)
+    server, port = running_server(archive_factory(), settings)
     assert associate(port, [build_context(Verification)]).is_rejected  # wrong host
     deadline = time.monotonic() + 5
     while server.ae.active_associations and time.monotonic() < deadline:

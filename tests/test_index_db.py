@@ -365,7 +365,6 @@ def test_reindex_restores_when_and_from_whom_instances_arrived(tmp_path: Path) -
     from pydicom.filewriter import write_dataset
 
     from duckpacs.archive import Archive
-    from duckpacs.archive.backends import IndexCatalog, PackStore, describe
 
     ct = dcmread(get_testdata_file("CT_small.dcm"))
     bare = DicomBytesIO()
@@ -373,8 +372,7 @@ def test_reindex_restores_when_and_from_whom_instances_arrived(tmp_path: Path) -
     write_dataset(bare, ct)
     mr_path = get_testdata_file("MR_small.dcm")
     data = tmp_path / "archive"
-    catalog = IndexCatalog.open(data)
-    archive = Archive(PackStore(data, 1), describe, catalog, "keep-first")
+    archive = Archive.open(data)
     sent = archive.store(
         bare.getvalue(),
         "1.2.840.10008.1.2.1",
@@ -385,11 +383,11 @@ def test_reindex_restores_when_and_from_whom_instances_arrived(tmp_path: Path) -
     with open(mr_path, "rb") as f:
         imported = archive.store(f.read())
     assert sent.location and imported.location
+    archive.flush()
     provenance = "SELECT sop_instance_uid, received_at, source_ae FROM instances ORDER BY 1"
-    want = catalog.index.sql(provenance).to_pylist()
-    snapshot = _snapshot(catalog.index)
-    archive.store_backend.close()
-    catalog.close()
+    want = archive.index.sql(provenance).to_pylist()
+    snapshot = _snapshot(archive.index)
+    archive.close()
     senders = {r["sop_instance_uid"]: r["source_ae"] for r in want}
     assert senders == {
         str(ct.SOPInstanceUID): "CT_SCANNER",

@@ -37,7 +37,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data = tmp_path_factory.mktemp("web-serve") / "archive"
     data.mkdir()
     (data / "duckpacs.toml").write_text(
-        "[archive]\nworkers = 1\n"
         f'[peers.scu]\nae_title = "{SCU_AE}"\nhost = "127.0.0.1"\nport = 1\n'
     )
     with running_server(data) as running:

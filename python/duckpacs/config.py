@@ -18,9 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from duckpacs import logs
 from duckpacs.errors import ConfigError
 
+log = logs.get("config")
+
 CONFIG_FILENAME = "duckpacs.toml"
+# Keys earlier versions wrote, now without effect: read with a warning, never an error.
+RETIRED = {"archive.workers": "one process serves every association now"}
 DEFAULT_DATA_DIR = "./duckpacs-data"
 PERMISSIONS = ("echo", "store", "find", "move", "get")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -68,14 +73,6 @@ def _bind_address(value: Any) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise ValueError("an IP address such as 0.0.0.0, 127.0.0.1 or ::") from None
-
-
-def _workers(value: Any) -> int:
-    allowed = "an integer from 1 to 64"
-    number = _integer(value, allowed)
-    if not 1 <= number <= 64:
-        raise ValueError(allowed)
-    return number
 
 
 def _log_level(value: Any) -> str:
@@ -196,13 +193,6 @@ OPTIONS: tuple[Option, ...] = (
         "folder holding the store, the index and the logs",
     ),
     Option(
-        "archive.workers",
-        "DUCKPACS_WORKERS",
-        _workers,
-        2,
-        "worker processes for DIMSE associations and import",
-    ),
-    Option(
         "archive.log_level",
         "DUCKPACS_LOG_LEVEL",
         _log_level,
@@ -257,7 +247,7 @@ OPTIONS: tuple[Option, ...] = (
         "DUCKPACS_MAX_ASSOCIATIONS",
         _max_associations,
         32,
-        "associations served at once, over all workers",
+        "associations served at once",
     ),
     Option(
         "dimse.idle_timeout",
@@ -471,6 +461,9 @@ def _flatten(document: dict[str, Any], path: Path | None) -> tuple[dict[str, Any
             raise ConfigError(f"{path}: {section} must be a table ([{section}])")
         for key, value in table.items():
             full = f"{section}.{key}"
+            if full in RETIRED:
+                log.warning("%s: %s is no longer used (%s); remove it", path, full, RETIRED[full])
+                continue
             if full not in OPTIONS_BY_KEY:
                 allowed = ", ".join(k for k in OPTIONS_BY_KEY if k.startswith(section + "."))
                 raise ConfigError(f"{path}: unknown key {full}; allowed: {allowed}")
@@ -522,8 +515,6 @@ DEFAULT_FILE = """\
 # Folder holding the store, the index and the logs ($DUCKPACS_DATA_DIR).
 # A relative path is relative to this file.
 # data_dir = "."
-# Worker processes for DIMSE associations and import ($DUCKPACS_WORKERS).
-workers = 2
 # DEBUG, INFO, WARNING or ERROR ($DUCKPACS_LOG_LEVEL).
 log_level = "INFO"
 

@@ -19,7 +19,6 @@ from pydicom.data import get_testdata_file
 from duckpacs.archive import Archive, part10
 from tests.dimse_support import CORPUS, DEST_AE, SCU_AE, dcmtk_tool, default_peers
 from tests.helpers import dcmtk_env, free_port
-from tests.memory_archive import memory_archive
 
 pytestmark = pytest.mark.interop
 
@@ -47,9 +46,11 @@ def run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def served(settings_factory: Any, running_server: Any) -> Iterator[tuple[Archive, int, int]]:
+def served(
+    settings_factory: Any, running_server: Any, archive_factory: Any
+) -> Iterator[tuple[Archive, int, int]]:
     dest_port = free_port()
-    archive = memory_archive()
+    archive = archive_factory()
     _server, port = running_server(archive, settings_factory(peers=default_peers(dest_port)))
     yield archive, port, dest_port
 

@@ -1,71 +1,127 @@
-"""The Archive facade: the one object network services use to store, find and read instances.
+"""The Archive: the archive opened for writing in this process, and the one door for bytes.
 
-It joins three parts: a :class:`~duckpacs.archive.types.Store` (bytes on disk, written by this
-process), a :class:`~duckpacs.archive.types.Describer` (the Rust parser turning bytes into an
-index row, run here so the index owner never parses) and a
-:class:`~duckpacs.archive.types.Catalog` (the index, in this process or in the owner process
-over IPC). Stores are acknowledged only once the bytes are durable and the row is visible to
-queries (PS3.4 B.2.3: success means the SCP has stored the instance).
+Every way in (DIMSE C-STORE, STOW-RS, ``import``, ``import-scans``, ``migrate``) calls
+:meth:`Archive.store` or :meth:`Archive.store_many`, which hand the bytes to the Rust write
+path (``duckpacs._core.ArchiveWriter``, see ``rust/duckpacs-core/src/archive``): one parse
+per instance, one caller per SOP Instance UID at a time, one duplicate rule, a durable
+record, and the index row pending until the committer thread here writes it to DuckDB.
+
+Findable before acknowledged (PS3.4 B.2.3): an instance is reported stored only once its row
+is pending; every query (:meth:`find`, :meth:`locate`) first commits pending rows, so it sees
+everything acknowledged before it. After a crash, the next opening catches the index up with
+the store (:mod:`duckpacs.archive.recovery`).
+
+The duplicate rule: the same SOP Instance UID with the same dataset (everything after the
+File Meta Information, whatever meta it came with) is the same instance, stored once and
+answered with success. Another dataset under an archived UID follows
+``archive.on_conflict``: ``keep-first`` answers warning 0xB006 and writes nothing;
+``replace`` stores the newcomer, points the index at it and deletes the earlier record.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from typing import Any
 
-from duckpacs import logs
-from duckpacs.archive import part10
-from duckpacs.archive.types import (
-    Catalog,
-    Describer,
-    IndexEntry,
-    InstanceRef,
-    Location,
-    Outcome,
-    Store,
-    StoreResult,
-    epoch_us_now,
-)
-from duckpacs.errors import DuckpacsError, ParseError, StorageError
+from duckpacs import _core, logs
+from duckpacs.archive import layout, part10, recovery
+from duckpacs.archive.types import InstanceRef, Location, Outcome, StoreResult, epoch_us_now
+from duckpacs.dicom import status
+from duckpacs.errors import ArchiveIndexError
+from duckpacs.index import Index
 
 log = logs.get("archive")
 
-# C-STORE statuses (PS3.4 B.2.3, PS3.7 C.5).
-SUCCESS = 0x0000
-WARNING_ELEMENTS_DISCARDED = 0xB006
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC000
-
 CONFLICT_POLICIES = ("keep-first", "replace")
+_REJECTION_STATUS = {
+    "malformed": status.CANNOT_UNDERSTAND,
+    "no-uid": status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    "out-of-resources": status.OUT_OF_RESOURCES,
+}
+KEPT_FIRST_REASON = "SOP Instance UID already stored with different content; kept the first copy"
+
+
+def result_of(outcome: dict[str, Any]) -> StoreResult:
+    """The :class:`StoreResult` (and DIMSE status) of one write-path outcome."""
+    uid = str(outcome.get("sop_instance_uid") or "")
+    where = Location(*outcome["location"]) if "location" in outcome else None
+    kind = outcome["outcome"]
+    if kind == "stored":
+        return StoreResult(Outcome.STORED, status.SUCCESS, uid, "", where)
+    if kind == "identical":
+        return StoreResult(Outcome.DUPLICATE_IDENTICAL, status.SUCCESS, uid, "", where)
+    if kind == "kept-first":
+        return StoreResult(
+            Outcome.DUPLICATE_KEPT_FIRST, status.ELEMENTS_DISCARDED, uid, KEPT_FIRST_REASON, where
+        )
+    if kind == "replaced":
+        return StoreResult(Outcome.REPLACED, status.SUCCESS, uid, "replaced earlier copy", where)
+    code = _REJECTION_STATUS.get(str(outcome.get("rejection")), status.CANNOT_UNDERSTAND)
+    return StoreResult(Outcome.REJECTED, code, uid, str(outcome.get("reason", "")))
 
 
 class Archive:
-    """Store, find, locate and read instances.
+    """The archive at one data folder, opened for writing (see the module docstring).
 
-    Parameters
-    ----------
-    store, describe, catalog
-        The three backends (see the module docstring).
-    on_conflict : str
-        What to do when a SOP Instance UID arrives again with different bytes:
-        ``"keep-first"`` (default; answer warning 0xB006, nothing stored) or ``"replace"``.
+    Create it with :meth:`open`; one process at a time (the index's write lock).
     """
 
     def __init__(
-        self, store: Store, describe: Describer, catalog: Catalog, on_conflict: str = "keep-first"
+        self,
+        index: Index,
+        store: _core.Store,
+        on_conflict: str = "keep-first",
+        *,
+        flush_interval: float = 0.25,
+        flush_rows: int = 512,
+        committer: bool = True,
     ) -> None:
         if on_conflict not in CONFLICT_POLICIES:
             raise ValueError(f"on_conflict must be one of {CONFLICT_POLICIES}")
+        self.index = index
         self.store_backend = store
-        self.describe = describe
-        self.catalog = catalog
         self.on_conflict = on_conflict
-        self._lookups = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lookup")
+        self.flush_interval = flush_interval
+        self.caught_up = recovery.CatchUp()  # what opening it caught up (see open)
+        self._lookups = index.reader()
+        self.writer = _core.ArchiveWriter(store, self._lookups.locate_uids, on_conflict, flush_rows)
+        self._flush_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._committer: threading.Thread | None = None
+        if committer:
+            self._committer = threading.Thread(
+                target=self._commit_loop, name="index-commit", daemon=True
+            )
+            self._committer.start()
 
-    # --- ingest ----------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        data_dir: Any,
+        *,
+        on_conflict: str = "keep-first",
+        writer_id: int = layout.SERVE_WRITER,
+        wait: float = 0.0,
+        **options: Any,
+    ) -> Archive:
+        """The archive at ``data_dir`` opened for writing: the index caught up with the store
+        first (crash recovery), the store appending under ``writer_id``.
+
+        Raises :class:`~duckpacs.errors.ArchiveLockedError` while another process writes
+        it (after ``wait`` seconds of retrying).
+        """
+        index, caught_up = recovery.open_for_writing(data_dir, wait=wait, on_conflict=on_conflict)
+        try:
+            store = layout.open_store(data_dir, writer_id)
+        except BaseException:
+            index.close()
+            raise
+        archive = cls(index, store, on_conflict, **options)
+        archive.caught_up = caught_up
+        return archive
+
+    # --- the write path ---------------------------------------------------------------
 
     def store(
         self,
@@ -76,79 +132,68 @@ class Archive:
         sop_class_uid: str = "",
         sop_instance_uid: str = "",
     ) -> StoreResult:
-        """Store one instance.
-
-        ``data`` is a Part 10 stream when ``transfer_syntax`` is None, else a bare dataset as
-        received over DIMSE in that transfer syntax; then the meta group is built from the
-        request's UIDs (PS3.10 7.1) and the dataset is kept exactly as received.
-        """
-        try:
-            if transfer_syntax is not None:
-                meta = part10.build_meta(
-                    sop_class_uid, sop_instance_uid, transfer_syntax, calling_ae
-                )
-                stream = meta + data
-            else:
-                stream = data
-            framing = part10.split(stream)
-            ts = framing.transfer_syntax
-            uid = sop_instance_uid or framing.sop_instance_uid
-            if not uid:
-                return _rejected("", DATASET_DOES_NOT_MATCH, "no SOP Instance UID")
-            # The lookup (a round trip to the index owner) runs while we parse.
-            lookup = self._lookups.submit(self.catalog.lookup, uid)
-            row = self.describe(stream, ts, calling_ae)
-        except ParseError as e:
-            return _rejected(sop_instance_uid, CANNOT_UNDERSTAND, f"malformed: {e}")
-        existing = lookup.result()
-        if existing is not None and (
-            self.on_conflict == "keep-first"
-            or self._same_dataset(existing, stream, framing.dataset_offset)
-        ):
-            return self._duplicate(existing, stream, framing.dataset_offset, uid)
-        ref_class = sop_class_uid or framing.sop_class_uid
-        try:
-            # One clock reading for the store record and the index row: a rebuilt index
-            # restores the same received_at.
-            row["received_at_us"] = epoch_us_now()
-            # Held until the index owner has the row: the index's store marks must not pass
-            # it (a crash before the owner commits is then caught up at the next start).
-            location = self.store_backend.put(
-                stream, received_at_us=row["received_at_us"], source_ae=calling_ae, hold=True
+        """Store one instance: a Part 10 stream, or (``transfer_syntax`` given) a bare
+        dataset as received over DIMSE, framed with a meta group built from the request's
+        UIDs (PS3.10 7.1) and kept exactly as received."""
+        now = epoch_us_now()
+        if transfer_syntax is None:
+            outcome = self.writer.store(data, None, now, calling_ae or None)
+        elif not sop_instance_uid:
+            return StoreResult(
+                Outcome.REJECTED, status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "",
+                "no Affected SOP Instance UID in the request",
+            )  # fmt: skip
+        else:
+            outcome = self.writer.store_dataset(
+                data, transfer_syntax, sop_class_uid, sop_instance_uid, calling_ae or None, now
             )
-        except (OSError, StorageError) as e:
-            return _rejected(uid, OUT_OF_RESOURCES, _storage_reason(e))
-        entry = IndexEntry(InstanceRef(uid, ref_class, ts, location), row)
-        if existing is not None:
-            self.catalog.replace(entry)
-            self.store_backend.settle([location])
-            return StoreResult(Outcome.REPLACED, SUCCESS, uid, "replaced earlier copy", location)
-        (winner,) = self.catalog.add([entry], self.store_backend.low_water())
-        self.store_backend.settle([location])
-        if winner is not None:  # another association stored the same UID a moment earlier
-            return self._duplicate(winner, stream, framing.dataset_offset, uid)
-        return StoreResult(Outcome.STORED, SUCCESS, uid, "", location)
+        return result_of(outcome)
 
-    def _duplicate(
-        self, existing: InstanceRef, stream: bytes, dataset_offset: int, uid: str
-    ) -> StoreResult:
-        if self._same_dataset(existing, stream, dataset_offset):
-            return StoreResult(Outcome.DUPLICATE_IDENTICAL, SUCCESS, uid, "", existing.location)
-        return StoreResult(
-            Outcome.DUPLICATE_KEPT_FIRST,
-            WARNING_ELEMENTS_DISCARDED,
-            uid,
-            "SOP Instance UID already stored with different content; kept the first copy",
-            existing.location,
-        )
+    def store_many(
+        self, items: list[bytes], *, source_ae: str = "", received_at_us: int | None = None
+    ) -> list[StoreResult]:
+        """Store a batch of Part 10 streams (parsed on every core, one fsync)."""
+        if not items:
+            return []
+        when = received_at_us or epoch_us_now()
+        return [result_of(o) for o in self.writer.store_many(items, when, source_ae or None)]
 
-    def _same_dataset(self, existing: InstanceRef, stream: bytes, dataset_offset: int) -> bool:
-        old = self.store_backend.get(existing.location)
-        old_offset = part10.split(old).dataset_offset
-        new = memoryview(stream)[dataset_offset:]
-        return hashlib.sha256(memoryview(old)[old_offset:]).digest() == hashlib.sha256(new).digest()
+    def flush(self) -> int:
+        """Commit every pending row to the index now; returns how many were written."""
+        with self._flush_lock:
+            drained = self.writer.drain()
+            if drained is None:
+                return 0
+            batch, marks = drained
+            try:
+                self.index.add_batch(batch, marks=marks)
+            except Exception as e:  # kept by the writer and handed out again next time
+                logs.event(log, "index write failed; will retry", rows=len(batch), reason=e,
+                           level=40)  # fmt: skip
+                raise ArchiveIndexError(f"the index could not take {len(batch)} rows: {e}") from e
+            self.writer.committed()
+            return len(batch)
+
+    def _commit_loop(self) -> None:
+        while not self._closing.is_set():
+            self.writer.wait(self.flush_interval)
+            try:
+                self.flush()
+            except ArchiveIndexError:
+                time.sleep(self.flush_interval)  # logged in flush; retried
 
     # --- query and retrieve -----------------------------------------------------------
+
+    def _visible(self) -> None:
+        """Everything acknowledged so far becomes visible to the query that follows."""
+        if self.writer.pending_rows:
+            self.flush()
+
+    def lookup(self, sop_instance_uid: str) -> InstanceRef | None:
+        """The archived instance with this SOP Instance UID (pending ones included)."""
+        self._visible()
+        rows = self.index.locations("image", {"SOPInstanceUID": sop_instance_uid})
+        return InstanceRef.from_row(rows[0]) if rows else None
 
     def find(
         self,
@@ -160,15 +205,17 @@ class Archive:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Matching entities at ``level`` (PS3.4 C.4.1), each a dict keyword -> value."""
-        return self.catalog.find(level, query, return_keys, fuzzy, limit, offset)
+        self._visible()
+        return self.index.find(level, query, return_keys, fuzzy=fuzzy, limit=limit, offset=offset)
 
     def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
         """Every instance below the entities matching ``query`` at ``level`` (PS3.4 C.4.2)."""
-        return self.catalog.locate(level, query)
+        self._visible()
+        return [InstanceRef.from_row(row) for row in self.index.locations(level, query)]
 
     def read(self, location: Location) -> bytes:
         """The stored Part 10 stream, byte for byte as it was stored."""
-        return self.store_backend.get(location)
+        return bytes(self.store_backend.get(location))
 
     def read_dataset(self, ref: InstanceRef) -> tuple[bytes, str]:
         """The dataset bytes without the meta group, and their transfer syntax."""
@@ -176,14 +223,36 @@ class Archive:
         framing = part10.split(stream)
         return stream[framing.dataset_offset :], framing.transfer_syntax
 
+    def get_frame(self, location: Location, index: int) -> bytes:
+        """Frame ``index`` (0-based) as stored, from its own chunk (no whole decode)."""
+        return bytes(self.store_backend.get_frame(location, index))
 
-def _rejected(uid: str, status: int, reason: str) -> StoreResult:
-    return StoreResult(Outcome.REJECTED, status, uid, reason)
+    def meta(self, location: Location) -> dict[str, Any]:
+        """The record's own header (UIDs, transfer syntax, frame count), no index query."""
+        return dict(self.store_backend.meta(location))
 
+    # --- lifetime ---------------------------------------------------------------------
 
-def _storage_reason(error: Exception) -> str:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return "disk full"
-    if isinstance(error, DuckpacsError | OSError):
-        return f"store failed: {error}"
-    return str(error)
+    def close(self) -> None:
+        """Commit what is pending, stop the committer, release the index and the store."""
+        self._closing.set()
+        if self._committer is not None:
+            self._committer.join(timeout=30)
+        try:
+            self.flush()
+        finally:
+            # Every record is settled now: the marks move to the packs' ends, so the next
+            # opening has nothing of ours to read again.
+            marks = self.store_backend.low_water()
+            if marks:
+                self.index.advance_marks(marks)
+            self.writer.close()
+            self._lookups.close()
+            self.index.close()
+            self.store_backend.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -40,6 +41,22 @@ class InstanceRef(NamedTuple):
     sop_class_uid: str
     transfer_syntax: str
     location: Location
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> InstanceRef:
+        """From an index location row: (uid, sop class, syntax, pack, offset, length)."""
+        uid, sop_class, ts, pack, offset, length = row
+        return cls(
+            str(uid), sop_class or "", ts or "", Location(int(pack), int(offset), int(length))
+        )
+
+
+class Readable(Protocol):
+    """An archive that instances can be read from (the server's, or a tool's)."""
+
+    def read(self, location: Location) -> bytes: ...
+
+    def read_dataset(self, ref: InstanceRef) -> tuple[bytes, str]: ...
 
 
 @dataclass(frozen=True)

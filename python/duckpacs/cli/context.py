@@ -13,7 +13,6 @@ from duckpacs.errors import QueryError
 # Command-line flags that override configuration keys: flag attribute -> option key.
 FLAG_KEYS = {
     "data": "archive.data_dir",
-    "workers": "archive.workers",
     "log_level": "archive.log_level",
     "ae_title": "dimse.ae_title",
     "port": "dimse.port",

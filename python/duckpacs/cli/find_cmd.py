@@ -97,7 +97,7 @@ def cmd_find(args: argparse.Namespace) -> int:
                 "--combined-datetime is answered only with the archive stopped; "
                 "the running server owns the index"
             ) from None
-        from duckpacs.archive.backends import open_client
+        from duckpacs.archive.client import open_client
 
         rows = open_client(s).find(args.level, query, keys, args.fuzzy, args.limit, args.offset)
     if args.json:

@@ -12,8 +12,7 @@ import sys
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from duckpacs.archive import backends
-from duckpacs.archive.facade import Archive
+from duckpacs.archive.client import ClientArchive, open_client
 from duckpacs.archive.types import InstanceRef
 from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.cli.peers import resolve_peer
@@ -51,7 +50,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     query = parse_keys(args.query)
     level = args.level or next((lv for k, lv in LEVEL_OF_KEY if k in query), "STUDY")
     retrieve.install()
-    archive = backends.open_client(s)
+    archive = open_client(s)
     refs = archive.locate(level, query)
     if not refs:
         raise DuckpacsError(f"nothing matches {query or 'the empty query'} at {level} level")
@@ -92,7 +91,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
-def _send_one(assoc: Association, archive: Archive, ref: InstanceRef) -> str:
+def _send_one(assoc: Association, archive: ClientArchive, ref: InstanceRef) -> str:
     try:
         status = retrieve.send_raw(assoc, retrieve.RawInstance(archive, ref))
     except (DuckpacsError, ValueError, OSError):

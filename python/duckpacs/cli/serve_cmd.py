@@ -16,7 +16,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--bind", help="DIMSE bind address (dimse.bind)")
     p.add_argument("--http-port", type=int, help="HTTP port (http.port)")
     p.add_argument("--http-bind", help="HTTP bind address (http.bind)")
-    p.add_argument("--workers", type=int, help="worker processes (archive.workers)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (archive.log_level)")
     p.set_defaults(func=cmd_serve)
 

@@ -1,31 +1,21 @@
-"""Bulk import into the archive: discovered inputs -> Rust store -> DuckDB index.
+"""Bulk import into the archive: discovered inputs -> the archive's one write path.
 
-The order of every batch makes an interrupted import safe to rerun:
+Each batch goes through :meth:`duckpacs.archive.facade.Archive.store_many`, the same door
+C-STORE and STOW-RS use (parse once in Rust, one caller per SOP Instance UID, the duplicate
+rule, a durable record with one fsync for the batch), is committed to the index, and only
+then noted in the journal (``<data>/import-journal.sqlite``: each input's path, size and
+mtime, so a rerun skips unchanged inputs without reading them). So an input the journal
+counts is always findable, even if the import is killed the next moment; a kill between the
+store and the index is caught up when the archive is next opened for writing
+(:mod:`duckpacs.archive.recovery`).
 
-1. parse each payload's header (Rust, ``_core.describe``): unparseable inputs and inputs
-   without a SOP Instance UID are rejected and never stored;
-2. hash the accepted bytes and look their SOP Instance UIDs up in the index with one set
-   query: same UID and SHA-256 means already archived (skipped), same UID with other bytes is
-   a conflict (the first copy is kept, the input is reported);
-3. ``Store.put_many`` appends the new instances with one fsync (the store is the source of
-   truth: a record is durable before its index row exists);
-4. ``_core.index_batch`` + :meth:`Index.add_batch` index the batch in one transaction;
-5. the journal (``<data>/import-journal.sqlite``) notes each input's (path, size, mtime), so a
-   rerun skips unchanged inputs without reading them.
-
-A kill between 3 and 4 leaves records in the store that the index lacks: the next opening
-of the archive for writing indexes every record past the index's per-pack marks before
-anything else (:mod:`duckpacs.archive.recovery`), so nothing is stored twice. Step 4 advances
-those marks in the same transaction as the rows.
-
-Single writer: the index is opened read-write, which DuckDB grants to one process; a running
-``duckpacs serve`` (the index owner) or another import makes this raise
+Single writer: the archive is opened for writing, which one process at a time may do; a
+running ``duckpacs serve`` or another import makes this raise
 :class:`~duckpacs.errors.ArchiveLockedError` (``wait`` seconds of retrying first, if asked).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -34,12 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from duckpacs import _core, logs
-from duckpacs.archive import recovery
-from duckpacs.archive.types import epoch_us_now, from_epoch_us
-from duckpacs.errors import DuckpacsError, IntegrityError
+from duckpacs.archive import layout
+from duckpacs.archive.facade import Archive
+from duckpacs.archive.types import Outcome
 from duckpacs.index import Index
 from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest.batch import Payload
@@ -48,9 +36,8 @@ from duckpacs.ingest.sources import SourceItem
 
 log = logs.get("import")
 
-# Writer id of bulk imports in the store (the server's workers use small ids, maintenance 0xFFFF).
-IMPORT_WRITER = 0xFFFE
-JOURNAL_NAME = "import-journal.sqlite"
+IMPORT_WRITER = layout.IMPORT_WRITER
+JOURNAL_NAME = layout.IMPORT_JOURNAL
 
 
 @dataclass
@@ -128,11 +115,18 @@ class Journal:
 class Importer:
     """The batch sink of :func:`duckpacs.ingest.batch.run` for one archive."""
 
-    def __init__(self, store: _core.Store, index: Index, journal: Journal | None) -> None:
-        self.store = store
-        self.index = index
+    def __init__(self, archive: Archive, journal: Journal | None) -> None:
+        self.archive = archive
         self.journal = journal
         self.counts = ImportCounts()
+
+    @property
+    def index(self) -> Index:
+        return self.archive.index
+
+    @property
+    def store(self) -> _core.Store:
+        return self.archive.store_backend
 
     def skip(self, item: SourceItem) -> bool:
         if self.journal is not None and self.journal.done(item):
@@ -141,109 +135,52 @@ class Importer:
         return False
 
     def __call__(self, batch: list[Payload]) -> list[str | None]:
-        outcomes: list[str | None] = [None] * len(batch)
-        uids: dict[int, tuple[str, str | None]] = {}  # i -> (uid, transfer syntax)
-        for i, p in enumerate(batch):
-            try:
-                layout = _core.describe(p.data)
-            except DuckpacsError as e:
-                outcomes[i] = f"not storable: {e}"
-                continue
-            uid = str(layout.get("sop_instance_uid") or "")
-            if not uid:
-                outcomes[i] = "no SOP Instance UID (0008,0018)"
-                continue
-            ts = layout.get("transfer_syntax")
-            uids[i] = (uid, str(ts) if ts else None)
-        existing = self._indexed_sha({u for u, _ in uids.values()})
-        # A file is hashed here only when its UID is already known (archived, or earlier in
-        # this batch): a new instance's SHA-256 is computed once, by the store.
-        first_in_batch: dict[str, int] = {}
-        new: list[int] = []
-        for i, (uid, _) in uids.items():
-            known = existing.get(uid)
-            if known is None and uid not in first_in_batch:
-                first_in_batch[uid] = i
-                new.append(i)
-                continue
-            if known is None:
-                known = existing[uid] = _sha256(batch[first_in_batch[uid]].data)
-            if known == _sha256(batch[i].data):
-                self.counts.already += 1
-            else:
-                self.counts.conflicts += 1
-                outcomes[i] = (
-                    f"conflict: SOP Instance UID {uid} is archived with other content "
-                    "(kept the first copy)"
-                )
-        if new:
-            self._store(batch, new, uids)
+        results = self.archive.store_many([p.data for p in batch])
+        # Committed before the journal notes anything: what it counts is findable.
+        self.archive.flush()
+        outcomes: list[str | None] = []
+        for result in results:
+            outcomes.append(self._count(result))
         if self.journal is not None:
             self.journal.record(batch[i].item for i, o in enumerate(outcomes) if o is None)
         return outcomes
 
-    def _indexed_sha(self, uids: set[str]) -> dict[str, str]:
-        if not uids:
-            return {}
-        con = self.index.connection()
-        con.register("_dp_import_uids", pa.table({"uid": pa.array(sorted(uids), pa.string())}))
-        try:
-            rows = con.execute(
-                "SELECT sop_instance_uid, sha256 FROM instances "
-                "WHERE sop_instance_uid IN (SELECT uid FROM _dp_import_uids)"
-            ).fetchall()
-        finally:
-            con.unregister("_dp_import_uids")
-        return {str(r[0]): str(r[1]) for r in rows}
-
-    def _store(
-        self, batch: list[Payload], new: list[int], uids: dict[int, tuple[str, str | None]]
-    ) -> None:
-        datas = [batch[i].data for i in new]
-        received_us = epoch_us_now()
-        locations = self.store.put_many(datas, received_at_us=received_us)
-        now = from_epoch_us(received_us)
-        extras: list[dict[str, object]] = []
-        for i, (pack, offset, length) in zip(new, locations, strict=True):
-            _, ts = uids[i]
-            extra: dict[str, object] = {
-                "pack": pack,
-                "offset": offset,
-                "length": length,
-                "size": len(batch[i].data),
-                "sha256": self.store.sha256((pack, offset, length)),
-                "received_at": now,
-            }
-            if ts:
-                extra["transfer_syntax"] = ts
-            extras.append(extra)
-        hb = _core.index_batch(datas, extras)
-        if hb.errors:
-            first = batch[new[hb.errors[0][0]]].item.description
-            raise IntegrityError(
-                f"{first}: stored but the index parser refused it ({hb.errors[0][1]}); "
-                "run `duckpacs reindex`"
+    def _count(self, result: Any) -> str | None:
+        """None when the input is archived (now or before), else why it was not."""
+        if result.outcome in (Outcome.STORED, Outcome.REPLACED):
+            self.counts.stored += 1
+            return None
+        if result.outcome == Outcome.DUPLICATE_IDENTICAL:
+            self.counts.already += 1
+            return None
+        if result.outcome == Outcome.DUPLICATE_KEPT_FIRST:
+            self.counts.conflicts += 1
+            self.counts.conflict_list.append((result.sop_instance_uid, result.reason))
+            return (
+                f"conflict: SOP Instance UID {result.sop_instance_uid} is archived with other "
+                "content (kept the first copy)"
             )
-        # One writer, one batch at a time: everything it appended is in this batch.
-        self.index.add_batch(hb, marks=self.store.low_water())
-        self.counts.stored += len(new)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+        if "malformed" in result.reason:
+            return f"not storable: {result.reason.removeprefix('malformed: ')}"
+        return result.reason or "not stored"
 
 
 @contextmanager
-def open_importer(data_dir: Path, wait: float = 0.0) -> Iterator[Importer]:
+def open_importer(
+    data_dir: Path, wait: float = 0.0, on_conflict: str = "keep-first"
+) -> Iterator[Importer]:
     """The archive at ``data_dir`` opened for importing (``duckpacs import``, ``import-scans``
-    and ``migrate`` share it): the index, held for the whole run and caught up with the
-    store first (records a killed run left unindexed are counted in ``counts.reconciled``;
-    see :func:`duckpacs.archive.recovery.open_for_writing`, which also says what ``wait``
-    does), and the importer's own store writer. No journal: set one if wanted."""
-    index, caught_up = recovery.open_for_writing(data_dir, wait=wait)
-    with index, _core.Store(data_dir / "store", writer_id=IMPORT_WRITER) as store:
-        importer = Importer(store, index, None)
-        importer.counts.reconciled = caught_up.indexed
+    and ``migrate`` share it), caught up with the store first (records a killed run left
+    unindexed are counted in ``counts.reconciled``), with the importer's own store writer.
+    ``wait``: seconds to retry while another process writes the archive. No journal: set
+    one if wanted."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    archive = Archive.open(
+        data_dir, on_conflict=on_conflict, writer_id=IMPORT_WRITER, wait=wait, committer=False
+    )
+    with archive:
+        importer = Importer(archive, None)
+        importer.counts.reconciled = archive.caught_up.indexed
         yield importer
 
 

@@ -83,7 +83,7 @@ class Committer:
         done, failed = [], []
         for sop_class, uid in wanted:
             try:
-                ref = self.server.archive.catalog.lookup(uid)
+                ref = self.server.archive.lookup(uid)
             except DuckpacsError:
                 ref = None
             item = Dataset()

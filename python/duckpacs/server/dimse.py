@@ -86,9 +86,8 @@ def _peer(event: Any) -> dict[str, Any]:
     return {"peer": _calling_ae(event), "addr": f"{requestor.address}:{requestor.port}"}
 
 
-class ReusePortServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with SO_REUSEPORT, so several worker processes can
-    listen on one port and the kernel spreads connections between them."""
+class NoDelayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with Nagle's algorithm off on accepted sockets."""
 
     def get_request(self) -> tuple[Any, Any]:
         """Accept, and turn Nagle's algorithm off: a C-STORE request spans several PDUs
@@ -97,11 +96,6 @@ class ReusePortServer(ThreadedAssociationServer):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
-
-    def server_bind(self) -> None:
-        if self.socket is not None and hasattr(socket, "SO_REUSEPORT"):
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
 
 
 class DimseServer:
@@ -113,11 +107,9 @@ class DimseServer:
         The effective configuration (AE title, peers, limits).
     archive : Archive
         Where instances are stored and found.
-    share : int
-        How many processes share the port; the association limit is split between them.
     """
 
-    def __init__(self, settings: Settings, archive: Archive, share: int = 1) -> None:
+    def __init__(self, settings: Settings, archive: Archive) -> None:
         self.settings = settings
         self.archive = archive
         self.policy = AccessPolicy.from_settings(settings)
@@ -131,7 +123,7 @@ class DimseServer:
         ae.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
         ae.require_called_aet = True  # PS3.8 9.3.4: reject other called AE titles
         ae.maximum_pdu_size = settings["dimse.max_pdu"]
-        ae.maximum_associations = max(1, -(-settings["dimse.max_associations"] // share))
+        ae.maximum_associations = max(1, settings["dimse.max_associations"])
         idle = settings["dimse.idle_timeout"]
         ae.network_timeout = idle
         ae.acse_timeout = min(idle, 30)
@@ -156,7 +148,7 @@ class DimseServer:
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_N_ACTION, self.commitment.on_action),
         ]
-        server = self.ae.make_server(address, evt_handlers=handlers, server_class=ReusePortServer)
+        server = self.ae.make_server(address, evt_handlers=handlers, server_class=NoDelayServer)
         self._server = server
         self.ae._servers.append(server)  # so that server.shutdown() can deregister it
         threading.Thread(target=server.serve_forever, name="dimse-accept", daemon=True).start()

@@ -38,8 +38,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.transport import AssociationSocket
 
 from duckpacs.archive import part10
-from duckpacs.archive.facade import Archive
-from duckpacs.archive.types import InstanceRef
+from duckpacs.archive.types import InstanceRef, Readable
 from duckpacs.errors import NetworkError
 
 UNCOMPRESSED = (
@@ -54,7 +53,7 @@ MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1-
 class RawInstance(Dataset):
     """A stored instance to send; only SOP Class/Instance UID are real elements."""
 
-    def __init__(self, archive: Archive, ref: InstanceRef) -> None:
+    def __init__(self, archive: Readable, ref: InstanceRef) -> None:
         super().__init__()
         self.SOPClassUID = ref.sop_class_uid
         self.SOPInstanceUID = ref.sop_instance_uid
@@ -138,7 +137,7 @@ def send_raw(
     originator_id: int | None = None,
 ) -> Dataset:
     """Send one stored instance as a C-STORE request and return the response status."""
-    archive: Archive = instance.__dict__["archive"]
+    archive: Readable = instance.__dict__["archive"]
     ref: InstanceRef = instance.__dict__["archive_ref"]
     poll_fast(assoc)  # a C-MOVE's association to its destination lives only for the move
     stream = archive.read(ref.location)

@@ -1,0 +1,41 @@
+"""The data folder: where everything of one archive lives, and who writes which packs.
+
+The one owner of the folder's layout, and the only module that opens the Rust store
+(``duckpacs._core.Store``)::
+
+    DATA/
+      duckpacs.toml           configuration (duckpacs init)
+      store/packs/*.dpk       the store: the source of truth (docs/STORAGE-FORMAT.md)
+      index.duckdb            the index, a view of the store (docs/INDEX.md)
+      import-journal.sqlite   inputs already imported (duckpacs import)
+      migrate/                journals of migrations, per peer
+      users.json, audit.log   web users and the audit log
+      index.sock, index.key   the running server's local socket for command-line tools
+
+Store writer ids: each process that appends to the store does so under its own id (an
+exclusive lock per id), so two processes never append to the same pack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from duckpacs import _core
+
+STORE_DIRNAME = "store"
+KEY_FILENAME = "index.key"
+IMPORT_JOURNAL = "import-journal.sqlite"
+
+# Store writer ids (at most one process holds each).
+SERVE_WRITER = 1  # `duckpacs serve`: DIMSE and STOW-RS
+IMPORT_WRITER = 0xFFFE  # import, import-scans, migrate
+MAINTENANCE_WRITER = 0xFFFF  # compact
+
+
+def store_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / STORE_DIRNAME
+
+
+def open_store(data_dir: Path, writer_id: int | None = None, **options: object) -> _core.Store:
+    """The archive's store: read-only, or appending under ``writer_id`` (see above)."""
+    return _core.Store(store_dir(data_dir), writer_id=writer_id, **options)  # type: ignore[arg-type]
