@@ -95,10 +95,11 @@ def _corpus_files() -> list[Path]:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # odd values in legacy test files
-def test_every_basic_profile_attribute_in_the_corpus_is_handled() -> None:
+def test_every_basic_profile_attribute_in_the_corpus_is_handled(tmp_path: Path) -> None:
     anon = Anonymizer(secret=b"test")
     seen: set[str] = set()
     done = 0
+    unwritable: list[tuple[Path, str]] = []
     for path in _corpus_files():
         data = path.read_bytes()
         try:
@@ -106,7 +107,13 @@ def test_every_basic_profile_attribute_in_the_corpus_is_handled() -> None:
             _ = orig.SOPInstanceUID
         except Exception:
             continue  # unreadable inputs are rejected by anonymize_files (tested below)
-        out_bytes, changes, _ds = anonymize_bytes(data, anon)
+        try:
+            out_bytes, changes, _ds = anonymize_bytes(data, anon)
+        except ValueError as e:
+            # pydicom 3.0 cannot write every syntax (Deflated Image Frame Compression,
+            # 1.2.840.10008.1.2.8.1, in the shared corpus): anonymize_files rejects those.
+            unwritable.append((path, str(e)))
+            continue
         out = parse(out_bytes)
         _check(orig, out, anon, f"{path.name}: ", seen)
         assert out.PatientIdentityRemoved == "YES"
@@ -120,6 +127,9 @@ def test_every_basic_profile_attribute_in_the_corpus_is_handled() -> None:
         assert changes
         done += 1
     assert done > 60
+    for path, reason in unwritable:  # rejected with the writer's reason, nothing written
+        report = anonymize_files([path], tmp_path / path.name, Anonymizer(secret=b"test"))
+        assert not report.written and reason in report.rejected[0].reason, path.name
     # The corpus exercises a good part of the table, including the usual identifiers.
     assert {"PatientBirthDate", "InstitutionName", "ReferringPhysicianName", "StudyID"} <= seen
     assert len(seen) >= 40
