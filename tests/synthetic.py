@@ -95,7 +95,8 @@ ENH_PATIENT = Patient("SYN-0004", "Haddad^Karim", "19900101", "M")
 
 
 def phantom(rng: np.random.Generator, z: int, signed: bool = False) -> np.ndarray:
-    """A head-like phantom slice (ellipses, a slice-dependent lesion, mild noise), 12 bits."""
+    """A head-like phantom slice (ellipses, a slice-dependent lesion, mild noise): 12-bit
+    values, or CT numbers when ``signed``."""
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     c = (SIZE - 1) / 2
     skull = ((x - c) / (SIZE * 0.44)) ** 2 + ((y - c) / (SIZE * 0.38)) ** 2
@@ -111,7 +112,8 @@ def phantom(rng: np.random.Generator, z: int, signed: bool = False) -> np.ndarra
 
 
 def _pixels(ds: Dataset, frames: list[np.ndarray]) -> None:
-    """Native pixel module for 16-bit (12 stored) monochrome frames (PS3.3 C.7.6.3)."""
+    """Native monochrome pixels (PS3.3 C.7.6.3): 16 bits allocated, 12 stored for MR,
+    16 signed for CT."""
     signed = frames[0].dtype == np.int16
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
