@@ -25,10 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.corpus import SHARED_CORPUS  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.interop.orthanc import orthanc_binary, peak_rss_kib, run_orthanc  # noqa: E402
 
-MR_DIR = ROOT.parent / "shared" / "corpus" / "mr_toshiba_dti"
+MR_DIR = SHARED_CORPUS / "mr_toshiba_dti"
 SCU = "BENCHSCU"
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -3,8 +3,9 @@
 Same files, one run: Orthanc gets ``POST /instances`` from 4 parallel clients (temporary
 configuration, free ports, TCP_NODELAY=1 in its environment anyway); we run the archive
 import (discovery, parse, dedupe, store with one fsync per batch, DuckDB index). Sets: the
-Toshiba MR series of ../shared/corpus (if present) and synthetic 512x512 CT slices. Also the
-re-import of the already imported tree. Prints files/s and MB/s, ours beside Orthanc's, ratio.
+Toshiba MR series of the shared corpus (if present; tests/corpus.py says where) and synthetic
+512x512 CT slices. Also the re-import of the already imported tree. Prints files/s and MB/s,
+ours beside Orthanc's, ratio.
 
 Usage: ``python bench/bench_import.py [--ct N]``
 """
@@ -26,10 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.corpus import SHARED_CORPUS as CORPUS  # noqa: E402
+
 from bench_store import synth_ct  # noqa: E402
 from duckpacs.ingest.importer import import_paths  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 MB = 1e6
 
 
@@ -126,7 +129,7 @@ def main() -> int:
         if toshiba.is_dir():
             bench_set("Toshiba MR", toshiba, tmp)
         else:
-            print("../shared/corpus/mr_toshiba_dti absent: Toshiba set skipped")
+            print(f"{toshiba} absent: Toshiba set skipped")
         ct = tmp / "ct"
         ct.mkdir()
         for i, blob in enumerate(synth_ct(args.ct)):

@@ -9,10 +9,10 @@ with one study; then, in one run:
   (``POST /modalities/legacy/move``: C-MOVE to itself, SQLite index, no compression);
 * reference: DCMTK ``getscu`` writing the files to a folder (transport only, no archive).
 
-Sets: the Toshiba MR series of ../shared/corpus (one study, if present) and synthetic 512x512
-CT slices spread over several studies (ours retrieves ``--parallel`` studies at once, 1 by
-default like ``duckpacs migrate``, importing one study while the next arrives; Orthanc's move
-handles them one after the other).
+Sets: the Toshiba MR series of the shared corpus (one study, if present; tests/corpus.py says
+where) and synthetic 512x512 CT slices spread over several studies (ours retrieves
+``--parallel`` studies at once, 1 by default like ``duckpacs migrate``, importing one study
+while the next arrives; Orthanc's move handles them one after the other).
 Prints instances/s and MB/s, ours beside Orthanc's, and the ratio.
 
 Usage: ``python bench/bench_migrate.py [--ct N] [--studies N] [--parallel N]``
@@ -41,6 +41,9 @@ from pathlib import Path
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.corpus import SHARED_CORPUS as CORPUS  # noqa: E402
+
 from bench_store import synth_ct  # noqa: E402
 from duckpacs.ingest.migrate import (  # noqa: E402
     RemotePeer,
@@ -50,7 +53,6 @@ from duckpacs.ingest.migrate import (  # noqa: E402
     open_journal,
 )
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 MB = 1e6
 ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK and Orthanc stall 40 ms a message without it
 
@@ -203,7 +205,7 @@ def main() -> int:
             files = sorted(p for p in toshiba.rglob("*.dcm") if p.is_file())
             bench_set("Toshiba MR", files, tmp, args.parallel)
         else:
-            print("../shared/corpus/mr_toshiba_dti absent: Toshiba set skipped")
+            print(f"{toshiba} absent: Toshiba set skipped")
         ct = synthetic_studies(tmp / "ct", args.ct, args.studies)
         bench_set("synthetic CT 512x512", ct, tmp, args.parallel)
     return 0

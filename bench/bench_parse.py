@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pydicom
 
-from duckpacs import _core
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.corpus import SHARED_CORPUS as CORPUS  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+from duckpacs import _core  # noqa: E402
 
 
 def corpus_files(dest: Path) -> list[Path]:

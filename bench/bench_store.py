@@ -12,7 +12,8 @@ Targets (issue 4): whole-instance ratio on the Toshiba series >= 8x; pixel ratio
 JPEG-LS's on native CT/MR; frame decode >= 3x faster than JPEG-LS; store >= 300 MB/s for CT.
 
 Usage: ``python bench/bench_store.py [--limit N] [--ct-slices N]``. Needs ``imagecodecs``
-(in the dev extras). Without ../shared/corpus only the synthetic CT part runs.
+(in the dev extras). Without the shared corpus (tests/corpus.py says where) only the synthetic
+CT part runs.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from duckpacs._core import Store
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.corpus import SHARED_CORPUS as CORPUS  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+from duckpacs._core import Store  # noqa: E402
+
 MB = 1e6
 
 

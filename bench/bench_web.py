@@ -1,7 +1,8 @@
 """DICOMweb benchmark: ``duckpacs serve`` beside Debian's Orthanc + DICOMweb plugin, one run.
 
-Both archives get the same corpus (../shared/corpus/mr_toshiba_dti, one 520-instance MR
-series): duckpacs through STOW-RS (PS3.18 10.5), Orthanc through its REST ``POST /instances``.
+Both archives get the same corpus (mr_toshiba_dti of the shared corpus, which tests/corpus.py
+locates: one 520-instance MR series): duckpacs through STOW-RS (PS3.18 10.5), Orthanc through
+its REST ``POST /instances``.
 Then, over keep-alive HTTP on loopback, the same requests to both:
 
 - QIDO-RS study search (``/studies?PatientID=...``, PS3.18 10.6), median of 50;
@@ -38,10 +39,11 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.corpus import SHARED_CORPUS  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.interop.orthanc import orthanc_binary  # noqa: E402
 
-MR_DIR = ROOT.parent / "shared" / "corpus" / "mr_toshiba_dti"
+MR_DIR = SHARED_CORPUS / "mr_toshiba_dti"
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 DICOM_MULTIPART = 'multipart/related; type="application/dicom"; transfer-syntax=*'

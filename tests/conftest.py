@@ -1,30 +1,24 @@
-"""Shared pytest fixtures: the DICOM test corpus (see ``tests/corpus.py``)."""
+"""Shared pytest set-up: where the test files come from (``tests/corpus.py``) and the DIMSE
+fixtures."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import pytest
 
-from tests.corpus import iter_gunzipped, pydicom_test_files, shared_corpus_files
+from tests.corpus import CORPUS_ENV, SHARED_CORPUS, shared_present
 
 
-@pytest.fixture(scope="session")
-def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """pydicom's test files plus the shared corpus (gzipped files decompressed)."""
-    dest = tmp_path_factory.mktemp("corpus_gunzip")
-    shared = list(iter_gunzipped(shared_corpus_files(), dest))
-    return pydicom_test_files() + shared
+def pytest_configure(config: pytest.Config) -> None:
+    # A corpus asked for by name must be there: quietly testing without it would mislead.
+    if os.environ.get(CORPUS_ENV) and not shared_present():
+        raise pytest.UsageError(f"{CORPUS_ENV}={os.environ[CORPUS_ENV]}: no such folder")
 
 
-@pytest.fixture(scope="session")
-def shared_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The shared corpus (gzipped files decompressed); skips when it is absent."""
-    files = shared_corpus_files()
-    if not files:
-        pytest.skip("../shared/corpus is absent")
-    dest = tmp_path_factory.mktemp("shared_gunzip")
-    return list(iter_gunzipped(files, dest))
+def pytest_report_header(config: pytest.Config) -> str:
+    state = "present" if shared_present() else "absent: synthetic and pydicom files only"
+    return f"shared corpus: {SHARED_CORPUS} ({state})"
 
 
 # The DIMSE tests' fixtures (an in-process server over an in-memory archive).

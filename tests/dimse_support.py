@@ -19,7 +19,6 @@ import pytest
 from duckpacs import config
 from duckpacs.archive import Archive
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 SCU_AE = "TESTSCU"
 DEST_AE = "TESTDEST"
 

@@ -10,14 +10,14 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from pathlib import Path
 from typing import Any
 
 import pydicom
 import pydicom.data
 from pydicom.dataset import Dataset
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from tests import synthetic
+from tests.corpus import shared_folder, synthetic_files, synthetic_folder
 
 
 def pydicom_files() -> list[str]:
@@ -29,16 +29,18 @@ def pydicom_files() -> list[str]:
 
 
 def corpus_files() -> list[str]:
-    """A few files of ../shared/corpus (private blocks, a real MR series); [] when absent."""
-    if not CORPUS.is_dir():
-        return []
-    agfa = sorted(
-        str(p)
-        for p in (CORPUS / "dcm_qa_agfa").rglob("*")
-        if p.is_file() and p.suffix.lower() in (".dcm", ".img", "")
-    )
-    mr = sorted(str(p) for p in (CORPUS / "mr_toshiba_dti").glob("*.dcm"))[:30]
-    return agfa + mr
+    """Files with private blocks, nested sequences, several character sets and a study of
+    several series: every synthetic file but the gzipped ones and most of the long MR series,
+    then (when present) the Agfa files and part of the Toshiba series of the shared corpus."""
+    keep = [p for p in synthetic_files(include_gz=False) if p.parent.name != synthetic.MR_SERIES]
+    files = sorted(synthetic_folder(synthetic.MR_SERIES).glob("*.dcm"))[:10] + keep
+    agfa = shared_folder("dcm_qa_agfa")
+    if agfa is not None:
+        files += sorted(p for p in agfa.rglob("*") if p.suffix.lower() in (".dcm", ".img"))
+    toshiba = shared_folder("mr_toshiba_dti")
+    if toshiba is not None:
+        files += sorted(toshiba.glob("*.dcm"))[:30]
+    return [str(p) for p in files]
 
 
 def read(path: str) -> Dataset | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydicom.data import get_testdata_files
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+from tests.corpus import shared_corpus_files, synthetic_files
 
 
 def pydicom_files() -> list[Path]:
@@ -18,14 +18,8 @@ def pydicom_files() -> list[Path]:
 
 
 def corpus_files() -> list[Path]:
-    """Every file of ../shared/corpus (empty when the corpus is absent)."""
-    if not CORPUS.is_dir():
-        return []
-    return sorted(
-        p
-        for p in CORPUS.rglob("*")
-        if p.is_file() and p.suffix not in {".md", ".txt"} and "LICENSE" not in p.name.upper()
-    )
+    """Every synthetic file, then every file of the shared corpus when present."""
+    return synthetic_files() + shared_corpus_files()
 
 
 def read_original(path: Path) -> bytes:

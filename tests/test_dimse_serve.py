@@ -13,10 +13,9 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import part10
-from tests.dimse_support import CORPUS, SCU_AE, dcmtk_tool
+from tests.corpus import SHARED_CORPUS, mr_series_sets, synthetic_dir
+from tests.dimse_support import SCU_AE, dcmtk_tool
 from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, running_server
-
-MR_SERIES = CORPUS / "mr_toshiba_dti"
 
 
 def dataset_sha(data: bytes) -> str:
@@ -24,9 +23,11 @@ def dataset_sha(data: bytes) -> str:
 
 
 def sources() -> list[Path]:
+    """Two of pydicom's files, then 30 slices of the synthetic MR series and of the shared
+    corpus's Toshiba series when present."""
     files = [Path(str(get_testdata_file(n))) for n in ("CT_small.dcm", "MR_small.dcm")]
-    if MR_SERIES.is_dir():
-        files += sorted(MR_SERIES.glob("*.dcm"))[:30]
+    for series in mr_series_sets():
+        files += series[:30]
     return files
 
 
@@ -87,7 +88,7 @@ def test_serve_stores_finds_and_returns_identical_bytes(tmp_path: Path) -> None:
         corpus_uids = {
             str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
             for f in files
-            if CORPUS in f.parents
+            if f.is_relative_to(synthetic_dir()) or f.is_relative_to(SHARED_CORPUS)
         }
         assert set(back) == set(expected)
         assert {u: back[u] for u in corpus_uids} == {u: expected[u] for u in corpus_uids}

@@ -32,7 +32,16 @@ from duckpacs.export.dicomdir import file_set, write_dicomdir
 from duckpacs.index import Index
 from duckpacs.ingest.importer import import_paths
 from duckpacs.ingest.sources import SourceItem, discover
-from tests.corpus import SHARED_CORPUS, pydicom_test_files
+from tests import synthetic
+from tests.corpus import (
+    SHARED_CORPUS,
+    ingest_folder_sets,
+    pydicom_test_files,
+    shared_folder,
+    shared_present,
+    synthetic_dir,
+    synthetic_folder,
+)
 from tests.helpers import duckpacs_cmd, require_tool
 
 SMALL = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm", "JPEG-lossy.dcm"]
@@ -113,29 +122,28 @@ def test_import_pydicom_corpus_zip_dicomdir_once_each(
     assert archive_state(data) == (live, indexed)
 
 
-def test_import_shared_corpus(tmp_path: Path) -> None:
-    if not SHARED_CORPUS.is_dir():
-        pytest.skip("../shared/corpus is absent")
-    parts = [SHARED_CORPUS / n for n in ("mr_philips_classic_gz", "dcm_qa_agfa", "dcm_qa_ts")]
-    parts = [p for p in parts if p.is_dir()]
+def test_import_corpus_folders(tmp_path: Path) -> None:
+    """The whole synthetic corpus (gzipped files, DICOM named ``.img`` or nothing, no preamble,
+    every transfer syntax, character sets, multi-frame), then the shared corpus's Philips, Agfa
+    and dcm_qa_ts folders when present: every instance indexed once, as stored."""
+    parts = [synthetic_dir()] + [p for f in ingest_folder_sets()[1:] for p in f]
     data = tmp_path / "archive"
     summary, counts = import_paths(parts, data)
     live, indexed = archive_state(data)
     assert indexed == accepted_truth(parts)
-    assert live == len(indexed)
-    gz = SHARED_CORPUS / "mr_philips_classic_gz"
-    if gz.is_dir():
-        n_gz = sum(1 for p in gz.rglob("*.dcm.gz"))
-        rejected_gz = [r for r in summary.rejected if r.path.endswith(".gz")]
-        assert n_gz > 0 and not rejected_gz
-        assert len(accepted_truth([gz])) == n_gz
-    agfa = [p for p in (SHARED_CORPUS / "dcm_qa_agfa").rglob("*") if p.is_file()]
-    agfa_dicom = [p for p in agfa if p.suffix.lower() not in {".md", ".txt", ""}]
-    for p in agfa_dicom:  # the `.img` files are DICOM by content
-        ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
-        if "SOPInstanceUID" in ds:
-            assert str(ds.SOPInstanceUID) in indexed
-    assert counts.stored == len(indexed)
+    assert live == len(indexed) == counts.stored
+    for folders in ingest_folder_sets():
+        gz = list(folders.gz.rglob("*.dcm.gz"))
+        assert gz and not [r for r in summary.rejected if r.path.endswith(".gz")]
+        assert len(accepted_truth([folders.gz])) == len(gz)
+        for p in folders.by_content.rglob("*"):  # DICOM by content, whatever the name
+            if p.is_file() and p.name != "LICENSE":
+                ds = pydicom.dcmread(p, stop_before_pixels=True, force=True)
+                assert str(ds.SOPInstanceUID) in indexed, p
+        for p in folders.syntaxes.glob("*.dcm"):
+            assert str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) in indexed, p
+    (no_preamble,) = synthetic_folder(synthetic.NO_PREAMBLE).iterdir()
+    assert str(pydicom.dcmread(no_preamble, force=True).SOPInstanceUID) in indexed
 
 
 def _kill_and_resume(tmp_path: Path, src: list[Path], rounds: int, seed: int) -> None:
@@ -158,18 +166,16 @@ def _kill_and_resume(tmp_path: Path, src: list[Path], rounds: int, seed: int) ->
 def test_killed_import_resumes_without_loss_or_duplicates(
     tmp_path: Path, mixed_inputs: list[Path]
 ) -> None:
-    src = list(mixed_inputs)
-    toshiba = SHARED_CORPUS / "mr_toshiba_dti"
-    if toshiba.is_dir():
+    src = [*mixed_inputs, synthetic_folder(synthetic.MR_SERIES)]
+    if (toshiba := shared_folder("mr_toshiba_dti")) is not None:
         src.append(toshiba)
     _kill_and_resume(tmp_path, src, rounds=4, seed=7)
 
 
 @pytest.mark.slow
 def test_killed_import_resumes_many_rounds(tmp_path: Path) -> None:
-    if not SHARED_CORPUS.is_dir():
-        pytest.skip("../shared/corpus is absent")
-    _kill_and_resume(tmp_path, [SHARED_CORPUS], rounds=15, seed=11)
+    src = [synthetic_dir()] + ([SHARED_CORPUS] if shared_present() else [])
+    _kill_and_resume(tmp_path, src, rounds=15, seed=11)
 
 
 @pytest.fixture(scope="module")

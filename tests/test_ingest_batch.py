@@ -15,8 +15,8 @@ from pydicom.data import get_testdata_file
 from duckpacs.ingest.batch import Payload, run
 from duckpacs.ingest.progress import Progress
 from duckpacs.ingest.sources import discover_all
+from tests.corpus import ingest_folder_sets
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 PYDICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
 
 
@@ -98,13 +98,15 @@ def test_unreadable_member_is_rejected_not_sent(tmp_path: Path) -> None:
     assert "gzip" in summary.rejected[0].reason or "read" in summary.rejected[0].reason
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is absent")
-def test_shared_corpus_gz_and_agfa_through_the_driver() -> None:
-    sink = FolderSink()
-    paths = [CORPUS / "dcm_qa_agfa", CORPUS / "dcm_qa_ts"]
-    gz = sorted((CORPUS / "mr_philips_classic_gz").glob("*.dcm.gz"))[:20]
-    summary = run([*paths, *gz], sink, jobs=2)
-    assert {Path(r.path).name for r in summary.rejected} <= {"LICENSE"} | {
-        Path(r.path).name for r in summary.rejected if r.reason.startswith("duplicate")
-    }
-    assert summary.files == len(sink.stored) >= 8 + 20
+def test_gz_files_named_anything_and_every_syntax_through_the_driver() -> None:
+    """The synthetic folders, and the shared corpus's Philips, Agfa and dcm_qa_ts folders when
+    present: only licence files and duplicates are turned away."""
+    for folders in ingest_folder_sets():
+        sink = FolderSink()
+        gz = sorted(folders.gz.glob("*.dcm.gz"))[:20]
+        summary = run([folders.by_content, folders.syntaxes, *gz], sink, jobs=2)
+        turned_away = {
+            Path(r.path).name for r in summary.rejected if not r.reason.startswith("duplicate")
+        }
+        assert turned_away <= {"LICENSE"}
+        assert summary.files == len(sink.stored) >= len(gz) + 4 + 9

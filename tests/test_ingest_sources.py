@@ -25,15 +25,10 @@ from duckpacs.ingest.sources import (
     read_dataset,
     sniff,
 )
+from tests import synthetic
+from tests.corpus import ingest_folder_sets, synthetic_folder
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 PYDICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
-
-
-def needs_corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip("../shared/corpus is absent")
-    return CORPUS
 
 
 def uids(items: list[SourceItem]) -> Counter[str]:
@@ -222,20 +217,35 @@ def test_dicomdir_inside_zip_is_skipped_members_kept(tmp_path: Path) -> None:
     assert len(items) == 2
 
 
-def test_shared_corpus_gz_and_extensionless() -> None:
-    corpus = needs_corpus()
-    items, rejects = discover_all(
-        [corpus / "mr_philips_classic_gz", corpus / "dcm_qa_agfa", corpus / "dcm_qa_ts"]
-    )
-    assert {Path(r.path).name for r in rejects} == {"LICENSE"}
-    gz = [i for i in items if i.container == "gzip"]
-    agfa = [i for i in items if "dcm_qa_agfa" in i.description]
-    assert len(gz) == len(list((corpus / "mr_philips_classic_gz").glob("*.dcm.gz")))
-    assert len(agfa) == 8 and all(i.description.endswith(".img") for i in agfa)
-    sample = gz[:5] + agfa
-    assert len(uids(sample)) == len(sample)
-    for item in sample:
-        assert len(item.read()) == item.size
+def test_gz_and_files_named_anything_are_found_by_content() -> None:
+    """Gzipped series, DICOM named ``.img`` or nothing, every transfer syntax: the synthetic
+    folders, and the Philips, Agfa and dcm_qa_ts folders of the shared corpus when present."""
+    for folders in ingest_folder_sets():
+        items, rejects = discover_all(list(folders))
+        licences = [str(p) for folder in folders for p in folder.glob("LICENSE")]
+        assert sorted(r.path for r in rejects) == sorted(licences)
+        gz = [i for i in items if i.container == "gzip"]
+        assert len(gz) == len(list(folders.gz.glob("*.dcm.gz")))
+        named = [i for i in items if Path(i.description).is_relative_to(folders.by_content)]
+        expected = [p for p in folders.by_content.rglob("*") if p.is_file() and p.name != "LICENSE"]
+        assert len(named) == len(expected) >= 4
+        assert not any(i.description.endswith(".dcm") for i in named)
+        syntaxes = [i for i in items if Path(i.description).parent == folders.syntaxes]
+        assert len(syntaxes) == len(list(folders.syntaxes.glob("*.dcm"))) >= 9
+        sample = gz[:5] + named + syntaxes
+        assert len(uids(sample)) == len(sample)
+        for item in sample:
+            assert len(item.read()) == item.size
+
+
+def test_file_without_preamble_is_found_by_content() -> None:
+    """A meta header straight at byte 0 (no preamble, no ``DICM``) is read as a dataset."""
+    (path,) = synthetic_folder(synthetic.NO_PREAMBLE).iterdir()
+    items, rejects = discover_all([path])
+    assert not rejects
+    (item,) = items
+    assert item.kind == "dataset" and item.read() == path.read_bytes()
+    assert read_dataset(item).SOPInstanceUID == pydicom.dcmread(path, force=True).SOPInstanceUID
 
 
 def test_decompression_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,7 @@
 """Conformance of ``duckpacs dump --json`` (``_core.dump_json``) with pydicom.
 
-For every pydicom test file and every file of ``../shared/corpus``, our DICOM JSON model
+For every pydicom test file, every synthetic file (``tests/synthetic.py``) and the files of the
+optional shared corpus (``tests/corpus.py``), our DICOM JSON model
 (PS3.18 F.2) must agree with ``pydicom.Dataset.to_json_dict()`` element for element: tags,
 VRs, values, nested sequences, person names. Bulk data (binary VRs) is compared by tag and VR
 only, never by value. The deliberate differences below are applied to pydicom's side before
@@ -30,7 +31,7 @@ import pytest
 
 from duckpacs import _core
 from duckpacs.errors import ParseError
-from tests.corpus import iter_gunzipped, pydicom_test_files, shared_corpus_files
+from tests.corpus import iter_gunzipped, pydicom_test_files, shared_corpus_files, synthetic_files
 
 BINARY_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
 SIGNIFICANT_LEADING_SPACE = {"LT", "ST", "UT", "UR"}
@@ -168,15 +169,15 @@ def test_pydicom_test_files_agree(path: Path) -> None:
     _check(path)
 
 
-def test_shared_corpus_agrees_sample(tmp_path: Path) -> None:
-    files = shared_corpus_files()
-    if not files:
-        pytest.skip("../shared/corpus is absent")
-    for path in iter_gunzipped(_sample(files, 40), tmp_path):
+def test_synthetic_and_shared_corpus_agree(tmp_path: Path) -> None:
+    """Every synthetic file (each transfer syntax, private and nested sequences, character
+    sets, multi-frame, no preamble), and a sample of the shared corpus when present."""
+    files = synthetic_files() + _sample(shared_corpus_files(), 40)
+    for path in iter_gunzipped(files, tmp_path):
         _check(path)
 
 
 @pytest.mark.slow
-def test_shared_corpus_agrees_every_file(shared_corpus: list[Path]) -> None:
-    for path in shared_corpus:
+def test_every_corpus_file_agrees(tmp_path: Path) -> None:
+    for path in iter_gunzipped(synthetic_files() + shared_corpus_files(), tmp_path):
         _check(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -13,7 +14,12 @@ from pydicom.pixels.utils import get_expected_length
 
 from duckpacs import _core
 from duckpacs.errors import ParseError
-from tests.corpus import pydicom_test_files, shared_corpus_files
+from tests.corpus import pydicom_test_files, shared_corpus_files, synthetic_files
+
+
+def unzipped_corpus_files() -> list[Path]:
+    """The synthetic corpus and the shared one when present, without the ``.gz`` files."""
+    return synthetic_files(include_gz=False) + shared_corpus_files(include_gz=False)
 
 
 def _read(name: str) -> bytes:
@@ -133,8 +139,8 @@ def test_describe_every_pydicom_file_or_parse_error() -> None:
 
 def test_encapsulated_frames_match_pydicom_on_every_file() -> None:
     """Frame boundaries (PS3.5 A.4) agree with pydicom's generate_frames on every
-    encapsulated file of the pydicom test files and the (uncompressed-on-disk) corpus."""
-    files = pydicom_test_files() + [p for p in shared_corpus_files() if not p.name.endswith(".gz")]
+    encapsulated file of the pydicom test files and the (uncompressed-on-disk) corpora."""
+    files = pydicom_test_files() + unzipped_corpus_files()
     compared = 0
     for path in files:
         data = path.read_bytes()
@@ -163,7 +169,7 @@ def test_encapsulated_frames_match_pydicom_on_every_file() -> None:
 def test_native_frame_geometry_matches_pydicom_expected_length() -> None:
     """frames * frame_len equals pydicom's expected pixel data length (PS3.5 8.1.1) for every
     native file; badVR.dcm has Number of Frames "1A", which pydicom multiplies as a string."""
-    files = pydicom_test_files() + [p for p in shared_corpus_files() if not p.name.endswith(".gz")]
+    files = pydicom_test_files() + unzipped_corpus_files()
     compared = 0
     for path in files:
         if path.name == "badVR.dcm":

@@ -1,5 +1,5 @@
-"""Frames and ratios through the parser's layouts on real files (issue 4: one chunk per frame,
-dictionaries per series)."""
+"""Frames and ratios through the parser's layouts on pydicom's test files, the synthetic corpus
+and the shared corpus when present (issue 4: one chunk per frame, dictionaries per series)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import warnings
 from pathlib import Path
 
 import pydicom
-import pytest
 from pydicom.encaps import generate_frames
 
 from duckpacs._core import Store
-from tests.store_helpers import CORPUS, corpus_files, pydicom_files, read_original
+from tests.corpus import mr_series_sets, shared_corpus_files, synthetic_files
+from tests.store_helpers import pydicom_files, read_original
 
 
 def _frames_of(data: bytes) -> list[bytes] | None:
@@ -35,7 +35,7 @@ def _frames_of(data: bytes) -> list[bytes] | None:
                 return None
             size = rows * cols * spp * bits // 8
             px = ds.PixelData
-            if len(px) < n * size or ts.is_big_endian:
+            if len(px) < n * size or not ts.is_little_endian:
                 return None
             return [px[i * size : (i + 1) * size] for i in range(n)]
         except Exception:
@@ -43,7 +43,8 @@ def _frames_of(data: bytes) -> list[bytes] | None:
 
 
 def test_frames_match_pydicom_on_every_test_file(tmp_path: Path) -> None:
-    files = pydicom_files() + [p for p in corpus_files() if "pydicom-data" in p.parts]
+    shared = [p for p in shared_corpus_files() if "pydicom-data" in p.parts]
+    files = pydicom_files() + synthetic_files() + shared
     checked = 0
     with Store(tmp_path, writer_id=1) as store:
         for path in files:
@@ -55,16 +56,20 @@ def test_frames_match_pydicom_on_every_test_file(tmp_path: Path) -> None:
             for i, frame in enumerate(expected):
                 assert store.get_frame(loc, i) == frame, f"{path.name} frame {i}"
             checked += 1
-    # pydicom's own files give 39 comparable instances; the shared corpus adds more.
-    assert checked > (40 if corpus_files() else 30)
+    # Comparable instances: 82 of pydicom's own files, 104 synthetic ones (all but the big
+    # endian and the deflated one), 60 of the shared corpus's pydicom-data when present.
+    assert checked >= 186 + (60 if shared else 0)
 
 
 def test_series_dictionary_makes_mr_headers_small(tmp_path: Path) -> None:
-    folder = CORPUS / "mr_toshiba_dti"
-    if not folder.is_dir():
-        pytest.skip("../shared/corpus is absent")
-    data = [p.read_bytes() for p in sorted(folder.glob("*.dcm"))[:60]]
-    with Store(tmp_path, writer_id=1) as store:
+    """Each header-heavy MR series: the synthetic one, the Toshiba one when present."""
+    for series in mr_series_sets():
+        _check_series_dictionary(tmp_path / series[0].parent.name, series[:60])
+
+
+def _check_series_dictionary(root: Path, files: list[Path]) -> None:
+    data = [p.read_bytes() for p in files]
+    with Store(root, writer_id=1) as store:
         locs = store.put_many(data)
         stats = store.stats()
         assert stats["dictionaries"] == 1

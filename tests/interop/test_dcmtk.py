@@ -17,14 +17,14 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import Archive, part10
-from tests.dimse_support import CORPUS, DEST_AE, SCU_AE, dcmtk_tool, default_peers
+from tests.corpus import SHARED_CORPUS, mr_series_sets, synthetic_dir
+from tests.dimse_support import DEST_AE, SCU_AE, dcmtk_tool, default_peers
 from tests.helpers import dcmtk_env, free_port
 
 pytestmark = pytest.mark.interop
 
 PYDICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb_jpeg_dcmtk.dcm", "rtplan.dcm"]
-MR_SERIES = CORPUS / "mr_toshiba_dti"
-MR_SUBSET = 60  # enough to exercise many C-STOREs in one association; the bench sends all
+MR_SUBSET = 60  # per series: many C-STOREs in one association; the bench sends all
 
 
 def dataset_sha(path: Path) -> str:
@@ -33,9 +33,11 @@ def dataset_sha(path: Path) -> str:
 
 
 def sources() -> list[Path]:
+    """A few of pydicom's files, then the synthetic MR series and the shared corpus's Toshiba
+    series when present (one study each)."""
     files = [Path(str(get_testdata_file(n))) for n in PYDICOM_FILES]
-    if MR_SERIES.is_dir():
-        files += sorted(MR_SERIES.glob("*.dcm"))[:MR_SUBSET]
+    for series in mr_series_sets():
+        files += series[:MR_SUBSET]
     return files
 
 
@@ -63,8 +65,9 @@ def stored_sha(archive: Archive, uid: str) -> str:
 
 def corpus_file(path: Path) -> bool:
     # storescu re-encodes what it sends; on pydicom's deliberately odd test files that changes
-    # bytes before we ever see them, so those are compared with what we received instead.
-    return CORPUS in path.parents
+    # bytes before we ever see them, so those are compared with what we received instead. The
+    # synthetic and the vendor files are well formed: they arrive exactly as on disk.
+    return path.is_relative_to(synthetic_dir()) or path.is_relative_to(SHARED_CORPUS)
 
 
 # storescu proposes uncompressed syntaxes unless told which compressed one a file needs.

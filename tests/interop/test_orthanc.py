@@ -1,4 +1,4 @@
-"""Debian's Orthanc as a peer of `duckpacs serve` (the product path): Orthanc C-MOVEs a study
+"""Debian's Orthanc as a peer of `duckpacs serve` (the product path): Orthanc C-MOVEs each study
 out of duckpacs to itself, then `duckpacs send` C-STOREs it to Orthanc again; both times the
 count and the SHA-256 of every dataset match the files storescu sent in."""
 
@@ -15,12 +15,12 @@ import pytest
 from pydicom import dcmread
 
 from duckpacs.archive import part10
-from tests.dimse_support import CORPUS, SCU_AE, dcmtk_tool
+from tests.corpus import mr_series_sets
+from tests.dimse_support import SCU_AE, dcmtk_tool
 from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, running_server
 from tests.interop.orthanc import Orthanc, orthanc_binary, run_orthanc
 
 pytestmark = pytest.mark.interop
-MR_SERIES = CORPUS / "mr_toshiba_dti"
 
 
 def dataset_sha(data: bytes) -> str:
@@ -38,15 +38,17 @@ def orthanc_datasets(orthanc: Orthanc) -> dict[str, str]:
 
 
 def test_orthanc_moves_from_duckpacs_and_duckpacs_sends_to_orthanc(tmp_path: Path) -> None:
+    """40 slices of each MR series: the synthetic one, the Toshiba one when present."""
     if orthanc_binary() is None:
         pytest.skip("Orthanc not installed (Debian package orthanc)")
-    if not MR_SERIES.is_dir():
-        pytest.skip(f"{MR_SERIES} absent (shared corpus)")
     storescu = dcmtk_tool("storescu")
-    files = sorted(MR_SERIES.glob("*.dcm"))[:40]
+    studies: dict[str, list[Path]] = {}
+    for series in mr_series_sets():
+        first = dcmread(series[0], stop_before_pixels=True)
+        studies[str(first.StudyInstanceUID)] = series[:40]
+    files = [f for group in studies.values() for f in group]
     expected = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID): dataset_sha(f.read_bytes())
                 for f in files}  # fmt: skip
-    study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     orthanc_port = free_port()
     data = tmp_path / "archive"
     data.mkdir()
@@ -64,11 +66,12 @@ def test_orthanc_moves_from_duckpacs_and_duckpacs_sends_to_orthanc(tmp_path: Pat
         assert sent.returncode == 0, sent.stderr
         modalities = {"duckpacs": ("DUCKPACS", "127.0.0.1", port)}
         with run_orthanc(tmp_path / "orthanc", modalities, dicom_port=orthanc_port) as orthanc:
-            orthanc.rest(
-                "/modalities/duckpacs/move",
-                {"Level": "Study", "Resources": [{"StudyInstanceUID": study}],
-                 "TargetAet": "ORTHANC", "Synchronous": True},
-            )  # fmt: skip
+            for study in studies:
+                orthanc.rest(
+                    "/modalities/duckpacs/move",
+                    {"Level": "Study", "Resources": [{"StudyInstanceUID": study}],
+                     "TargetAet": "ORTHANC", "Synchronous": True},
+                )  # fmt: skip
             assert orthanc_datasets(orthanc) == expected  # C-MOVE: duckpacs stored to Orthanc
             for instance in orthanc.rest("/instances"):
                 request = urllib.request.Request(
@@ -76,11 +79,12 @@ def test_orthanc_moves_from_duckpacs_and_duckpacs_sends_to_orthanc(tmp_path: Pat
                 )
                 urllib.request.urlopen(request, timeout=30).read()
             assert orthanc.rest("/instances") == []
-            send = subprocess.run(
-                duckpacs_cmd("send", "--to", "orthanc", f"StudyInstanceUID={study}",
-                             "--data", str(data), "--json"),
-                capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
-            assert send.returncode == 0, send.stderr
-            assert json.loads(send.stdout)["completed"] == len(files)
+            for study, group in studies.items():
+                send = subprocess.run(
+                    duckpacs_cmd("send", "--to", "orthanc", f"StudyInstanceUID={study}",
+                                 "--data", str(data), "--json"),
+                    capture_output=True, text=True, timeout=120, check=False,
+                )  # fmt: skip
+                assert send.returncode == 0, send.stderr
+                assert json.loads(send.stdout)["completed"] == len(group)
             assert orthanc_datasets(orthanc) == expected
