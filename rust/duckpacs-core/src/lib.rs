@@ -5,6 +5,7 @@
 pub mod error;
 pub mod index;
 pub mod layout;
+pub mod net;
 pub mod parse;
 pub mod store;
 
