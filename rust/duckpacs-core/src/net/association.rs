@@ -928,6 +928,16 @@ impl Association {
     }
 }
 
+impl std::fmt::Debug for Association {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Association")
+            .field("negotiated", &self.negotiated)
+            .field("state", &self.state)
+            .field("dataset_pending", &self.dataset_pending)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Association {
     /// An association dropped while open is aborted (service-user), so the peer learns at
     /// once instead of by its own timer.
