@@ -710,3 +710,120 @@ fn dcmtk_echoscu_interop() {
         + &String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(text.contains("called ae title not recognized"), "{text}");
 }
+
+/// Read one whole PDU from a raw socket.
+fn read_pdu_raw(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = [0u8; 6];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    let mut pdu = head.to_vec();
+    pdu.resize(6 + len, 0);
+    s.read_exact(&mut pdu[6..]).unwrap();
+    pdu
+}
+
+const RELEASE_RQ: [u8; 10] = [0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+const RELEASE_RP: [u8; 10] = [0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+
+#[test]
+fn release_collision_as_acceptor_follows_the_state_table() {
+    // We accept; a raw requestor answers our A-RELEASE-RQ with its own (collision). As
+    // acceptor (Sta10) we must wait for its A-RELEASE-RP before sending ours (Sta12).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut conn = Connection::new(Box::new(stream), timeouts(), 0);
+        let rq = conn.read_request().unwrap();
+        let acceptance = Acceptance::by_abstract_syntax(&rq.contexts, |_| {
+            ContextDecision::Accept(TransferSyntaxes::new(&[IMPLICIT], false))
+        });
+        let mut assoc = conn.accept(&rq, &acceptance).unwrap();
+        assoc.release()
+    });
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let rq = Proposal::new("A", "B")
+        .with_context(VERIFICATION, &[IMPLICIT])
+        .request()
+        .unwrap();
+    s.write_all(&Pdu::AssociateRq(rq).to_bytes().unwrap())
+        .unwrap();
+    assert_eq!(read_pdu_raw(&mut s)[0], 0x02, "A-ASSOCIATE-AC");
+    assert_eq!(read_pdu_raw(&mut s), RELEASE_RQ);
+    s.write_all(&RELEASE_RQ).unwrap(); // collision
+    s.write_all(&RELEASE_RP).unwrap(); // the requestor answers first (Sta9 -> Sta11)
+    assert_eq!(
+        read_pdu_raw(&mut s),
+        RELEASE_RP,
+        "then the acceptor answers"
+    );
+    assert!(acceptor.join().unwrap().is_ok());
+}
+
+#[test]
+fn release_collision_as_requestor_follows_the_state_table() {
+    // We request; a raw acceptor answers our A-RELEASE-RQ with its own. As requestor
+    // (Sta9) we answer at once and then wait for its A-RELEASE-RP (Sta11).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let rq = read_pdu_raw(&mut s);
+        let Pdu::AssociateRq(rq) = pdu::decode_body(rq[0], &rq[6..]).unwrap() else {
+            panic!()
+        };
+        let acceptance = Acceptance::by_abstract_syntax(&rq.contexts, |_| {
+            ContextDecision::Accept(TransferSyntaxes::new(&[IMPLICIT], false))
+        });
+        let (ac, _) =
+            duckpacs_core::net::assoc::acceptor::negotiate(&rq, &acceptance, 0, None).unwrap();
+        s.write_all(&Pdu::AssociateAc(ac).to_bytes().unwrap())
+            .unwrap();
+        assert_eq!(read_pdu_raw(&mut s), RELEASE_RQ);
+        s.write_all(&RELEASE_RQ).unwrap(); // collision
+        assert_eq!(
+            read_pdu_raw(&mut s),
+            RELEASE_RP,
+            "the requestor answers at once"
+        );
+        s.write_all(&RELEASE_RP).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        rest
+    });
+    let p = Proposal::new("A", "B").with_context(VERIFICATION, &[IMPLICIT]);
+    let mut assoc = connect(addr, &p, timeouts()).unwrap();
+    assoc.release().unwrap();
+    assert!(peer.join().unwrap().is_empty(), "nothing after the release");
+}
+
+#[test]
+fn release_without_answer_aborts_after_artim() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let rq = read_pdu_raw(&mut s);
+        let Pdu::AssociateRq(rq) = pdu::decode_body(rq[0], &rq[6..]).unwrap() else {
+            panic!()
+        };
+        let acceptance = Acceptance::by_abstract_syntax(&rq.contexts, |_| {
+            ContextDecision::Accept(TransferSyntaxes::new(&[IMPLICIT], false))
+        });
+        let (ac, _) =
+            duckpacs_core::net::assoc::acceptor::negotiate(&rq, &acceptance, 0, None).unwrap();
+        s.write_all(&Pdu::AssociateAc(ac).to_bytes().unwrap())
+            .unwrap();
+        assert_eq!(read_pdu_raw(&mut s), RELEASE_RQ);
+        // Never answer: the requestor's ARTIM runs out and it aborts.
+        read_pdu_raw(&mut s)
+    });
+    let p = Proposal::new("A", "B").with_context(VERIFICATION, &[IMPLICIT]);
+    let mut assoc = connect(addr, &p, timeouts()).unwrap();
+    let e = assoc.release().unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert_eq!(peer.join().unwrap(), provider_abort(Abort::NOT_SPECIFIED));
+}

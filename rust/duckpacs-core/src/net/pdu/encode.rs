@@ -83,7 +83,7 @@ impl Pdu<'_> {
 /// An AE title field: 16 bytes, space padded (PS3.8 9.3.2). It must be 1 to 16 characters
 /// of the ISO 646 basic G0 set without backslash or controls (PS3.5 Table 6.2-1, AE).
 fn ae_title(out: &mut Vec<u8>, ae: &str) -> Result<()> {
-    let ae = ae.trim();
+    let ae = ae.trim_matches(' ');
     if ae.is_empty()
         || ae.len() > 16
         || !ae.bytes().all(|b| (0x20..0x7F).contains(&b) && b != b'\\')
