@@ -384,9 +384,12 @@ fn check_stream(data: &[u8]) {
     panic!("10,000 messages from {} bytes", data.len());
 }
 
+/// A decoder under test: its name, its seeds, and the check run on each variant.
+type Kind = (&'static str, Vec<Vec<u8>>, fn(&[u8]));
+
 fn run(cases: usize) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let kinds: [(&str, Vec<Vec<u8>>, fn(&[u8])); 3] = [
+    let kinds: [Kind; 3] = [
         ("pdu", pdu_seeds(), check_pdu),
         ("command", command_seeds(), check_command),
         ("stream", stream_seeds(), check_stream),
