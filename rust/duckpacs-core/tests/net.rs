@@ -169,9 +169,8 @@ impl Service for GetScp {
             );
         };
         let sub_id = assoc.next_message_id();
-        let mut sub = Command::c_store_rq(sub_id, CT, "1.2.3.9", priority::MEDIUM);
-        sub.move_originator_message_id = None;
-        assoc.send_bytes(store_ctx, &sub, &[7u8; 3000])?;
+        let sub = Command::c_store_rq(sub_id, CT, "1.2.3.9", priority::MEDIUM);
+        assoc.send_bytes(store_ctx, &sub, &part10_ct("1.2.3.9").1)?;
         let status = match assoc.next_reply(sub_id)? {
             Reply::Response(rsp) => rsp.status_or_success(),
             Reply::Request { .. } => Status::PROCESSING_FAILURE,
@@ -342,7 +341,7 @@ fn c_get_brings_a_c_store_back_on_the_same_association() {
             Reply::Response(rsp) => break rsp,
         }
     };
-    assert_eq!(received, vec![7u8; 3000]);
+    assert_eq!(received, part10_ct("1.2.3.9").1);
     assert_eq!(last.status, Some(Status::SUCCESS));
     assert_eq!((last.completed, last.failed), (Some(1), Some(0)));
     assoc.release().unwrap();
@@ -826,4 +825,137 @@ fn release_without_answer_aborts_after_artim() {
     let e = assoc.release().unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
     assert_eq!(peer.join().unwrap(), provider_abort(Abort::NOT_SPECIFIED));
+}
+
+/// An explicit VR little endian element (2-byte length VRs only).
+fn explicit(tag: u32, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
+    v.extend_from_slice(&(tag as u16).to_le_bytes());
+    v.extend_from_slice(vr);
+    if matches!(vr, b"OB" | b"OW" | b"UN") {
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    v.extend_from_slice(value);
+    v
+}
+
+/// A small CT instance as a Part 10 file (explicit VR little endian) and its dataset.
+fn part10_ct(instance: &str) -> (Vec<u8>, Vec<u8>) {
+    let pad = |s: &str| {
+        let mut b = s.as_bytes().to_vec();
+        if b.len() % 2 == 1 {
+            b.push(0);
+        }
+        b
+    };
+    let meta_rest = [
+        explicit(0x0002_0001, b"OB", &[0, 1]),
+        explicit(0x0002_0002, b"UI", &pad(CT)),
+        explicit(0x0002_0003, b"UI", &pad(instance)),
+        explicit(0x0002_0010, b"UI", &pad(EXPLICIT)),
+        explicit(0x0002_0012, b"UI", &pad("1.2.3.4")),
+    ]
+    .concat();
+    let dataset = [
+        explicit(0x0008_0016, b"UI", &pad(CT)),
+        explicit(0x0008_0018, b"UI", &pad(instance)),
+        explicit(0x0008_0060, b"CS", b"CT"),
+        explicit(0x0010_0010, b"PN", b"Doe^John"),
+        explicit(0x0042_0011, b"OB", &vec![0x5A; 100_000]),
+    ]
+    .concat();
+    let mut file = vec![0u8; 128];
+    file.extend_from_slice(b"DICM");
+    file.extend(explicit(
+        0x0002_0000,
+        b"UL",
+        &(meta_rest.len() as u32).to_le_bytes(),
+    ));
+    file.extend_from_slice(&meta_rest);
+    file.extend_from_slice(&dataset);
+    (file, dataset)
+}
+
+#[test]
+fn dcmtk_storescu_interop() {
+    let storescu = std::path::Path::new("/usr/bin/storescu");
+    if !storescu.exists() {
+        eprintln!("skipped: /usr/bin/storescu (DCMTK) is not installed");
+        return;
+    }
+    let (server, stores) = start(test_config());
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    let mut files = Vec::new();
+    for i in 1..=3 {
+        let uid = format!("1.2.3.4.5.6.{i}");
+        let (file, dataset) = part10_ct(&uid);
+        let path = dir.path().join(format!("ct{i}.dcm"));
+        std::fs::write(&path, file).unwrap();
+        files.push(path);
+        expected.push((uid, dataset));
+    }
+    let port = server.local_addr().port().to_string();
+    let out = std::process::Command::new(storescu)
+        .args([
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "DUCKPACS",
+            "-to",
+            "5",
+            "127.0.0.1",
+            &port,
+        ])
+        .args(&files)
+        .env("TCP_NODELAY", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "storescu: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the association ends", || server.load().established == 0);
+    let s = stores.lock().unwrap();
+    assert_eq!(s.completed, expected, "byte for byte, in order");
+}
+
+#[test]
+fn dcmtk_getscu_interop() {
+    let getscu = std::path::Path::new("/usr/bin/getscu");
+    if !getscu.exists() {
+        eprintln!("skipped: /usr/bin/getscu (DCMTK) is not installed");
+        return;
+    }
+    let (server, _) = start(test_config());
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.local_addr().port().to_string();
+    let out = std::process::Command::new(getscu)
+        .args(["-aet", "GETSCU", "-aec", "DUCKPACS", "-to", "5", "-S"])
+        .args([
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=1.2.3",
+        ])
+        .arg("-od")
+        .arg(dir.path())
+        .args(["127.0.0.1", &port])
+        .env("TCP_NODELAY", "1")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "getscu: {log}");
+    // getscu stored the C-STORE sub-operation it received on the C-GET association.
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "{log}");
+    let stored = std::fs::read(files[0].path()).unwrap();
+    assert!(stored.ends_with(&part10_ct("1.2.3.9").1), "{log}");
 }
