@@ -144,7 +144,8 @@ impl Service for StoreScp {
     }
 }
 
-/// C-GET SCP: one C-STORE sub-operation back to the requestor, then the final response.
+/// C-GET SCP: one C-STORE sub-operation back to the requestor (on a context where it took
+/// the SCP role), then the final response, or Cancel when a C-CANCEL-RQ came meanwhile.
 struct GetScp;
 
 impl Service for GetScp {
@@ -155,25 +156,15 @@ impl Service for GetScp {
         cmd: Command,
     ) -> duckpacs_core::net::Result<()> {
         assoc.skip_dataset()?;
-        let store_ctx = assoc
-            .negotiated()
-            .contexts
-            .iter()
-            .find(|c| c.abstract_syntax == CT && c.requestor_scp)
-            .map(|c| c.id);
-        let Some(store_ctx) = store_ctx else {
-            return assoc.send(
-                ctx,
-                &cmd.response(Status::OUT_OF_RESOURCES_SUB_OPERATIONS),
-                None,
-            );
-        };
-        let sub_id = assoc.next_message_id();
-        let sub = Command::c_store_rq(sub_id, CT, "1.2.3.9", priority::MEDIUM);
-        assoc.send_bytes(store_ctx, &sub, &part10_ct("1.2.3.9").1)?;
-        let status = match assoc.next_reply(sub_id)? {
-            Reply::Response(rsp) => rsp.status_or_success(),
-            Reply::Request { .. } => Status::PROCESSING_FAILURE,
+        let dataset = part10_ct("1.2.3.9").1;
+        let status = match assoc.store(CT, "1.2.3.9", None, &mut dataset.as_slice()) {
+            Ok(rsp) => rsp.status_or_success(),
+            Err(Error::Usage(_)) => {
+                // The requestor did not take the SCP role for CT.
+                let rsp = cmd.response(Status::OUT_OF_RESOURCES_SUB_OPERATIONS);
+                return assoc.send(ctx, &rsp, None);
+            }
+            Err(e) => return Err(e),
         };
         let done = SubOperations {
             remaining: None,
@@ -181,9 +172,14 @@ impl Service for GetScp {
             failed: u16::from(!status.is_success()),
             warning: 0,
         };
+        let final_status = if assoc.take_cancel() == cmd.message_id {
+            Status::CANCEL
+        } else {
+            Status::SUCCESS
+        };
         assoc.send(
             ctx,
-            &cmd.response(Status::SUCCESS).with_sub_operations(done),
+            &cmd.response(final_status).with_sub_operations(done),
             None,
         )
     }
@@ -344,6 +340,41 @@ fn c_get_brings_a_c_store_back_on_the_same_association() {
     assert_eq!(received, part10_ct("1.2.3.9").1);
     assert_eq!(last.status, Some(Status::SUCCESS));
     assert_eq!((last.completed, last.failed), (Some(1), Some(0)));
+    assoc.release().unwrap();
+}
+
+#[test]
+fn c_cancel_during_a_c_get_sub_operation_is_kept_for_the_scp() {
+    let (server, _) = start(test_config());
+    let p = Proposal::new("GETSCU", "DUCKPACS")
+        .with_context(STUDY_GET, &[IMPLICIT])
+        .with_context(CT, &[EXPLICIT])
+        .with_role(CT, false, true);
+    let mut assoc = connect(server.local_addr(), &p, timeouts()).unwrap();
+    let get_ctx = assoc.negotiated().context_for(STUDY_GET, None).unwrap().id;
+    let id = assoc.next_message_id();
+    let rq = Command::c_get_rq(id, STUDY_GET, priority::MEDIUM);
+    assoc.send_bytes(get_ctx, &rq, &[0u8; 8]).unwrap();
+    assoc
+        .send(get_ctx, &Command::c_cancel_rq(id), None)
+        .unwrap();
+    let last = loop {
+        match assoc.next_reply(id).unwrap() {
+            Reply::Request {
+                context_id,
+                command,
+            } => {
+                assoc.skip_dataset().unwrap();
+                assoc
+                    .send(context_id, &command.response(Status::SUCCESS), None)
+                    .unwrap();
+            }
+            Reply::Response(rsp) if rsp.status_or_success().is_pending() => {}
+            Reply::Response(rsp) => break rsp,
+        }
+    };
+    assert_eq!(last.status, Some(Status::CANCEL));
+    assert_eq!(last.completed, Some(1));
     assoc.release().unwrap();
 }
 

@@ -414,6 +414,8 @@ pub struct Association {
     /// Encoded command PDUs of the message being sent.
     head: Vec<u8>,
     next_message_id: u16,
+    /// Message ID named by a C-CANCEL-RQ that arrived while we waited for a response.
+    pub(crate) cancel: Option<u16>,
     state: State,
 }
 
@@ -430,6 +432,7 @@ impl Association {
             chunk: Vec::new(),
             head: Vec::new(),
             next_message_id: 1,
+            cancel: None,
             state: State::Open,
         }
     }
@@ -489,6 +492,14 @@ impl Association {
     /// Abort with [`Error::Shutdown`] once `flag` is set and the transport's reads end.
     pub fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
         self.link.interrupt = Some(flag);
+    }
+
+    /// The Message ID of a C-CANCEL-RQ that arrived while [`Association::store`] (or
+    /// another call waiting for one final response) was waiting, e.g. the requestor
+    /// cancelling its C-GET during a C-STORE sub-operation (PS3.7 9.3.3.3); cleared by
+    /// reading it.
+    pub fn take_cancel(&mut self) -> Option<u16> {
+        self.cancel.take()
     }
 
     fn ensure_open(&self) -> Result<()> {

@@ -9,7 +9,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 
 use super::assoc::requestor::Proposal;
 use super::association::{Association, Received, Timeouts};
-use super::dimse::{priority, Command, Status, VERIFICATION_SOP_CLASS};
+use super::dimse::{priority, Command, CommandField, Status, VERIFICATION_SOP_CLASS};
 use super::error::{Error, Result};
 
 /// Open a TCP connection to `addr` (each resolved address in turn, ARTIM as the connect
@@ -85,23 +85,30 @@ impl Association {
     }
 
     /// Wait for the final response to `message_id`, for requests that expect no pending
-    /// responses nor sub-operations (C-ECHO, C-STORE, N-ACTION, ...).
+    /// responses nor sub-operations (C-ECHO, C-STORE, N-ACTION, ...). A C-CANCEL-RQ arriving
+    /// meanwhile is kept for [`Association::take_cancel`]; any other request is a protocol
+    /// error.
     fn final_response(&mut self, message_id: u16) -> Result<Command> {
-        match self.next_reply(message_id)? {
-            Reply::Response(rsp) => {
-                if rsp.has_dataset {
-                    self.skip_dataset()?;
+        loop {
+            match self.next_reply(message_id)? {
+                Reply::Response(rsp) => {
+                    if rsp.has_dataset {
+                        self.skip_dataset()?;
+                    }
+                    return Ok(rsp);
                 }
-                Ok(rsp)
-            }
-            Reply::Request { command, .. } => {
-                let e = Error::command(
-                    0,
-                    None,
-                    format!("{} while waiting for a response", command.field),
-                );
-                self.abort(super::pdu::Abort::provider(0));
-                Err(e)
+                Reply::Request { command, .. } if command.field == CommandField::C_CANCEL_RQ => {
+                    self.cancel = command.message_id_responded_to;
+                }
+                Reply::Request { command, .. } => {
+                    let e = Error::command(
+                        0,
+                        None,
+                        format!("{} while waiting for a response", command.field),
+                    );
+                    self.abort(super::pdu::Abort::provider(0));
+                    return Err(e);
+                }
             }
         }
     }
