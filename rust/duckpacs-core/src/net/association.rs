@@ -39,8 +39,9 @@ use super::transport::{write_both, Transport};
 pub struct Timeouts {
     /// ARTIM (PS3.8 9.1.5): association request, answer and release waits.
     pub artim: Duration,
-    /// Longest silence of the peer on an established association (also each write's
-    /// timeout); `None` waits forever.
+    /// Longest silence of the peer on an established association, and the timeout of each
+    /// write (a peer that stops reading). `None`: reads wait forever, writes time out after
+    /// ARTIM.
     pub idle: Option<Duration>,
 }
 

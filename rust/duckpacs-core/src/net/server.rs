@@ -27,6 +27,7 @@ use super::association::{Association, Connection, Received, Timeouts};
 use super::error::Error;
 use super::pdu::{Abort, Rejection};
 use super::service::{Accepted, AssociationRequest, Policy, Service};
+use super::transport::SharedTcp;
 
 /// Listener settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +66,8 @@ pub struct Load {
 /// Sockets of live connections, so that shutdown can close them.
 #[derive(Default)]
 struct Registry {
-    pending: HashMap<u64, TcpStream>,
-    established: HashMap<u64, TcpStream>,
+    pending: HashMap<u64, Arc<TcpStream>>,
+    established: HashMap<u64, Arc<TcpStream>>,
 }
 
 struct Shared {
@@ -266,10 +267,8 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     // Each PDU goes out in one write; never wait for an ACK to send the next.
     let _ = stream.set_nodelay(true);
-    let Ok(handle) = stream.try_clone() else {
-        log::warn!("connection from {peer:?}: cannot clone the socket; closed");
-        return;
-    };
+    let stream = Arc::new(stream);
+    let handle = Arc::clone(&stream);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     {
         let mut r = shared.registry();
@@ -300,9 +299,10 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
 }
 
 /// One connection: negotiation, then the association's messages until it ends.
-fn serve(shared: &Shared, id: u64, stream: TcpStream, peer: Option<SocketAddr>) {
+fn serve(shared: &Shared, id: u64, stream: Arc<TcpStream>, peer: Option<SocketAddr>) {
     let config = &shared.config;
-    let mut conn = Connection::new(Box::new(stream), config.timeouts, config.max_pdu);
+    let transport = Box::new(SharedTcp(stream));
+    let mut conn = Connection::new(transport, config.timeouts, config.max_pdu);
     conn.set_interrupt(Arc::clone(&shared.interrupt));
     let rq = match conn.read_request() {
         Ok(rq) => rq,
