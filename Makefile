@@ -44,9 +44,10 @@ test-python: build  ## run only the Python tests
 bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside the peer's)
 	@for b in bench/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
 
-fuzz: build  ## the long robustness run of the parser
+fuzz: build  ## the long robustness runs of the parser and the network decoders
 	python -m pytest -q -m slow tests
 	cargo test --release --quiet -p duckpacs-core --test fuzz -- --ignored
+	cargo test --release --quiet -p duckpacs-core --test fuzz_net -- --ignored
 
 soak: build system-deps  ## the long crash runs: 50 SIGKILL cycles during ingest, then checks
 	python -m pytest -q -m soak tests

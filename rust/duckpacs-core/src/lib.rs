@@ -6,6 +6,7 @@ pub mod archive;
 pub mod error;
 pub mod index;
 pub mod layout;
+pub mod net;
 pub mod parse;
 pub mod part10;
 pub mod store;
