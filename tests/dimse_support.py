@@ -78,28 +78,21 @@ def settings_factory(tmp_path: Path) -> Callable[..., config.Settings]:
 def running_server(
     tmp_path: Path,
 ) -> Iterator[Callable[..., tuple[Any, int]]]:
-    """Start an in-process DimseServer over a given Archive; yields a starter.
+    """Start the DICOM listener (the Rust server, in this process) over a given Archive;
+    yields a starter returning (listener, port)."""
+    from duckpacs.net.scp import DimseListener
 
-    The server switches pynetdicom's process-wide UNRESTRICTED_STORAGE_SERVICE on; it is put
-    back afterwards so other tests in the session see pynetdicom's default.
-    """
-    from pynetdicom import _config
+    servers: list[DimseListener] = []
 
-    from duckpacs.server.dimse import DimseServer
-
-    unrestricted = _config.UNRESTRICTED_STORAGE_SERVICE
-    servers: list[DimseServer] = []
-
-    def start(archive: Archive, settings: config.Settings) -> tuple[DimseServer, int]:
-        server = DimseServer(settings, archive)
-        _host, port = server.start(("127.0.0.1", 0))
+    def start(archive: Archive, settings: config.Settings) -> tuple[DimseListener, int]:
+        server = DimseListener(settings, archive)
+        _host, port = server.start("127.0.0.1", 0)
         servers.append(server)
         return server, port
 
     yield start
     for server in servers:
-        server.stop()
-    _config.UNRESTRICTED_STORAGE_SERVICE = unrestricted
+        server.stop(grace=1.0)
 
 
 @pytest.fixture

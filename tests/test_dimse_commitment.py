@@ -19,7 +19,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
 )
 
-from duckpacs.server.commitment import COMMITMENT_INSTANCE_UID
+from duckpacs.net.commitment import COMMITMENT_INSTANCE_UID
 from tests.dimse_support import SCU_AE, default_peers
 from tests.helpers import free_port
 

@@ -237,3 +237,47 @@ def index_batch(
     the one negotiated for bare datasets. Buffers that fail to parse are left out and listed
     in ``HeaderBatch.errors``.
     """
+
+# --- the DICOM listener and C-STORE SCU (rust/duckpacs-py/src/net.rs) ---
+
+class DimseServer:
+    """The DICOM listener of ``duckpacs serve`` over the archive's writer and store.
+
+    ``host`` answers what only the orchestrator knows (``duckpacs.net.scp.ArchiveHost``):
+    ``admit``, ``find``, ``locate``, ``transcode``, ``destination``, ``rare``,
+    ``report_elsewhere``. Listens as soon as it is made; raises ``OSError`` when it cannot.
+    """
+
+    def __init__(
+        self,
+        writer: ArchiveWriter,
+        store: Store,
+        host: object,
+        ae_title: str,
+        bind: str,
+        port: int,
+        max_pdu: int = 262144,
+        max_associations: int = 32,
+        artim: float = 30.0,
+        idle: float = 60.0,
+    ) -> None: ...
+    @property
+    def port(self) -> int: ...
+    def load(self) -> tuple[int, int]:
+        """(connections negotiating, associations established)."""
+    def stop(self, grace: float = 10.0) -> None: ...
+
+def send_stored(
+    store: Store,
+    host: str,
+    port: int,
+    our_ae: str,
+    peer_ae: str,
+    items: Sequence[tuple[str, str, str, int, int, int]],
+    transcode: Callable[[bytes, str], bytes],
+    timeout: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """C-STORE stored instances to a peer on one association (``duckpacs send``); returns
+    ``completed``, ``warning``, ``failed`` and ``failures`` [(uid, reason)]. Raises
+    ``NetworkError`` when no association can be made."""

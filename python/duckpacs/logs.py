@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 LOGGER_NAME = "duckpacs"
+CORE_LOGGER_NAME = "duckpacs_core"
 
 
 def setup(level: str = "INFO") -> None:
@@ -23,10 +24,12 @@ def setup(level: str = "INFO") -> None:
         )
     )
     handler.addFilter(_ComponentFilter())
-    root = logging.getLogger(LOGGER_NAME)
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    # The Rust core logs through its own loggers (`duckpacs_core.net...`, see pyo3-log).
+    for name in (LOGGER_NAME, CORE_LOGGER_NAME):
+        root = logging.getLogger(name)
+        root.handlers[:] = [handler]
+        root.setLevel(level)
+        root.propagate = False
     # pynetdicom logs every PDU at INFO; we log one line per association ourselves.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
@@ -34,7 +37,14 @@ def setup(level: str = "INFO") -> None:
 class _ComponentFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
-        record.component = name.split(".", 1)[1] if name.startswith(LOGGER_NAME + ".") else "main"
+        if name.startswith(CORE_LOGGER_NAME + ".net"):
+            record.component = "dimse"
+        elif name.startswith(CORE_LOGGER_NAME):
+            record.component = "core"
+        elif name.startswith(LOGGER_NAME + "."):
+            record.component = name.split(".", 1)[1]
+        else:
+            record.component = "main"
         return True
 
 

@@ -42,7 +42,7 @@ class ClientArchive:
 
     def __init__(self, queries: Any, store: _core.Store) -> None:
         self._queries = queries
-        self._store = store
+        self.store = store
 
     def find(
         self,
@@ -63,7 +63,7 @@ class ClientArchive:
         return result
 
     def read(self, location: Location) -> bytes:
-        return bytes(self._store.get(location))
+        return bytes(self.store.get(location))
 
     def read_dataset(self, ref: InstanceRef) -> tuple[bytes, str]:
         stream = self.read(ref.location)

@@ -49,14 +49,14 @@ class Service:
         }
 
     def start(self) -> None:
-        from duckpacs.server.dimse import DimseServer
+        from duckpacs.net.scp import DimseListener
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.archive = Archive.open(s.data_dir, on_conflict=s["archive.on_conflict"])
         try:
-            self.dimse = DimseServer(s, self.archive)
-            self.dimse_address = self.dimse.start((s["dimse.bind"], s["dimse.port"]))
+            self.dimse = DimseListener(s, self.archive)
+            self.dimse_address = self.dimse.start()
             self.http = HttpServer(
                 s["http.bind"], s["http.port"], self.status, settings=s, archive=self._web_reader()
             )

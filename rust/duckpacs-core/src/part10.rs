@@ -8,10 +8,12 @@
 
 use crate::{Error, Result};
 
-/// Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID under 2.25 (PS3.5 B.2).
+/// Our Implementation Class UID (PS3.7 D.3.3.2), a UUID-derived UID under 2.25 (PS3.5 B.2),
+/// in meta groups we write and in association negotiation (net::assoc).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.87936788337233048782838656642852649147";
-/// Our Implementation Version Name (PS3.7 D.3.3.2, at most 16 characters).
-pub const IMPLEMENTATION_VERSION_NAME: &str = "DUCKPACS_0";
+/// Our Implementation Version Name (PS3.7 D.3.3.2, at most 16 characters), in meta groups
+/// we write and in association negotiation.
+pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("DUCKPACS_", env!("CARGO_PKG_VERSION"));
 
 const PREAMBLE_LEN: usize = 128;
 

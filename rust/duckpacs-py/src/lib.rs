@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod archive;
 mod errors;
 mod index;
+mod net;
 mod parse;
 mod store;
 
@@ -33,5 +34,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     parse::register(m)?;
     index::register(m)?;
     archive::register(m)?;
+    net::register(m)?;
+    // Rust's `log` records (the DICOM listener's) go to Python's logging, under logger
+    // names from their module path (`duckpacs_core.net...`; see duckpacs.logs).
+    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::LoggersAndLevels)?.install();
     Ok(())
 }

@@ -113,6 +113,21 @@ impl Association {
         }
     }
 
+    /// Send `command` (a request expecting one final response, e.g. a C-STORE-RQ with Move
+    /// Originator fields) on `context_id` with its dataset, and return the response.
+    pub fn send_request(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        dataset: Option<&mut dyn Read>,
+    ) -> Result<Command> {
+        let id = command
+            .message_id
+            .ok_or_else(|| Error::Usage("a request needs a Message ID".into()))?;
+        self.send(context_id, command, dataset)?;
+        self.final_response(id)
+    }
+
     /// C-ECHO (PS3.7 9.1.5) on the Verification context: the status of the C-ECHO-RSP.
     pub fn echo(&mut self) -> Result<Status> {
         let Some(ctx) = self.negotiated().context_for(VERIFICATION_SOP_CLASS, None) else {

@@ -20,8 +20,10 @@ pub mod client;
 pub mod dimse;
 pub mod error;
 pub mod pdu;
+pub mod scp;
 pub mod server;
 pub mod service;
+pub mod storescu;
 pub mod transport;
 
 pub use assoc::acceptor::{Acceptance, ContextDecision, TransferSyntaxes};

@@ -14,11 +14,9 @@ use std::net::SocketAddr;
 
 use super::pdu::{ContextAnswer, RoleSelection};
 
-/// Our Implementation Class UID (PS3.7 D.3.3.2). A UUID-derived UID under the 2.25 root
-/// (PS3.5 B.2), made once for duckpacs; it names this implementation, not a version.
-pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.32316040435362126513613605508155221847";
-/// Our Implementation Version Name (at most 16 characters).
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("DUCKPACS_", env!("CARGO_PKG_VERSION"));
+/// Our Implementation Class UID and Version Name (PS3.7 D.3.3.2): the same as in the meta
+/// groups we write (one owner, `part10`).
+pub use crate::part10::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 /// Our default Maximum Length (PS3.8 D.1): 256 KiB. A 0.5 MB MR image then takes 2 PDUs
 /// instead of 32 at DCMTK's 16 KiB default, so per-PDU reads and header checks stop
 /// mattering, while one such buffer per association keeps 32 associations under 9 MB.

@@ -1,0 +1,122 @@
+"""The DICOM listener of ``duckpacs serve``: the Rust server (``_core.DimseServer``) over the
+archive, and the answers only the orchestrator has (:class:`ArchiveHost`).
+
+Rust carries the bytes: the upper layer, C-ECHO, C-STORE into the archive's write path,
+C-FIND answers, C-GET/C-MOVE sub-operations, on native threads without the GIL. Python is
+asked, through :class:`ArchiveHost`, once per association who may do what (the access rules
+of docs/ARCHITECTURE.md, with their A-ASSOCIATE-RJ reasons), and per request what only it
+knows: the index queries (DuckDB), transcoding for a peer that refuses the stored transfer
+syntax, the move destinations, and the rare services (Storage Commitment).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from duckpacs import _core, logs
+from duckpacs.archive.facade import Archive
+from duckpacs.config import Settings
+from duckpacs.dicom import status, transcode
+from duckpacs.net.access import AccessPolicy
+from duckpacs.net.commitment import Commitment
+
+log = logs.get("dimse")
+
+# A-ASSOCIATE-RJ reasons, service-user source (PS3.8 9.3.4).
+CALLING_AE_NOT_RECOGNISED = 3
+CALLED_AE_NOT_RECOGNISED = 7
+
+
+def _same_host(configured: str, address: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(configured, None)
+    except OSError:
+        return configured == address
+    return address in {info[4][0] for info in infos}
+
+
+class ArchiveHost:
+    """What the Rust listener asks Python (see ``rust/duckpacs-py/src/net.rs``)."""
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.policy = AccessPolicy.from_settings(settings)
+        self.commitment = Commitment(settings, archive)
+
+    def admit(self, calling: str, called: str, address: str | None) -> tuple[bool, ...] | int:
+        """The caller's permissions (echo, store, find, get, move), or a rejection reason."""
+        if called.strip() != self.settings.ae_title:
+            return CALLED_AE_NOT_RECOGNISED
+        permissions = self.policy.permissions(calling)
+        if not permissions:
+            return CALLING_AE_NOT_RECOGNISED
+        if self.settings["dimse.check_peer_host"] and not self.policy.accept_any:
+            peer = self.settings.peer_by_ae_title(calling.strip())
+            if peer is not None and address is not None and not _same_host(peer.host, address):
+                return CALLING_AE_NOT_RECOGNISED
+        return tuple(p in permissions for p in ("echo", "store", "find", "get", "move"))
+
+    def find(
+        self, level: str, matching: dict[str, str], return_keys: list[str]
+    ) -> list[dict[str, Any]]:
+        return self.archive.find(level, matching, return_keys)
+
+    def locate(self, level: str, matching: dict[str, str]) -> list[tuple[Any, ...]]:
+        return [
+            (r.sop_instance_uid, r.sop_class_uid, r.transfer_syntax, *r.location)
+            for r in self.archive.locate(level, matching)
+        ]
+
+    def transcode(self, stream: bytes, transfer_syntax: str) -> bytes:
+        return transcode.dataset_in(stream, transfer_syntax)
+
+    def destination(self, ae_title: str) -> tuple[str, int] | None:
+        peer = self.settings.peer_by_ae_title(ae_title.strip())
+        return (peer.host, peer.port) if peer is not None else None
+
+    def rare(
+        self, peer: dict[str, Any], command: dict[str, Any], data: bytes, transfer_syntax: str
+    ) -> tuple[int, bytes | None, tuple[int, bytes] | None]:
+        if command.get("field") == 0x0130:  # N-ACTION-RQ
+            return self.commitment.handle(peer, command, data, transfer_syntax)
+        return status.UNRECOGNIZED_OPERATION, None, None
+
+    def report_elsewhere(
+        self, peer: dict[str, Any], command: dict[str, Any], event_type: int, _info: bytes
+    ) -> None:
+        self.commitment.report_elsewhere(peer, command, event_type)
+
+
+class DimseListener:
+    """The Rust DICOM server over ``archive``, configured from ``settings``."""
+
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        self.settings = settings
+        self.host = ArchiveHost(settings, archive)
+        self._server: Any = None
+        self.address: tuple[str, int] | None = None
+
+    def start(self, bind: str | None = None, port: int | None = None) -> tuple[str, int]:
+        s = self.settings
+        bind = s["dimse.bind"] if bind is None else bind
+        idle = float(s["dimse.idle_timeout"])
+        self._server = _core.DimseServer(
+            self.host.archive.writer, self.host.archive.store_backend, self.host,
+            s.ae_title, bind, s["dimse.port"] if port is None else port,
+            max_pdu=s["dimse.max_pdu"], max_associations=s["dimse.max_associations"],
+            artim=min(idle, 30.0), idle=idle,
+        )  # fmt: skip
+        self.address = (bind, int(self._server.port))
+        return self.address
+
+    def load(self) -> tuple[int, int]:
+        """(connections negotiating, associations established) right now."""
+        return self._server.load() if self._server is not None else (0, 0)
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.stop(grace)
+            self._server = None
+        self.host.commitment.stop()

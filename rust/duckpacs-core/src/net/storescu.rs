@@ -1,0 +1,123 @@
+//! C-STORE SCU of stored instances (PS3.4 B, PS3.7 9.1.1): what C-GET and C-MOVE
+//! sub-operations and `duckpacs send` share.
+//!
+//! Each instance goes out as stored, on a context accepted with its stored transfer syntax.
+//! Only when the peer accepted none for that SOP class is it transcoded (by the caller's
+//! transcoder) to an uncompressed syntax the peer did accept; we never send in a syntax that
+//! was not negotiated (PS3.8 9.3).
+
+use super::assoc::requestor::Proposal;
+use super::association::Association;
+use super::dimse::command::priority;
+use super::dimse::Command;
+use super::scp::Located;
+use crate::parse;
+use crate::part10;
+use crate::store::Store;
+
+/// Uncompressed syntaxes a transcoded instance may go out in, best first (PS3.5 A.1-A.2).
+pub const UNCOMPRESSED: [&str; 3] = [
+    parse::EXPLICIT_VR_LE,
+    parse::IMPLICIT_VR_LE,
+    parse::EXPLICIT_VR_BE,
+];
+/// Presentation context IDs are odd numbers from 1 to 255 (PS3.8 9.3.2.2).
+pub const MAX_CONTEXTS: usize = 128;
+
+/// How one C-STORE went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Completed,
+    /// The peer stored it with a warning (0xB000-0xBFFF and the PS3.4 B.2.3 warnings).
+    Warning,
+    Failed(String),
+}
+
+/// A stored Part 10 stream's dataset re-encoded in a transfer syntax.
+pub type Transcode<'a> = &'a dyn Fn(&[u8], &str) -> Result<Vec<u8>, String>;
+
+/// Sends one stored instance on `assoc` (see the module docs). `originator`: a C-MOVE's
+/// Move Originator AE Title and Message ID (PS3.7 9.1.1.1).
+pub fn send_stored(
+    store: &Store,
+    assoc: &mut Association,
+    item: &Located,
+    originator: Option<(&str, u16)>,
+    transcode: Transcode<'_>,
+) -> Sent {
+    let stream = match store.get(item.location) {
+        Ok(s) => s,
+        Err(e) => return Sent::Failed(format!("cannot read it: {e}")),
+    };
+    let framing = match part10::split(&stream) {
+        Ok(f) => f,
+        Err(e) => return Sent::Failed(format!("stored stream: {e}")),
+    };
+    let negotiated = assoc.negotiated();
+    let class = &item.sop_class_uid;
+    let (context_id, transcoded) = match negotiated
+        .context_for(class, Some(&framing.transfer_syntax))
+    {
+        Some(c) => (c.id, None),
+        None => {
+            let Some(c) = UNCOMPRESSED
+                .iter()
+                .find_map(|ts| negotiated.context_for(class, Some(ts)))
+                .cloned()
+            else {
+                return Sent::Failed(format!(
+                    "the peer accepted {class} in neither {} nor an uncompressed syntax",
+                    framing.transfer_syntax
+                ));
+            };
+            match transcode(&stream, &c.transfer_syntax) {
+                Ok(data) => (c.id, Some(data)),
+                Err(e) => {
+                    return Sent::Failed(format!("cannot transcode to {}: {e}", c.transfer_syntax))
+                }
+            }
+        }
+    };
+    let dataset: &[u8] = match &transcoded {
+        Some(d) => d,
+        None => &stream[framing.dataset_offset..],
+    };
+    let id = assoc.next_message_id();
+    let mut rq = Command::c_store_rq(id, class, &item.sop_instance_uid, priority::MEDIUM);
+    if let Some((ae, msg)) = originator {
+        rq.move_originator_ae_title = Some(ae.to_string());
+        rq.move_originator_message_id = Some(msg);
+    }
+    let mut source = dataset;
+    match assoc.send_request(context_id, &rq, Some(&mut source)) {
+        Ok(rsp) => match rsp.status_or_success().0 {
+            0x0000 => Sent::Completed,
+            0xB000..=0xBFFF | 0x0001 | 0x0107 | 0x0116 => Sent::Warning,
+            s => Sent::Failed(format!("the peer answered 0x{s:04X}")),
+        },
+        Err(e) => Sent::Failed(e.to_string()),
+    }
+}
+
+/// Contexts to propose for `items`: one per (SOP class, stored syntax), so the peer can take
+/// the bytes as stored, and an uncompressed fallback per class for transcoding; at most
+/// [`MAX_CONTEXTS`].
+pub fn proposal(our_ae: &str, peer_ae: &str, items: &[Located]) -> Proposal {
+    let mut proposal = Proposal::new(our_ae, peer_ae);
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for item in items {
+        let pair = (item.sop_class_uid.as_str(), item.transfer_syntax.as_str());
+        if seen.contains(&pair) || seen.len() >= MAX_CONTEXTS {
+            continue;
+        }
+        seen.push(pair);
+        proposal = proposal.with_context(pair.0, &[pair.1]);
+        let fallback = (pair.0, "");
+        if !UNCOMPRESSED.contains(&pair.1) && !seen.contains(&fallback) && seen.len() < MAX_CONTEXTS
+        {
+            seen.push(fallback);
+            proposal = proposal.with_context(pair.0, &UNCOMPRESSED[..2]);
+        }
+    }
+    proposal
+}
