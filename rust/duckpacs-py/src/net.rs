@@ -34,6 +34,9 @@ use crate::store::Store;
 
 struct PyHost(Py<PyAny>);
 
+/// What the host's `rare` returns: (status, response dataset, (event type, information)).
+type RareAnswer = (u16, Option<Vec<u8>>, Option<(u16, Vec<u8>)>);
+
 fn peer_dict<'py>(py: Python<'py>, peer: &Peer) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("calling_ae", &peer.calling_ae)?;
@@ -212,8 +215,7 @@ impl Host for PyHost {
                 transfer_syntax,
             );
             let answer = self.0.call_method1(py, "rare", args)?;
-            let (status, dataset, report): (u16, Option<Vec<u8>>, Option<(u16, Vec<u8>)>) =
-                answer.extract(py)?;
+            let (status, dataset, report): RareAnswer = answer.extract(py)?;
             Ok::<_, PyErr>(RareReply {
                 status,
                 dataset,
