@@ -4,7 +4,8 @@
 - :mod:`duckpacs.index.schema`: the Arrow batch contract and the DuckDB tables.
 - :mod:`duckpacs.index.query`: the query compiler (values, model, conditions, sql, results).
 - :func:`header_batch` (Rust, ``duckpacs._core.index_batch``): header batches from raw
-  instance bytes, the ingest path; :mod:`duckpacs.index.rows`: the same built with pydicom.
+  instance bytes, the ingest path (the tests build the same batch with pydicom in
+  ``tests/index_rows.py``, their oracle).
 """
 
 from duckpacs._core import HeaderBatch
