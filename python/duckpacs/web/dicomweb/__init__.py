@@ -1,7 +1,8 @@
 """DICOMweb routes (PS3.18), one module per service over the same archive.
 
 - :mod:`.qido`: QIDO-RS search (10.6);
-- :mod:`.wado`: WADO-RS instances, metadata, frames and bulk data (10.4);
+- :mod:`.wado`: WADO-RS instances, frames and bulk data (10.4);
+- :mod:`.metadata`: WADO-RS metadata, DICOM JSON cached per instance (10.4.1.1.2);
 - :mod:`.rendered`: WADO-RS rendered and thumbnail images (10.4.1.1.3-4);
 - :mod:`.stow`: STOW-RS store (10.5);
 - :mod:`.wado_uri`: WADO-URI (9);
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
+from duckpacs.web.dicomweb.metadata import Metadata
 from duckpacs.web.dicomweb.qido import Qido
 from duckpacs.web.dicomweb.rendered import Rendered
 from duckpacs.web.dicomweb.stow import Stow
@@ -32,7 +34,8 @@ class DicomWeb:
     ) -> None:
         self.services = (
             Qido(archive, prefix),
-            Wado(archive, prefix, cache_bytes),
+            Wado(archive, prefix),
+            Metadata(archive, prefix, cache_bytes),
             Rendered(archive, prefix),
             WadoUri(archive, prefix),
             Stow(archive, prefix),

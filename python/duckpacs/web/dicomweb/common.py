@@ -1,10 +1,10 @@
 """What the DICOMweb services share: request parameters, content negotiation of DICOM JSON,
-and finding the instances a resource path names (PS3.18 8.2, 8.3)."""
+finding the instances a resource path names (PS3.18 8.2, 8.3), and large streamed writes."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -93,3 +93,18 @@ def frame_list(text: str, frames: int) -> list[int]:
     if beyond:
         raise not_found(f"frame {beyond[0]} does not exist; the instance has {frames}")
     return numbers
+
+
+def batched(chunks: Iterator[bytes], size: int = 1 << 18) -> Iterator[bytes]:
+    """Join small chunks into ~256 KiB writes: each chunk of a streamed response costs a hop
+    between the worker thread and the event loop, which dominates for small instances."""
+    pending: list[bytes] = []
+    pending_size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= size:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    if pending:
+        yield b"".join(pending)

@@ -1,5 +1,5 @@
-"""WADO-RS (PS3.18 10.4): instances, metadata, frames and bulk data of a study, series or
-instance. (The rendered resources are in :mod:`.rendered`.)
+"""WADO-RS (PS3.18 10.4): instances, frames and bulk data of a study, series or instance.
+(Metadata is in :mod:`.metadata`, the rendered resources in :mod:`.rendered`.)
 
 Responses stream instance by instance, so a study retrieve never holds the whole study in
 memory. Instances go out as stored unless the client asks for another transfer syntax; frames
@@ -8,28 +8,19 @@ go out as stored, or decoded to native pixels when asked for.
 
 from __future__ import annotations
 
-import io
-import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import pydicom
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from duckpacs import _core, logs
-from duckpacs.errors import DuckpacsError
 from duckpacs.web import dicomjson, multipart, rendering, transcode
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import (
-    DICOM_JSON,
     INSTANCE,
     SERIES,
     STUDY,
-    check_json_acceptable,
+    batched,
     frame_list,
     full_dataset,
     get_routes,
@@ -39,7 +30,6 @@ from duckpacs.web.dicomweb.common import (
 from duckpacs.web.errors import bad_request, not_acceptable, not_found
 from duckpacs.web.reader import ArchiveReader, InstanceLocation
 
-log = logs.get("web")
 # Up to this many frames a /frames response is built whole rather than streamed.
 EAGER_FRAMES = 8
 # Writes of a study retrieval: each costs a hop between a worker thread and the event loop,
@@ -48,12 +38,11 @@ RETRIEVE_CHUNK = 4 << 20
 
 
 class Wado:
-    """The retrieve resources over one archive; instance metadata is cached as JSON text."""
+    """The retrieve resources (instances, frames, bulk data) over one archive."""
 
-    def __init__(self, archive: ArchiveReader, prefix: str, cache_bytes: int) -> None:
+    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
         self.archive = archive
         self.prefix = prefix
-        self._metadata_cache = ByteCache(cache_bytes)
 
     def routes(self) -> list[Route]:
         s, r, i = STUDY, SERIES, INSTANCE
@@ -63,9 +52,6 @@ class Wado:
                 (s, self.retrieve),
                 (s + r, self.retrieve),
                 (s + r + i, self.retrieve),
-                (s + "/metadata", self.metadata),
-                (s + r + "/metadata", self.metadata),
-                (s + r + i + "/metadata", self.metadata),
                 (s + r + i + "/frames/{frames}", self.frames),
                 (s + r + i + "/bulkdata/{tag}", self.bulkdata),
                 (s + r + i + "/bulkdata/{offset}/{length}", self.bulkdata_range),
@@ -88,46 +74,9 @@ class Wado:
                 yield data, {"Content-Type": f"application/dicom; transfer-syntax={syntax}"}
 
         return StreamingResponse(
-            _batched(multipart.encode(boundary, parts()), RETRIEVE_CHUNK),
+            batched(multipart.encode(boundary, parts()), RETRIEVE_CHUNK),
             media_type=multipart.content_type(boundary, "application/dicom"),
         )
-
-    def metadata(self, request: Request) -> Response:
-        require(request, "read")
-        check_json_acceptable(request)
-        level, found = locate(self.archive, request)
-        if len(found) == 1:
-            body = b"[" + self._metadata_json(found[0], _bulk_prefix(level, found[0])) + b"]"
-            return Response(body, media_type=DICOM_JSON)
-
-        def chunks() -> Iterator[bytes]:  # a large study's metadata is streamed, not built
-            for n, loc in enumerate(found):
-                yield (b"[" if n == 0 else b",") + self._metadata_json(
-                    loc, _bulk_prefix(level, loc)
-                )
-            yield b"]"
-
-        return StreamingResponse(_batched(chunks()), media_type=DICOM_JSON)
-
-    def _metadata_json(self, loc: InstanceLocation, prefix: str) -> bytes:
-        """One instance's DICOM JSON, serialised once and cached (instances never change).
-
-        Bulk data URIs are cached relative to the instance; a quote can only appear unescaped
-        in JSON as structure, so inserting the level's prefix after ``"BulkDataURI":"`` can
-        never touch a data value.
-        """
-        blob = self._metadata_cache.get(loc.sop_instance_uid)
-        if blob is None:
-            data = self.archive.read_instance(loc)
-            blob = _rust_json(data, loc.transfer_syntax)
-            if blob is None:
-                ds = pydicom.dcmread(io.BytesIO(data), defer_size=dicomjson.BULK_THRESHOLD)
-                header = dicomjson.dataset_to_json(ds, _bulk_uri(""))
-                blob = json.dumps(header, separators=(",", ":")).encode()
-            self._metadata_cache.put(loc.sop_instance_uid, blob)
-        if prefix:
-            blob = blob.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + prefix.encode())
-        return blob
 
     def _instance(self, request: Request) -> InstanceLocation:
         _, found = locate(self.archive, request)
@@ -210,90 +159,6 @@ class Wado:
             multipart.encode(boundary, chunks),
             media_type=multipart.content_type(boundary, body_type),
         )
-
-
-class ByteCache:
-    """A thread-safe LRU of byte strings bounded by their total size."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: bytes) -> None:
-        if len(value) > self.budget:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            self._size += len(value) - (len(old) if old is not None else 0)
-            self._items[key] = value
-            while self._size > self.budget:
-                _, evicted = self._items.popitem(last=False)
-                self._size -= len(evicted)
-
-
-def _bulk_prefix(level: str, loc: InstanceLocation) -> str:
-    """Relative reference from a metadata URL to the instance (RFC 3986 5.2)."""
-    if level == "instance":
-        return ""
-    if level == "series":
-        return f"instances/{loc.sop_instance_uid}/"
-    return f"series/{loc.series_uid}/instances/{loc.sop_instance_uid}/"
-
-
-def _batched(chunks: Iterator[bytes], size: int = 1 << 18) -> Iterator[bytes]:
-    """Join small chunks into ~256 KiB writes: each chunk of a streamed response costs a hop
-    between the worker thread and the event loop, which dominates for small instances."""
-    pending: list[bytes] = []
-    pending_size = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size >= size:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
-    if pending:
-        yield b"".join(pending)
-
-
-def _rust_json(data: bytes, syntax: str) -> bytes | None:
-    """DICOM JSON text from the Rust parser (tens of times faster than pydicom, and used as
-    is, never decoded and re-encoded here), or None when pydicom should serve the instance.
-
-    Its bulk URIs are ``bulkdata/{offset}/{length}`` into the stored stream; those offsets
-    are into the inflated dataset for deflate and the values are big-endian for explicit VR
-    big endian, so those two syntaxes go through pydicom. Pixel Data is pointed at
-    ``bulkdata/7FE00010``, which serves native pixels and compressed frames correctly.
-    """
-    dump = getattr(_core, "dump_json", None)
-    if dump is None or syntax in (str(DeflatedExplicitVRLittleEndian), str(ExplicitVRBigEndian)):
-        return None
-    try:
-        text: str = dump(
-            data,
-            bulk_data_uri="bulkdata/",
-            inline_threshold=dicomjson.BULK_THRESHOLD,
-            pixel_data_by_tag=True,
-        )
-    except (DuckpacsError, ValueError) as e:
-        logs.event(log, "Rust JSON failed, using pydicom", error=str(e))
-        return None
-    return text.encode()
-
-
-def _bulk_uri(prefix: str) -> Callable[[str], str]:
-    def uri(tag: str) -> str:
-        return f"{prefix}bulkdata/{tag}"
-
-    return uri
 
 
 def _is_compressed(syntax: str) -> bool:
