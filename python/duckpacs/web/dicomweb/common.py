@@ -29,6 +29,14 @@ _UID_KEYS = {
 }
 
 
+class Service:
+    """A DICOMweb service over one archive; its routes are below ``prefix``."""
+
+    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
+        self.archive = archive
+        self.prefix = prefix
+
+
 def get_routes(prefix: str, table: Sequence[tuple[str, Handler]]) -> list[Route]:
     """GET (and HEAD) routes for the paths of ``table`` below ``prefix``."""
     return [Route(prefix + path, fn, methods=["GET", "HEAD"]) for path, fn in table]

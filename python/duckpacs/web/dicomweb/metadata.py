@@ -29,6 +29,7 @@ from duckpacs.web.dicomweb.common import (
     INSTANCE,
     SERIES,
     STUDY,
+    Service,
     batched,
     check_json_acceptable,
     get_routes,
@@ -39,12 +40,11 @@ from duckpacs.web.reader import ArchiveReader, InstanceLocation
 log = logs.get("web")
 
 
-class Metadata:
+class Metadata(Service):
     """The metadata resources over one archive, with the cache of instance JSON."""
 
     def __init__(self, archive: ArchiveReader, prefix: str, cache_bytes: int) -> None:
-        self.archive = archive
-        self.prefix = prefix
+        super().__init__(archive, prefix)
         self._metadata_cache = ByteCache(cache_bytes)
 
     def routes(self) -> list[Route]:

@@ -19,12 +19,12 @@ from duckpacs.web.dicomweb.common import (
     DICOM_JSON,
     SERIES,
     STUDY,
+    Service,
     check_json_acceptable,
     get_routes,
     int_param,
 )
 from duckpacs.web.errors import bad_request
-from duckpacs.web.reader import ArchiveReader
 
 MAX_LIMIT = 10000
 
@@ -69,12 +69,8 @@ DEFAULT_KEYS = {
 QIDO_CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 
 
-class Qido:
+class Qido(Service):
     """The search resources over one archive."""
-
-    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
-        self.archive = archive
-        self.prefix = prefix
 
     def routes(self) -> list[Route]:
         s, r = STUDY, SERIES

@@ -13,6 +13,7 @@ from duckpacs.web.dicomweb.common import (
     INSTANCE,
     SERIES,
     STUDY,
+    Service,
     frame_list,
     full_dataset,
     get_routes,
@@ -21,15 +22,10 @@ from duckpacs.web.dicomweb.common import (
     media_ranges,
 )
 from duckpacs.web.errors import bad_request, not_acceptable
-from duckpacs.web.reader import ArchiveReader
 
 
-class Rendered:
+class Rendered(Service):
     """The rendered and thumbnail resources over one archive."""
-
-    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
-        self.archive = archive
-        self.prefix = prefix
 
     def routes(self) -> list[Route]:
         s, r, i = STUDY, SERIES, INSTANCE

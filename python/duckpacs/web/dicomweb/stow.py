@@ -18,9 +18,9 @@ from starlette.routing import Route
 from duckpacs import logs
 from duckpacs.web import multipart
 from duckpacs.web.auth import require
-from duckpacs.web.dicomweb.common import DICOM_JSON, STUDY
+from duckpacs.web.dicomweb.common import DICOM_JSON, STUDY, Service
 from duckpacs.web.errors import HttpError, bad_request
-from duckpacs.web.reader import ArchiveReader, IngestOutcome
+from duckpacs.web.reader import IngestOutcome
 
 log = logs.get("web")
 # STOW-RS bodies are held in memory while their parts are stored; clients send big studies
@@ -28,12 +28,8 @@ log = logs.get("web")
 MAX_STOW_BYTES = 1 << 30
 
 
-class Stow:
+class Stow(Service):
     """The store resources over one archive."""
-
-    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
-        self.archive = archive
-        self.prefix = prefix
 
     def routes(self) -> list[Route]:
         return [

@@ -20,6 +20,7 @@ from duckpacs.web.dicomweb.common import (
     INSTANCE,
     SERIES,
     STUDY,
+    Service,
     batched,
     frame_list,
     full_dataset,
@@ -28,7 +29,7 @@ from duckpacs.web.dicomweb.common import (
     media_ranges,
 )
 from duckpacs.web.errors import bad_request, not_acceptable, not_found
-from duckpacs.web.reader import ArchiveReader, InstanceLocation
+from duckpacs.web.reader import InstanceLocation
 
 # Up to this many frames a /frames response is built whole rather than streamed.
 EAGER_FRAMES = 8
@@ -37,12 +38,8 @@ EAGER_FRAMES = 8
 RETRIEVE_CHUNK = 4 << 20
 
 
-class Wado:
+class Wado(Service):
     """The retrieve resources (instances, frames, bulk data) over one archive."""
-
-    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
-        self.archive = archive
-        self.prefix = prefix
 
     def routes(self) -> list[Route]:
         s, r, i = STUDY, SERIES, INSTANCE

@@ -11,17 +11,13 @@ from starlette.routing import Route
 
 from duckpacs.web import rendering, transcode
 from duckpacs.web.auth import require
-from duckpacs.web.dicomweb.common import full_dataset, int_param
+from duckpacs.web.dicomweb.common import Service, full_dataset, int_param
 from duckpacs.web.errors import bad_request, not_acceptable, not_found
-from duckpacs.web.reader import ArchiveReader, InstanceLocation
+from duckpacs.web.reader import InstanceLocation
 
 
-class WadoUri:
+class WadoUri(Service):
     """The WADO-URI resource over one archive."""
-
-    def __init__(self, archive: ArchiveReader, prefix: str) -> None:
-        self.archive = archive
-        self.prefix = prefix
 
     def routes(self) -> list[Route]:
         paths = (self.prefix + "/wado", "/wado")
