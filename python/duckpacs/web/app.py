@@ -193,7 +193,7 @@ def create_app(
     # warnings filter, fail) on values that break a VR's rules when it reads or re-encodes them.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-    users = auth.UserStore(config.data_dir / "users.json")
+    users = auth.UserStore(config.data_dir / auth.USERS_FILENAME)
     signer = auth.Signer(config.data_dir / "http-secret")
     context = WebContext(
         archive=archive,

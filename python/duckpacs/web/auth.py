@@ -35,6 +35,8 @@ from starlette.requests import Request
 from duckpacs.errors import ConfigError
 from duckpacs.web.errors import HttpError
 
+# The users file, in the data folder; read by the web app, written by `duckpacs user`.
+USERS_FILENAME = "users.json"
 ROLES = ("viewer", "uploader", "admin")
 PERMISSIONS = {
     "viewer": frozenset({"read"}),
