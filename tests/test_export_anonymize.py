@@ -17,7 +17,7 @@ from duckpacs.export.anonymize import (
     anonymize_files,
     basic_profile,
 )
-from duckpacs.export.part10 import parse
+from duckpacs.files.part10 import parse
 from tests import synthetic
 from tests.corpus import shared_folder, synthetic_files, synthetic_folder
 

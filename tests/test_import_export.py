@@ -29,9 +29,9 @@ from duckpacs import _core
 from duckpacs.errors import ArchiveLockedError
 from duckpacs.export.archive_export import export
 from duckpacs.export.dicomdir import file_set, write_dicomdir
+from duckpacs.files.sources import SourceItem, discover
 from duckpacs.index import Index
 from duckpacs.ingest.importer import import_paths
-from duckpacs.ingest.sources import SourceItem, discover
 from tests import synthetic
 from tests.corpus import (
     SHARED_CORPUS,

@@ -19,10 +19,10 @@ from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
 from duckpacs.index import Index, header_batch, schema
 from duckpacs.index.reindex import rebuild
-from duckpacs.index.rows import build_batch
 from duckpacs.index.schema import BATCH_SCHEMA
 from tests import index_truth as truth
 from tests.helpers import duckpacs_cmd
+from tests.index_rows import build_batch
 
 
 @pytest.fixture(scope="module")

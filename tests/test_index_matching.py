@@ -14,8 +14,8 @@ import pytest
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from duckpacs.index import Index
-from duckpacs.index.rows import build_batch
 from tests import index_truth as truth
+from tests.index_rows import build_batch
 
 UNIQUE = {
     "patient": "PatientID",

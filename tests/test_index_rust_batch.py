@@ -1,5 +1,5 @@
 """The Rust header batch builder (``duckpacs._core.index_batch``) against the pydicom one
-(``duckpacs.index.rows``), value for value, and the Rust batch through the whole index."""
+(``tests/index_rows.py``), value for value, and the Rust batch through the whole index."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 
 from duckpacs.index import BATCH_SCHEMA, Index, header_batch
-from duckpacs.index.rows import build_batch
 from duckpacs.index.schema import KEY_ATTRIBUTES
 from tests import index_truth as truth
 from tests.corpus import shared_present
+from tests.index_rows import build_batch
 
 BINARY_FLOATS = {"FL", "FD"}
 

@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from duckpacs.files.progress import Progress
+from duckpacs.files.sources import discover_all
 from duckpacs.ingest.batch import Payload, run
-from duckpacs.ingest.progress import Progress
-from duckpacs.ingest.sources import discover_all
 from tests.corpus import ingest_folder_sets
 
 PYDICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent

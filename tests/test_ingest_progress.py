@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from duckpacs.ingest.progress import Progress, write_report
+from duckpacs.files.progress import Progress, write_report
 
 
 class FakeClock:

@@ -17,7 +17,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
 from duckpacs.export.dicomdir import file_set
-from duckpacs.ingest.sources import (
+from duckpacs.files.sources import (
     Reject,
     SourceItem,
     discover,
@@ -249,7 +249,7 @@ def test_file_without_preamble_is_found_by_content() -> None:
 
 
 def test_decompression_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from duckpacs.ingest import sources
+    from duckpacs.files import sources
 
     data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     (tmp_path / "a.dcm.gz").write_bytes(gzip.compress(data))

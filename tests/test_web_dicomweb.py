@@ -495,9 +495,9 @@ def test_stow_of_a_single_application_dicom_body_and_the_size_cap(
     )
     assert r.status_code == 200
     assert value(r.json()["00081199"]["Value"][0], "00081155") == str(ds.SOPInstanceUID)
-    from duckpacs.web import dicomweb
+    from duckpacs.web.dicomweb import stow
 
-    monkeypatch.setattr(dicomweb, "MAX_STOW_BYTES", 100)
+    monkeypatch.setattr(stow, "MAX_STOW_BYTES", 100)
     r = requests.post(
         f"{web.dicomweb}/studies",
         data=buf.getvalue(),

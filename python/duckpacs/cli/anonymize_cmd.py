@@ -7,7 +7,7 @@ import argparse
 from duckpacs.cli.context import print_json
 from duckpacs.errors import ConfigError
 from duckpacs.export.anonymize import Anonymizer, anonymize_files
-from duckpacs.ingest.progress import Progress, write_report
+from duckpacs.files.progress import Progress, write_report
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

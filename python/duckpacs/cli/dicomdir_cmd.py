@@ -6,7 +6,7 @@ import argparse
 
 from duckpacs.cli.context import print_json
 from duckpacs.export.dicomdir import PROFILE, write_dicomdir
-from duckpacs.ingest.progress import Progress
+from duckpacs.files.progress import Progress
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

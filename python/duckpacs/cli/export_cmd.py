@@ -11,7 +11,7 @@ from pathlib import Path
 
 from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.export.archive_export import export
-from duckpacs.ingest.progress import Progress
+from duckpacs.files.progress import Progress
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

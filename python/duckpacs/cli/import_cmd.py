@@ -11,8 +11,8 @@ import argparse
 import os
 
 from duckpacs.cli.context import print_json, settings
+from duckpacs.files.progress import Progress, write_report
 from duckpacs.ingest.importer import import_paths
-from duckpacs.ingest.progress import Progress, write_report
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

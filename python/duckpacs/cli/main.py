@@ -30,7 +30,7 @@ COMMAND_MODULES = (
     "duckpacs.cli.echo_cmd",
     "duckpacs.cli.send_cmd",
     "duckpacs.cli.reindex_cmd",
-    "duckpacs.web.user_cmds",
+    "duckpacs.cli.user_cmds",
     "duckpacs.cli.anonymize_cmd",
     "duckpacs.cli.dicomdir_cmd",
     "duckpacs.cli.scans_cmd",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ConfigError
+from duckpacs.files.progress import Progress
 from duckpacs.ingest.migrate import (
     MIGRATE_DIR,
     ArchiveTarget,
@@ -23,7 +24,6 @@ from duckpacs.ingest.migrate import (
     open_archive,
     open_journal,
 )
-from duckpacs.ingest.progress import Progress
 
 PEER_LITERAL = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
 JOURNAL_NAME = ".duckpacs-migrate.sqlite"

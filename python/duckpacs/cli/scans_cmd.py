@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from duckpacs.cli.context import print_json, settings
-from duckpacs.ingest.progress import Progress, write_report
+from duckpacs.files.progress import Progress, write_report
 from duckpacs.ingest.scans import (
     COLUMNS,
     BadRow,

@@ -3,5 +3,6 @@
 * :mod:`~duckpacs.export.dicomdir`: STD-GEN-CD media (PS3.10 8, PS3.11 D) via pydicom's
   FileSet, files kept byte for byte.
 * :mod:`~duckpacs.export.anonymize`: the PS3.15 Annex E Basic Profile with consistent UIDs.
-* :mod:`~duckpacs.export.part10`: quiet pydicom parsing and Part 10 encoding helpers.
+
+Inputs are found, read and written with :mod:`duckpacs.files`, shared with ingest.
 """

@@ -45,9 +45,9 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
 from duckpacs.errors import ConfigError, StorageError
-from duckpacs.export import part10
-from duckpacs.ingest.progress import Progress
-from duckpacs.ingest.sources import Reject, SourceItem, discover
+from duckpacs.files import part10
+from duckpacs.files.progress import Progress
+from duckpacs.files.sources import Reject, SourceItem, discover
 
 METHOD = "PS3.15 E.1 Basic Profile, duckpacs"  # LO: at most 64 characters
 # CID 7050 De-identification Method: Basic Application Confidentiality Profile.

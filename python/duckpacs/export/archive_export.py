@@ -20,12 +20,12 @@ from pathlib import Path
 
 from duckpacs import _core
 from duckpacs.errors import StorageError
-from duckpacs.export import part10
 from duckpacs.export.anonymize import Anonymizer, AnonymizeReport, anonymize_bytes
 from duckpacs.export.dicomdir import DicomdirResult, write_dicomdir
+from duckpacs.files import part10
+from duckpacs.files.progress import Progress
+from duckpacs.files.sources import Reject
 from duckpacs.index import Index
-from duckpacs.ingest.progress import Progress
-from duckpacs.ingest.sources import Reject
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -28,9 +28,9 @@ from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian
 
 from duckpacs.errors import StorageError
-from duckpacs.export import part10
-from duckpacs.ingest.progress import Progress
-from duckpacs.ingest.sources import Reject, SourceItem, discover
+from duckpacs.files import part10
+from duckpacs.files.progress import Progress
+from duckpacs.files.sources import Reject, SourceItem, discover
 
 PROFILE = "STD-GEN-CD"
 # PS3.10 8.2: File ID components use the ISO 646 G0 subset "A-Z 0-9 _", 1 to 8 characters.
@@ -119,7 +119,7 @@ def write_dicomdir(
     Parameters
     ----------
     inputs:
-        Paths (folders, files, zips: anything :func:`~duckpacs.ingest.sources.discover`
+        Paths (folders, files, zips: anything :func:`~duckpacs.files.sources.discover`
         accepts) or already discovered :class:`SourceItem` objects.
     out_dir:
         Media root to create; must not exist or be empty.

@@ -2,9 +2,10 @@
 
 - :class:`Index` (:mod:`duckpacs.index.db`): open, add_batch, find, count, locations, sql.
 - :mod:`duckpacs.index.schema`: the Arrow batch contract and the DuckDB tables.
-- :mod:`duckpacs.index.matching`: the query compiler.
+- :mod:`duckpacs.index.query`: the query compiler (values, model, conditions, sql, results).
 - :func:`header_batch` (Rust, ``duckpacs._core.index_batch``): header batches from raw
-  instance bytes, the ingest path; :mod:`duckpacs.index.rows`: the same built with pydicom.
+  instance bytes, the ingest path (the tests build the same batch with pydicom in
+  ``tests/index_rows.py``, their oracle).
 """
 
 from duckpacs._core import HeaderBatch

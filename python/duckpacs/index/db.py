@@ -24,7 +24,8 @@ from pydicom.datadict import DicomDictionary
 
 from duckpacs import logs
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, IndexUnusableError, QueryError
-from duckpacs.index import matching, schema
+from duckpacs.index import schema
+from duckpacs.index.query import Cond, compile_find, compile_locations, finish, scope_sql
 
 INDEX_FILENAME = "index.duckdb"
 STORE_DIRNAME = "store"
@@ -524,14 +525,14 @@ class Index:
         joined by ``\\``), ``None`` when the attribute is absent, a list of item dicts for a
         sequence. The level's unique key is always present.
         """
-        plan = matching.compile_find(
+        plan = compile_find(
             level, query, return_keys, fuzzy=fuzzy, combined_datetime=combined_datetime
         )
         if plan.scope is not None:
             bounds = self._bounds(plan.scope)
             if bounds is None:
                 return []
-            plan = matching.compile_find(
+            plan = compile_find(
                 level,
                 query,
                 return_keys,
@@ -548,16 +549,16 @@ class Index:
             params.append(int(offset))
         with self._lock:
             rows = self._con.execute(sql, params).fetchall()
-            return matching.finish(self._con, plan, rows)
+            return finish(self._con, plan, rows)
 
     def count(self, level: str, query: Mapping[str, Any], *, fuzzy: bool = False) -> int:
         """Number of matches of ``query`` at ``level`` (same rules as :meth:`find`)."""
-        plan = matching.compile_find(level, query, (), fuzzy=fuzzy)
+        plan = compile_find(level, query, (), fuzzy=fuzzy)
         if plan.scope is not None:
             bounds = self._bounds(plan.scope)
             if bounds is None:
                 return 0
-            plan = matching.compile_find(level, query, (), fuzzy=fuzzy, iid_range=bounds)
+            plan = compile_find(level, query, (), fuzzy=fuzzy, iid_range=bounds)
         with self._lock:
             row = self._con.execute(f"SELECT count(*) FROM ({plan.sql})", plan.params).fetchall()
         return int(row[0][0]) if row else 0
@@ -572,19 +573,19 @@ class Index:
         ``(sop_instance_uid, sop_class_uid, transfer_syntax, pack, offset, length)`` per
         instance, ordered by series, instance number and UID.
         """
-        sql, params, scope = matching.compile_locations(level, query, fuzzy=fuzzy)
+        sql, params, scope = compile_locations(level, query, fuzzy=fuzzy)
         if scope is not None:
             bounds = self._bounds(scope)
             if bounds is None:
                 return []
-            sql, params, _ = matching.compile_locations(level, query, fuzzy=fuzzy, iid_range=bounds)
+            sql, params, _ = compile_locations(level, query, fuzzy=fuzzy, iid_range=bounds)
         with self._lock:
             rows = self._con.execute(sql, params).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    def _bounds(self, scope: matching.Cond) -> tuple[int, int] | None:
+    def _bounds(self, scope: Cond) -> tuple[int, int] | None:
         """iid range of the instances meeting ``scope`` (None when there are none)."""
-        sql, params = matching.scope_sql(scope)
+        sql, params = scope_sql(scope)
         with self._lock:
             rows = self._con.execute(sql, params).fetchall()
         if not rows or rows[0][0] is None:

@@ -2,9 +2,9 @@
 
 Two shapes are defined here.
 
-The **header batch** (Arrow) is what a batch builder (the Rust one in ``duckpacs._core`` or
-:mod:`duckpacs.index.rows` in Python) hands to :meth:`duckpacs.index.Index.add_batch`: one row
-per instance with
+The **header batch** (Arrow) is what a batch builder (the Rust one in ``duckpacs._core``, or
+the tests' pydicom oracle ``tests/index_rows.py``) hands to
+:meth:`duckpacs.index.Index.add_batch`: one row per instance with
 
 - one ``string`` column per key attribute (:data:`KEY_ATTRIBUTES`), holding the decoded value
   as text (Specific Character Set applied, multiple values joined with ``\\``, padding

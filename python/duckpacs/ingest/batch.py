@@ -1,12 +1,12 @@
 """The import driver: discovered inputs, read in parallel, handed to a sink in batches.
 
 This is the seam where ``duckpacs import`` meets the store. Discovery
-(:mod:`duckpacs.ingest.sources`) finds the inputs; this module reads their bytes with a small
+(:mod:`duckpacs.files.sources`) finds the inputs; this module reads their bytes with a small
 thread pool (file reads, zip inflation and gunzip release the GIL), groups them into batches
 bounded by count and bytes, and calls ``sink(batch)``. The sink does the real work (for the
 archive: parse, compress and store in Rust, then add the batch to the index) and returns one
 outcome per payload: ``None`` when accepted, or the reason it was refused. Progress, rejects
-and the final summary are kept by :class:`~duckpacs.ingest.progress.Progress`.
+and the final summary are kept by :class:`~duckpacs.files.progress.Progress`.
 
 Read errors (a truncated gzip stream, a zip member failing its CRC) become rejects and never
 reach the sink; an exception from the sink stops the run (it means the archive itself is in
@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from duckpacs.ingest.progress import Progress, Summary
-from duckpacs.ingest.sources import Found, Reject, SourceItem, discover
+from duckpacs.files.progress import Progress, Summary
+from duckpacs.files.sources import Found, Reject, SourceItem, discover
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def run(
     Parameters
     ----------
     paths:
-        Anything :func:`~duckpacs.ingest.sources.discover` accepts.
+        Anything :func:`~duckpacs.files.sources.discover` accepts.
     sink:
         Called with each batch; returns one outcome per payload (``None`` = accepted, else the
         reason for refusing it), in the same order.

@@ -28,11 +28,11 @@ from duckpacs import _core, logs
 from duckpacs.archive import layout
 from duckpacs.archive.facade import Archive
 from duckpacs.archive.types import Outcome
+from duckpacs.files.progress import Progress, Summary
+from duckpacs.files.sources import SourceItem
 from duckpacs.index import Index
 from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest.batch import Payload
-from duckpacs.ingest.progress import Progress, Summary
-from duckpacs.ingest.sources import SourceItem
 
 log = logs.get("import")
 

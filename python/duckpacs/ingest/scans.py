@@ -41,11 +41,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from duckpacs.errors import ConfigError, StorageError
-from duckpacs.export import part10
+from duckpacs.files import part10
+from duckpacs.files.sources import SourceItem
 from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest import importer as importer_mod
 from duckpacs.ingest.batch import Payload
-from duckpacs.ingest.sources import SourceItem
 
 SOP_CLASSES = {
     "SC": UID("1.2.840.10008.5.1.4.1.1.7"),  # Secondary Capture Image Storage

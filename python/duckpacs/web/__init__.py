@@ -5,7 +5,7 @@
 - :mod:`~duckpacs.web.reader` is the protocol the layer reads the archive through
   (``ArchiveReader``); :mod:`~duckpacs.web.archive_reader` implements it over the archive
   facade and the store.
-- :mod:`~duckpacs.web.dicomweb` (QIDO-RS, WADO-RS, STOW-RS, WADO-URI), ``multipart``,
-  ``dicomjson``, ``transcode`` and ``rendering`` do the DICOMweb work; ``auth`` and ``audit``
-  the security; ``static/`` is the viewer (plain HTML, CSS and JavaScript).
+- :mod:`~duckpacs.web.dicomweb` (a module per service: QIDO-RS, WADO-RS, STOW-RS, WADO-URI),
+  ``multipart``, ``dicomjson``, ``transcode`` and ``rendering`` do the DICOMweb work; ``auth``
+  and ``audit`` the security; ``static/`` is the viewer (plain HTML, CSS and JavaScript).
 """

@@ -32,7 +32,7 @@ from duckpacs import logs
 from duckpacs.errors import DuckpacsError
 from duckpacs.web import auth
 from duckpacs.web.audit import AuditLog
-from duckpacs.web.dicomweb import DicomWeb, require
+from duckpacs.web.dicomweb import DicomWeb
 from duckpacs.web.errors import HttpError
 from duckpacs.web.reader import ArchiveReader
 
@@ -193,7 +193,7 @@ def create_app(
     # warnings filter, fail) on values that break a VR's rules when it reads or re-encodes them.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
-    users = auth.UserStore(config.data_dir / "users.json")
+    users = auth.UserStore(config.data_dir / auth.USERS_FILENAME)
     signer = auth.Signer(config.data_dir / "http-secret")
     context = WebContext(
         archive=archive,
@@ -296,7 +296,7 @@ class _Api:
 
     def study_zip(self, request: Request) -> Response:
         """The study's instances as a zip streamed as it is written (ZIP data descriptors)."""
-        require(request, "read")
+        auth.require(request, "read")
         archive = self.context.archive
         assert archive is not None
         study = request.path_params["study"]

@@ -30,9 +30,13 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.requests import Request
 
 from duckpacs.errors import ConfigError
+from duckpacs.web.errors import HttpError
 
+# The users file, in the data folder; read by the web app, written by `duckpacs user`.
+USERS_FILENAME = "users.json"
 ROLES = ("viewer", "uploader", "admin")
 PERMISSIONS = {
     "viewer": frozenset({"read"}),
@@ -56,6 +60,13 @@ class Principal:
 
     def can(self, permission: str) -> bool:
         return any(permission in PERMISSIONS.get(role, frozenset()) for role in self.roles)
+
+
+def require(request: Request, permission: str) -> None:
+    """403 unless the caller (set by the auth middleware) holds ``permission``."""
+    principal = request.scope.get("duckpacs.principal")
+    if principal is None or not principal.can(permission):
+        raise HttpError(403, f"this account may not {permission}")
 
 
 def _roles(value: object) -> frozenset[str]:

@@ -14,7 +14,7 @@ import sys
 
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ConfigError
-from duckpacs.web.auth import ROLES, UserStore
+from duckpacs.web.auth import ROLES, USERS_FILENAME, UserStore
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _store(args: argparse.Namespace) -> UserStore:
-    return UserStore(settings(args).data_dir / "users.json")
+    return UserStore(settings(args).data_dir / USERS_FILENAME)
 
 
 def _password(args: argparse.Namespace) -> str:

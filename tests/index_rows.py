@@ -1,7 +1,8 @@
-"""Header batches built in Python with pydicom (tests, ground truth, and small reindexes).
+"""The tests' oracle for header batches: the same batch built in Python with pydicom.
 
-The production path builds the same batch in Rust; this builder follows the same contract
-(:data:`duckpacs.index.schema.BATCH_SCHEMA`) so the two can be compared value for value.
+The archive builds its batches in Rust only (``duckpacs._core.index_batch``); this builder
+follows the same contract (:data:`duckpacs.index.schema.BATCH_SCHEMA`) so that the tests can
+compare the two value for value and feed the index from a source independent of the Rust one.
 Rules for element values (PS3.5 6.2):
 
 - text VRs: decoded with the dataset's Specific Character Set (PS3.5 6.1.2.3, done by

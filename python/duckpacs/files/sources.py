@@ -1,4 +1,5 @@
-"""Discovery of DICOM inputs from the paths a user gives to an import.
+"""Discovery of DICOM inputs from the paths a user gives to a command (import, anonymize,
+dicomdir).
 
 Accepted inputs, all recognised by content rather than by name:
 

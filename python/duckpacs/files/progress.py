@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from duckpacs.ingest.sources import Reject
+from duckpacs.files.sources import Reject
 
 MB = 1_000_000
 

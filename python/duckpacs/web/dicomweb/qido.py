@@ -1,0 +1,153 @@
+"""QIDO-RS (PS3.18 10.6): search for studies, series and instances, answered in DICOM JSON.
+
+Query parameters are matching keys (keywords or tags) with the C-FIND rules of the index,
+plus the controls ``limit``, ``offset``, ``includefield`` and ``fuzzymatching``. Each result
+carries the default attributes of its level, those asked for, and its Retrieve URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from duckpacs.web import dicomjson
+from duckpacs.web.auth import require
+from duckpacs.web.dicomweb.common import (
+    DICOM_JSON,
+    SERIES,
+    STUDY,
+    Service,
+    check_json_acceptable,
+    get_routes,
+    int_param,
+)
+from duckpacs.web.errors import bad_request
+
+MAX_LIMIT = 10000
+
+# PS3.18 Table 10.6.3-3, -4, -5: attributes returned by default at each level.
+DEFAULT_KEYS = {
+    "study": [
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "ReferringPhysicianName",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyID",
+        "StudyDescription",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ],
+    "series": [
+        "Modality",
+        "SeriesDescription",
+        "SeriesInstanceUID",
+        "SeriesNumber",
+        "NumberOfSeriesRelatedInstances",
+        "StudyInstanceUID",
+    ],
+    "instance": [
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "InstanceNumber",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "NumberOfFrames",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+    ],
+}
+QIDO_CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
+
+
+class Qido(Service):
+    """The search resources over one archive."""
+
+    def routes(self) -> list[Route]:
+        s, r = STUDY, SERIES
+        return get_routes(
+            self.prefix,
+            [
+                ("/studies", self.qido_studies),
+                ("/series", self.qido_series),
+                ("/instances", self.qido_instances),
+                (s + "/series", self.qido_series),
+                (s + "/instances", self.qido_instances),
+                (s + r + "/instances", self.qido_instances),
+            ],
+        )
+
+    def qido_studies(self, request: Request) -> Response:
+        return self._qido(request, "study")
+
+    def qido_series(self, request: Request) -> Response:
+        return self._qido(request, "series")
+
+    def qido_instances(self, request: Request) -> Response:
+        return self._qido(request, "instance")
+
+    def _qido(self, request: Request, level: str) -> Response:
+        require(request, "read")
+        check_json_acceptable(request)
+        query, include, include_all = self._parse_query(request)
+        path = request.path_params
+        if "study" in path:
+            query["StudyInstanceUID"] = path["study"]
+        if "series" in path:
+            query["SeriesInstanceUID"] = path["series"]
+        keys = list(dict.fromkeys([*DEFAULT_KEYS[level], *include, *query]))
+        limit = min(int_param(request, "limit", MAX_LIMIT), MAX_LIMIT)
+        offset = int_param(request, "offset", 0)
+        fuzzy = request.query_params.get("fuzzymatching", "false").lower() == "true"
+        rows = self.archive.find(level, query, keys, fuzzy=fuzzy, limit=limit, offset=offset)
+        base = str(request.base_url).rstrip("/") + self.prefix
+        body = []
+        for row in rows:
+            obj = dicomjson.row_to_json(row, list(row) if include_all else keys)
+            obj["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, level, row)]}
+            body.append(dict(sorted(obj.items())))
+        return JSONResponse(body, media_type=DICOM_JSON)
+
+    def _parse_query(self, request: Request) -> tuple[dict[str, str], list[str], bool]:
+        query: dict[str, str] = {}
+        include: list[str] = []
+        include_all = False
+        for name, value in request.query_params.multi_items():
+            if name == "includefield":
+                for item in (v.strip() for v in value.split(",") if v.strip()):
+                    if item.lower() == "all":
+                        include_all = True
+                        continue
+                    include.append(self._keyword(item))
+            elif name in QIDO_CONTROL or name == "accept":
+                continue
+            else:
+                query[self._keyword(name)] = value
+        return query, include, include_all
+
+    @staticmethod
+    def _keyword(name: str) -> str:
+        if "." in name:
+            raise bad_request(f"{name}: matching on sequence items is not supported")
+        keyword = dicomjson.keyword_of(name)
+        if keyword is None:
+            raise bad_request(f"{name}: not a DICOM keyword or tag")
+        return keyword
+
+
+def _retrieve_url(base: str, level: str, row: dict[str, Any]) -> str:
+    url = f"{base}/studies/{row.get('StudyInstanceUID')}"
+    if level in ("series", "instance"):
+        url += f"/series/{row.get('SeriesInstanceUID')}"
+    if level == "instance":
+        url += f"/instances/{row.get('SOPInstanceUID')}"
+    return url

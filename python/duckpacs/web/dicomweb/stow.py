@@ -1,0 +1,125 @@
+"""STOW-RS (PS3.18 10.5): store instances sent as ``multipart/related`` or as one
+``application/dicom`` body, each through the archive's one write path.
+
+The answer lists what was stored and what failed (PS3.18 10.5.3): 200 when all were stored,
+202 when some failed or were stored with a warning, 409 when none was stored.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pydicom
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from duckpacs import logs
+from duckpacs.web import multipart
+from duckpacs.web.auth import require
+from duckpacs.web.dicomweb.common import DICOM_JSON, STUDY, Service
+from duckpacs.web.errors import HttpError, bad_request
+from duckpacs.web.reader import IngestOutcome
+
+log = logs.get("web")
+# STOW-RS bodies are held in memory while their parts are stored; clients send big studies
+# as several requests (the web UI sends 50 files at a time).
+MAX_STOW_BYTES = 1 << 30
+
+
+class Stow(Service):
+    """The store resources over one archive."""
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(self.prefix + "/studies", self.stow, methods=["POST"]),
+            Route(self.prefix + STUDY, self.stow, methods=["POST"]),
+        ]
+
+    async def stow(self, request: Request) -> Response:
+        require(request, "store")
+        content_type = request.headers.get("content-type", "")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_STOW_BYTES:
+            raise HttpError(413, f"a STOW-RS request holds at most {MAX_STOW_BYTES >> 20} MiB")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_STOW_BYTES:
+                raise HttpError(413, f"a STOW-RS request holds at most {MAX_STOW_BYTES >> 20} MiB")
+        try:
+            media = multipart.parse_media_type(content_type) if content_type else None
+        except multipart.MultipartError as e:
+            raise bad_request(str(e)) from None
+        if media is not None and media.type == "application/dicom":
+            datasets = [bytes(body)]
+        else:
+            try:
+                parts = multipart.decode(bytes(body), content_type)
+            except multipart.MultipartError as e:
+                raise HttpError(415 if "expected multipart" in str(e) else 400, str(e)) from None
+            if media is not None and media.related_type not in (None, "application/dicom"):
+                raise HttpError(415, f"STOW-RS stores application/dicom, not {media.related_type}")
+            datasets = [p.body for p in parts]
+        study = request.path_params.get("study")
+        outcomes = [self._ingest_one(data, study) for data in datasets]
+        return self._stow_response(request, study, outcomes)
+
+    def _ingest_one(self, data: bytes, study: str | None) -> IngestOutcome:
+        if study is not None:
+            try:
+                head = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+                found = str(head.get("StudyInstanceUID", ""))
+            except Exception as e:  # noqa: BLE001 (any parse failure is a 0xC000 for the client)
+                return IngestOutcome(None, None, failure=0xC000, reason=f"cannot parse: {e}")
+            if found != study:
+                return IngestOutcome(
+                    str(head.get("SOPClassUID", "")) or None,
+                    str(head.get("SOPInstanceUID", "")) or None,
+                    failure=0xA900,
+                    reason=f"StudyInstanceUID {found} is not the study {study} of the request",
+                )
+        outcome = self.archive.ingest(data)
+        if outcome.failure is not None:
+            logs.event(log, "STOW-RS instance refused", reason=outcome.reason)
+        return outcome
+
+    def _stow_response(
+        self, request: Request, study: str | None, outcomes: list[IngestOutcome]
+    ) -> Response:
+        base = str(request.base_url).rstrip("/") + self.prefix
+        ok = [o for o in outcomes if o.failure is None]
+        failed = [o for o in outcomes if o.failure is not None]
+        body: dict[str, Any] = {}
+        study_uid = study or next((o.study_uid for o in ok if o.study_uid), None)
+        if study_uid:
+            body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study_uid}"]}
+        if failed:
+            body["00081198"] = {"vr": "SQ", "Value": [_failed_item(o) for o in failed]}
+        if ok:
+            body["00081199"] = {"vr": "SQ", "Value": [_stored_item(o, base) for o in ok]}
+        warned = any(o.warning is not None for o in ok)
+        status = 409 if failed and not ok else (202 if failed or warned else 200)
+        return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+
+
+def _failed_item(o: IngestOutcome) -> dict[str, Any]:
+    item: dict[str, Any] = {"00081197": {"vr": "US", "Value": [o.failure]}}
+    if o.sop_class_uid:
+        item["00081150"] = {"vr": "UI", "Value": [o.sop_class_uid]}
+    if o.sop_instance_uid:
+        item["00081155"] = {"vr": "UI", "Value": [o.sop_instance_uid]}
+    return dict(sorted(item.items()))
+
+
+def _stored_item(o: IngestOutcome, base: str) -> dict[str, Any]:
+    url = f"{base}/studies/{o.study_uid}/series/{o.series_uid}/instances/{o.sop_instance_uid}"
+    item: dict[str, Any] = {
+        "00081150": {"vr": "UI", "Value": [o.sop_class_uid]},
+        "00081155": {"vr": "UI", "Value": [o.sop_instance_uid]},
+        "00081190": {"vr": "UR", "Value": [url]},
+    }
+    if o.warning is not None:
+        item["00081196"] = {"vr": "US", "Value": [o.warning]}  # WarningReason
+    return dict(sorted(item.items()))
