@@ -247,8 +247,9 @@ def test_report_lines_name_only_what_exists() -> None:
     missing = tuple(f"1.2.{i}" for i in range(7))
     rec.not_done.append(NotDone("9.9", "missing", "7 of 9 instances not in the archive", missing))
     lines = rec.lines()
-    assert lines[0].endswith("(queried in 1 date windows; 1 more found outside them by "
-                             "listing every study)")  # fmt: skip
+    assert lines[0].endswith(
+        "(1 date-window queries; 1 more found outside the windows by listing every study)"
+    )
     assert "studies without a Study Date: 1" in lines
     assert any(line.startswith("retrieved by C-MOVE: 2 studies (C-GET refused") for line in lines)
     assert lines[-1].startswith("missing: 9.9: 7 of 9 instances") and "2 more" in lines[-1]

@@ -15,6 +15,8 @@ configured limit, the smallest cut seen so far and counts that look like a round
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -71,7 +73,17 @@ class RemotePeer:
                 f"cannot associate with {self.ae_title}@{self.host}:{self.port} "
                 f"(rejected, aborted or unreachable)"
             )
+        no_delay(getattr(assoc.dul.socket, "socket", None))
         return assoc
+
+
+def no_delay(sock: socket.socket | None) -> None:
+    """Turn Nagle's algorithm off. pynetdicom writes a request's command and its identifier
+    as two PDUs; the second waits for the peer's delayed ACK (40 ms a C-FIND against Orthanc,
+    4.5 ms without)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,10 @@ class Answer:
 
     count: int
     capped: bool = False
+
+
+class _Aborted(Exception):
+    """The association ended before the C-FIND's final response."""
 
 
 class QueryRefused(NetworkError):
@@ -295,7 +311,33 @@ class DimseFinder:
         parse: Callable[[Dataset], Any],
         each: Callable[[Any], None],
     ) -> Answer:
-        assoc = self._association()
+        """One C-FIND. Peers end long-lived associations (Orthanc aborts one after about
+        ``DicomScpTimeout`` seconds however busy), so a query that gets no answer on an
+        association that served earlier ones is sent once more on a new association."""
+        reused = self._assoc is not None and self._assoc.is_established
+        try:
+            return self._find_once(self._association(), query, model, what, parse, each)
+        except _Aborted:
+            self._assoc = None
+            if reused:
+                try:
+                    return self._find_once(self._association(), query, model, what, parse, each)
+                except _Aborted:
+                    self._assoc = None
+            raise NetworkError(
+                f"C-FIND {what}: {self.peer.ae_title} sent no answer (it aborted; "
+                f"does it know our AE title {self.peer.calling_ae}?)"
+            ) from None
+
+    def _find_once(
+        self,
+        assoc: Association,
+        query: Dataset,
+        model: str,
+        what: str,
+        parse: Callable[[Dataset], Any],
+        each: Callable[[Any], None],
+    ) -> Answer:
         if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
             raise QueryRefused(f"C-FIND {what}: {self.peer.ae_title} does not offer {model}")
         count, capped = 0, False
@@ -311,11 +353,7 @@ class DimseFinder:
             elif cut_short(code):
                 capped = True
             elif code < 0:  # pynetdicom's empty status: no response before the association ended
-                self._assoc = None
-                raise NetworkError(
-                    f"C-FIND {what}: {self.peer.ae_title} sent no answer (it aborted; "
-                    f"does it know our AE title {self.peer.calling_ae}?)"
-                )
+                raise _Aborted
             else:
                 raise QueryRefused(f"C-FIND {what} failed with status 0x{code:04X}")
         return Answer(count, capped)

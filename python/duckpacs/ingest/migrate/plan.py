@@ -249,5 +249,5 @@ def _without_id(expected: int | None, have: int) -> Note:
 
 _PREFIX_CAVEAT = (
     "the peer caps its answers, so studies were listed by Patient ID prefix, which cannot "
-    "reach a Patient ID that is empty or begins with a character outside ASCII"
+    "reach a Patient ID that is empty or begins with %, _ or a character outside ASCII"
 )

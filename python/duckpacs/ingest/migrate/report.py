@@ -51,9 +51,10 @@ class Reconciliation:
         return self.studies_found == self.studies_done and not self.gaps
 
     def lines(self) -> list[str]:
-        found = f"queried in {self.windows} date windows"
+        found = f"{self.windows:,} date-window queries"
         if self.enumeration:
-            found += f"; {self.found_outside:,} more found outside them by {self.enumeration}"
+            found += f"; {self.found_outside:,} more found outside the windows by "
+            found += self.enumeration
         out = [
             f"remote: {self.studies_found:,} studies, {self.instances_found:,} instances ({found})"
         ]

@@ -31,10 +31,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
+from pynetdicom.transport import ThreadedAssociationServer
 
 from duckpacs import _core
 from duckpacs.errors import DuckpacsError, NetworkError, StorageError
-from duckpacs.ingest.migrate.peer import PENDING, RemotePeer
+from duckpacs.ingest.migrate.peer import PENDING, RemotePeer, no_delay
 from duckpacs.ingest.migrate.targets import Receiver
 
 # Storage SOP classes offered for C-GET sub-operations: 128 presentation contexts at most
@@ -158,6 +159,15 @@ def _final(got: Retrieved, code: int, status: Dataset, service: str) -> None:
         got.problem = f"{service} status 0x{code:04X}"
 
 
+class _NoDelayServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, answering without Nagle's delay (see :func:`no_delay`)."""
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        no_delay(sock)
+        return sock, address
+
+
 @dataclass
 class _Route:
     receiver: Receiver
@@ -185,13 +195,16 @@ class MoveListener:
         handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store)]
         address = (self.bind, self.port)
         try:
-            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
+            server = ae.make_server(address, evt_handlers=handlers, server_class=_NoDelayServer)
         except OSError as e:
             raise NetworkError(
                 f"cannot listen on {self.bind}:{self.port} for C-MOVE results "
                 f"({e.strerror or e}; is duckpacs serve using the port?)"
             ) from e
-        self.port = int(self._server.server_address[1])
+        ae._servers.append(server)  # so that server.shutdown() can deregister it
+        threading.Thread(target=server.serve_forever, name="migrate-move", daemon=True).start()
+        self._server = server
+        self.port = int(server.server_address[1])
 
     def stop(self) -> None:
         if self._server is not None:

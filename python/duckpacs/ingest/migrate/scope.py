@@ -22,12 +22,16 @@ from datetime import date, timedelta
 
 from duckpacs.ingest.migrate.peer import DA, Answer, Limits
 
-# First characters of Patient ID prefixes: the Default Character Repertoire (PS3.5 6.1.2.1)
-# without space (insignificant at the start of an LO value), backslash (the value
-# separator) and the wildcards "*" and "?" (PS3.4 C.2.2.2.4).
+# Characters that extend a Patient ID prefix: the Default Character Repertoire (PS3.5
+# 6.1.2.1) without space (insignificant at the start of an LO value), backslash (the value
+# separator), the wildcards "*" and "?" (PS3.4 C.2.2.2.4), and "%" and "_", which peers that
+# hand the key to SQL LIKE unescaped (Orthanc does) take as wildcards too: a prefix of "%"
+# would match every study at every length.
 ALPHABET = "".join(
-    c for c in string.digits + string.ascii_letters + string.punctuation if c not in "\\*?"
+    c for c in string.digits + string.ascii_letters + string.punctuation if c not in "\\*?%_"
 )
+# Longest Patient ID (LO, PS3.5 6.2): no prefix grows beyond it.
+LO_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,9 @@ class Scope:
         if self.exact:
             return []
         prefix = self.patient or ""
-        longer = [replace(self, patient=prefix + c) for c in ALPHABET]
+        longer = (
+            [replace(self, patient=prefix + c) for c in ALPHABET] if len(prefix) < LO_MAX else []
+        )
         # "AB*" is "AB" itself plus "AB0*" ... "ABz*"; an empty prefix has no exact ID to ask
         # for (an empty Patient ID key is universal matching).
         return ([replace(self, exact=True)] if prefix else []) + longer
