@@ -366,6 +366,7 @@ def test_migrate_help_names_the_archive(capsys: pytest.CaptureFixture[str]) -> N
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "store it in the archive" in text and "--wait" in text and "--out DIR" in text
+    assert "--verify" in text and "C-MOVE to our AE title" in text
 
 
 def test_migrate_refuses_bad_parallel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -248,7 +248,7 @@ def test_report_lines_name_only_what_exists() -> None:
     rec.not_done.append(NotDone("9.9", "missing", "7 of 9 instances not in the archive", missing))
     lines = rec.lines()
     assert lines[0].endswith(
-        "(1 date-window queries; 1 more found outside the windows by listing every study)"
+        "(1 date-window query; 1 more found outside the windows by listing every study)"
     )
     assert "studies without a Study Date: 1" in lines
     assert any(line.startswith("retrieved by C-MOVE: 2 studies (C-GET refused") for line in lines)

@@ -86,10 +86,6 @@ class Journal:
         row = self.db.execute("SELECT state FROM scopes WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def scope_how(self, key: str) -> str:
-        row = self.db.execute("SELECT how FROM scopes WHERE key = ?", (key,)).fetchone()
-        return "" if row is None else str(row[0])
-
     def record_scope(self, key: str, kind: str, studies: int, state: str, how: str = "") -> None:
         with self.db:
             self.db.execute(
@@ -121,9 +117,6 @@ class Journal:
                     for s in studies
                 ],
             )
-
-    def has_study(self, uid: str) -> bool:
-        return self.db.execute("SELECT 1 FROM studies WHERE uid = ?", (uid,)).fetchone() is not None
 
     def patient_counts(self) -> dict[str, int]:
         """Studies found so far per Patient ID."""

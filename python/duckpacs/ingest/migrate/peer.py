@@ -9,8 +9,9 @@ said it stopped early.
 Peers that cap their answers (Orthanc's ``LimitFindResults``, dcm4chee's query limits) end a
 cut answer in different ways: Orthanc with Cancel (0xFE00), others with a warning (0xBxxx),
 with "out of resources" (0xA7xx, sometimes before any answer), or with plain success.
-:class:`Limits` turns an answer into "trust it" or "suspect a cap", from the status, the
-configured limit, the smallest cut seen so far and counts that look like a round limit.
+:class:`Limits` turns an answer into "trust it" or "suspect a cap": from the status once
+the peer has shown it signals cuts, otherwise from the configured limit and from counts that
+look like a round limit.
 """
 
 from __future__ import annotations

@@ -138,103 +138,86 @@ def enumerate_rest(finder: Finder, journal: Journal, span: Span, limits: Limits)
     key = span.key()
     if journal.scope_state(key) == "done":
         return 0
-    collect = Collector(journal, "sweep", span.wants)
-    answer = collect.asker(finder)(Scope())
-    queries = 1
-    notes: list[Note] = []
+    sweep = _Sweep(finder, journal, span, limits, Collector(journal, "sweep", span.wants))
+    answer = sweep.ask(Scope())
     if not limits.suspect(answer):
         how = "listing every study"
     else:
         try:
-            how, sent = _by_patient(finder, journal, span, limits, collect, notes)
+            how = sweep.by_patient()
         except QueryRefused as refused:
-            how, sent = _by_prefix(finder, journal, span, limits, collect, notes, str(refused))
-        queries += sent
-    journal.set_notes(notes)
+            how = sweep.by_prefix(str(refused))
+    journal.set_notes(sweep.notes)
     journal.record_scope(key, "sweep", answer.count, "done", how)
-    return queries
+    return sweep.queries
 
 
-def _by_patient(
-    finder: Finder,
-    journal: Journal,
-    span: Span,
-    limits: Limits,
-    collect: Collector,
-    notes: list[Note],
-) -> tuple[str, int]:
-    """Patient-level enumeration; the studies of each patient whose count is not met."""
-    patients: dict[str, int | None] = {}
+@dataclass
+class _Sweep:
+    """One enumeration: what it asks with, what it found out, how many queries it sent."""
 
-    def add(patient: RemotePatient) -> None:
-        # A patient can come twice (in a cut answer, then in a part of it): keep a count.
-        if patients.get(patient.patient_id) is None:
-            patients[patient.patient_id] = patient.studies
+    finder: Finder
+    journal: Journal
+    span: Span
+    limits: Limits
+    collect: Collector
+    notes: list[Note] = field(default_factory=list)
+    queries: int = 0
 
-    listed = partition(Scope(), lambda scope: finder.patients(scope, add), limits)
-    queries = listed.queries
-    if listed.queries > 1:
-        notes.append(("caveat patients", _PREFIX_CAVEAT, False))
-    known = journal.patient_counts()
-    for pid in sorted(patients):
-        expected = patients[pid]
-        if expected is not None and known.get(pid, 0) >= expected:
-            continue
-        if pid == "":
-            notes.append(_without_id(expected, known.get("", 0)))
-            continue
-        queries += _studies_of(finder, journal, span, limits, collect, pid, expected, notes)
-    return "listing every patient's studies", queries
+    def ask(self, scope: Scope) -> Answer:
+        self.queries += 1
+        return self.collect.asker(self.finder)(scope)
 
+    def by_patient(self) -> str:
+        """Patient-level enumeration; the studies of each patient whose count is not met."""
+        patients: dict[str, int | None] = {}
 
-def _studies_of(
-    finder: Finder,
-    journal: Journal,
-    span: Span,
-    limits: Limits,
-    collect: Collector,
-    pid: str,
-    expected: int | None,
-    notes: list[Note],
-) -> int:
-    """Every study of one patient: one query, or date windows of that patient if it is cut."""
-    ask = collect.asker(finder)
-    first = partition(Scope(patient=pid, exact=True), ask, limits)
-    queries = first.queries
-    if first.cut:
-        dates = Scope(span.first, span.last, patient=pid, exact=True)
-        queries += partition(dates, ask, limits).queries
-    listed = journal.patient_counts().get(pid, 0) + len(collect.skipped.get(pid, ()))
-    if expected is not None and listed < expected:
-        text = (
-            f"patient {pid}: {expected} studies at the peer, {listed} listed (the rest have no "
-            "Study Date and the peer caps its answers)"
-        )
-        notes.append((f"gap patient {pid}", text, True))
-    elif expected is None and first.cut:
-        cut = first.cut[0][1]
-        text = f"patient {pid}: the peer cut the answer at {cut} studies and gives no count"
-        notes.append((f"gap patient {pid}", text, True))
-    return queries
+        def add(patient: RemotePatient) -> None:
+            # A patient can come twice (in a cut answer, then in a part of it): keep a count.
+            if patients.get(patient.patient_id) is None:
+                patients[patient.patient_id] = patient.studies
 
+        listed = partition(Scope(), lambda scope: self.finder.patients(scope, add), self.limits)
+        self.queries += listed.queries
+        if listed.queries > 1:
+            self.notes.append(("caveat patients", _PREFIX_CAVEAT, False))
+        known = self.journal.patient_counts()
+        for pid in sorted(patients):
+            expected = patients[pid]
+            if expected is not None and known.get(pid, 0) >= expected:
+                continue
+            if pid == "":
+                self.notes.append(_without_id(expected, known.get("", 0)))
+            else:
+                self.studies_of(pid, expected)
+        return "listing every patient's studies"
 
-def _by_prefix(
-    finder: Finder,
-    journal: Journal,
-    span: Span,
-    limits: Limits,
-    collect: Collector,
-    notes: list[Note],
-    refused: str,
-) -> tuple[str, int]:
-    """Studies by Patient ID prefix at STUDY level, for peers without Patient Root."""
-    listed = partition(Scope(), collect.asker(finder), limits)
-    queries = listed.queries
-    for scope, _count in listed.cut:
-        pid = scope.patient or ""
-        queries += _studies_of(finder, journal, span, limits, collect, pid, None, notes)
-    notes.append(("caveat prefix", f"{_PREFIX_CAVEAT} ({refused})", False))
-    return "Patient ID prefixes", queries
+    def by_prefix(self, refused: str) -> str:
+        """Studies by Patient ID prefix at STUDY level, for peers without Patient Root."""
+        listed = partition(Scope(), self.ask, self.limits)
+        for scope, _count in listed.cut:
+            self.studies_of(scope.patient or "", None)
+        self.notes.append(("caveat prefix", f"{_PREFIX_CAVEAT} ({refused})", False))
+        return "Patient ID prefixes"
+
+    def studies_of(self, pid: str, expected: int | None) -> None:
+        """Every study of one patient: one query, or date windows of that patient if cut."""
+        first = partition(Scope(patient=pid, exact=True), self.ask, self.limits)
+        if first.cut:
+            dates = Scope(self.span.first, self.span.last, patient=pid, exact=True)
+            partition(dates, self.ask, self.limits)
+        listed = self.journal.patient_counts().get(pid, 0)
+        listed += len(self.collect.skipped.get(pid, ()))
+        if expected is not None and listed < expected:
+            text = (
+                f"patient {pid}: {expected} studies at the peer, {listed} listed (the rest have "
+                "no Study Date and the peer caps its answers)"
+            )
+            self.notes.append((f"gap patient {pid}", text, True))
+        elif expected is None and first.cut:
+            cut = first.cut[0][1]
+            text = f"patient {pid}: the peer cut the answer at {cut} studies and gives no count"
+            self.notes.append((f"gap patient {pid}", text, True))
 
 
 def _without_id(expected: int | None, have: int) -> Note:

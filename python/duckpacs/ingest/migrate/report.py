@@ -51,7 +51,7 @@ class Reconciliation:
         return self.studies_found == self.studies_done and not self.gaps
 
     def lines(self) -> list[str]:
-        found = f"{self.windows:,} date-window queries"
+        found = f"{self.windows:,} date-window quer{'y' if self.windows == 1 else 'ies'}"
         if self.enumeration:
             found += f"; {self.found_outside:,} more found outside the windows by "
             found += self.enumeration

@@ -100,31 +100,37 @@ class Retrieval:
                 listing = list_instances(finder, study.uid, self.limits)
         except QueryRefused:
             listing = None  # the verdict falls back to the peer's count
-        classes = list(study.sop_classes) or (listing.sop_classes() if listing else [])
         out = Fetched(listing)
-        got = Retrieved()
-        if not (self.get_refused and self.move_to is not None):
-            got = get_study(self.peer, study.uid, classes, receiver)
-            out.method, out.received = "C-GET", got.received
-            if got.refused:
-                with self._lock:
-                    self.get_refused = self.get_refused or f"C-GET refused: {got.refused}"
+        got = self._get(study, listing, receiver, out)
         lacking = listing.uids - got.uids if listing is not None else set()
-        short = bool(got.refused or got.problem or got.failed or lacking)
-        if not short or self.move_to is None:
-            out.problem = got.problem or got.refused
-            out.failed = got.failed
+        if not (got.refused or got.problem or got.failed or lacking) or self.move_to is None:
+            out.problem, out.failed = got.problem or got.refused, got.failed
             return out
         listener, error = self._listening()
         if listener is None:
             out.problem = f"{got.problem or got.refused or 'C-GET incomplete'}; {error}"
             return out
+        # Only the series still lacking, when C-GET brought part of the study.
         series = listing.series_of(lacking) if listing is not None and got.uids else []
         moved = move_study(self.peer, listener, study.uid, series, receiver)
         out.method = "+".join(m for m in (out.method, "C-MOVE") if m)
         out.received += moved.received
         out.problem, out.failed = moved.problem, moved.failed
         return out
+
+    def _get(
+        self, study: RemoteStudy, listing: Listing | None, receiver: Receiver, out: Fetched
+    ) -> Retrieved:
+        """C-GET, unless the peer refused it before and C-MOVE can stand in."""
+        if self.get_refused and self.move_to is not None:
+            return Retrieved(refused=self.get_refused)
+        classes = list(study.sop_classes) or (listing.sop_classes() if listing else [])
+        got = get_study(self.peer, study.uid, classes, receiver)
+        out.method, out.received = "C-GET", got.received
+        if got.refused:
+            with self._lock:
+                self.get_refused = self.get_refused or f"C-GET refused: {got.refused}"
+        return got
 
 
 def find_everything(peer: RemotePeer, journal: Journal, span: Span, window_limit: int) -> None:
