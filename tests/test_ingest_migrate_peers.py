@@ -239,6 +239,10 @@ def test_peer_refusing_c_get_is_migrated_by_c_move(
             assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
             assert copy.get("PixelData") == original.get("PixelData")
     assert not list((data / "migrate" / "staging").iterdir())
+    # The journal remembers how each study came; a rerun fetches nothing and says so.
+    assert main(no_get.cli(data)) == 0
+    out = capsys.readouterr().out
+    assert f"retrieved by C-MOVE: {len(expected)} studies" in out and "stored 0 new" in out
 
 
 def test_c_move_needs_the_listener_port(
