@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -76,6 +77,26 @@ class RemotePeer:
             )
         no_delay(getattr(assoc.dul.socket, "socket", None))
         return assoc
+
+
+def settle(assoc: Association) -> None:
+    """Wait until pynetdicom's reactor thread has run since the previous request ended.
+
+    pynetdicom (3.0) pauses the association's reactor while a request waits for responses
+    and wakes it when the request ends. A new request sent before the woken reactor has run
+    finds it still flagged paused, and the reactor may then take the new request's first
+    response off the queue and drop it ("Received unexpected C-FIND service message"): an
+    answer one match short that says nothing of it (seen under load, 15 listings in 5,553).
+    The reactor clears the flag as soon as it runs, so wait for that (at most a second).
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None or not checkpoint.is_set():
+        return
+    deadline = time.monotonic() + 1.0
+    while getattr(assoc, "_is_paused", False) and assoc.is_established:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.0001)
 
 
 def no_delay(sock: socket.socket | None) -> None:
@@ -341,6 +362,7 @@ class DimseFinder:
     ) -> Answer:
         if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
             raise QueryRefused(f"C-FIND {what}: {self.peer.ae_title} does not offer {model}")
+        settle(assoc)
         count, capped = 0, False
         for status, ident in assoc.send_c_find(query, model):
             code = int(getattr(status, "Status", -1))
