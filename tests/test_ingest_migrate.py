@@ -1,4 +1,10 @@
-"""Migration from a legacy PACS: date windows, C-GET per study, journal, resume, reconcile."""
+"""Migration from a legacy PACS (Debian's Orthanc): C-GET per study, journal, resume, reconcile.
+
+The peer holds pydicom's own files: distinct studies dated 1997 to 2017, and one (test-SR)
+without a Study Date or a Patient ID, which only the enumeration after the date windows finds.
+The planner's splitting and enumeration against capped peers: test_ingest_migrate_plan.py;
+Orthanc capping, refusing C-GET, and --verify: test_ingest_migrate_peers.py.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,7 @@ import gc
 import hashlib
 import io
 import json
-import os
-import shutil
 import struct
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import date
@@ -27,22 +27,28 @@ from duckpacs.cli.main import main
 from duckpacs.errors import NetworkError
 from duckpacs.index import Index
 from duckpacs.ingest.migrate import (
+    DimseFinder,
     Journal,
+    NotDone,
     RemotePeer,
     RemoteStudy,
-    find_studies,
+    Scope,
+    Span,
+    find_everything,
     folder_receiver,
+    get_study,
     journal_path,
+    list_instances,
     migrate,
     open_archive,
     open_journal,
-    plan,
-    retrieve_study,
 )
+from duckpacs.ingest.migrate.reconcile import image_limits
 from tests.helpers import free_port
 from tests.ingest_support import holding_index
+from tests.interop.orthanc import orthanc_binary, run_orthanc
 
-# Distinct studies with Study Dates from 1997 to 2016 among pydicom's own files.
+# Distinct studies among pydicom's own files; test-SR has neither Study Date nor Patient ID.
 FILES = [
     "CT_small.dcm",
     "MR_small.dcm",
@@ -59,52 +65,8 @@ def expected_studies() -> dict[str, list[pydicom.Dataset]]:
     studies: dict[str, list[pydicom.Dataset]] = {}
     for name in FILES:
         ds = pydicom.dcmread(get_testdata_file(name))
-        if ds.get("StudyDate"):
-            studies.setdefault(str(ds.StudyInstanceUID), []).append(ds)
+        studies.setdefault(str(ds.StudyInstanceUID), []).append(ds)
     return studies
-
-
-# --- the planner, without a network ------------------------------------------------------------
-
-
-def fake_peer_find(studies: list[RemoteStudy], limit: int):  # type: ignore[no-untyped-def]
-    calls: list[tuple[date, date]] = []
-
-    def find(peer: RemotePeer, first: date, last: date) -> tuple[list[RemoteStudy], bool]:
-        calls.append((first, last))
-        lo, hi = first.strftime("%Y%m%d"), last.strftime("%Y%m%d")
-        hits = [s for s in studies if lo <= s.study_date <= hi]
-        return hits[:limit], len(hits) > limit  # truncates like Orthanc's LimitFindResults
-
-    return find, calls
-
-
-def test_plan_splits_windows_until_no_answer_is_truncated(tmp_path: Path) -> None:
-    studies = [
-        RemoteStudy(f"1.2.{i}", f"2020{m:02d}15", "P", 3) for i, m in enumerate(range(1, 13))
-    ]
-    studies += [RemoteStudy("1.3.1", "20200615", "P", 1), RemoteStudy("1.3.2", "20200615", "P", 1)]
-    find, calls = fake_peer_find(studies, limit=3)
-    peer = RemotePeer("PACS", "127.0.0.1", 1)
-    with open_journal(tmp_path / "j.sqlite") as journal:
-        queried = plan(
-            peer, journal, date(2020, 1, 1), date(2020, 12, 31), window_limit=3, find=find
-        )
-        assert queried == len(calls) > 4
-        found = {s.uid for s in journal.pending()}
-        assert found == {s.uid for s in studies}
-        rec = journal.reconcile()
-        assert rec.studies_found == 14 and rec.instances_found == 12 * 3 + 2
-        # Resuming re-queries nothing.
-        assert (
-            plan(peer, journal, date(2020, 1, 1), date(2020, 12, 31), window_limit=3, find=find)
-            == 0
-        )
-
-
-def test_plan_rejects_reversed_range(tmp_path: Path) -> None:
-    with open_journal(tmp_path / "j.sqlite") as journal, pytest.raises(ValueError):
-        plan(RemotePeer("P", "h", 1), journal, date(2021, 1, 1), date(2020, 1, 1))
 
 
 # pynetdicom leaves the refused socket to the garbage collector.
@@ -113,7 +75,7 @@ def test_plan_rejects_reversed_range(tmp_path: Path) -> None:
 def test_unreachable_peer_is_a_network_error(tmp_path: Path) -> None:
     peer = RemotePeer("NOBODY", "127.0.0.1", free_port(), timeout=5)
     with open_journal(tmp_path / "j.sqlite") as journal, pytest.raises(NetworkError):
-        plan(peer, journal, date(2020, 1, 1), date(2020, 1, 2))
+        find_everything(peer, journal, Span(date(2020, 1, 1), date(2020, 1, 2)), 500)
     gc.collect()  # collect the socket here, under this test's warning filters
 
 
@@ -126,59 +88,17 @@ def _dataset_bytes(part10: bytes) -> bytes:
     return part10[144 + meta_length :]
 
 
-def _rest(port: int, path: str, body: bytes | None = None) -> object:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body)
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read() or b"null")
-
-
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemotePeer]:
     """A Debian Orthanc loaded with FILES; the tests only read from it."""
-    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    if not os.access(binary, os.X_OK):
+    if orthanc_binary() is None:
         pytest.skip("Orthanc not installed (Debian package orthanc)")
     work = tmp_path_factory.mktemp("orthanc")
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "legacy",
-        "StorageDirectory": str(work / "storage"),
-        "IndexDirectory": str(work / "index"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": "LEGACY",
-        "DicomCheckModalityHost": False,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-        "LimitFindResults": 2,  # a PACS that truncates big answers
-        "DicomModalities": {"duckpacs": ["DUCKPACS", "127.0.0.1", free_port()]},
-    }
-    (work / "orthanc.json").write_text(json.dumps(config))
-    log = (work / "orthanc.log").open("wb")
-    env = {**os.environ, "TCP_NODELAY": "1"}  # FACTS.md section 1
-    proc = subprocess.Popen([binary, str(work / "orthanc.json")], stdout=log, stderr=log, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _rest(http_port, "/system")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("Orthanc did not start: " + (work / "orthanc.log").read_text())
-                time.sleep(0.2)
+    modalities = {"duckpacs": ("DUCKPACS", "127.0.0.1", free_port())}
+    with run_orthanc(work, modalities, aet="LEGACY") as server:
         for name in FILES:
-            _rest(http_port, "/instances", Path(get_testdata_file(name)).read_bytes())
-        yield RemotePeer("LEGACY", "127.0.0.1", dicom_port, calling_ae="DUCKPACS", timeout=30)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+            server.rest("/instances", Path(get_testdata_file(name)).read_bytes())
+        yield RemotePeer("LEGACY", "127.0.0.1", server.dicom_port, "DUCKPACS", timeout=30)
 
 
 @pytest.mark.interop
@@ -200,7 +120,8 @@ def test_migrate_from_orthanc_interrupted_and_resumed(orthanc: RemotePeer, tmp_p
         )  # fmt: skip
     assert rec.studies_found == len(expected)
     assert rec.studies_done == 2 and not rec.complete
-    assert rec.windows >= 3  # the 2-result limit forced the span to be split
+    assert rec.windows >= 3  # the 2-answer limit forced the span to be split
+    assert rec.found_outside == rec.undated == 1  # test-SR, found by listing every study
 
     # The rerun resumes: no window queried again, only the studies not done are fetched.
     with open_journal(journal_path) as journal:
@@ -229,17 +150,17 @@ def test_migrate_from_orthanc_interrupted_and_resumed(orthanc: RemotePeer, tmp_p
 def test_journal_reports_incomplete_studies(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.sqlite")
     try:
-        journal.record_window(date(2020, 1, 1), date(2020, 1, 31), [
+        journal.add_studies([
             RemoteStudy("1.2.3", "20200105", "P1", 5),
             RemoteStudy("1.2.4", "20200106", "P2", 2),
-        ])  # fmt: skip
+        ], "window")  # fmt: skip
         journal.record_study("1.2.3", "incomplete", 4, "received 4 of 5 instances")
         journal.record_study("1.2.4", "done", 2)
         rec = journal.reconcile()
     finally:
         journal.close()
     assert rec.studies_found == 2 and rec.studies_done == 1
-    assert rec.not_done == [("1.2.3", "incomplete", "received 4 of 5 instances")]
+    assert rec.not_done == [NotDone("1.2.3", "incomplete", "received 4 of 5 instances")]
     assert rec.as_json()["complete"] is False
 
 
@@ -255,6 +176,7 @@ def test_cli_migrate(
     assert main([*base, *window, "--max-studies", "1"]) == 1  # stopped early: incomplete
     first = capsys.readouterr().out
     assert f"remote: {len(expected)} studies" in first
+    assert "studies without a Study Date: 1" in first
     assert main([*base, *window, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] and report["studies_done"] == len(expected)
@@ -288,8 +210,10 @@ def archive_contents(data: Path) -> tuple[int, dict[str, bytes]]:
 
 def wire_copies(peer: RemotePeer, studies: list[str], folder: Path) -> dict[str, bytes]:
     """Each study fetched once more with C-GET into files: the bytes as the peer sends them."""
-    for uid in studies:
-        retrieve_study(peer, RemoteStudy(uid, "", "", None), folder_receiver(folder))
+    with DimseFinder(peer) as finder:
+        for uid in studies:
+            classes = list_instances(finder, uid, image_limits()).sop_classes()
+            get_study(peer, uid, classes, folder_receiver(folder))
     return {str(pydicom.dcmread(p).SOPInstanceUID): p.read_bytes() for p in folder.glob("*.dcm")}
 
 
@@ -390,8 +314,8 @@ def test_migrate_refetches_what_the_archive_lost(orthanc: RemotePeer, tmp_path: 
     with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
         rec = migrate(orthanc, journal, target, since, until, max_studies=0)
     assert not rec.complete and rec.instances_archived == total - 1
-    assert [(u, s) for u, s, _ in rec.not_done] == [(lost_study, "missing")]
-    assert "holds 0 of 1" in rec.not_done[0][2]
+    assert [(n.uid, n.status) for n in rec.not_done] == [(lost_study, "missing")]
+    assert "holds 0 of 1" in rec.not_done[0].reason
     # The next run fetches that study again.
     with open_archive(data) as target, open_journal(journal_path(data, orthanc)) as journal:
         rec = migrate(orthanc, journal, target, since, until)
@@ -442,6 +366,7 @@ def test_migrate_help_names_the_archive(capsys: pytest.CaptureFixture[str]) -> N
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "store it in the archive" in text and "--wait" in text and "--out DIR" in text
+    assert "--verify" in text and "C-MOVE to our AE title" in text
 
 
 def test_migrate_refuses_bad_parallel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -451,7 +376,7 @@ def test_migrate_refuses_bad_parallel(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "migrate").exists()  # refused before touching the archive
 
 
-def test_old_journal_gains_the_archived_column(tmp_path: Path) -> None:
+def test_old_journal_gains_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 
     path = tmp_path / "old.sqlite"
@@ -468,11 +393,12 @@ def test_old_journal_gains_the_archived_column(tmp_path: Path) -> None:
         journal.record_study("1.2.3", "done", 2, archived=2)
         rec = journal.reconcile(lambda uids: {"1.2.3": 1})
     assert rec.instances_archived == 1 and not rec.complete
-    assert rec.not_done == [("1.2.3", "missing", "the archive holds 1 of 2 instances")]
+    assert rec.not_done == [NotDone("1.2.3", "missing", "the archive holds 1 of 2 instances")]
 
 
 @pytest.mark.interop
 def test_peer_that_refuses_our_query_is_named(orthanc: RemotePeer) -> None:
     stranger = RemotePeer(orthanc.ae_title, orthanc.host, orthanc.port, "STRANGER", timeout=10)
-    with pytest.raises(NetworkError, match="sent no answer.*STRANGER"):
-        find_studies(stranger, date(1990, 1, 1), date(2025, 12, 31))
+    scope = Scope(date(1990, 1, 1), date(2025, 12, 31))
+    with DimseFinder(stranger) as finder, pytest.raises(NetworkError, match="no answer.*STRANGER"):
+        finder.studies(scope, lambda study: None)

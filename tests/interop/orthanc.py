@@ -1,7 +1,10 @@
 """Run Debian's Orthanc as a DICOM peer (tests and bench/bench_dimse.py).
 
-SQLite index, no storage compression, no plugins, TCP_NODELAY=1 (FACTS.md section 1); every
-peer named in ``modalities`` may store, find, get and move.
+SQLite index, no storage compression, no plugins, TCP_NODELAY=1 (FACTS.md section 1). A peer
+named in ``modalities`` as ``(AET, host, port)`` may store, find, get and move; given as a
+dict in Orthanc's own form (``{"AET": ..., "Host": ..., "Port": ..., "AllowGet": False}``) it
+gets exactly the permissions listed. ``options`` adds or overrides configuration options
+(e.g. ``{"LimitFindResults": 2}``).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ class Orthanc:
     dicom_port: int
     http_port: int
 
-    def rest(self, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
+    def rest(self, path: str, body: Any = None, method: str | None = None) -> Any:
+        """Call the REST API; ``body`` is sent as is when bytes (a DICOM file), else as JSON."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        req = urllib.request.Request(url, data=data, method=method)
         with urllib.request.urlopen(req, timeout=600) as r:
             return json.loads(r.read() or b"null")
 
@@ -45,9 +50,10 @@ def orthanc_binary() -> str | None:
 @contextmanager
 def run_orthanc(
     workdir: Path,
-    modalities: dict[str, tuple[str, str, int]],
+    modalities: dict[str, tuple[str, str, int] | dict[str, Any]],
     aet: str = "ORTHANC",
     dicom_port: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Iterator[Orthanc]:
     binary = orthanc_binary()
     if binary is None:
@@ -69,7 +75,11 @@ def run_orthanc(
         "UnknownSopClassAccepted": True,
         "Plugins": [],
         "ConcurrentJobs": 2,
-        "DicomModalities": {name: list(spec) for name, spec in modalities.items()},
+        "DicomModalities": {
+            name: spec if isinstance(spec, dict) else list(spec)
+            for name, spec in modalities.items()
+        },
+        **(options or {}),
     }
     path = workdir / "orthanc.json"
     path.write_text(json.dumps(config))
