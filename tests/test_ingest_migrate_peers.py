@@ -238,7 +238,7 @@ def test_peer_refusing_c_get_is_migrated_by_c_move(
             # As stored: the listener accepts the syntax the peer offers first, its own.
             assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
             assert copy.get("PixelData") == original.get("PixelData")
-    assert not list((data / "migrate" / "staging").iterdir())
+    assert not (data / "migrate" / "staging").exists()  # stored as received: nothing staged
     # The journal remembers how each study came; a rerun fetches nothing and says so.
     assert main(no_get.cli(data)) == 0
     out = capsys.readouterr().out

@@ -390,16 +390,43 @@ class Index:
         """SOP Instance UID -> (pack, offset, length, sha256, received_at) of indexed ones."""
         if not uids:
             return {}
+        rows = self._with_uids(
+            uids,
+            """SELECT sop_instance_uid, pack, "offset", length, sha256, received_at
+            FROM instances WHERE sop_instance_uid IN (SELECT uid FROM _dp_uids)""",
+        )
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4]), r[5]) for r in rows}
+
+    def _with_uids(self, uids: Sequence[str], sql: str) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with ``uids`` registered as table ``_dp_uids(uid)``."""
         with self._lock:
             self._con.register("_dp_uids", pa.table({"uid": pa.array(list(uids), pa.string())}))
             try:
-                rows = self._con.execute(
-                    """SELECT sop_instance_uid, pack, "offset", length, sha256, received_at
-                    FROM instances WHERE sop_instance_uid IN (SELECT uid FROM _dp_uids)"""
-                ).fetchall()
+                return self._con.execute(sql).fetchall()
             finally:
                 self._con.unregister("_dp_uids")
-        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4]), r[5]) for r in rows}
+
+    def study_counts(self, study_uids: Sequence[str]) -> dict[str, int]:
+        """Instances indexed per study (studies with none are absent)."""
+        if not study_uids:
+            return {}
+        rows = self._with_uids(
+            study_uids,
+            "SELECT study_instance_uid, count(*) FROM instances "
+            "WHERE study_instance_uid IN (SELECT uid FROM _dp_uids) GROUP BY 1",
+        )
+        return {str(u): int(n) for u, n in rows}
+
+    def known_uids(self, sop_instance_uids: Sequence[str]) -> set[str]:
+        """Which of these SOP Instance UIDs the index holds."""
+        if not sop_instance_uids:
+            return set()
+        rows = self._with_uids(
+            sop_instance_uids,
+            "SELECT sop_instance_uid FROM instances WHERE sop_instance_uid "
+            "IN (SELECT uid FROM _dp_uids)",
+        )
+        return {str(r[0]) for r in rows}
 
     def remove_locations(self, locations: Sequence[tuple[int, int, int]]) -> int:
         """Drop the instances indexed at these store locations (tombstoned records)."""

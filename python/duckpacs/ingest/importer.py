@@ -138,14 +138,12 @@ class Importer:
         results = self.archive.store_many([p.data for p in batch])
         # Committed before the journal notes anything: what it counts is findable.
         self.archive.flush()
-        outcomes: list[str | None] = []
-        for result in results:
-            outcomes.append(self._count(result))
+        outcomes = [self.count(result) for result in results]
         if self.journal is not None:
             self.journal.record(batch[i].item for i, o in enumerate(outcomes) if o is None)
         return outcomes
 
-    def _count(self, result: Any) -> str | None:
+    def count(self, result: Any) -> str | None:
         """None when the input is archived (now or before), else why it was not."""
         if result.outcome in (Outcome.STORED, Outcome.REPLACED):
             self.counts.stored += 1

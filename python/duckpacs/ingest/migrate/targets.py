@@ -1,8 +1,7 @@
 """Where a migration puts what it retrieves: the archive, or Part 10 files in a folder.
 
-Into the archive (:class:`ArchiveTarget`) each study is staged as Part 10 files in
-``<data>/migrate/staging/<study>``, imported with the importer of ``duckpacs import`` (dedupe
-by UID and SHA-256, durable store, then index), and its staging folder removed. Whatever the
+Into the archive (:class:`ArchiveTarget`) each instance goes through the archive's one write
+path as it arrives (the same duplicate rule as C-STORE and ``duckpacs import``). Whatever the
 retrieval (C-GET or C-MOVE), the instances of a study arrive through the receiver
 :meth:`Target.begin` gave for it.
 """
@@ -10,21 +9,17 @@ retrieval (C-GET or C-MOVE), the instances of a study arrive through the receive
 from __future__ import annotations
 
 import abc
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pyarrow as pa
-
 from duckpacs.errors import StorageError
-from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest import importer as importer_mod
 from duckpacs.ingest.migrate.journal import HeldCounts
 from duckpacs.ingest.migrate.peer import RemotePeer, RemoteStudy
 
-# Below the data folder: journals (one per peer) and the staging area of archive mode.
+# Below the data folder: the journals, one per peer.
 MIGRATE_DIR = "migrate"
 
 Receiver = Callable[[str, bytes], None]  # (SOP Instance UID, Part 10 bytes)
@@ -117,75 +112,51 @@ class FolderTarget(Target):
 
 
 class ArchiveTarget(Target):
-    """Retrieved studies go into the archive at ``data_dir`` (see the module).
+    """Retrieved instances go straight into the archive at ``data_dir``, through the same
+    door as C-STORE (:meth:`duckpacs.archive.facade.Archive.store`): no staging on disk.
 
-    Files the importer refused stay in the staging folder for inspection and fail the study.
-    Create it with :func:`open_archive`, which holds the index (single writer) for the run.
+    An instance the archive refuses (malformed, or another instance kept under its UID)
+    fails its study with the reason. Create it with :func:`open_archive`, which holds the
+    archive (single writer) for the run.
     """
 
     def __init__(self, data_dir: Path, importer: importer_mod.Importer) -> None:
         self.data_dir = data_dir
-        self.index = importer.index
-        self.staging = data_dir / MIGRATE_DIR / "staging"
         self.importer = importer
-
-    def folder(self, study: RemoteStudy) -> Path:
-        """The staging folder of ``study``."""
-        return self.staging / safe_name(study.uid)
+        self.archive = importer.archive
+        self.index = importer.index
+        self._problems: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
 
     def begin(self, study: RemoteStudy) -> Receiver:
-        folder = self.folder(study)
-        shutil.rmtree(folder, ignore_errors=True)  # left by an interrupted run
-        folder.mkdir(parents=True, exist_ok=True)
+        problems: list[str] = []
+        with self._lock:
+            self._problems[study.uid] = problems
 
-        def stage(sop_uid: str, data: bytes) -> None:
-            _write(folder / f"{safe_name(sop_uid)}.dcm", data)
+        def store(sop_uid: str, data: bytes) -> None:
+            result = self.archive.store(data)
+            counted = self.importer.count(result)
+            if counted is not None:
+                with self._lock:
+                    problems.append(f"{sop_uid}: {counted}")
 
-        return stage
+        return store
 
     def finish(self, study: RemoteStudy, received: int) -> tuple[int, str]:
-        folder = self.folder(study)
-        summary = batch_mod.run([folder], self.importer, jobs=2)
+        self.archive.flush()  # what the journal will count is findable
+        with self._lock:
+            problems = self._problems.pop(study.uid, [])
         problem = ""
-        if summary.rejected:
-            first = summary.rejected[0]
-            problem = (
-                f"{len(summary.rejected)} received files not archived (kept in "
-                f"{folder}): {first.path}: {first.reason}"
-            )
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        if problems:
+            problem = f"{len(problems)} received instances not archived: {problems[0]}"
         return self.counts([study.uid]).get(study.uid, 0), problem
-
-    def _select(self, uids: list[str], sql: str) -> list[tuple[object, ...]]:
-        """Run ``sql`` with the UIDs as table ``_dp_migrate_uids(uid)``."""
-        con = self.index.connection()
-        con.register("_dp_migrate_uids", pa.table({"uid": pa.array(uids, pa.string())}))
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.unregister("_dp_migrate_uids")
 
     def counts(self, study_uids: list[str]) -> dict[str, int]:
         """Instances the index holds for each study (studies with none are absent)."""
-        if not study_uids:
-            return {}
-        rows = self._select(
-            study_uids,
-            "SELECT study_instance_uid, count(*) FROM instances WHERE study_instance_uid "
-            "IN (SELECT uid FROM _dp_migrate_uids) GROUP BY study_instance_uid",
-        )
-        return {str(u): int(str(n)) for u, n in rows}
+        return self.index.study_counts(study_uids)
 
     def lacking(self, sop_uids: set[str]) -> set[str]:
-        if not sop_uids:
-            return set()
-        rows = self._select(
-            sorted(sop_uids),
-            "SELECT sop_instance_uid FROM instances WHERE sop_instance_uid "
-            "IN (SELECT uid FROM _dp_migrate_uids)",
-        )
-        return sop_uids - {str(r[0]) for r in rows}
+        return sop_uids - self.index.known_uids(sorted(sop_uids))
 
     @property
     def held(self) -> HeldCounts | None:
