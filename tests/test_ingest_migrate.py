@@ -257,7 +257,10 @@ def test_migrate_into_archive_interrupted_crashed_and_resumed(
     ):
         migrate(orthanc, journal, target, since, until, on_study=count)
     monkeypatch.setattr(Journal, "record_study", real_record)
-    assert archive_contents(data)[0] == 3
+    # The third study is archived; the next one's retrieval overlaps it and stores each
+    # instance as it arrives, so some of it may be archived too.
+    held = archive_contents(data)[0]
+    assert held >= 3
 
     # 3. Resumed, three studies at a time: the crashed study is fetched again and found
     # archived; nothing twice.
@@ -268,7 +271,8 @@ def test_migrate_into_archive_interrupted_crashed_and_resumed(
             on_instance=sizes.append,
         )  # fmt: skip
     assert rec.complete, rec.lines()
-    assert target.importer.counts.already == 1 and target.importer.counts.stored == total - 3
+    assert target.importer.counts.already == held - 2
+    assert target.importer.counts.stored == total - held
     assert rec.instances_found == rec.instances_archived == rec.instances_received == total
     assert len(sizes) == total - 2 and min(sizes) > 0  # every instance but the first two runs'
     # on_study runs after the journal commit, so the crashed retrieval is not in `fetched`:
