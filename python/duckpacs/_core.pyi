@@ -177,6 +177,10 @@ class ArchiveWriter:
         received_at_us: int | None = None,
         source_ae: str | None = None,
     ) -> list[dict[str, Any]]: ...
+    def seed(self, uids: Sequence[str]) -> None:
+        """Feed archived UIDs to the filter that spares new instances an index lookup."""
+    def seeded(self) -> None:
+        """Every archived UID has been fed to :meth:`seed`."""
     def drain(self) -> tuple[HeaderBatch, dict[int, int]] | None:
         """The next batch for the index and the store marks it covers (the unconfirmed one
         again after a failed commit)."""

@@ -88,6 +88,8 @@ class Archive:
         self.writer = _core.ArchiveWriter(store, self._lookups.locate_uids, on_conflict, flush_rows)
         self._flush_lock = threading.Lock()
         self._closing = threading.Event()
+        self._seeding = threading.Thread(target=self._seed, name="uid-filter", daemon=True)
+        self._seeding.start()
         self._committer: threading.Thread | None = None
         if committer:
             self._committer = threading.Thread(
@@ -174,6 +176,20 @@ class Archive:
             self.writer.committed()
             return len(batch)
 
+    def _seed(self) -> None:
+        """Feed the index's UIDs to the writer's filter, so new instances need no index
+        lookup (until it is done, every arrival asks the index)."""
+        try:
+            for chunk in self.index.uid_chunks():
+                if self._closing.is_set():
+                    return
+                self.writer.seed(chunk)
+        except Exception as e:  # noqa: BLE001 (only an optimisation: lookups still work)
+            logs.event(log, "UID filter not built; every arrival asks the index", reason=e,
+                       level=30)  # fmt: skip
+            return
+        self.writer.seeded()
+
     def _commit_loop(self) -> None:
         while not self._closing.is_set():
             self.writer.wait(self.flush_interval)
@@ -236,6 +252,7 @@ class Archive:
     def close(self) -> None:
         """Commit what is pending, stop the committer, release the index and the store."""
         self._closing.set()
+        self._seeding.join(timeout=30)
         if self._committer is not None:
             self._committer.join(timeout=30)
         try:

@@ -659,6 +659,17 @@ class Index:
         """The underlying connection (tests and benchmarks; do not share across processes)."""
         return self._con
 
+    def uid_chunks(self, size: int = 100_000) -> Iterator[list[str]]:
+        """Every indexed SOP Instance UID, in chunks, from a snapshot on a cursor of its own
+        (runs beside writes)."""
+        cursor = self._con.cursor()
+        try:
+            cursor.execute("SELECT sop_instance_uid FROM instances")
+            while rows := cursor.fetchmany(size):
+                yield [str(r[0]) for r in rows]
+        finally:
+            cursor.close()
+
     def reader(self) -> IndexReader:
         """A second cursor for the write path's duplicate lookups: they run beside a commit
         (DuckDB's MVCC) instead of queueing behind it."""

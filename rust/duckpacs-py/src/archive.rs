@@ -230,6 +230,20 @@ impl ArchiveWriter {
         out.iter().map(|o| outcome_dict(py, o)).collect()
     }
 
+    /// Feeds archived SOP Instance UIDs to the filter that spares new instances an index
+    /// lookup; call `seeded()` once every UID of the index has been fed.
+    fn seed(&self, py: Python<'_>, uids: Vec<String>) -> PyResult<()> {
+        let w = self.writer()?;
+        py.detach(|| w.seed(uids.iter().map(String::as_str)));
+        Ok(())
+    }
+
+    /// Every archived UID has been fed to `seed`.
+    fn seeded(&self) -> PyResult<()> {
+        self.writer()?.seeded();
+        Ok(())
+    }
+
     /// The next batch for the index and the store marks it covers, or None.
     fn drain(&self, py: Python<'_>) -> PyResult<Option<(HeaderBatch, HashMap<u64, u64>)>> {
         let w = self.writer()?;

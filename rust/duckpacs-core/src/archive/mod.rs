@@ -22,6 +22,7 @@
 //! (`python/duckpacs/archive/recovery.py`).
 
 pub mod conflict;
+pub mod known;
 pub mod pending;
 mod writer;
 

@@ -2,11 +2,13 @@
 //! store, pending index row (see the module docs of [`crate::archive`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use super::conflict;
+use super::known::KnownUids;
 use super::pending::{Drained, Known, Pending};
 use crate::index::Extra;
 use crate::layout::InstanceLayout;
@@ -139,6 +141,9 @@ pub struct Writer {
     on_conflict: OnConflict,
     pending: Pending,
     claims: Claims,
+    /// UIDs that may be archived (see [`KnownUids`]); trusted once `seeded`.
+    known_uids: KnownUids,
+    seeded: AtomicBool,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -160,7 +165,21 @@ impl Writer {
             on_conflict,
             pending: Pending::new(flush_rows),
             claims: Claims::default(),
+            known_uids: KnownUids::default(),
+            seeded: AtomicBool::new(false),
         }
+    }
+
+    /// Adds archived UIDs to the filter that spares new instances an index lookup (the
+    /// caller feeds every UID of the index, then calls [`Writer::seeded`]).
+    pub fn seed<'a>(&self, uids: impl IntoIterator<Item = &'a str>) {
+        self.known_uids.insert(uids);
+    }
+
+    /// Every archived UID has been fed to [`Writer::seed`]: a UID the filter has never seen
+    /// is new, without asking the index.
+    pub fn seeded(&self) {
+        self.seeded.store(true, Ordering::Release);
     }
 
     pub fn store_handle(&self) -> &Arc<Store> {
@@ -278,11 +297,13 @@ impl Writer {
     fn known(&self, uids: &[String]) -> std::result::Result<HashMap<String, Known>, String> {
         let mut out = HashMap::new();
         let mut ask = Vec::new();
+        let filtered = self.seeded.load(Ordering::Acquire);
         for uid in uids {
             match self.pending.get(uid) {
                 Some(k) => {
                     out.insert(uid.clone(), k);
                 }
+                None if filtered && !self.known_uids.may_contain(uid) => {}
                 None => ask.push(uid.clone()),
             }
         }
@@ -384,6 +405,11 @@ impl Writer {
             })
             .collect();
         let locations: Vec<Location> = stored.iter().map(|(l, _)| *l).collect();
+        self.known_uids.insert(
+            writes
+                .iter()
+                .map(|(_, it, _)| it.layout.sop_instance_uid.as_str()),
+        );
         if let Err(e) = self.pending.add(&rows) {
             // Durable but not findable now: left held, so the next opening indexes them.
             let reason = format!("stored, but the index row failed: {e}");
