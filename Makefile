@@ -49,8 +49,9 @@ fuzz: build  ## the long robustness runs of the parser and the network decoders
 	cargo test --release --quiet -p duckpacs-core --test fuzz -- --ignored
 	cargo test --release --quiet -p duckpacs-core --test fuzz_net -- --ignored
 
-soak: build system-deps  ## the long crash runs: 50 SIGKILL cycles during ingest, then checks
+soak: build system-deps  ## 50 SIGKILL cycles during ingest, then 10 minutes of mixed load beside Orthanc
 	python -m pytest -q -m soak tests
+	python bench/soak_dimse.py --minutes 10
 
 lint: build  ## ruff, mypy, cargo clippy -D warnings, cargo fmt --check
 	ruff check python tests bench
