@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import bench_dimse as bd  # noqa: E402
-
 from tests.helpers import free_port  # noqa: E402
 from tests.interop.orthanc import orthanc_binary, run_orthanc  # noqa: E402
+
+import bench_dimse as bd  # noqa: E402
 
 SAMPLE_SECONDS = 5.0
 
