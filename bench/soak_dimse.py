@@ -134,9 +134,7 @@ def main() -> int:
         ct = bd.synth_ct(work / "ct", args.ct)
         dest = free_port()
         with bd.run_duckpacs(work / "duckpacs", dest) as (port, pid):
-            ours, our_curve = soak(
-                port, "DUCKPACS", bd.tree(pid), mr, ct, work / "d", args.minutes
-            )
+            ours, our_curve = soak(port, "DUCKPACS", bd.tree(pid), mr, ct, work / "d", args.minutes)
         with run_orthanc(work / "orthanc", {"soak": (bd.SCU, "127.0.0.1", dest)}) as orthanc:
             theirs, their_curve = soak(
                 orthanc.dicom_port, orthanc.aet, [orthanc.process.pid], mr, ct, work / "o",
