@@ -160,6 +160,25 @@ class Archive:
         when = received_at_us or epoch_us_now()
         return [result_of(o) for o in self.writer.store_many(items, when, source_ae or None)]
 
+    def refuse(self, reason: str | None) -> None:
+        """Refuse every arrival with ``reason`` (a storage limit: 0xA700 over DIMSE, 507
+        over STOW-RS) until called with None."""
+        self.writer.set_refusal(reason)
+
+    def delete(self, refs: list[InstanceRef]) -> int:
+        """Delete instances: a durable tombstone each, then the index rows. The tombstones
+        are held below the store's low-water mark until the rows are gone, so a crash in
+        between replays the deletion at the next opening. Returns how many were deleted."""
+        self.flush()  # a pending row of one of them would come back after the removal
+        tombstones = []
+        for ref in refs:
+            tombstones.append(self.store_backend.delete(ref.location, hold=True))
+        try:
+            removed = self.index.remove([r.sop_instance_uid for r in refs])
+        finally:
+            self.store_backend.settle(tombstones)
+        return removed
+
     def flush(self) -> int:
         """Commit every pending row to the index now; returns how many were written."""
         with self._flush_lock:

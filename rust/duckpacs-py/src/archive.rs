@@ -238,6 +238,13 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Refuse every arrival with `reason` (a storage limit) until called with None.
+    #[pyo3(signature = (reason=None))]
+    fn set_refusal(&self, reason: Option<String>) -> PyResult<()> {
+        self.writer()?.set_refusal(reason);
+        Ok(())
+    }
+
     /// Every archived UID has been fed to `seed`.
     fn seeded(&self) -> PyResult<()> {
         self.writer()?.seeded();

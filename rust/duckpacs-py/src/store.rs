@@ -248,10 +248,12 @@ impl Store {
         Ok(PyBytes::new(py, &v))
     }
 
-    /// Deletes the instance at `location` (durable tombstone); returns the tombstone's location.
-    fn delete(&self, py: Python<'_>, location: Loc) -> PyResult<Loc> {
+    /// Deletes the instance at `location` (durable tombstone); returns the tombstone's
+    /// location. With `hold`, the tombstone stays below `low_water()` until `settle`.
+    #[pyo3(signature = (location, hold=false))]
+    fn delete(&self, py: Python<'_>, location: Loc, hold: bool) -> PyResult<Loc> {
         let s = self.get_inner()?;
-        py.detach(|| s.delete(loc(location)))
+        py.detach(|| s.delete_held(loc(location), hold))
             .map(tup)
             .map_err(|e| to_py(py, e))
     }

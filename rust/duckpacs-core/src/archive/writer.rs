@@ -144,6 +144,8 @@ pub struct Writer {
     /// UIDs that may be archived (see [`KnownUids`]); trusted once `seeded`.
     known_uids: KnownUids,
     seeded: AtomicBool,
+    /// While set, every arrival is refused with this reason (a storage policy: disk quota).
+    refusal: Mutex<Option<String>>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -167,7 +169,14 @@ impl Writer {
             claims: Claims::default(),
             known_uids: KnownUids::default(),
             seeded: AtomicBool::new(false),
+            refusal: Mutex::new(None),
         }
+    }
+
+    /// Refuse every arrival with `reason` (out of resources: 0xA700 over DIMSE, 507 over
+    /// STOW-RS) until called with None.
+    pub fn set_refusal(&self, reason: Option<String>) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     /// Adds archived UIDs to the filter that spares new instances an index lookup (the
@@ -200,6 +209,17 @@ impl Writer {
         transfer_syntax: Option<&str>,
         prov: &Provenance,
     ) -> Vec<Outcome> {
+        let refusal = self
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(reason) = refusal {
+            return bufs
+                .iter()
+                .map(|_| Outcome::rejected("", Rejection::OutOfResources, &reason))
+                .collect();
+        }
         let parsed = parse_all(bufs, transfer_syntax);
         let mut outcomes: Vec<Option<Outcome>> = vec![None; bufs.len()];
         let mut items: Vec<(usize, Item<'_>)> = Vec::new();

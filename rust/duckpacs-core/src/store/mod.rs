@@ -891,6 +891,12 @@ impl Store {
 
     /// Deletes the instance at `loc` by appending a tombstone; returns its location.
     pub fn delete(&self, loc: Location) -> Result<Location> {
+        self.delete_held(loc, false)
+    }
+
+    /// [`Store::delete`], optionally holding the tombstone below the low-water mark until
+    /// [`Store::settle`] (the caller removes the row from the index first).
+    pub fn delete_held(&self, loc: Location, hold: bool) -> Result<Location> {
         let p = self.read_head(loc)?;
         if p.header.kind != Kind::Instance {
             return Err(Error::Store {
@@ -900,7 +906,7 @@ impl Store {
             });
         }
         let rec = record::encode_tombstone(loc, &p.meta);
-        Ok(self.append(&[&rec], false)?[0])
+        Ok(self.append(&[&rec], hold)?[0])
     }
 
     /// Calls `f` for every record of every pack whose header checksum holds, with its
