@@ -3,8 +3,10 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
+use super::format::PACK_HEADER_LEN;
 use super::*;
 use crate::layout::{Framing, InstanceLayout, PixelKind, PixelLayout};
+use std::collections::HashSet;
 
 // `..Default::default()` keeps this building when the parser adds layout fields.
 #[allow(clippy::needless_update)]
