@@ -287,3 +287,17 @@ def send_stored(
     """C-STORE stored instances to a peer on one association (``duckpacs send``); returns
     ``completed``, ``warning``, ``failed`` and ``failures`` [(uid, reason)]. Raises
     ``NetworkError`` when no association can be made."""
+
+def get_study(
+    host: str,
+    port: int,
+    our_ae: str,
+    peer_ae: str,
+    study_uid: str,
+    offers: Sequence[tuple[str, str]],
+    receiver: Callable[[str, bytes], int],
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """C-GET of a study; each sub-operation goes to ``receiver(uid, part10) -> status``.
+    Returns ``accepted``, ``status``, ``completed``, ``failed``, ``warning``, ``received``,
+    ``errors`` and ``ended``; raises ``NetworkError`` when no association can be made."""

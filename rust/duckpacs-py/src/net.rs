@@ -427,8 +427,74 @@ fn send_stored<'py>(
     Ok(d)
 }
 
+/// C-GET of a study (`duckpacs migrate`): the sub-operations come back on this association
+/// and each goes to `receiver(sop_instance_uid, part10_bytes) -> status` (the Part 10 meta
+/// built from the request and the context's transfer syntax). `offers`: (SOP class,
+/// transfer syntax) pairs to propose, one context each, with the SCP role. Returns
+/// `{"accepted", "status", "completed", "failed", "warning", "received", "errors",
+/// "ended"}`; raises `NetworkError` when no association can be made.
+#[pyfunction]
+#[pyo3(signature = (host, port, our_ae, peer_ae, study_uid, offers, receiver, timeout=30.0))]
+#[allow(clippy::too_many_arguments)]
+fn get_study<'py>(
+    py: Python<'py>,
+    host: &str,
+    port: u16,
+    our_ae: &str,
+    peer_ae: &str,
+    study_uid: &str,
+    offers: Vec<(String, String)>,
+    receiver: Py<PyAny>,
+    timeout: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let timeouts = Timeouts {
+        artim: Duration::from_secs_f64(timeout.max(0.1)),
+        idle: Some(Duration::from_secs_f64(timeout.max(0.1))),
+    };
+    let mut sink = |(class, uid, ts, data): duckpacs_core::net::getscu::Incoming<'_>| {
+        let mut stream = duckpacs_core::part10::build_meta(class, uid, ts, peer_ae);
+        stream.extend_from_slice(&data);
+        drop(data);
+        Python::attach(|py| {
+            receiver
+                .call1(py, (uid, PyBytes::new(py, &stream)))
+                .and_then(|r| r.extract::<u16>(py))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let outcome = py.detach(|| {
+        duckpacs_core::net::getscu::get_study(
+            (host, port),
+            our_ae,
+            peer_ae,
+            study_uid,
+            &offers,
+            timeouts,
+            &mut sink,
+        )
+    });
+    let got = outcome.map_err(|e| {
+        crate::errors::py_error(
+            py,
+            "NetworkError",
+            format!("{peer_ae} at {host}:{port}: {e}"),
+        )
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("accepted", got.accepted)?;
+    d.set_item("status", got.status)?;
+    d.set_item("completed", got.completed)?;
+    d.set_item("failed", got.failed)?;
+    d.set_item("warning", got.warning)?;
+    d.set_item("received", got.received)?;
+    d.set_item("errors", got.errors)?;
+    d.set_item("ended", got.ended)?;
+    Ok(d)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DimseServer>()?;
+    m.add_function(wrap_pyfunction!(get_study, m)?)?;
     m.add_function(wrap_pyfunction!(send_stored, m)?)?;
     Ok(())
 }

@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config, build_role, evt
-from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 from pynetdicom.transport import ThreadedAssociationServer
@@ -109,35 +107,42 @@ def _keep(receiver: Receiver, got: Retrieved, errors: list[str], event: Any) -> 
 def get_study(
     peer: RemotePeer, study_uid: str, sop_classes: list[str], receiver: Receiver
 ) -> Retrieved:
-    """C-GET one study into ``receiver`` (see the module)."""
-    ae = peer.ae()
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles: list[SCP_SCU_RoleSelectionNegotiation] = []
-    for sop_class, syntax in storage_offers(sop_classes):
-        ae.add_requested_context(sop_class, [syntax])
-        if all(r.sop_class_uid != sop_class for r in roles):
-            roles.append(build_role(sop_class, scp_role=True))
+    """C-GET one study into ``receiver`` (see the module), by the Rust C-GET SCU: the
+    sub-operations are received on native threads, each handed to ``receiver`` as Part 10
+    bytes."""
     got = Retrieved()
     errors: list[str] = []
 
-    def on_store(event: evt.Event) -> int:
-        return _keep(receiver, got, errors, event)
+    def keep(uid: str, data: bytes) -> int:
+        try:
+            receiver(uid, data)
+        except (OSError, StorageError) as e:
+            errors.append(str(e))
+            return OUT_OF_RESOURCES
+        got.uids.add(uid)
+        return SUCCESS
 
-    assoc = peer.associate(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    model = StudyRootQueryRetrieveInformationModelGet
-    try:
-        if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
-            got.refused = "the peer does not accept C-GET"
-            return got
-        query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = study_uid
-        for status, _ident in assoc.send_c_get(query, model):
-            _final(got, int(getattr(status, "Status", -1)), status, "C-GET")
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    if errors:
+    result = _core.get_study(
+        peer.host, peer.port, peer.calling_ae, peer.ae_title, study_uid,
+        storage_offers(sop_classes), keep, timeout=peer.timeout,
+    )  # fmt: skip
+    got.received = len(got.uids)
+    if not result["accepted"]:
+        got.refused = "the peer does not accept C-GET"
+        return got
+    errors += result["errors"]
+    code = result["status"]
+    got.failed = int(result["failed"] or 0)
+    if code is None:
+        if got.received == 0:
+            got.refused = "the peer aborted the C-GET without sending anything"
+        else:
+            got.problem = f"C-GET aborted after {got.received} instances: {result['ended']}"
+    elif code in REFUSALS and got.received == 0:
+        got.refused = f"C-GET refused with status 0x{code:04X}"
+    elif code not in (SUCCESS, WARNING):
+        got.problem = f"C-GET status 0x{code:04X}"
+    if errors and not got.problem:
         got.problem = f"could not keep {len(errors)} instances: {errors[0]}"
     return got
 

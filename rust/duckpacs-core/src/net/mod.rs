@@ -19,6 +19,7 @@ pub mod association;
 pub mod client;
 pub mod dimse;
 pub mod error;
+pub mod getscu;
 pub mod pdu;
 pub mod scp;
 pub mod server;

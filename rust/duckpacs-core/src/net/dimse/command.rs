@@ -680,22 +680,31 @@ impl Command {
                 offset: pos,
             };
             if tag >> 16 != 0 {
-                return Err(el.err("not a command element (group 0000)"));
+                // Not a command element (PS3.7 E.1); Orthanc 1.10's C-GET sub-operations
+                // carry a stray group 0008 after the command. Skipped, as pynetdicom does.
+                log::debug!(
+                    "skipped ({:04X},{:04X}) in a command set",
+                    tag >> 16,
+                    tag & 0xFFFF
+                );
+                pos = start + len;
+                continue;
             }
             if seen.contains(&tag) {
                 return Err(el.err("element appears twice"));
             }
             seen.push(tag);
-            if pos == 0 {
-                if tag != tag::COMMAND_GROUP_LENGTH {
-                    return Err(el.err("the command must start with (0000,0000)"));
-                }
+            if tag == tag::COMMAND_GROUP_LENGTH {
+                // PS3.7 E.1 makes it mandatory and exact, but peers get it wrong (Orthanc
+                // 1.10 sends C-GET sub-operations whose length leaves out elements), and
+                // the elements' own lengths delimit them anyway: a wrong value is noted,
+                // not fatal, as DCMTK and pynetdicom also read past it.
                 let n = el.u32()? as usize;
-                if n != bytes.len() - start - 4 {
-                    return Err(el.err(format!(
-                        "group length {n}, but {} bytes follow",
+                if pos != 0 || n != bytes.len() - start - 4 {
+                    log::debug!(
+                        "command group length {n} at byte {pos}; {} bytes follow",
                         bytes.len() - start - 4
-                    )));
+                    );
                 }
             } else {
                 match tag {
@@ -706,7 +715,7 @@ impl Command {
             }
             pos = start + len;
         }
-        if seen.first() != Some(&tag::COMMAND_GROUP_LENGTH) {
+        if seen.is_empty() {
             return Err(Error::command(0, None, "empty command set"));
         }
         let Some(field) = field else {
