@@ -180,3 +180,30 @@ def test_find_command_asks_the_running_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["SOPInstanceUID"] for r in rows] == [ds.SOPInstanceUID]
+
+
+def test_sigterm_exits_promptly_and_aborts_what_outlives_the_grace(tmp_path: Path) -> None:
+    """Idle: gone within a second of SIGTERM. With an association open: it may finish
+    during dimse.shutdown_grace, then it is aborted and the process exits."""
+    import time
+
+    data = tmp_path / "a"
+    data.mkdir()
+    (data / "duckpacs.toml").write_text("[dimse]\nshutdown_grace = 2\n")
+    with running_server(data) as server:
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 5  # about 0.4 s here; generous against load
+    with running_server(data) as server:
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", server.dimse_port, ae_title="DUCKPACS")
+        assert assoc.is_established
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM) == 0
+        waited = time.monotonic() - started
+        assert 1.5 < waited < 6, waited  # the grace, then the abort
+        deadline = time.monotonic() + 5
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assoc.is_aborted

@@ -257,6 +257,13 @@ OPTIONS: tuple[Option, ...] = (
         "seconds an association may stay silent before we close it",
     ),
     Option(
+        "dimse.shutdown_grace",
+        "DUCKPACS_SHUTDOWN_GRACE",
+        _timeout,
+        10,
+        "seconds associations may take to finish when the archive stops, then they are aborted",
+    ),
+    Option(
         "archive.on_conflict",
         "DUCKPACS_ON_CONFLICT",
         _on_conflict,
@@ -528,6 +535,12 @@ bind = "0.0.0.0"      # $DUCKPACS_DIMSE_BIND
 unknown_peer_permissions = ["echo"]
 # Accept every calling AE title with every permission. Unsafe outside a lab.
 accept_any = false
+# Associations served at once; more are refused for now ($DUCKPACS_MAX_ASSOCIATIONS).
+max_associations = 32
+# Seconds of silence before an association is aborted ($DUCKPACS_IDLE_TIMEOUT).
+idle_timeout = 60
+# Seconds associations may take to finish when the archive stops ($DUCKPACS_SHUTDOWN_GRACE).
+shutdown_grace = 10
 
 [http]
 port = 8042           # $DUCKPACS_HTTP_PORT

@@ -86,7 +86,8 @@ class Service:
 
     def stop(self) -> None:
         if self.dimse is not None:
-            self.dimse.stop()
+            # Stop accepting; associations in flight finish (or are aborted after the grace).
+            self.dimse.stop(float(self.settings["dimse.shutdown_grace"]))
             self.dimse = None
         if self.http is not None:
             self.http.stop()
