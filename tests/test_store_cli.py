@@ -173,3 +173,32 @@ def test_progress_of_verify_and_compact_reaches_the_end(tmp_path: Path) -> None:
         assert seen, name
         done, total = seen[-1]
         assert done == total > 0, name
+
+
+def test_compact_reclaims_a_race_losers_copy_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store written before one caller at a time handled a UID can hold a second record
+    of an archived instance (two senders raced): compaction deletes it, so `stats`, `verify`
+    and the index count the same instances."""
+    from duckpacs.archive.facade import Archive
+
+    data = tmp_path / "archive"
+    first = read_original(pydicom_files()[0])
+    with Archive.open(data) as archive:
+        archive.store(first)
+    with Store(data / "store", writer_id=7) as store:  # the loser, written beside the door
+        store.put(first)
+    _code, stats = _json(capsys, "stats", "--data", str(data))
+    assert stats["instances"] == 2
+    code, report = _json(capsys, "compact", "--data", str(data), "--min-dead", "0.01")
+    assert code == 0 and report["orphan_copies"] == 1
+    _code, stats = _json(capsys, "stats", "--data", str(data))
+    assert stats["instances"] == 1
+    code, verified = _json(capsys, "verify", "--deep", "--data", str(data))
+    assert code == 0 and verified["instances"] == 1
+    with Archive.open(data) as archive:
+        assert archive.index.stats()["instances"] == 1
+        uid = archive.store_backend.meta(archive.locate("IMAGE", {})[0].location)
+        assert archive.read(archive.locate("IMAGE", {})[0].location) == first
+        assert uid["sop_instance_uid"]

@@ -206,6 +206,21 @@ def _choose(
     return list(chosen.values()), moved
 
 
+def orphan_copies(index: Index, store: _core.Store) -> list[tuple[int, int, int]]:
+    """Live store records no index row points at, whose SOP Instance UID the index holds
+    elsewhere: the losers of a race between senders of one instance before the write path
+    let one caller at a time handle a UID (a store written since has none). Compaction
+    deletes them so that `stats`, `verify` and the index count the same instances."""
+    entries = list(store.tail({}, headers=False)["instances"])
+    known = index.instances_at(sorted({str(e["sop_instance_uid"]) for e in entries}))
+    out = []
+    for entry in entries:
+        indexed = known.get(str(entry["sop_instance_uid"]))
+        if indexed is not None and tuple(indexed[:3]) != tuple(entry["location"]):
+            out.append(tuple(entry["location"]))
+    return out
+
+
 def _later(entry: Mapping[str, Any], indexed_at: datetime | None) -> bool:
     us = entry.get("received_at_us") or 0
     if indexed_at is None:

@@ -159,7 +159,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
     path = store_dir(args)
     with _open_index_for_compaction(s.data_dir, s["archive.on_conflict"]) as index:
         with Store(path, writer_id=MAINTENANCE_WRITER) as store:
+            orphans = recovery.orphan_copies(index, store)
+            for location in orphans:
+                store.delete(location)
             report = store.compact(min_dead_ratio=args.min_dead, progress=_progress("compact"))
+        report["orphan_copies"] = len(orphans)
         # The store has already committed the move; the index follows it at once so that
         # every indexed location stays readable (a kill in between is repaired by the next
         # opening for writing: duckpacs.archive.recovery re-points the rows).
@@ -172,4 +176,6 @@ def cmd_compact(args: argparse.Namespace) -> int:
         f"rewrote {report['packs_rewritten']} pack(s), moved {len(report['moved'])} "
         f"instance(s), reclaimed {_size(saved)}"
     )
+    if orphans:
+        print(f"deleted {len(orphans)} orphan copies (a second record of an archived instance)")
     return 0
