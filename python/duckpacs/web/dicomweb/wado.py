@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from duckpacs.web import dicomjson, multipart, rendering, transcode
+from duckpacs.web import multipart, rendering, transcode
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import (
     INSTANCE,
@@ -31,6 +31,8 @@ from duckpacs.web.dicomweb.common import (
 from duckpacs.web.errors import bad_request, not_acceptable, not_found
 from duckpacs.web.reader import InstanceLocation
 
+BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}  # PixelData, Float-, DoubleFloatPixelData
 # Up to this many frames a /frames response is built whole rather than streamed.
 EAGER_FRAMES = 8
 # Writes of a study retrieval: each costs a hop between a worker thread and the event loop,
@@ -138,7 +140,7 @@ class Wado(Service):
         if tag not in ds:
             raise not_found(f"instance {loc.sop_instance_uid} has no attribute {tag_text}")
         elem = ds[tag]
-        if elem.VR not in dicomjson.BINARY_VRS and tag not in dicomjson.PIXEL_TAGS:
+        if elem.VR not in BINARY_VRS and tag not in PIXEL_TAGS:
             raise bad_request(f"{tag_text} ({elem.VR}) is not a binary value; see /metadata")
         boundary = multipart.new_boundary()
         if tag == 0x7FE00010 and _is_compressed(loc.transfer_syntax):
