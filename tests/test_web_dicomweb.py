@@ -4,6 +4,7 @@ against pydicom's reading of the same files."""
 from __future__ import annotations
 
 import io
+import json
 from urllib.parse import urljoin
 
 import numpy as np
@@ -456,7 +457,7 @@ def test_cors_is_off_by_default(web: WebServer, origin: str) -> None:
 
 def test_index_rows_as_dicom_text_become_dicom_json() -> None:
     """The DuckDB index returns DICOM text with backslash-separated values."""
-    from duckpacs.web.dicomjson import row_to_json
+    from duckpacs import _core
 
     row = {
         "PatientName": "Doe^Jane",
@@ -469,7 +470,7 @@ def test_index_rows_as_dicom_text_become_dicom_json() -> None:
         "ReferencedSeriesSequence": [{"SeriesInstanceUID": "1.2.3"}],
         "AccessionNumber": None,
     }
-    out = row_to_json(row, list(row))
+    (out,) = json.loads(_core.rows_json([row]))
     assert out["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}
     assert out["00080061"] == {"vr": "CS", "Value": ["CT", "MR"]}
     assert out["00201208"] == {"vr": "IS", "Value": [12]}

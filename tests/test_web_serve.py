@@ -81,7 +81,9 @@ def test_wado_rs_instance_is_byte_identical(server: RunningServer, stowed: list)
             f"/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
         )
         r = requests.get(
-            url, headers={"Accept": 'multipart/related; type="application/dicom"'}, timeout=30
+            url,
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         boundary = r.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')

@@ -45,6 +45,19 @@ def dump_json(
     else left out. Raises ``duckpacs.errors.ParseError``.
     """
 
+Row = dict[str, Any]
+"""Keyword (or tag as 8 hex digits) -> DICOM text as the index keeps it (values joined by
+``\\``), None for an empty value, a list of Row for a sequence's items, a list of values of
+a multi-valued attribute; anything else is written as its ``str()``."""
+
+def rows_json(rows: list[Row]) -> str:
+    """A DICOM JSON array (PS3.18 F.2), one object per row, attributes in tag order, written
+    by the producer of :func:`dump_json` (person-name groups, IS/DS numbers, empty values);
+    names that are neither keywords nor tags are left out."""
+
+def row_json(row: Row) -> str:
+    """One row as a DICOM JSON object (see :func:`rows_json`)."""
+
 def dump_text(data: bytes, transfer_syntax: str | None = None) -> str:
     """Human-readable dump: one line per element (tag, VR, keyword, value, length, offset)."""
 

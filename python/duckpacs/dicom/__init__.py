@@ -1,2 +1,3 @@
-"""DICOM vocabulary shared by every layer: DIMSE status codes (:mod:`.status`) and query
-levels (:mod:`.levels`). Named once here instead of as numbers and strings in each module."""
+"""DICOM vocabulary shared by every layer: DIMSE status codes (:mod:`.status`), named once here
+instead of as numbers in each module; and the one transcoder (:mod:`.transcode`), which DIMSE
+and DICOMweb both use."""

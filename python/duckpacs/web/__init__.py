@@ -6,6 +6,8 @@
   (``ArchiveReader``); :mod:`~duckpacs.web.archive_reader` implements it over the archive
   facade and the store.
 - :mod:`~duckpacs.web.dicomweb` (a module per service: QIDO-RS, WADO-RS, STOW-RS, WADO-URI),
-  ``multipart``, ``dicomjson``, ``transcode`` and ``rendering`` do the DICOMweb work; ``auth``
-  and ``audit`` the security; ``static/`` is the viewer (plain HTML, CSS and JavaScript).
+  ``multipart`` and ``rendering`` do the DICOMweb work, with DICOM JSON written by the Rust
+  core (``_core.dump_json``, ``_core.rows_json``) and transcoding by
+  :mod:`duckpacs.dicom.transcode`; ``auth`` and ``audit`` the security; ``static/`` is the
+  viewer (plain HTML, CSS and JavaScript).
 """

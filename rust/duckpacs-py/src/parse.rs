@@ -1,9 +1,10 @@
 //! Python bindings of the DICOM parser (`duckpacs_core::parse`): conversions only.
 
 use duckpacs_core::layout::{Framing, InstanceLayout, PixelKind};
-use duckpacs_core::parse::{self, json::JsonOptions, ParseOptions};
+use duckpacs_core::parse::json::{self, Field, Fields, JsonOptions};
+use duckpacs_core::parse::{self, ParseOptions};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use std::ops::Range;
 
 use crate::errors::to_py;
@@ -110,13 +111,65 @@ pub fn dump_json(
         include_meta,
         pixel_data_by_tag,
     };
-    py.detach(|| {
-        Ok(parse::json::to_json(
-            &parse_whole(data, transfer_syntax)?,
-            &opts,
-        ))
-    })
-    .map_err(|e| to_py(py, e))
+    py.detach(|| Ok(json::to_json(&parse_whole(data, transfer_syntax)?, &opts)))
+        .map_err(|e| to_py(py, e))
+}
+
+/// A row dict as [`Fields`]: None is empty, a str is DICOM text, a list of dicts holds a
+/// sequence's items, another list (or tuple) holds the values of a multi-valued attribute,
+/// anything else is written as its `str()`.
+fn fields(row: &Bound<'_, PyDict>) -> PyResult<Fields> {
+    let mut out = Vec::with_capacity(row.len());
+    for (k, v) in row.iter() {
+        out.push((k.str()?.to_str()?.to_string(), field(&v)?));
+    }
+    Ok(out)
+}
+
+fn field(v: &Bound<'_, PyAny>) -> PyResult<Field> {
+    if v.is_none() {
+        return Ok(Field::Empty);
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return Ok(Field::Text(s.to_str()?.to_string()));
+    }
+    if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        let values: Vec<Bound<'_, PyAny>> = v.try_iter()?.collect::<PyResult<_>>()?;
+        if values.is_empty() {
+            return Ok(Field::Empty);
+        }
+        if values.iter().all(|x| x.is_instance_of::<PyDict>()) {
+            let items = values
+                .iter()
+                .map(|x| fields(x.cast::<PyDict>()?))
+                .collect::<PyResult<Vec<Fields>>>()?;
+            return Ok(Field::Items(items));
+        }
+        let texts = values
+            .iter()
+            .map(|x| Ok(x.str()?.to_str()?.to_string()))
+            .collect::<PyResult<Vec<String>>>()?;
+        return Ok(Field::Text(texts.join("\\")));
+    }
+    Ok(Field::Text(v.str()?.to_str()?.to_string()))
+}
+
+/// rows_json(rows) -> str: a DICOM JSON array (PS3.18 F.2) of rows of DICOM text.
+#[pyfunction]
+pub fn rows_json(py: Python<'_>, rows: &Bound<'_, PyList>) -> PyResult<String> {
+    let rows = rows
+        .iter()
+        .map(|r| fields(r.cast::<PyDict>()?))
+        .collect::<PyResult<Vec<Fields>>>()?;
+    Ok(py.detach(|| json::rows_to_json(&rows)))
+}
+
+/// row_json(row) -> str: one DICOM JSON object (PS3.18 F.2) of a row of DICOM text.
+#[pyfunction]
+pub fn row_json(row: &Bound<'_, PyDict>) -> PyResult<String> {
+    let mut out = String::new();
+    json::push_row(&mut out, &fields(row)?);
+    Ok(out)
 }
 
 /// dump_text(data, transfer_syntax=None) -> str: the human-readable dump.
@@ -223,6 +276,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(describe, m)?)?;
     m.add_function(wrap_pyfunction!(dump_json, m)?)?;
     m.add_function(wrap_pyfunction!(dump_text, m)?)?;
+    m.add_function(wrap_pyfunction!(rows_json, m)?)?;
+    m.add_function(wrap_pyfunction!(row_json, m)?)?;
     m.add_function(wrap_pyfunction!(scan_headers, m)?)?;
     Ok(())
 }

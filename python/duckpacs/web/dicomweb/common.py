@@ -7,7 +7,9 @@ import io
 from collections.abc import Callable, Iterator, Sequence
 
 import pydicom
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +37,13 @@ class Service:
     def __init__(self, archive: ArchiveReader, prefix: str) -> None:
         self.archive = archive
         self.prefix = prefix
+
+
+def keyword_of(name: str) -> str | None:
+    """A keyword or an 8-hex-digit tag (PS3.18 8.3.4.1) as its keyword; None if unknown."""
+    if len(name) == 8 and all(c in "0123456789abcdefABCDEF" for c in name):
+        return keyword_for_tag(Tag(int(name, 16))) or None
+    return name if tag_for_keyword(name) is not None else None
 
 
 def get_routes(prefix: str, table: Sequence[tuple[str, Handler]]) -> list[Route]:

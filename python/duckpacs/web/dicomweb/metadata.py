@@ -1,28 +1,23 @@
 """WADO-RS metadata (PS3.18 10.4.1.1.2): the DICOM JSON of every instance of a study,
 series or instance, bulk data referred to by URI.
 
-The JSON comes from the Rust parser and is used as it is, or from pydicom for the syntaxes
-the Rust one cannot point bulk data into; either way it is serialised once per instance and
-kept in a cache bounded by size (instances never change).
+The JSON comes from the one producer of DICOM JSON (Rust, ``parse/json.rs``) and is used as
+it is, serialised once per instance and kept in a cache bounded by size (instances never
+change).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from duckpacs import _core, logs
-from duckpacs.errors import DuckpacsError
-from duckpacs.web import dicomjson
+from duckpacs import _core
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import (
     DICOM_JSON,
@@ -37,7 +32,12 @@ from duckpacs.web.dicomweb.common import (
 )
 from duckpacs.web.reader import ArchiveReader, InstanceLocation
 
-log = logs.get("web")
+# Binary values up to this many bytes are written inline (PS3.18 F.2.7), longer ones by URI.
+BULK_THRESHOLD = 1024
+# Syntaxes whose stored bytes are not the values' bytes: deflated (the offsets would be into
+# the inflated stream) and big endian (the words are reversed). Their binary values other
+# than Pixel Data are written inline, in little endian.
+_NO_RANGE_URIS = {str(DeflatedExplicitVRLittleEndian), str(ExplicitVRBigEndian)}
 
 
 class Metadata(Service):
@@ -84,12 +84,7 @@ class Metadata(Service):
         """
         blob = self._metadata_cache.get(loc.sop_instance_uid)
         if blob is None:
-            data = self.archive.read_instance(loc)
-            blob = _rust_json(data, loc.transfer_syntax)
-            if blob is None:
-                ds = pydicom.dcmread(io.BytesIO(data), defer_size=dicomjson.BULK_THRESHOLD)
-                header = dicomjson.dataset_to_json(ds, _bulk_uri(""))
-                blob = json.dumps(header, separators=(",", ":")).encode()
+            blob = instance_json(self.archive.read_instance(loc), loc.transfer_syntax)
             self._metadata_cache.put(loc.sop_instance_uid, blob)
         if prefix:
             blob = blob.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + prefix.encode())
@@ -133,33 +128,13 @@ def _bulk_prefix(level: str, loc: InstanceLocation) -> str:
     return f"series/{loc.series_uid}/instances/{loc.sop_instance_uid}/"
 
 
-def _rust_json(data: bytes, syntax: str) -> bytes | None:
-    """DICOM JSON text from the Rust parser (tens of times faster than pydicom, and used as
-    is, never decoded and re-encoded here), or None when pydicom should serve the instance.
-
-    Its bulk URIs are ``bulkdata/{offset}/{length}`` into the stored stream; those offsets
-    are into the inflated dataset for deflate and the values are big-endian for explicit VR
-    big endian, so those two syntaxes go through pydicom. Pixel Data is pointed at
-    ``bulkdata/7FE00010``, which serves native pixels and compressed frames correctly.
-    """
-    dump = getattr(_core, "dump_json", None)
-    if dump is None or syntax in (str(DeflatedExplicitVRLittleEndian), str(ExplicitVRBigEndian)):
-        return None
-    try:
-        text: str = dump(
-            data,
-            bulk_data_uri="bulkdata/",
-            inline_threshold=dicomjson.BULK_THRESHOLD,
-            pixel_data_by_tag=True,
-        )
-    except (DuckpacsError, ValueError) as e:
-        logs.event(log, "Rust JSON failed, using pydicom", error=str(e))
-        return None
+def instance_json(data: bytes, syntax: str) -> bytes:
+    """One stored instance's DICOM JSON, from the Rust producer (tens of times faster than
+    pydicom, used as it is, never decoded and re-encoded here). Pixel Data points at
+    ``bulkdata/7FE00010`` (served frame by frame), other bulk values at their byte range
+    ``bulkdata/{offset}/{length}`` in the stored stream. Raises ``ParseError``."""
+    inline = 1 << 62 if syntax in _NO_RANGE_URIS else BULK_THRESHOLD
+    text: str = _core.dump_json(
+        data, bulk_data_uri="bulkdata/", inline_threshold=inline, pixel_data_by_tag=True
+    )
     return text.encode()
-
-
-def _bulk_uri(prefix: str) -> Callable[[str], str]:
-    def uri(tag: str) -> str:
-        return f"{prefix}bulkdata/{tag}"
-
-    return uri

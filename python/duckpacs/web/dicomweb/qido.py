@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydicom.datadict import dictionary_VR
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from duckpacs.web import dicomjson
+from duckpacs import _core
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import (
     DICOM_JSON,
@@ -23,6 +24,7 @@ from duckpacs.web.dicomweb.common import (
     check_json_acceptable,
     get_routes,
     int_param,
+    keyword_of,
 )
 from duckpacs.web.errors import bad_request
 
@@ -110,12 +112,13 @@ class Qido(Service):
         fuzzy = request.query_params.get("fuzzymatching", "false").lower() == "true"
         rows = self.archive.find(level, query, keys, fuzzy=fuzzy, limit=limit, offset=offset)
         base = str(request.base_url).rstrip("/") + self.prefix
-        body = []
+        answers = []
         for row in rows:
-            obj = dicomjson.row_to_json(row, list(row) if include_all else keys)
-            obj["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, level, row)]}
-            body.append(dict(sorted(obj.items())))
-        return JSONResponse(body, media_type=DICOM_JSON)
+            answer = row if include_all else {k: row[k] for k in keys if k in row}
+            answer["RetrieveURL"] = _retrieve_url(base, level, row)
+            answers.append(answer)
+        # DICOM JSON from the one producer (Rust, rust/duckpacs-core/src/parse/json.rs).
+        return Response(_core.rows_json(answers).encode(), media_type=DICOM_JSON)
 
     def _parse_query(self, request: Request) -> tuple[dict[str, str], list[str], bool]:
         query: dict[str, str] = {}
@@ -131,17 +134,28 @@ class Qido(Service):
             elif name in QIDO_CONTROL or name == "accept":
                 continue
             else:
-                query[self._keyword(name)] = value
+                keyword = self._keyword(name)
+                query[keyword] = _person_name(value) if _is_pn(keyword) else value
         return query, include, include_all
 
     @staticmethod
     def _keyword(name: str) -> str:
         if "." in name:
             raise bad_request(f"{name}: matching on sequence items is not supported")
-        keyword = dicomjson.keyword_of(name)
+        keyword = keyword_of(name)
         if keyword is None:
             raise bad_request(f"{name}: not a DICOM keyword or tag")
         return keyword
+
+
+def _is_pn(keyword: str) -> bool:
+    return dictionary_VR(keyword) == "PN"
+
+
+def _person_name(value: str) -> str:
+    """A person name without its empty trailing component groups: ``A=B=`` is the name
+    ``A=B`` (PS3.5 6.2.1.1), as C-FIND identifiers are read."""
+    return "\\".join(v.rstrip("= ") for v in value.split("\\"))
 
 
 def _retrieve_url(base: str, level: str, row: dict[str, Any]) -> str:

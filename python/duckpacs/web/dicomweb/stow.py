@@ -12,10 +12,10 @@ from typing import Any
 
 import pydicom
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from duckpacs import logs
+from duckpacs import _core, logs
 from duckpacs.web import multipart
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import DICOM_JSON, STUDY, Service
@@ -94,32 +94,33 @@ class Stow(Service):
         body: dict[str, Any] = {}
         study_uid = study or next((o.study_uid for o in ok if o.study_uid), None)
         if study_uid:
-            body["00081190"] = {"vr": "UR", "Value": [f"{base}/studies/{study_uid}"]}
+            body["RetrieveURL"] = f"{base}/studies/{study_uid}"
         if failed:
-            body["00081198"] = {"vr": "SQ", "Value": [_failed_item(o) for o in failed]}
+            body["FailedSOPSequence"] = [_failed_item(o) for o in failed]
         if ok:
-            body["00081199"] = {"vr": "SQ", "Value": [_stored_item(o, base) for o in ok]}
+            body["ReferencedSOPSequence"] = [_stored_item(o, base) for o in ok]
         warned = any(o.warning is not None for o in ok)
         status = 409 if failed and not ok else (202 if failed or warned else 200)
-        return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+        # DICOM JSON from the one producer (Rust, rust/duckpacs-core/src/parse/json.rs).
+        return Response(_core.row_json(body).encode(), status_code=status, media_type=DICOM_JSON)
 
 
 def _failed_item(o: IngestOutcome) -> dict[str, Any]:
-    item: dict[str, Any] = {"00081197": {"vr": "US", "Value": [o.failure]}}
+    item: dict[str, Any] = {"FailureReason": o.failure}
     if o.sop_class_uid:
-        item["00081150"] = {"vr": "UI", "Value": [o.sop_class_uid]}
+        item["ReferencedSOPClassUID"] = o.sop_class_uid
     if o.sop_instance_uid:
-        item["00081155"] = {"vr": "UI", "Value": [o.sop_instance_uid]}
-    return dict(sorted(item.items()))
+        item["ReferencedSOPInstanceUID"] = o.sop_instance_uid
+    return item
 
 
 def _stored_item(o: IngestOutcome, base: str) -> dict[str, Any]:
     url = f"{base}/studies/{o.study_uid}/series/{o.series_uid}/instances/{o.sop_instance_uid}"
     item: dict[str, Any] = {
-        "00081150": {"vr": "UI", "Value": [o.sop_class_uid]},
-        "00081155": {"vr": "UI", "Value": [o.sop_instance_uid]},
-        "00081190": {"vr": "UR", "Value": [url]},
+        "ReferencedSOPClassUID": o.sop_class_uid,
+        "ReferencedSOPInstanceUID": o.sop_instance_uid,
+        "RetrieveURL": url,
     }
     if o.warning is not None:
-        item["00081196"] = {"vr": "US", "Value": [o.warning]}  # WarningReason
-    return dict(sorted(item.items()))
+        item["WarningReason"] = o.warning
+    return item

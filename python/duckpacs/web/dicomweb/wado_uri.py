@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from duckpacs.web import rendering, transcode
+from duckpacs.dicom import transcode
+from duckpacs.web import rendering
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import Service, full_dataset, int_param
 from duckpacs.web.errors import bad_request, not_acceptable, not_found

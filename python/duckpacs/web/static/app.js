@@ -10,7 +10,11 @@ function val(obj, tag) {
   const e = obj && obj[tag];
   if (!e || !e.Value || !e.Value.length) return "";
   const v = e.Value[0];
-  return typeof v === "object" && v !== null ? (v.Alphabetic || "") : v;
+  // A person name (PS3.18 F.2.2): every group it has, e.g. "Yamada^Tarou = 山田^太郎".
+  if (typeof v === "object" && v !== null) {
+    return [v.Alphabetic, v.Ideographic, v.Phonetic].filter(Boolean).join(" = ");
+  }
+  return v;
 }
 function vals(obj, tag) {
   const e = obj && obj[tag];
@@ -168,7 +172,8 @@ function imageUrl(v, item) {
 
 function loadImage(url, cache) {
   if (cache.has(url)) return cache.get(url);
-  const p = api(url).then(async (r) => {
+  // Rendered PNG: what a browser decodes (the viewer never asks for DICOM pixel data).
+  const p = api(url, { headers: { Accept: "image/png" } }).then(async (r) => {
     const voi = (r.headers.get("X-VOI-Window") || "").split(",");  // the window the server used
     const bitmap = await createImageBitmap(await r.blob());
     return { bitmap, window: voi.length >= 2 ? { c: Number(voi[0]), w: Number(voi[1]) } : null };

@@ -102,6 +102,35 @@ pub(crate) fn text_values(vr: Vr, s: &str) -> impl Iterator<Item = &str> {
         .map(move |p| trim_value(vr, p))
 }
 
+/// A value given as DICOM text, as the index keeps it (values joined by `\\`, numbers in
+/// decimal, tags as 8 hex digits): split and typed by the rules [`decode`] applies to bytes,
+/// so both give the same [`Value`]. Numbers that do not parse stay text.
+pub fn from_text(vr: Vr, text: &str) -> Value {
+    let parts = || text.split('\\').map(str::trim);
+    match vr.kind() {
+        ValueKind::PersonName if text.is_empty() => Value::PersonNames(Vec::new()),
+        ValueKind::PersonName => Value::PersonNames(text.split('\\').map(person_name).collect()),
+        _ if text.is_empty() => Value::Strings(Vec::new()),
+        ValueKind::Int { .. } if vr == Vr::UV => parts()
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()
+            .map_or_else(|| strings(vr, text), Value::UInts),
+        ValueKind::Int { .. } => parts()
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()
+            .map_or_else(|| strings(vr, text), Value::Ints),
+        ValueKind::Float { .. } => parts()
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()
+            .map_or_else(|| strings(vr, text), Value::Floats),
+        ValueKind::Tag => parts()
+            .map(|p| u32::from_str_radix(&p.replace(['(', ')', ','], ""), 16).ok())
+            .collect::<Option<_>>()
+            .map_or_else(|| strings(vr, text), Value::Tags),
+        _ => strings(vr, text),
+    }
+}
+
 /// Decodes `el`'s value from `buf` with the dataset's character set.
 pub fn decode(buf: &[u8], el: &Element, charset: &Charset) -> Value {
     if let Content::Items(_) = el.content {

@@ -7,19 +7,23 @@
 //! `*` is also a matching key (universal matching, PS3.4 C.2.2.2.3). Sequence keys are
 //! return keys only (sequence matching is optional, C.2.2.2.6).
 //!
-//! Encoding answers, the character set rule (PS3.5 6.1.2.3, PS3.4 C.4.1.1.3.2), per answer:
+//! Encoding answers, the character set rule (docs/CHARACTER-SETS.md; PS3.4 C.4.1.1.3.2,
+//! PS3.5 6.1), per answer, over all of its text values:
 //! 1. every value in the default repertoire (ASCII): the answer declares the set the query
 //!    declared, if any, and none otherwise;
-//! 2. the query declared one character set without code extensions and every value can be
-//!    written in it: the answer is written in it and declares it;
-//! 3. otherwise the answer is written in UTF-8 and declares `ISO_IR 192`.
+//! 2. the query declared a character set and every value can be written in it (with its
+//!    ISO 2022 code extensions, escape sequences and all, when it has them): the answer is
+//!    written in it and declares it, as the query wrote it;
+//! 3. otherwise (no set declared, or a value it cannot hold) the answer is written in
+//!    UTF-8 and declares `ISO_IR 192`, which holds every character: PS3.4 C.4.1.1.3.2 lets
+//!    the SCP answer in a set other than the one requested.
 //!
 //! No character is ever replaced, and no answer uses an encoding it does not declare.
 
 use dicom_core::dictionary::DataDictionary;
 use dicom_dictionary_std::StandardDataDictionary;
 
-use crate::parse::charset::Term;
+use super::text;
 use crate::parse::reader::Syntax;
 use crate::parse::{self, dict, Charset, ParseOptions, Value, Vr};
 
@@ -160,58 +164,48 @@ pub fn decode(bytes: &[u8], transfer_syntax: &str, study_root: bool) -> Result<Q
     Ok(q)
 }
 
-/// VRs whose text follows the Specific Character Set (PS3.5 6.1.2.3); the others hold the
-/// default repertoire only.
-fn uses_charset(vr: Vr) -> bool {
-    matches!(
+/// Whether `vr`'s values are written as text (and so in the answer's character set).
+fn is_text(vr: Vr) -> bool {
+    !matches!(
         vr,
-        Vr::SH | Vr::LO | Vr::ST | Vr::LT | Vr::UT | Vr::PN | Vr::UC
+        Vr::US
+            | Vr::SS
+            | Vr::UL
+            | Vr::SL
+            | Vr::FL
+            | Vr::FD
+            | Vr::AT
+            | Vr::SV
+            | Vr::UV
+            | Vr::SQ
+            | Vr::OB
+            | Vr::OW
+            | Vr::OF
+            | Vr::OD
+            | Vr::OL
+            | Vr::OV
+            | Vr::UN
     )
 }
 
-/// Encodes `text` in one character set; None when a character has no code in it.
-pub fn encode_text(text: &str, term: Term) -> Option<Vec<u8>> {
-    if text.is_ascii() {
-        return Some(text.as_bytes().to_vec());
+/// The character set an answer is written in: (value of (0008,0005), set) per the rule of
+/// the module docs. `texts` are the answer's text values with whether each is a person name.
+fn answer_charset(query: &Query, texts: &[(&str, bool)]) -> (Option<String>, Charset) {
+    if texts.iter().all(|(t, _)| t.is_ascii()) {
+        return (query.charset_value.clone(), Charset::default());
     }
-    let encoding = match term {
-        Term::Utf8 => return Some(text.as_bytes().to_vec()),
-        Term::Latin1 => {
-            return text
-                .chars()
-                .map(|c| u8::try_from(u32::from(c)).ok())
-                .collect::<Option<Vec<u8>>>();
-        }
-        Term::Latin2 => encoding_rs::ISO_8859_2,
-        Term::Latin3 => encoding_rs::ISO_8859_3,
-        Term::Latin4 => encoding_rs::ISO_8859_4,
-        Term::Cyrillic => encoding_rs::ISO_8859_5,
-        Term::Arabic => encoding_rs::ISO_8859_6,
-        Term::Greek => encoding_rs::ISO_8859_7,
-        Term::Hebrew => encoding_rs::ISO_8859_8,
-        Term::Latin5 => encoding_rs::WINDOWS_1254,
-        Term::Thai => encoding_rs::WINDOWS_874,
-        Term::Gb18030 => encoding_rs::GB18030,
-        Term::Gbk => encoding_rs::GBK,
-        _ => return None, // JIS X 0201 and the ISO 2022 multi-byte sets: answered in UTF-8
-    };
-    let (bytes, _, unmappable) = encoding.encode(text);
-    (!unmappable).then(|| bytes.into_owned())
-}
-
-/// The character set an answer is written in: (value of (0008,0005), term) per the rule of
-/// the module docs.
-fn answer_charset(query: &Query, texts: &[&str]) -> (Option<String>, Term) {
-    if texts.iter().all(|t| t.is_ascii()) {
-        return (query.charset_value.clone(), Term::Default);
+    let asked = query.charset;
+    if !asked.terms().is_empty()
+        && texts
+            .iter()
+            .all(|(t, pn)| text::encode(t, &asked, *pn).is_some())
+    {
+        return (query.charset_value.clone(), asked);
     }
-    let terms = query.charset.terms();
-    if let ([term], true) = (terms, query.charset.decodes_ascii_unchanged()) {
-        if texts.iter().all(|t| encode_text(t, *term).is_some()) {
-            return (query.charset_value.clone(), *term);
-        }
-    }
-    (Some(UTF8_TERM.to_string()), Term::Utf8)
+    (
+        Some(UTF8_TERM.to_string()),
+        Charset::from_value(UTF8_TERM.as_bytes()),
+    )
 }
 
 fn tag_of(keyword: &str) -> Option<(u32, Vr)> {
@@ -254,7 +248,7 @@ fn push_element(out: &mut Vec<u8>, syntax: Syntax, tag: u32, vr: Vr, value: &[u8
 
 /// The bytes of a text value in `vr`, or None when it cannot be written (a number that does
 /// not parse for a binary VR).
-fn value_bytes(text: &str, vr: Vr, term: Term, syntax: Syntax) -> Option<Vec<u8>> {
+fn value_bytes(text: &str, vr: Vr, charset: &Charset, syntax: Syntax) -> Option<Vec<u8>> {
     let parts = || text.split('\\').map(str::trim);
     let be = syntax.big_endian;
     let mut out = Vec::new();
@@ -316,8 +310,7 @@ fn value_bytes(text: &str, vr: Vr, term: Term, syntax: Syntax) -> Option<Vec<u8>
             return None
         }
         _ => {
-            let term = if uses_charset(vr) { term } else { Term::Utf8 };
-            out = encode_text(text, term)?;
+            out = text::encode(text, charset, vr == Vr::PN)?;
             if out.len() % 2 == 1 {
                 out.push(if vr == Vr::UI { 0 } else { b' ' });
             }
@@ -340,15 +333,15 @@ pub fn encode_answer(query: &Query, row: &Row, transfer_syntax: &str) -> Vec<u8>
         .collect();
     elements.sort_by_key(|e| e.0);
     elements.dedup_by_key(|e| e.0);
-    let texts: Vec<&str> = elements
+    let texts: Vec<(&str, bool)> = elements
         .iter()
-        .filter(|(_, vr, ..)| uses_charset(*vr))
-        .filter_map(|(.., v)| match v {
-            Some(RowValue::Text(t)) => Some(t.as_str()),
+        .filter(|(_, vr, ..)| is_text(*vr))
+        .filter_map(|(_, vr, _, v)| match v {
+            Some(RowValue::Text(t)) => Some((t.as_str(), *vr == Vr::PN)),
             _ => None,
         })
         .collect();
-    let (declared, term) = answer_charset(query, &texts);
+    let (declared, charset) = answer_charset(query, &texts);
     let asked_for_charset = query
         .return_keys
         .iter()
@@ -373,7 +366,7 @@ pub fn encode_answer(query: &Query, row: &Row, transfer_syntax: &str) -> Vec<u8>
             level_written = true;
         }
         let bytes = match value {
-            Some(RowValue::Text(t)) if vr != Vr::SQ => value_bytes(t, vr, term, syntax),
+            Some(RowValue::Text(t)) if vr != Vr::SQ => value_bytes(t, vr, &charset, syntax),
             _ => None,
         };
         push_element(&mut out, syntax, tag, vr, bytes.as_deref().unwrap_or(&[]));
@@ -480,6 +473,65 @@ mod tests {
         // Latin-1 asked but the value does not fit: UTF-8, declared.
         let a = encode_answer(&q1, &row("Ηλίας"), parse::EXPLICIT_VR_LE);
         assert_eq!(answer_name(&a), (Some("ISO_IR 192".into()), "Ηλίας".into()));
+    }
+
+    #[test]
+    fn iso2022_queries_are_decoded_and_answered_in_their_own_set() {
+        // PS3.5 H.3.1: the query names the patient with ISO 2022 escapes.
+        let raw =
+            b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B";
+        let mut padded = raw.to_vec();
+        padded.push(b' ');
+        let q = decode(
+            &identifier(Some(b"\\ISO 2022 IR 87 "), &padded),
+            parse::EXPLICIT_VR_LE,
+            true,
+        )
+        .unwrap();
+        let name = "Yamada^Tarou=山田^太郎=やまだ^たろう";
+        assert_eq!(
+            q.matching,
+            vec![("PatientName".to_string(), name.to_string())]
+        );
+        let row = vec![("PatientName".to_string(), RowValue::Text(name.into()))];
+        let a = encode_answer(&q, &row, parse::EXPLICIT_VR_LE);
+        assert!(
+            a.windows(raw.len()).any(|w| w == raw),
+            "the standard's bytes"
+        );
+        assert_eq!(
+            answer_name(&a),
+            (Some("\\ISO 2022 IR 87".into()), name.into())
+        );
+        // A Korean name does not fit the Japanese set: UTF-8, declared.
+        let row = vec![(
+            "PatientName".to_string(),
+            RowValue::Text("Hong^Gildong=洪^吉洞=홍^길동".into()),
+        )];
+        let a = encode_answer(&q, &row, parse::EXPLICIT_VR_LE);
+        assert_eq!(
+            answer_name(&a),
+            (
+                Some("ISO_IR 192".into()),
+                "Hong^Gildong=洪^吉洞=홍^길동".into()
+            )
+        );
+    }
+
+    #[test]
+    fn every_text_value_counts_not_only_person_names() {
+        // A non-ASCII value in a code string (not allowed there, but stored) is declared too.
+        let mut id = Vec::new();
+        el(&mut id, QUERY_RETRIEVE_LEVEL, b"CS", b"STUDY ");
+        el(&mut id, 0x0008_0061, b"CS", b"");
+        el(&mut id, 0x0020_000D, b"UI", b"");
+        let q = decode(&id, parse::EXPLICIT_VR_LE, true).unwrap();
+        let row = vec![(
+            "ModalitiesInStudy".to_string(),
+            RowValue::Text("MRÉ".into()),
+        )];
+        let a = encode_answer(&q, &row, parse::EXPLICIT_VR_LE);
+        assert!(a.windows(10).any(|w| w == b"ISO_IR 192"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`policy`]: the association policy (contexts, roles, permissions);
 //! - [`identifier`]: C-FIND/C-GET/C-MOVE identifiers in, C-FIND answers out (with the
 //!   Specific Character Set rules of PS3.5 6.1 and PS3.4 C.4.1.1.3);
+//! - [`text`]: text into the bytes of a declared character set (ISO 2022 included);
 //! - [`store`], [`find`], [`retrieve`], [`rare`]: the services.
 
 pub mod find;
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod rare;
 pub mod retrieve;
 pub mod store;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
