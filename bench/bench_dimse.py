@@ -307,9 +307,7 @@ def main() -> int:
         for name, files, retrieve in corpora:
             for associations in (1, 4):
                 run_dir = work / f"{name[:2]}{associations}"
-                rows += scenario(
-                    name, files, associations, run_dir, retrieve and associations == 4
-                )
+                rows += scenario(name, files, associations, run_dir, retrieve and associations == 4)
                 shutil.rmtree(run_dir, ignore_errors=True)
         print(f"\n{'metric':<40} {'duckpacs':>10} {'orthanc':>10} {'ratio':>7}")
         for metric, ours, theirs, higher_better in rows:
