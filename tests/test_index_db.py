@@ -139,6 +139,15 @@ def test_sql_is_read_only_and_returns_rows(tmp_path: Path, records: list[truth.R
             ix.sql("SELECT nonsense FROM nowhere")
         with pytest.raises(QueryError, match="disabled"):
             ix.sql("SELECT * FROM read_text('/etc/hostname')")
+        # Files are written by a connection of their own; the query still runs on the index's.
+        out = tmp_path / "out.csv"
+        with pytest.raises(QueryError, match="disabled"):
+            ix.export("SELECT * FROM read_text('/etc/hostname')", out, "csv")
+        with pytest.raises(QueryError, match="only SELECT"):
+            ix.export(f"COPY instances TO '{out}'", out, "csv")
+        assert not out.exists()
+        ix.export("SELECT keyword FROM elements WHERE keyword = 'PatientAge'", out, "csv")
+        assert out.read_text().splitlines() == ["keyword"] + ["PatientAge"] * want
 
 
 def _store_scan(records: list[truth.Record]) -> list[tuple[dict[str, Any], bytes]]:
