@@ -84,11 +84,11 @@ def _mapped_files(pid: int) -> set[str]:
         current = pids.pop()
         try:
             maps = Path(f"/proc/{current}/maps").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            for task in Path(f"/proc/{current}/task").iterdir():  # any thread may spawn
+                pids += [int(c) for c in (task / "children").read_text().split()]
         except FileNotFoundError:  # gone meanwhile
             continue
         found |= {line.split()[-1] for line in maps.splitlines() if "/" in line}
-        pids += [int(c) for c in children]
     return found
 
 
