@@ -28,8 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckpacs.index import Index, bulk, header_batch
-from duckpacs.index.schema import ATTR_STRUCT, BATCH_SCHEMA
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.index_rows import ARROW_ATTR_STRUCT, ARROW_BATCH_SCHEMA  # noqa: E402
+
+from duckpacs.index import Index, bulk, header_batch  # noqa: E402
 
 ROOT = "1.2.826.0.1.3680043.9.7433"
 FAMILY = [
@@ -293,10 +295,10 @@ def generate(layout: Layout, start: int, stop: int, rng: np.random.Generator) ->
                 ]
             ),
         ],
-        fields=list(ATTR_STRUCT),
+        fields=list(ARROW_ATTR_STRUCT),
     )
     offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    attrs = pa.ListArray.from_arrays(offsets, struct, type=pa.list_(ATTR_STRUCT))
+    attrs = pa.ListArray.from_arrays(offsets, struct, type=pa.list_(ARROW_ATTR_STRUCT))
     location = {
         "transfer_syntax": pa.array(["1.2.840.10008.1.2.1"] * n),
         "pack": pa.array(
@@ -325,7 +327,7 @@ def generate(layout: Layout, start: int, stop: int, rng: np.random.Generator) ->
         "number_of_frames",
     ):
         arrays[key] = pa.nulls(n, pa.string())
-    return pa.table([arrays[name] for name in BATCH_SCHEMA.names], schema=BATCH_SCHEMA)
+    return pa.table([arrays[name] for name in ARROW_BATCH_SCHEMA.names], schema=ARROW_BATCH_SCHEMA)
 
 
 # -- synthetic header bytes (for the Rust parser + batch builder) ------------------------------

@@ -1,8 +1,9 @@
 """The tests' oracle for header batches: the same batch built in Python with pydicom.
 
 The archive builds its batches in Rust only (``duckpacs._core.index_batch``); this builder
-follows the same contract (:data:`duckpacs.index.schema.BATCH_SCHEMA`) so that the tests can
-compare the two value for value and feed the index from a source independent of the Rust one.
+follows the same contract (:data:`duckpacs.index.schema.BATCH_SCHEMA`, here as the Arrow schema
+:data:`ARROW_BATCH_SCHEMA`) so that the tests can compare the two value for value and feed the
+index from a source independent of the Rust one.
 Rules for element values (PS3.5 6.2):
 
 - text VRs: decoded with the dataset's Specific Character Set (PS3.5 6.1.2.3, done by
@@ -28,7 +29,8 @@ import pyarrow as pa
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from duckpacs.index.schema import BATCH_SCHEMA, KEY_ATTRIBUTES, LOCATION_FIELDS, NUMERIC_VRS
+from duckpacs.index import schema
+from duckpacs.index.schema import KEY_ATTRIBUTES, LOCATION_FIELDS, NUMERIC_VRS
 
 BULK_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
@@ -38,6 +40,31 @@ UN_TEXT_MAX = 1024
 _KEEP_LEADING = frozenset({"ST", "LT", "UT"})
 
 AttrEntry = dict[str, Any]
+
+# The Arrow type of each DuckDB type the batch schema uses (the archive itself has no Arrow
+# library; the tests build and read batches with pyarrow).
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "UBIGINT": pa.uint64(),
+    "UINTEGER": pa.uint32(),
+    "USMALLINT": pa.uint16(),
+    "DOUBLE": pa.float64(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+ARROW_ATTR_STRUCT = pa.struct(
+    [pa.field(f.name, _ARROW_TYPES[f.type], nullable=f.nullable) for f in schema.ATTR_FIELDS]
+)
+
+
+def _arrow_type(field: schema.Field) -> pa.DataType:
+    if field.type == schema.ATTRS_TYPE:
+        return pa.list_(ARROW_ATTR_STRUCT)
+    return _ARROW_TYPES[field.type]
+
+
+ARROW_BATCH_SCHEMA = pa.schema(
+    [pa.field(f.name, _arrow_type(f), nullable=f.nullable) for f in schema.BATCH_SCHEMA]
+)
 
 
 def _text(vr: str, value: Any) -> str:
@@ -150,11 +177,11 @@ def dataset_row(ds: Dataset, extra: Mapping[str, Any] | None = None) -> dict[str
 
 
 def build_batch(records: Iterable[tuple[Dataset, Mapping[str, Any] | None]]) -> pa.Table:
-    """A header batch (:data:`BATCH_SCHEMA`) for ``(dataset, extra)`` pairs.
+    """A header batch (:data:`ARROW_BATCH_SCHEMA`) for ``(dataset, extra)`` pairs.
 
     ``extra`` holds the location and provenance values named in
     :data:`~duckpacs.index.schema.LOCATION_FIELDS` (``pack``, ``offset``, ``length``,
     ``sha256``, ``size``, ``received_at``, ``source_ae``, ``transfer_syntax``).
     """
     rows = [dataset_row(ds, extra) for ds, extra in records]
-    return pa.Table.from_pylist(rows, schema=BATCH_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=ARROW_BATCH_SCHEMA)

@@ -3,6 +3,7 @@ the `duckpacs find` / `duckpacs sql` commands."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import subprocess
@@ -10,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from pydicom.dataset import Dataset
 
@@ -19,10 +20,9 @@ from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
 from duckpacs.index import Index, header_batch, schema
 from duckpacs.index.reindex import rebuild
-from duckpacs.index.schema import BATCH_SCHEMA
 from tests import index_truth as truth
 from tests.helpers import duckpacs_cmd
-from tests.index_rows import build_batch
+from tests.index_rows import ARROW_BATCH_SCHEMA, build_batch
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +112,12 @@ def test_second_writer_process_is_refused(tmp_path: Path) -> None:
         assert ArchiveLockedError.__name__ in proc.stderr
     with Index.open(tmp_path, read_only=True) as ro:
         assert ro.read_only
-        row = pa.Table.from_pylist([{"sop_instance_uid": "1.2"}], schema=BATCH_SCHEMA)
+        row = pa.Table.from_pylist([{"sop_instance_uid": "1.2"}], schema=ARROW_BATCH_SCHEMA)
         with pytest.raises(ArchiveIndexError, match="read-only"):
             ro.add_batch(row)
 
 
-def test_sql_is_read_only_and_returns_arrow(tmp_path: Path, records: list[truth.Record]) -> None:
+def test_sql_is_read_only_and_returns_rows(tmp_path: Path, records: list[truth.Record]) -> None:
     with Index.open(tmp_path) as ix:
         ix.add_batch(batch(records))
         table = ix.sql(
@@ -126,6 +126,7 @@ def test_sql_is_read_only_and_returns_arrow(tmp_path: Path, records: list[truth.
         )
         want = sum(1 for r in truth.latest(records) if "PatientAge" in r.ds)
         assert table.to_pylist() == [{"keyword": "PatientAge", "n": want}]
+        assert table.columns == ["keyword", "n"] and table.types == ["VARCHAR", "BIGINT"]
         for bad in (
             "DELETE FROM instances",
             "SELECT 1; DROP TABLE studies",
@@ -138,6 +139,15 @@ def test_sql_is_read_only_and_returns_arrow(tmp_path: Path, records: list[truth.
             ix.sql("SELECT nonsense FROM nowhere")
         with pytest.raises(QueryError, match="disabled"):
             ix.sql("SELECT * FROM read_text('/etc/hostname')")
+        # Files are written by a connection of their own; the query still runs on the index's.
+        out = tmp_path / "out.csv"
+        with pytest.raises(QueryError, match="disabled"):
+            ix.export("SELECT * FROM read_text('/etc/hostname')", out, "csv")
+        with pytest.raises(QueryError, match="only SELECT"):
+            ix.export(f"COPY instances TO '{out}'", out, "csv")
+        assert not out.exists()
+        ix.export("SELECT keyword FROM elements WHERE keyword = 'PatientAge'", out, "csv")
+        assert out.read_text().splitlines() == ["keyword"] + ["PatientAge"] * want
 
 
 def _store_scan(records: list[truth.Record]) -> list[tuple[dict[str, Any], bytes]]:
@@ -159,7 +169,6 @@ def _snapshot(ix: Index) -> dict[str, list[Any]]:
         ("series", "series_instance_uid"),
         ("instances", "sop_instance_uid"),
     ):
-        # Through Arrow: DuckDB's Python rows would need pytz for TIMESTAMPTZ (received_at).
         out[name] = ix.sql(
             f"SELECT * EXCLUDE ({'iid' if name == 'instances' else 'rep_iid'}) "
             f"FROM {name} ORDER BY {key}"
@@ -237,7 +246,9 @@ def test_sql_command_formats(archive: Path, tmp_path: Path) -> None:
     query = "SELECT modality, count(*) AS n FROM instances GROUP BY ALL ORDER BY ALL"
     proc = run("sql", "--data", str(archive), query, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == '"modality","n"'
+    lines = list(csv.reader(io.StringIO(proc.stdout)))
+    assert lines[0] == ["modality", "n"] and len(lines) > 1
+    by_modality = {m: int(n) for m, n in lines[1:]}
     proc = run("sql", "--data", str(archive), query, "--json")
     rows = json.loads(proc.stdout)
     assert {
@@ -248,7 +259,9 @@ def test_sql_command_formats(archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.parquet"
     proc = run("sql", "--data", str(archive), query, "--format", "parquet", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert pq.read_table(out).column_names == ["modality", "n"]
+    written = duckdb.sql(f"SELECT * FROM read_parquet('{out}')")
+    assert written.columns == ["modality", "n"]
+    assert {m or "": n for m, n in written.fetchall()} == by_modality  # CSV: NULL is empty
     proc = run("sql", "--data", str(archive), "DELETE FROM instances")
     assert proc.returncode == 1 and "only SELECT" in proc.stderr
 
@@ -431,3 +444,13 @@ def test_version_1_index_is_migrated_to_the_current_schema(
         )
         assert version == [(str(schema.SCHEMA_VERSION),)]
         assert ix.marks() == {}  # a migrated index reads every pack once at its first open
+
+
+def test_key_attributes_match_the_data_dictionary() -> None:
+    """The schema writes out each key attribute's tag and VR (so opening an index needs no
+    data dictionary): they must be PS3.6's, as pydicom's dictionary has them."""
+    from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+    for key in schema.KEY_ATTRIBUTES:
+        assert keyword_for_tag(key.tag) == key.keyword
+        assert dictionary_VR(key.tag).split(" or ")[0] == key.vr

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -15,7 +16,7 @@ from duckpacs.index import BATCH_SCHEMA, Index, header_batch
 from duckpacs.index.schema import KEY_ATTRIBUTES
 from tests import index_truth as truth
 from tests.corpus import shared_present
-from tests.index_rows import build_batch
+from tests.index_rows import ARROW_BATCH_SCHEMA, build_batch
 
 BINARY_FLOATS = {"FL", "FD"}
 
@@ -43,9 +44,18 @@ def pairs() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
 
 
 def test_rust_batch_has_the_contract_schema() -> None:
+    """Field for field, nullability included (Arrow), and as DuckDB reads it: the types
+    Index.add_batch casts to are the ones the batch already has."""
     with open(truth.pydicom_files()[0], "rb") as f:
         batch = header_batch([f.read()])
-    assert pa.table(batch).schema.equals(BATCH_SCHEMA)
+    assert pa.table(batch).schema.equals(ARROW_BATCH_SCHEMA)
+    con = duckdb.connect()
+    scanned = con.from_arrow(batch)
+    assert scanned.columns == [f.name for f in BATCH_SCHEMA]
+    declared = con.sql(
+        "SELECT " + ", ".join(f'NULL::{f.type} AS "{f.name}"' for f in BATCH_SCHEMA)
+    ).types
+    assert scanned.types == declared
 
 
 def test_both_builders_read_the_corpus(

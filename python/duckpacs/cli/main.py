@@ -18,7 +18,7 @@ from duckpacs.errors import DuckpacsError
 
 # Subcommand modules, imported when the parser is built rather than with this module: a
 # worker process started by `serve` (multiprocessing's spawn) imports the program's main
-# module again, and must not load every command's dependencies (DuckDB, pyarrow, the web
+# module again, and must not load every command's dependencies (DuckDB, pydicom, the web
 # stack) for nothing: that cost each worker tens of megabytes.
 COMMAND_MODULES = (
     "duckpacs.cli.config_cmds",

@@ -17,20 +17,24 @@ Tables and views (all read-only here):
 
 Example: ``duckpacs sql "SELECT keyword, avg(num) FROM elements WHERE keyword = 'EchoTime'
 GROUP BY ALL"``.
+
+Output: ``table`` (on a terminal), ``csv`` (RFC 4180, header line; DuckDB's CSV writer),
+``json`` (an array of objects, dates and times as text) or ``parquet`` (needs ``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-
-import pyarrow as pa
 
 from duckpacs.cli.context import settings
 from duckpacs.errors import ConfigError
 from duckpacs.index import Index
+from duckpacs.index.output import Rows
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -62,42 +66,43 @@ def cmd_sql(args: argparse.Namespace) -> int:
         fmt = "table" if sys.stdout.isatty() and not args.output else "csv"
     if fmt == "parquet" and not args.output:
         raise ConfigError("--format parquet needs --output FILE")
+    output = Path(args.output) if args.output else None
     with Index.open(s.data_dir, read_only=True) as index:
-        table = index.sql(args.query)
-    write(table, fmt, Path(args.output) if args.output else None)
-    return 0
-
-
-def write(table: pa.Table, fmt: str, output: Path | None) -> None:
-    """Write ``table`` as ``fmt`` to ``output`` (stdout when None)."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        assert output is not None
-        pq.write_table(table, output)
-        return
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
-        text = sink.getvalue().to_pybytes().decode("utf-8")
-    elif fmt == "json":
-        text = json.dumps(table.to_pylist(), indent=2, default=str, ensure_ascii=False) + "\n"
-    else:
-        text = _table_text(table)
+        if fmt in ("csv", "parquet"):
+            export(index, args.query, fmt, output)
+            return 0
+        rows = index.sql(args.query)
+    text = _json_text(rows) if fmt == "json" else _table_text(rows)
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text, encoding="utf-8")
+    return 0
 
 
-def _table_text(table: pa.Table) -> str:
-    rows = [[("" if v is None else str(v)) for v in row.values()] for row in table.to_pylist()]
-    names = table.column_names
-    widths = [min(48, max([len(n)] + [len(r[i]) for r in rows])) for i, n in enumerate(names)]
+def export(index: Index, query: str, fmt: str, output: Path | None) -> None:
+    """Have DuckDB write the result as ``fmt`` to ``output``, or to stdout through a
+    temporary file (its writers write files)."""
+    if output is not None:
+        index.export(query, output, fmt)
+        return
+    with tempfile.TemporaryDirectory(prefix="duckpacs-sql-") as tmp:
+        path = Path(tmp) / f"result.{fmt}"
+        index.export(query, path, fmt)
+        with path.open(encoding="utf-8", newline="") as f:
+            shutil.copyfileobj(f, sys.stdout)
+
+
+def _json_text(rows: Rows) -> str:
+    return json.dumps(rows.to_pylist(), indent=2, default=str, ensure_ascii=False) + "\n"
+
+
+def _table_text(rows: Rows) -> str:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows.rows]
+    names = rows.columns
+    widths = [min(48, max([len(n)] + [len(r[i]) for r in cells])) for i, n in enumerate(names)]
     lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip()]
     lines += [
-        "  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        "  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
     ]
-    return "\n".join(lines) + f"\n({len(rows)} rows)\n"
+    return "\n".join(lines) + f"\n({len(cells)} rows)\n"

@@ -15,16 +15,14 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
-from pydicom.datadict import DicomDictionary
 
 from duckpacs import logs
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, IndexUnusableError, QueryError
-from duckpacs.index import schema
+from duckpacs.index import output, schema
+from duckpacs.index.output import Rows
 from duckpacs.index.query import Cond, compile_find, compile_locations, finish, scope_sql
 
 INDEX_FILENAME = "index.duckdb"
@@ -50,26 +48,31 @@ def store_has_records(data_dir: Path) -> bool:
     return store.is_dir() and any(f.is_file() for f in store.rglob("*"))
 
 
-def _as_table(batch: Any) -> pa.Table:
-    if isinstance(batch, pa.RecordBatch):
-        table = pa.Table.from_batches([batch])
-    elif isinstance(batch, pa.Table):
-        table = batch
-    else:  # anything exporting the Arrow PyCapsule interface (the Rust builder does)
-        table = pa.table(batch)
-    missing = [n for n in schema.BATCH_SCHEMA.names if n not in table.column_names]
+_NO_ROWS: Final = {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "rejected": 0}
+_NAIVE_TIMESTAMPS: Final = frozenset({"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"})
+
+
+def _cast(field: schema.Field, source_type: str) -> str:
+    """The batch column ``field`` as its :data:`~duckpacs.index.schema.BATCH_SCHEMA` type
+    (a cast to the type a column already has costs nothing)."""
+    column = f'"{field.name}"'
+    if field.type == "TIMESTAMPTZ" and source_type in _NAIVE_TIMESTAMPS:
+        return f"timezone('UTC', {column}::TIMESTAMP) AS {column}"  # naive means UTC
+    return f"CAST({column} AS {field.type}) AS {column}"
+
+
+def _source_casts(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Column name -> the SELECT expression reading it from the registered batch
+    ``_dp_source`` as its batch schema type."""
+    try:
+        source = con.sql("FROM _dp_source")
+        types = dict(zip(source.columns, (str(t) for t in source.types), strict=True))
+    except duckdb.Error as e:
+        raise ArchiveIndexError(f"header batch: DuckDB cannot read it ({e})") from e
+    missing = [f.name for f in schema.BATCH_SCHEMA if f.name not in types]
     if missing:
         raise ArchiveIndexError(f"header batch lacks columns {', '.join(missing)}")
-    return table.select(schema.BATCH_SCHEMA.names).cast(schema.BATCH_SCHEMA)
-
-
-_EMPTY = pa.table({})
-_KEY_TAGS = pa.array(sorted(schema.KEYS_BY_TAG), pa.uint32())
-
-
-def _to_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
-    fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
-    return fetch()
+    return {f.name: _cast(f, types[f.name]) for f in schema.BATCH_SCHEMA}
 
 
 class Index:
@@ -80,12 +83,12 @@ class Index:
         self.path = path
         self.read_only = read_only
         self._lock = threading.RLock()
-        self._batch = _EMPTY
         for macro in schema.MACROS:
             con.execute(macro)
         rows = con.execute("SELECT coalesce(max(iid), 0) + 1 FROM instances").fetchall()
         self._next_iid = int(rows[0][0]) if rows else 1
         self._defer = False  # inside bulk_load(defer=True)
+        self._view_casts = ""  # what the view _dp_batch casts (see _batch_view)
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -245,8 +248,10 @@ class Index:
 
         Parameters
         ----------
-        batch : a ``pyarrow.Table`` or ``RecordBatch``, or any object exporting the Arrow
-            PyCapsule interface (``__arrow_c_stream__`` / ``__arrow_c_array__``).
+        batch : anything DuckDB scans as Arrow: the Rust ``HeaderBatch``, any object exporting
+            the Arrow PyCapsule interface (``__arrow_c_stream__``), a ``pyarrow.Table`` or
+            ``RecordBatch``. Columns are cast to :data:`~duckpacs.index.schema.BATCH_SCHEMA`
+            (a naive timestamp is taken as UTC); other columns are ignored.
 
         Returns
         -------
@@ -257,38 +262,62 @@ class Index:
         it has applied the store's records, in the same transaction (a mark never moves
         back here; see :meth:`set_marks`).
         """
-        table = _as_table(batch)
-        if table.num_rows == 0:
-            if marks:
-                self.advance_marks(marks)
-            return {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "rejected": 0}
-        with self._lock, self._transaction():
-            if marks:
-                self._advance_marks(marks)
-            base = self._next_iid
-            iids = pa.array(range(base, base + table.num_rows), pa.int64())
-            self._batch = table.append_column("iid", iids)
-            self._con.register("_dp_batch", self._batch)
+        if self.read_only:
+            raise ArchiveIndexError(f"{self.path}: the index is open read-only")
+        with self._lock:
+            # Registered, and the view over it made, outside the transaction: unregistering
+            # inside a failed one would fail too and hide the first error.
+            self._con.register("_dp_source", batch)
             try:
-                counts = self._append(table.num_rows)
+                self._batch_view()
+                with self._transaction():
+                    if marks:
+                        self._advance_marks(marks)
+                    try:
+                        rows, counts = self._append(self._next_iid - 1)
+                    except duckdb.ConversionException as e:
+                        raise ArchiveIndexError(
+                            f"header batch does not fit its schema ({e})"
+                        ) from e
             finally:
-                self._con.unregister("_dp_batch")
-                self._batch = _EMPTY
-            self._next_iid = base + table.num_rows
+                self._con.unregister("_dp_source")
+            self._next_iid += rows
         log.debug("indexed batch %s", counts)
         return counts
 
-    def _append(self, total: int) -> dict[str, int]:
+    def _batch_view(self) -> None:
+        """Make ``_dp_batch`` the registered batch ``_dp_source`` cast to the batch schema,
+        with ``pos``, each row's place in the batch from 1 (``row_number() OVER ()`` follows
+        the order of the source: DuckDB's order preservation). The view is made again only
+        when the casts change (they follow the source's types, the same for every batch of
+        the Rust builder)."""
+        casts = ", ".join(_source_casts(self._con).values())
+        if casts != self._view_casts:
+            self._con.execute(
+                "CREATE OR REPLACE TEMP VIEW _dp_batch AS "
+                f"SELECT row_number() OVER () AS pos, {casts} FROM _dp_source"
+            )
+            self._view_casts = casts
+
+    def _append(self, offset: int) -> tuple[int, dict[str, int]]:
+        """Index the batch ``_dp_batch``; row ``pos`` gets iid ``pos + offset``. Returns the
+        number of rows and the counts of :meth:`add_batch`."""
         con = self._con
+        # One pass over the batch: every row with what the dedupe and the level tables need,
+        # then only the rows that may be new are kept.
         con.execute("""CREATE OR REPLACE TEMP TABLE _dp_new AS
-            SELECT iid, sop_instance_uid, sha256 FROM _dp_batch
-            WHERE coalesce(sop_instance_uid, '') <> ''
-            QUALIFY row_number() OVER (PARTITION BY sop_instance_uid ORDER BY iid DESC) = 1""")
-        keyed = _count(con, "_dp_new")
-        uids = con.execute(
-            "SELECT count(*) FROM _dp_batch WHERE coalesce(sop_instance_uid, '') <> ''"
-        ).fetchall()
-        with_uid = int(uids[0][0]) if uids else 0
+            SELECT pos, sop_instance_uid, sha256, series_instance_uid, study_instance_uid,
+                   patient_id, coalesce(sop_instance_uid, '') <> '' AS keyed,
+                   row_number() OVER (PARTITION BY sop_instance_uid ORDER BY pos DESC) = 1 AS last
+            FROM _dp_batch""")
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE keyed), "
+            "count(*) FILTER (WHERE keyed AND last) FROM _dp_new"
+        ).fetchall()[0]
+        total, with_uid, keyed = int(row[0]), int(row[1]), int(row[2])
+        if not total:
+            return 0, dict(_NO_ROWS)
+        con.execute("DELETE FROM _dp_new WHERE NOT (keyed AND last)")
         # The indexed instances with these UIDs first (an IN over the ART index), then the
         # small joins: joining `instances` directly scanned all of it for every batch.
         con.execute("""CREATE OR REPLACE TEMP TABLE _dp_old AS
@@ -304,19 +333,18 @@ class Index:
         con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
         con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
         con.execute(f"""INSERT INTO instances (iid, {schema.column_list()})
-            SELECT b.iid, {schema.typed_select("b")} FROM _dp_batch b
-            WHERE b.iid IN (SELECT iid FROM _dp_new)""")
-        self._insert_attributes(total, fresh)
+            SELECT b.pos + {int(offset)}, {schema.typed_select("b")} FROM _dp_batch b
+            WHERE b.pos IN (SELECT pos FROM _dp_new)""")
+        self._insert_attributes(offset, every_row=fresh == total)
         con.execute("""CREATE OR REPLACE TEMP TABLE _dp_touched AS
             SELECT DISTINCT coalesce(series_instance_uid, '') AS series_instance_uid,
                    coalesce(study_instance_uid, '') AS study_instance_uid,
                    coalesce(patient_id, '') AS patient_id FROM (
-              SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_batch
-              WHERE iid IN (SELECT iid FROM _dp_new)
+              SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_new
               UNION ALL SELECT series_instance_uid, study_instance_uid, patient_id FROM _dp_old)""")
         if not self._defer:  # else built once when the bulk load ends
             _refresh_levels(con)
-        return {
+        return total, {
             "added": fresh - replaced,
             "replaced": replaced,
             "unchanged": keyed - fresh,
@@ -324,36 +352,22 @@ class Index:
             "rejected": total - with_uid,
         }
 
-    def _insert_attributes(self, total: int, fresh: int) -> None:
-        """Append the ``attrs`` of the kept rows (but the top-level key attributes)."""
-        con = self._con
-        table = self._batch
-        attrs = table.column("attrs").combine_chunks()
-        flat = attrs.flatten()
-        parents = pc.list_parent_indices(attrs)
-        iids = table.column("iid").combine_chunks().take(parents)
-        columns = {"iid": iids, **{f.name: flat.field(f.name) for f in schema.ATTR_STRUCT}}
-        values = pa.table(columns)
-        # Top-level key attributes are the typed columns of `instances`: not repeated here.
-        in_columns = pc.and_(
-            pc.equal(values.column("parent"), ""),
-            pc.is_in(values.column("tag"), value_set=_KEY_TAGS),
-        )
-        values = values.filter(pc.invert(in_columns))
+    def _insert_attributes(self, offset: int, *, every_row: bool) -> None:
+        """Append the ``attrs`` of the kept rows of ``_dp_batch`` (all of them when
+        ``every_row``), but the top-level key attributes: those are the typed columns of
+        ``instances``."""
+        kept = "" if every_row else "WHERE pos IN (SELECT pos FROM _dp_new)"
+        fields = ", ".join(f'e."{f.name}"' for f in schema.ATTR_FIELDS)
+        keys = ", ".join(str(tag) for tag in sorted(schema.KEYS_BY_TAG))
         # Sorted by tag within the batch, so the zone maps of a row group narrow on `tag`: a
-        # whole-archive match on one attribute skips most row groups.
-        # (Arrow's sort is stable and the rows come in iid order: tag alone is enough.)
-        values = values.sort_by([("tag", "ascending")])
-        if fresh != total:  # some rows were duplicates: keep the entries of the kept rows only
-            kept = pa.array(
-                [r[0] for r in con.execute("SELECT iid FROM _dp_new").fetchall()], pa.int64()
-            )
-            values = values.filter(pc.is_in(values.column("iid"), value_set=kept))
-        con.register("_dp_attrs", values)
-        try:
-            con.execute("INSERT INTO attributes SELECT * FROM _dp_attrs")
-        finally:
-            con.unregister("_dp_attrs")
+        # whole-archive match on one attribute skips most row groups. Ties keep the order the
+        # entries came in (`place`: instance, then list order), as a stable sort would.
+        self._con.execute(f"""INSERT INTO attributes
+            SELECT pos + {int(offset)}, {fields} FROM (
+              SELECT pos, e, row_number() OVER () AS place FROM (
+                SELECT pos, unnest(attrs) AS e FROM _dp_batch {kept}))
+            WHERE NOT (e.tag IN ({keys}) AND e.parent = '')
+            ORDER BY e.tag, place""")
 
     # -- store marks: the index as a view of the store's log ---------------------------------
 
@@ -398,13 +412,11 @@ class Index:
         return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4]), r[5]) for r in rows}
 
     def _with_uids(self, uids: Sequence[str], sql: str) -> list[tuple[Any, ...]]:
-        """Run ``sql`` with ``uids`` registered as table ``_dp_uids(uid)``."""
+        """Run ``sql`` with ``uids`` as table ``_dp_uids(uid)`` (one list parameter)."""
         with self._lock:
-            self._con.register("_dp_uids", pa.table({"uid": pa.array(list(uids), pa.string())}))
-            try:
-                return self._con.execute(sql).fetchall()
-            finally:
-                self._con.unregister("_dp_uids")
+            return self._con.execute(
+                f"WITH _dp_uids AS (SELECT unnest(?::VARCHAR[]) AS uid) {sql}", [list(uids)]
+            ).fetchall()
 
     def study_counts(self, study_uids: Sequence[str]) -> dict[str, int]:
         """Instances indexed per study (studies with none are absent)."""
@@ -432,21 +444,14 @@ class Index:
         """Drop the instances indexed at these store locations (tombstoned records)."""
         if not locations:
             return 0
-        table = pa.table(
-            {
-                "pack": pa.array([int(loc[0]) for loc in locations], pa.uint64()),
-                "offset": pa.array([int(loc[1]) for loc in locations], pa.uint64()),
-            }
-        )
         with self._lock:
-            self._con.register("_dp_locs", table)
-            try:
-                rows = self._con.execute(
-                    """SELECT i.sop_instance_uid FROM instances i JOIN _dp_locs l
-                    ON i.pack = l.pack AND i."offset" = l."offset" """
-                ).fetchall()
-            finally:
-                self._con.unregister("_dp_locs")
+            rows = self._con.execute(
+                """WITH _dp_locs AS (
+                  SELECT unnest(?::UBIGINT[]) AS pack, unnest(?::UBIGINT[]) AS "offset")
+                SELECT i.sop_instance_uid FROM instances i JOIN _dp_locs l
+                ON i.pack = l.pack AND i."offset" = l."offset" """,
+                [[int(loc[0]) for loc in locations], [int(loc[1]) for loc in locations]],
+            ).fetchall()
         return self.remove([str(r[0]) for r in rows])
 
     def remove(self, sop_instance_uids: Sequence[str]) -> int:
@@ -477,33 +482,35 @@ class Index:
         """
         if not moved:
             return 0
-        table = pa.table(
-            {
-                "old_pack": [int(o[0]) for o, _ in moved],
-                "old_offset": [int(o[1]) for o, _ in moved],
-                "new_pack": [int(n[0]) for _, n in moved],
-                "new_offset": [int(n[1]) for _, n in moved],
-                "new_length": [int(n[2]) for _, n in moved],
-            }
+        columns = (
+            [int(o[0]) for o, _ in moved],
+            [int(o[1]) for o, _ in moved],
+            [int(n[0]) for _, n in moved],
+            [int(n[1]) for _, n in moved],
+            [int(n[2]) for _, n in moved],
         )
         with self._lock, self._transaction():
             con = self._con
-            con.register("_dp_moved", table)
-            try:
-                before = _count(con, "instances")
-                hits = con.execute(
-                    """SELECT count(*) FROM instances i JOIN _dp_moved m
-                    ON i.pack = m.old_pack AND i."offset" = m.old_offset"""
-                ).fetchall()[0][0]
-                con.execute(
-                    """UPDATE instances SET pack = m.new_pack, "offset" = m.new_offset,
-                           length = m.new_length
-                    FROM _dp_moved m
-                    WHERE instances.pack = m.old_pack AND instances."offset" = m.old_offset"""
-                )
-                assert _count(con, "instances") == before
-            finally:
-                con.unregister("_dp_moved")
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE _dp_moved AS SELECT
+                  unnest(?::UBIGINT[]) AS old_pack, unnest(?::UBIGINT[]) AS old_offset,
+                  unnest(?::UBIGINT[]) AS new_pack, unnest(?::UBIGINT[]) AS new_offset,
+                  unnest(?::UBIGINT[]) AS new_length""",
+                list(columns),
+            )
+            before = _count(con, "instances")
+            hits = con.execute(
+                """SELECT count(*) FROM instances i JOIN _dp_moved m
+                ON i.pack = m.old_pack AND i."offset" = m.old_offset"""
+            ).fetchall()[0][0]
+            con.execute(
+                """UPDATE instances SET pack = m.new_pack, "offset" = m.new_offset,
+                       length = m.new_length
+                FROM _dp_moved m
+                WHERE instances.pack = m.old_pack AND instances."offset" = m.old_offset"""
+            )
+            assert _count(con, "instances") == before
+            con.execute("DROP TABLE _dp_moved")
             return int(hits)
 
     @contextmanager
@@ -619,28 +626,44 @@ class Index:
             return None
         return int(rows[0][0]), int(rows[0][1])
 
-    def sql(self, text: str) -> pa.Table:
-        """Run read-only SQL (SELECT statements only) over the documented tables and views."""
+    def sql(self, text: str) -> Rows:
+        """Run read-only SQL (SELECT statements only) over the documented tables and views;
+        the result of the last statement."""
         with self._lock:
+            relation = self._select(text)
             try:
-                statements = self._con.extract_statements(text)
+                return Rows.of(relation)
             except duckdb.Error as e:
                 raise QueryError(f"SQL: {e}") from e
-            if not statements:
-                raise QueryError("SQL: empty statement")
-            kinds = {s.type for s in statements}
-            if kinds - {duckdb.StatementType.SELECT}:
-                raise QueryError(
-                    "SQL: only SELECT statements are allowed (the index is a view "
-                    "of the store, changed by ingest only)"
-                )
-            try:
-                result = None
-                for statement in statements:
-                    result = self._con.sql(statement.query)
-                return _to_arrow(result) if result is not None else pa.table({})
-            except duckdb.Error as e:
-                raise QueryError(f"SQL: {e}") from e
+
+    def export(self, text: str, path: str | Path, fmt: str) -> None:
+        """Write the result of read-only SQL (as :meth:`sql`) to ``path`` as ``csv`` or
+        ``parquet``, with DuckDB's writers, streaming (see :mod:`duckpacs.index.output`)."""
+        with self._lock:
+            output.write_file(self._select(text), Path(path), fmt)
+
+    def _select(self, text: str) -> duckdb.DuckDBPyRelation:
+        """The relation of the last statement of ``text``, once every one is a SELECT."""
+        try:
+            statements = self._con.extract_statements(text)
+        except duckdb.Error as e:
+            raise QueryError(f"SQL: {e}") from e
+        if not statements:
+            raise QueryError("SQL: empty statement")
+        kinds = {s.type for s in statements}
+        if kinds - {duckdb.StatementType.SELECT}:
+            raise QueryError(
+                "SQL: only SELECT statements are allowed (the index is a view "
+                "of the store, changed by ingest only)"
+            )
+        try:
+            relations = [self._con.sql(statement.query) for statement in statements]
+        except duckdb.Error as e:
+            raise QueryError(f"SQL: {e}") from e
+        last = relations[-1]
+        if last is None:  # pragma: no cover - a SELECT always has a relation
+            raise QueryError("SQL: the statement returns no result")
+        return last
 
     def stats(self) -> dict[str, int]:
         """Numbers of patients, studies, series, instances and attribute values."""
@@ -648,12 +671,12 @@ class Index:
         with self._lock:
             return {n: _count(self._con, n) for n in names}
 
-    def table(self, name: str, order_by: str) -> pa.Table:
-        """A whole table as Arrow (``iid`` excluded), sorted: for comparisons and exports."""
+    def table(self, name: str, order_by: str) -> Rows:
+        """A whole table, sorted: for comparisons and exports."""
         if name not in ("patients", "studies", "series", "instances", "attributes"):
             raise QueryError(f"unknown table {name}")
         with self._lock:
-            return _to_arrow(self._con.sql(f"SELECT * FROM {name} ORDER BY {order_by}"))
+            return Rows.of(self._con.sql(f"SELECT * FROM {name} ORDER BY {order_by}"))
 
     def connection(self) -> duckdb.DuckDBPyConnection:
         """The underlying connection (tests and benchmarks; do not share across processes)."""
@@ -694,15 +717,11 @@ class IndexReader:
             if len(uids) == 1:  # each C-STORE: the ART index answers in well under 1 ms
                 rows = self._cursor.execute(self._ONE, [uids[0]]).fetchall()
             else:
-                table = pa.table({"uid": pa.array(list(uids), pa.string())})
-                self._cursor.register("_dp_lookup", table)
-                try:
-                    rows = self._cursor.execute(
-                        'SELECT sop_instance_uid, pack, "offset", length, sha256 FROM instances '
-                        "WHERE sop_instance_uid IN (SELECT uid FROM _dp_lookup)"
-                    ).fetchall()
-                finally:
-                    self._cursor.unregister("_dp_lookup")
+                rows = self._cursor.execute(
+                    'SELECT sop_instance_uid, pack, "offset", length, sha256 FROM instances '
+                    "WHERE sop_instance_uid IN (SELECT unnest(?::VARCHAR[]))",
+                    [list(uids)],
+                ).fetchall()
         return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4] or "")) for r in rows}
 
     def close(self) -> None:
@@ -790,26 +809,28 @@ def _create(con: duckdb.DuckDBPyConnection) -> None:
         "CREATE TABLE IF NOT EXISTS dicom_dictionary "
         "(tag UINTEGER, keyword VARCHAR, vr VARCHAR, name VARCHAR)"
     )
+    con.execute(
+        "INSERT INTO dicom_dictionary SELECT unnest(?::UINTEGER[]), unnest(?::VARCHAR[]), "
+        "unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+        _dictionary_columns(),
+    )
+    for view in VIEWS:
+        con.execute(view)
+    _set_version(con)
+    con.execute("COMMIT")
+
+
+def _dictionary_columns() -> list[list[Any]]:
+    """Tag, keyword, VR and name of every standard attribute (PS3.6), from pydicom's data
+    dictionary: imported here, when an index is created, not by every process that opens one."""
+    from pydicom.datadict import DicomDictionary
+
     rows = [
         (int(tag), entry[4], entry[0], entry[2])
         for tag, entry in DicomDictionary.items()
         if entry[4] and int(tag) <= 0xFFFFFFFF
     ]
-    dictionary = pa.table(
-        {
-            name: list(col)
-            for name, col in zip(
-                ("tag", "keyword", "vr", "name"), zip(*rows, strict=True), strict=True
-            )
-        }
-    )
-    con.register("_dp_dictionary", dictionary)
-    con.execute("INSERT INTO dicom_dictionary SELECT * FROM _dp_dictionary")
-    con.unregister("_dp_dictionary")
-    for view in VIEWS:
-        con.execute(view)
-    _set_version(con)
-    con.execute("COMMIT")
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _set_version(con: duckdb.DuckDBPyConnection) -> None:

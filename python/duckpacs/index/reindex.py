@@ -10,36 +10,19 @@ index and swaps it in only when complete, so an interrupted reindex leaves the o
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pydicom
-from pydicom.dataset import Dataset
-
 from duckpacs import logs
 from duckpacs.archive.types import from_epoch_us
-from duckpacs.errors import ParseError
 from duckpacs.index import bulk
 from duckpacs.index.db import Index, index_path
 
 log = logs.get("index")
 
 StoreRecord = bulk.StoreRecord
-
-
-def read_header(data: bytes, where: str = "") -> Dataset:
-    """Parse header bytes with pydicom, pixel data excluded (for tools and tests; the
-    rebuild itself uses the Rust parser, as ingest does)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
-        except Exception as e:  # pydicom raises many types on damaged input
-            raise ParseError(f"{where or 'record'}: cannot parse header: {e}") from e
 
 
 def store_records(scan: Iterable[Mapping[str, Any]]) -> Iterator[StoreRecord]:

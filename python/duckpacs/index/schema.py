@@ -1,17 +1,18 @@
-"""Index schema: the Arrow batch contract, the DuckDB tables and their migrations.
+"""Index schema: the header batch contract, the DuckDB tables and their migrations.
 
-Two shapes are defined here.
+Two shapes are defined here, both as DuckDB types (no Arrow library is needed to read them).
 
-The **header batch** (Arrow) is what a batch builder (the Rust one in ``duckpacs._core``, or
-the tests' pydicom oracle ``tests/index_rows.py``) hands to
-:meth:`duckpacs.index.Index.add_batch`: one row per instance with
+The **header batch** is the Arrow data a batch builder (the Rust one in ``duckpacs._core``,
+or the tests' pydicom oracle ``tests/index_rows.py``) hands to
+:meth:`duckpacs.index.Index.add_batch`, which scans it with DuckDB. :data:`BATCH_SCHEMA`
+lists its columns with the DuckDB type each one reads as: one row per instance with
 
-- one ``string`` column per key attribute (:data:`KEY_ATTRIBUTES`), holding the decoded value
-  as text (Specific Character Set applied, multiple values joined with ``\\``, padding
-  removed), null when the attribute is absent;
+- one ``VARCHAR`` (Arrow ``string``) column per key attribute (:data:`KEY_ATTRIBUTES`),
+  holding the decoded value as text (Specific Character Set applied, multiple values joined
+  with ``\\``, padding removed), null when the attribute is absent;
 - the location and provenance columns (:data:`LOCATION_FIELDS`);
 - ``attrs``: a list of every element of the dataset, top-level and nested, private ones
-  included (:data:`ATTR_STRUCT`), one entry per value.
+  included (:data:`ATTR_FIELDS`), one entry per value.
 
 The **DuckDB tables** are ``instances`` (typed key columns, location), ``attributes`` (every
 other element of every instance, long form: nested ones, private ones, and every top-level
@@ -25,9 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-
-import pyarrow as pa
-from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 SCHEMA_VERSION: Final = 3
 
@@ -88,74 +86,88 @@ _COLUMN_OVERRIDES: Final = {
     "Columns": "pixel_columns",
 }
 
+# Keyword, tag and VR (PS3.6) of each key attribute, per level. Written out rather than looked
+# up so that the index needs no data dictionary to start (a test checks them against pydicom's).
 _KEYS_BY_LEVEL: Final = {
     "patient": (
-        "PatientName",
-        "PatientID",
-        "IssuerOfPatientID",
-        "PatientBirthDate",
-        "PatientSex",
+        ("PatientName", 0x00100010, "PN"),
+        ("PatientID", 0x00100020, "LO"),
+        ("IssuerOfPatientID", 0x00100021, "LO"),
+        ("PatientBirthDate", 0x00100030, "DA"),
+        ("PatientSex", 0x00100040, "CS"),
     ),
     "study": (
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDescription",
-        "ReferringPhysicianName",
+        ("StudyInstanceUID", 0x0020000D, "UI"),
+        ("StudyDate", 0x00080020, "DA"),
+        ("StudyTime", 0x00080030, "TM"),
+        ("AccessionNumber", 0x00080050, "SH"),
+        ("StudyID", 0x00200010, "SH"),
+        ("StudyDescription", 0x00081030, "LO"),
+        ("ReferringPhysicianName", 0x00080090, "PN"),
     ),
     "series": (
-        "SeriesInstanceUID",
-        "Modality",
-        "SeriesNumber",
-        "SeriesDescription",
-        "SeriesDate",
-        "SeriesTime",
-        "BodyPartExamined",
-        "StationName",
-        "InstitutionName",
-        "Manufacturer",
-        "ProtocolName",
+        ("SeriesInstanceUID", 0x0020000E, "UI"),
+        ("Modality", 0x00080060, "CS"),
+        ("SeriesNumber", 0x00200011, "IS"),
+        ("SeriesDescription", 0x0008103E, "LO"),
+        ("SeriesDate", 0x00080021, "DA"),
+        ("SeriesTime", 0x00080031, "TM"),
+        ("BodyPartExamined", 0x00180015, "CS"),
+        ("StationName", 0x00081010, "SH"),
+        ("InstitutionName", 0x00080080, "LO"),
+        ("Manufacturer", 0x00080070, "LO"),
+        ("ProtocolName", 0x00181030, "LO"),
     ),
     "image": (
-        "SOPInstanceUID",
-        "SOPClassUID",
-        "InstanceNumber",
-        "ContentDate",
-        "ContentTime",
-        "NumberOfFrames",
-        "Rows",
-        "Columns",
+        ("SOPInstanceUID", 0x00080018, "UI"),
+        ("SOPClassUID", 0x00080016, "UI"),
+        ("InstanceNumber", 0x00200013, "IS"),
+        ("ContentDate", 0x00080023, "DA"),
+        ("ContentTime", 0x00080033, "TM"),
+        ("NumberOfFrames", 0x00280008, "IS"),
+        ("Rows", 0x00280010, "US"),
+        ("Columns", 0x00280011, "US"),
     ),
 }
 
 
-def _key(keyword: str, level: str) -> KeyAttribute:
-    tag = tag_for_keyword(keyword)
-    if tag is None:  # pragma: no cover - guarded by the literal list above
-        raise ValueError(keyword)
-    column = _COLUMN_OVERRIDES.get(keyword) or _snake(keyword)
-    return KeyAttribute(keyword, int(tag), dictionary_VR(tag), level, column)
-
-
 KEY_ATTRIBUTES: Final = tuple(
-    _key(keyword, level) for level, keywords in _KEYS_BY_LEVEL.items() for keyword in keywords
+    KeyAttribute(keyword, tag, vr, level, _COLUMN_OVERRIDES.get(keyword) or _snake(keyword))
+    for level, keys in _KEYS_BY_LEVEL.items()
+    for keyword, tag, vr in keys
 )
 KEYS_BY_KEYWORD: Final = {k.keyword: k for k in KEY_ATTRIBUTES}
 KEYS_BY_TAG: Final = {k.tag: k for k in KEY_ATTRIBUTES}
 
+
+@dataclass(frozen=True)
+class Field:
+    """A column of the header batch (or a field of an ``attrs`` entry).
+
+    Attributes
+    ----------
+    name : the column name.
+    type : the DuckDB type the Arrow column reads as (``VARCHAR`` is Arrow ``string``,
+        ``UBIGINT`` ``uint64``, ``TIMESTAMPTZ`` ``timestamp[us, tz=UTC]``, ...).
+    nullable : whether the Arrow field may hold nulls.
+    """
+
+    name: str
+    type: str
+    nullable: bool = True
+
+
 # Location of the record in the store and provenance of the instance (the store's Location is
 # (pack, offset, length); sha256 and size describe the original bytes as received).
 LOCATION_FIELDS: Final = (
-    pa.field("transfer_syntax", pa.string()),
-    pa.field("pack", pa.uint64()),
-    pa.field("offset", pa.uint64()),
-    pa.field("length", pa.uint64()),
-    pa.field("sha256", pa.string()),
-    pa.field("size", pa.uint64()),
-    pa.field("received_at", pa.timestamp("us", tz="UTC")),
-    pa.field("source_ae", pa.string()),
+    Field("transfer_syntax", "VARCHAR"),
+    Field("pack", "UBIGINT"),
+    Field("offset", "UBIGINT"),
+    Field("length", "UBIGINT"),
+    Field("sha256", "VARCHAR"),
+    Field("size", "UBIGINT"),
+    Field("received_at", "TIMESTAMPTZ"),
+    Field("source_ae", "VARCHAR"),
 )
 
 # One element value. ``parent`` names the sequence item holding it: "" at top level, else
@@ -163,22 +175,22 @@ LOCATION_FIELDS: Final = (
 # ``creator`` is the Private Creator of a private element (PS3.5 7.8.1), else null. A
 # sequence element itself is one entry with vr "SQ" and a null value; an element with no
 # value is one entry with a null value; binary values (OB, OW, UN, ...) are not kept.
-ATTR_STRUCT: Final = pa.struct(
-    [
-        pa.field("parent", pa.string(), nullable=False),
-        pa.field("tag", pa.uint32(), nullable=False),
-        pa.field("vr", pa.string(), nullable=False),
-        pa.field("creator", pa.string()),
-        pa.field("vm_index", pa.uint16(), nullable=False),
-        pa.field("value", pa.string()),
-        pa.field("num", pa.float64()),
-    ]
+# The ``attributes`` table has these columns after ``iid``.
+ATTR_FIELDS: Final = (
+    Field("parent", "VARCHAR", nullable=False),
+    Field("tag", "UINTEGER", nullable=False),
+    Field("vr", "VARCHAR", nullable=False),
+    Field("creator", "VARCHAR"),
+    Field("vm_index", "USMALLINT", nullable=False),
+    Field("value", "VARCHAR"),
+    Field("num", "DOUBLE"),
 )
+ATTRS_TYPE: Final = "STRUCT(" + ", ".join(f'"{f.name}" {f.type}' for f in ATTR_FIELDS) + ")[]"
 
-BATCH_SCHEMA: Final = pa.schema(
-    [pa.field(k.column, pa.string()) for k in KEY_ATTRIBUTES]
-    + list(LOCATION_FIELDS)
-    + [pa.field("attrs", pa.list_(ATTR_STRUCT))]
+BATCH_SCHEMA: Final = (
+    tuple(Field(k.column, "VARCHAR") for k in KEY_ATTRIBUTES)
+    + LOCATION_FIELDS
+    + (Field("attrs", ATTRS_TYPE),)
 )
 
 # Value representations whose values are numbers (kept in ``attributes.num`` too).
@@ -225,6 +237,10 @@ def _columns_ddl(level_filter: tuple[str, ...]) -> str:
     )
 
 
+def _fields_ddl(fields: tuple[Field, ...]) -> str:
+    return ", ".join(f'"{f.name}" {f.type}' + ("" if f.nullable else " NOT NULL") for f in fields)
+
+
 def create_statements() -> list[str]:
     """DDL of schema version :data:`SCHEMA_VERSION` (idempotent)."""
     all_levels = LEVELS
@@ -233,11 +249,8 @@ def create_statements() -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS instances (
   iid BIGINT NOT NULL,
   {_columns_ddl(all_levels)},
-  transfer_syntax VARCHAR, pack UBIGINT, "offset" UBIGINT, length UBIGINT,
-  sha256 VARCHAR, size UBIGINT, received_at TIMESTAMPTZ, source_ae VARCHAR)""",
-        """CREATE TABLE IF NOT EXISTS attributes (
-  iid BIGINT NOT NULL, parent VARCHAR NOT NULL, tag UINTEGER NOT NULL, vr VARCHAR NOT NULL,
-  creator VARCHAR, vm_index USMALLINT NOT NULL, value VARCHAR, num DOUBLE)""",
+  {_fields_ddl(LOCATION_FIELDS)})""",
+        f"CREATE TABLE IF NOT EXISTS attributes (iid BIGINT NOT NULL, {_fields_ddl(ATTR_FIELDS)})",
         f"""CREATE TABLE IF NOT EXISTS series (
   series_instance_uid VARCHAR, study_instance_uid VARCHAR,
   {_columns_ddl(("series",)).replace("series_instance_uid VARCHAR,", "")},

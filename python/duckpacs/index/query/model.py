@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-
 from duckpacs.errors import QueryError
-from duckpacs.index.schema import KEYS_BY_TAG, KeyAttribute
+from duckpacs.index.schema import KEYS_BY_KEYWORD, KEYS_BY_TAG, KeyAttribute
 
 LEVEL_ALIASES = {
     "patient": "patient",
@@ -120,9 +118,19 @@ def level_name(level: str) -> str:
 
 
 def resolve(name: str) -> Attr:
-    """Resolve a keyword, ``ggggeeee``, ``gggg,eeee`` or ``(gggg,eeee)`` to an attribute."""
+    """Resolve a keyword, ``ggggeeee``, ``gggg,eeee`` or ``(gggg,eeee)`` to an attribute.
+
+    Key attributes resolve from the schema; any other name from pydicom's data dictionary
+    (PS3.6), imported at the first such query rather than by every process that opens the
+    index.
+    """
     text = name.strip()
     compact = text.strip("()").replace(",", "").replace(" ", "")
+    key = KEYS_BY_TAG.get(int(compact, 16)) if _HEX.match(compact) else KEYS_BY_KEYWORD.get(text)
+    if key is not None:
+        return Attr(key.tag, key.keyword, key.vr, key)
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
     if _HEX.match(compact):
         tag = int(compact, 16)
     else:
@@ -134,5 +142,14 @@ def resolve(name: str) -> Attr:
         vr = dictionary_VR(tag).split(" or ")[0]
     except KeyError:
         vr = "UN"  # private or unknown: matched as text
-    keyword = keyword_for_tag(tag) or f"{tag:08X}"
-    return Attr(tag, keyword, vr, KEYS_BY_TAG.get(tag))
+    return Attr(tag, keyword_of(tag), vr, KEYS_BY_TAG.get(tag))
+
+
+def keyword_of(tag: int) -> str:
+    """The keyword of ``tag`` (PS3.6), ``ggggeeee`` in hex when it has none (private ones)."""
+    key = KEYS_BY_TAG.get(tag)
+    if key is not None:
+        return key.keyword
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or f"{tag:08X}"

@@ -11,9 +11,8 @@ from datetime import date, datetime, time
 from typing import Any
 
 import duckdb
-from pydicom.datadict import keyword_for_tag
 
-from duckpacs.index.query.model import Attr
+from duckpacs.index.query.model import Attr, keyword_of
 from duckpacs.index.query.sql import FindPlan
 
 
@@ -117,12 +116,8 @@ def _sequence_values(
             result = []
             for _i, values in sorted(by_index.items()):
                 if sub is None:
-                    result.append({_tag_name(t): v for t, v in sorted(values.items())})
+                    result.append({keyword_of(t): v for t, v in sorted(values.items())})
                 else:
                     result.append({s.name: values.get(s.tag) for s in sub})
             out[key] = result
     return out
-
-
-def _tag_name(tag: int) -> str:
-    return keyword_for_tag(tag) or f"{tag:08X}"
