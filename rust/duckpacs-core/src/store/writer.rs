@@ -54,6 +54,7 @@ impl Store {
         let lock_path = dir.join(format!("w{id:05}.lock"));
         let lock_f = lock_file(&lock_path, true)?.ok_or(Error::Locked { path: lock_path })?;
         compact::recover_journal(dir, id)?;
+        stream::remove_partials(dir, id)?;
         let mine: Vec<(u64, PathBuf)> = pack::list_packs(dir)?
             .into_iter()
             .filter(|(p, _)| p >> 32 == u64::from(id))
@@ -101,6 +102,27 @@ impl Store {
             }),
             cond: Condvar::new(),
         })
+    }
+
+    /// Append batches (records stored, dictionaries, tombstones) this writer has written
+    /// since it opened: a background job that must yield to arrivals watches it move.
+    pub fn appends(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| lock(&w.state).written)
+    }
+
+    /// Closes this writer's active pack, durably: the next record starts a new pack, and
+    /// the closed one may be densified or compacted.
+    pub fn seal(&self) -> Result<()> {
+        let w = self.writer()?;
+        let mut st = lock(&w.state);
+        if let Some(old) = st.active.take() {
+            if self.opts.sync {
+                // Records appended before the seal may still wait for their group commit,
+                // which syncs the active pack: sync this one for them.
+                old.file.sync_data().map_err(|e| Error::io(&old.path, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Number of group-commit fsyncs this writer has issued since it opened.
@@ -421,6 +443,8 @@ impl Store {
     /// [`Store::delete`], optionally holding the tombstone below the low-water mark until
     /// [`Store::settle`] (the caller removes the row from the index first).
     pub fn delete_held(&self, loc: Location, hold: bool) -> Result<Location> {
+        let _gate = lock(&self.gate);
+        let loc = self.forward(loc);
         let p = self.read_head(loc)?;
         if p.header.kind != Kind::Instance {
             return Err(Error::Store {
