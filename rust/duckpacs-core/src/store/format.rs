@@ -79,6 +79,8 @@ pub const CODEC_ZSTD_DICT: u8 = 2;
 /// Chunk flags.
 pub const FLAG_BIG_ENDIAN: u8 = 1;
 pub const FLAG_SIGNED: u8 = 2;
+/// The chunk is in the arrival encoding; byte 37 names the filter densifying applies.
+pub const FLAG_ARRIVAL: u8 = 4;
 
 /// One entry of the chunk table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -96,8 +98,8 @@ pub struct Chunk {
     pub flags: u8,
     pub row_len: u32,
     pub stride: u32,
-    /// Byte 37, in records flagged [`RECORD_FLAG_ARRIVAL`]: the filter a pixel chunk gets
-    /// when it is densified (its geometry fields above already describe the samples).
+    /// Byte 37, for a chunk flagged [`FLAG_ARRIVAL`]: the filter it gets when densified
+    /// (its geometry fields above already describe the samples). 0 otherwise.
     pub dense_filter: u8,
 }
 

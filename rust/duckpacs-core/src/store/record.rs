@@ -117,8 +117,8 @@ pub enum Arrival {
 }
 
 /// The arrival encoding chosen by measurement (docs/STORAGE-FORMAT.md, "Arrival
-/// encoding"): byte shuffle + zstd at level -1.
-pub const ARRIVAL: Arrival = Arrival::Zstd(-1);
+/// encoding"): byte shuffle + zstd at level 1.
+pub const ARRIVAL: Arrival = Arrival::Zstd(1);
 
 /// Compression settings.
 #[derive(Debug, Clone, Copy)]
@@ -126,8 +126,10 @@ pub struct Levels {
     pub header: i32,
     /// zstd level of the dense pixel encoding (after the MED filters).
     pub pixel: i32,
-    /// Arriving native pixels get this cheap encoding and are densified later; `None`
-    /// encodes them dense at once.
+    /// Arriving native frames that would get the costly filter (MED with activity classes,
+    /// frames of 32 KiB and more) get this cheap encoding and are densified later; `None`
+    /// encodes them dense at once. Smaller frames are always encoded dense: plain MED
+    /// costs them no more than the arrival encoding would.
     pub arrival: Option<Arrival>,
 }
 
@@ -170,6 +172,13 @@ pub(super) struct Cut {
     /// Native pixels: the dense filter and the geometry it needs (the arrival encoding may
     /// apply first). Encapsulated fragments: `None`, kept unchanged.
     dense: Option<(u8, Geometry)>,
+}
+
+impl Cut {
+    /// Only the costly dense filter is put off until densifying.
+    fn takes_arrival(&self) -> bool {
+        matches!(self.dense, Some((FILTER_MED_CLASSES, _)))
+    }
 }
 
 /// The pixel cuts, the frame table and the length of the prefix before the pixel element.
@@ -524,9 +533,9 @@ impl Planned {
         self.header_ranges.iter().map(Range::len).sum()
     }
 
-    /// Whether the pixel chunks get the arrival encoding (the record is flagged for it).
+    /// Whether pixel chunks get the arrival encoding (the record is flagged for it).
     pub(super) fn arrival(&self, levels: &Levels) -> bool {
-        levels.arrival.is_some() && self.cuts.iter().any(|c| c.dense.is_some())
+        levels.arrival.is_some() && self.cuts.iter().any(Cut::takes_arrival)
     }
 }
 
@@ -609,8 +618,8 @@ pub(super) fn encode_header(
     Ok((data, chunk))
 }
 
-/// Encodes one pixel cut: native pixels in the arrival encoding when `levels` has one,
-/// else dense; encapsulated fragments unchanged.
+/// Encodes one pixel cut: large native frames in the arrival encoding when `levels` has
+/// one, other native pixels dense; encapsulated fragments unchanged.
 pub(super) fn encode_cut(
     raw: &[u8],
     cut: &Cut,
@@ -619,7 +628,8 @@ pub(super) fn encode_cut(
     let Some((dense_filter, g)) = cut.dense else {
         return encode_chunk(raw, FILTER_NONE, &PLAIN, CODEC_STORED, levels.pixel, None);
     };
-    let (data, mut chunk) = match levels.arrival {
+    let arrival = levels.arrival.filter(|_| cut.takes_arrival());
+    let (data, mut chunk) = match arrival {
         None => return encode_chunk(raw, dense_filter, &g, CODEC_ZSTD, levels.pixel, None),
         Some(Arrival::Raw) => encode_chunk(raw, FILTER_NONE, &g, CODEC_STORED, 0, None)?,
         Some(Arrival::Zstd(level)) => {
@@ -631,13 +641,23 @@ pub(super) fn encode_cut(
             encode_chunk(raw, filt, &g, CODEC_ZSTD, level, None)?
         }
     };
+    chunk.flags |= FLAG_ARRIVAL;
     chunk.dense_filter = dense_filter;
     Ok((data, chunk))
 }
 
-/// Re-encodes a pixel chunk of an arrival record in the dense encoding its entry names;
-/// returns the raw bytes too (the caller checks them against the record's SHA-256).
+/// Re-encodes a pixel chunk in the arrival encoding in the dense one its entry names (a
+/// chunk already dense is kept as it is); returns the raw bytes too (the caller checks
+/// them against the record's SHA-256).
 pub fn densify_chunk(stored: &[u8], c: &Chunk, level: i32) -> Result<Densified, String> {
+    if c.flags & FLAG_ARRIVAL == 0 {
+        let raw = decode_chunk(stored, c, None)?;
+        return Ok(Densified {
+            raw,
+            data: stored.to_vec(),
+            chunk: c.clone(),
+        });
+    }
     let g = geometry_of(c);
     let f = c.dense_filter;
     let med = f == FILTER_MED || f == FILTER_MED_CLASSES;
