@@ -15,6 +15,7 @@ import contextlib
 import os
 import threading
 import time
+from typing import Any
 
 from duckpacs import logs
 from duckpacs.archive.facade import Archive
@@ -41,6 +42,8 @@ class Densifier:
         self.poll = poll
         self.rest = rest
         self._stop = threading.Event()
+        # Moves (and records to settle) of a finished pack the index has not applied yet.
+        self._owed: tuple[list[Any], list[Any]] | None = None
         self._thread = threading.Thread(target=self._run, name="densify", daemon=True)
 
     def start(self) -> None:
@@ -74,10 +77,11 @@ class Densifier:
         """One step; True when it did some work."""
         store = self.archive.store_backend
         try:
+            if self._owed is not None:  # a relocation that failed: retried first
+                self._apply(*self._owed)
+                return True
             step = store.densify_step(self.budget)
-            if step["moved"]:
-                self.archive.relocate(step["moved"])
-            store.settle(step["settle"])
+            self._apply(step["moved"], step["settle"])
         except DuckpacsError as e:
             logs.event(log, "densifying paused", reason=e, level=30)
             return False
@@ -88,6 +92,15 @@ class Densifier:
             logs.event(log, "pack densified", instances=len(step["moved"]),
                        pending_mb=round(step["pending_bytes"] / 1e6, 1))  # fmt: skip
         return bool(step["bytes_in"] or step["scanned"] or step["packs"])
+
+    def _apply(self, moved: list[Any], settle: list[Any]) -> None:
+        """The index follows the moves, then the store may count the new records as
+        indexed; owed until both are done."""
+        self._owed = (moved, settle)
+        if moved:
+            self.archive.relocate(moved)
+        self.archive.store_backend.settle(settle)
+        self._owed = None
 
 
 def _lowest_priority() -> None:

@@ -778,6 +778,8 @@ impl Store {
             let e = st.ends.entry(output).or_insert(0);
             *e = (*e).max(job.end);
             st.held.insert((output, start));
+            // No mark for a pack that is gone (its id may be used again after a restart).
+            st.ends.remove(&victim);
         }
         lock(&self.files).remove(&victim);
         compact::remove_if_exists(&job.src_path)?;

@@ -362,3 +362,39 @@ fn sealing_starts_a_new_pack_and_appends_count_arrivals() {
     assert_eq!(s.appends(), 2);
     assert_eq!(s.get(a).unwrap(), b"one");
 }
+
+#[test]
+fn a_reader_finishes_the_commit_of_a_dead_writer_before_reading() {
+    // A rewrite killed after its commit: the output is complete, the victim not yet gone.
+    // A reader (the index's catch-up opens one) must see only the copy.
+    let dir = tempfile::tempdir().unwrap();
+    let packs = dir.path().join("packs");
+    let loc = {
+        let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+        let (b, l) = native("2.5", 1, 1, 8, 8);
+        s.put(&b, Some(&l)).unwrap()
+    };
+    let output = pack::pack_id(DENSIFY_WRITER, 1);
+    let copy = packs.join(pack::pack_name(output));
+    let mut bytes = std::fs::read(packs.join(pack::pack_name(loc.pack))).unwrap();
+    bytes[..PACK_HEADER_LEN].copy_from_slice(&pack_header(DENSIFY_WRITER, 1));
+    std::fs::write(&copy, &bytes).unwrap();
+    compact::write_journal(&packs, DENSIFY_WRITER, "commit", loc.pack, output, Some(32)).unwrap();
+    let r = Store::open(dir.path(), None, opts()).unwrap();
+    let live: Vec<Location> = r.scan().unwrap().iter().map(|e| e.location).collect();
+    assert_eq!(
+        live,
+        vec![Location {
+            pack: output,
+            ..loc
+        }]
+    );
+    assert!(!packs.join(pack::pack_name(loc.pack)).exists());
+    // While its writer is alive, a journal is left to it.
+    let s = Store::open(dir.path(), Some(1), opts()).unwrap();
+    let (b, l) = native("2.5", 2, 1, 8, 8);
+    let other = s.put(&b, Some(&l)).unwrap();
+    compact::write_journal(&packs, 1, "intent", other.pack, pack::pack_id(1, 99), None).unwrap();
+    drop(Store::open(dir.path(), None, opts()).unwrap());
+    assert!(packs.join("compact-w00001.journal").exists());
+}
