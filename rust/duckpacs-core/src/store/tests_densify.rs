@@ -63,7 +63,7 @@ fn arrival_records_densify_to_exactly_what_a_dense_put_writes() {
     }
     // Frames of 32 KiB and more arrive cheap; small ones are dense at once (plain MED
     // costs them no more).
-    let big = |i: usize| i % 2 == 0;
+    let big = |i: usize| i.is_multiple_of(2);
     for (i, (loc, dl)) in locs.iter().zip(&dense).enumerate() {
         let want = if big(i) { RECORD_FLAG_ARRIVAL } else { 0 };
         assert_eq!(flags_at(&s, *loc), want, "instance {i}");
