@@ -165,7 +165,7 @@ impl RecordOut {
 }
 
 /// A pack being written under a temporary name; removed unless [`PartialPack::publish`]ed.
-struct PartialPack {
+pub(super) struct PartialPack {
     file: File,
     tmp: PathBuf,
     path: PathBuf,
@@ -173,7 +173,7 @@ struct PartialPack {
 }
 
 impl PartialPack {
-    fn create(dir: &Path, writer: u32, seq: u32) -> Result<PartialPack> {
+    pub(super) fn create(dir: &Path, writer: u32, seq: u32) -> Result<PartialPack> {
         let path = dir.join(pack::pack_name(pack::pack_id(writer, seq)));
         let tmp = partial_name(&path);
         let file = OpenOptions::new()
@@ -195,7 +195,7 @@ impl PartialPack {
     }
 
     /// Makes the pack durable, then gives it its real name (atomically visible).
-    fn publish(mut self, sync: bool) -> Result<File> {
+    pub(super) fn publish(mut self, sync: bool) -> Result<File> {
         if sync {
             self.file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         }

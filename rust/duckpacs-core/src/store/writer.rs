@@ -151,35 +151,10 @@ impl Store {
         let seq = st.next_seq;
         let pack = pack::pack_id(w.id, seq);
         let path = self.packs_dir.join(pack::pack_name(pack));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let started = file
-            .write_all_at(&pack_header(w.id, seq), 0)
-            .and_then(|()| {
-                if self.opts.sync {
-                    file.sync_all()
-                } else {
-                    Ok(())
-                }
-            })
-            .map_err(|e| Error::io(&path, e))
-            .and_then(|()| {
-                if self.opts.sync {
-                    sync_dir(&self.packs_dir)
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = started {
-            // A disk that filled up mid-way: leave no half-made pack behind, so the next
-            // append (once there is space) creates it afresh instead of failing on it.
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        // Made under a temporary name and renamed once its header is durable: a kill (or a
+        // disk that fills up) never leaves a pack without its header behind.
+        let file = super::stream::PartialPack::create(&self.packs_dir, w.id, seq)?
+            .publish(self.opts.sync)?;
         st.next_seq = seq.saturating_add(1);
         st.active = Some(Active {
             file: Arc::new(file),
