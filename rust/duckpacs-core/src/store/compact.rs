@@ -63,6 +63,61 @@ pub(super) fn clear_journal(dir: &Path, writer: u32) -> Result<()> {
     sync_dir(dir)
 }
 
+/// A rewrite journal: state, victim, output, and the output's length before the rewrite.
+type Journal = (String, u64, u64, Option<u64>);
+
+fn parse_journal(text: &str) -> Option<Journal> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let num = |s: &str| s.parse::<u64>().ok();
+    match parts.as_slice() {
+        [state, v, o] => Some((state.to_string(), num(v)?, num(o)?, None)),
+        [state, v, o, s] => Some((state.to_string(), num(v)?, num(o)?, Some(num(s)?))),
+        _ => None,
+    }
+}
+
+/// The writer ids with a rewrite journal in `dir`.
+fn journal_writers(dir: &Path) -> Result<Vec<u32>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("compact-w"))
+            .and_then(|n| n.strip_suffix(".journal"))
+            .and_then(|n| n.parse::<u32>().ok());
+        ids.extend(id);
+    }
+    Ok(ids)
+}
+
+/// What readers must leave out while a rewrite is under way, so that no record is seen
+/// twice: pack -> offset from which its records do not count. Before the commit, the
+/// output's records from START (all of them without START); after it, the whole victim.
+pub(super) fn uncommitted(dir: &Path) -> Result<HashMap<u64, u64>> {
+    let mut out = HashMap::new();
+    let header = PACK_HEADER_LEN as u64;
+    for id in journal_writers(dir)? {
+        let text = std::fs::read_to_string(journal_path(dir, id)).unwrap_or_default();
+        match parse_journal(&text) {
+            Some((state, victim, _, _)) if state == "commit" => {
+                out.insert(victim, header);
+            }
+            Some((_, _, output, start)) => {
+                out.insert(output, start.unwrap_or(0).max(header));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Finishes or undoes an interrupted rewrite of this writer (called with its lock held).
 pub(super) fn recover_journal(dir: &Path, writer: u32) -> Result<()> {
     let path = journal_path(dir, writer);
@@ -71,24 +126,14 @@ pub(super) fn recover_journal(dir: &Path, writer: u32) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let num = |s: &str| s.parse::<u64>().ok();
-    let parsed = match parts.as_slice() {
-        [state, v, o] => num(v).zip(num(o)).map(|(v, o)| (*state, v, o, None)),
-        [state, v, o, s] => num(v)
-            .zip(num(o))
-            .zip(num(s))
-            .map(|((v, o), s)| (*state, v, o, Some(s))),
-        _ => None,
-    };
-    let Some((state, victim, output, start)) = parsed else {
+    let Some((state, victim, output, start)) = parse_journal(&text) else {
         return Err(Error::Store {
             path,
             offset: 0,
             message: "unreadable compaction journal; inspect it before removing it".into(),
         });
     };
-    match (state, start) {
+    match (state.as_str(), start) {
         ("commit", _) => remove_if_exists(&dir.join(pack::pack_name(victim)))?,
         (_, Some(s)) if s > PACK_HEADER_LEN as u64 => {
             // The output held earlier records: cut off what this rewrite had added.
@@ -114,25 +159,10 @@ pub(super) fn recover_journal(dir: &Path, writer: u32) -> Result<()> {
 /// process's writer, recovered when it opened. A lock that cannot be taken (a read-only
 /// folder) leaves the journal to its writer.
 pub(super) fn recover_dead_journals(dir: &Path, own: Option<u32>) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name();
-        let id = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("compact-w"))
-            .and_then(|n| n.strip_suffix(".journal"))
-            .and_then(|n| n.parse::<u32>().ok());
-        if let Some(id) = id.filter(|&id| Some(id) != own) {
-            ids.push(id);
+    for id in journal_writers(dir)? {
+        if Some(id) == own {
+            continue;
         }
-    }
-    for id in ids {
         if let Ok(Some(_lock)) = lock_file(&dir.join(format!("w{id:05}.lock")), true) {
             recover_journal(dir, id)?;
         }

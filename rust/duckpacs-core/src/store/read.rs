@@ -12,6 +12,15 @@ use super::record::{self};
 use super::*;
 use crate::error::{Error, Result};
 
+/// Opens a listed pack; `None` when it has been removed since (a rewrite finished).
+pub(super) fn open_pack(path: &std::path::Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// A live instance found by [`Store::scan`].
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -187,13 +196,20 @@ impl Store {
         &self,
         mut f: impl FnMut(Location, &RecordHeader, Option<&Meta>) -> Result<()>,
     ) -> Result<()> {
+        let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
         for (pack, path) in pack::list_packs(&self.packs_dir)? {
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let Some(file) = open_pack(&path)? else {
+                continue; // removed since it was listed (a rewrite finished)
+            };
             let Ok(mut walker) = Walker::new(&file, &path) else {
                 continue;
             };
+            let until = uncommitted.get(&pack).copied().unwrap_or(u64::MAX);
             while let Some(step) = walker.next_step()? {
                 if let Step::Record { offset, header } = step {
+                    if offset >= until {
+                        break;
+                    }
                     let loc = Location {
                         pack,
                         offset,

@@ -186,6 +186,14 @@ fn an_interrupted_densify_is_undone_at_the_next_opening() {
             let r = s.densify_step(1, 1).unwrap();
             assert!(r.moved.is_empty());
         }
+        // The copies made so far are not part of the store yet, for any reader.
+        assert_eq!(s.scan().unwrap().len(), items.len());
+        let other = Store::open(dir.path(), None, opts()).unwrap();
+        assert_eq!(other.stats().unwrap().instances, items.len() as u64);
+        assert_eq!(
+            other.verify(false, |_, _| {}).unwrap().instances,
+            items.len() as u64
+        );
         locs
     };
     let packs = dir.path().join("packs");
