@@ -32,7 +32,7 @@ class Densifier:
         archive: Archive,
         *,
         idle: float = 1.0,
-        budget: int = 4 << 20,
+        budget: int = 2 << 20,
         poll: float = 0.2,
         rest: float = 30.0,
     ) -> None:
