@@ -44,6 +44,7 @@ class Densifier:
         self._stop = threading.Event()
         # Moves (and records to settle) of a finished pack the index has not applied yet.
         self._owed: tuple[list[Any], list[Any]] | None = None
+        self.bytes_in = 0  # stored bytes densified (read from the victims) so far
         self._thread = threading.Thread(target=self._run, name="densify", daemon=True)
 
     def start(self) -> None:
@@ -81,6 +82,7 @@ class Densifier:
                 self._apply(*self._owed)
                 return True
             step = store.densify_step(self.budget)
+            self.bytes_in += step["bytes_in"]
             self._apply(step["moved"], step["settle"])
         except DuckpacsError as e:
             logs.event(log, "densifying paused", reason=e, level=30)
