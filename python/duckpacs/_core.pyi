@@ -82,6 +82,10 @@ class Store:
 
     With ``writer_id`` the process appends to its own packs (exclusive lock per writer id,
     ``ArchiveLockedError`` if taken) and recovers their torn tail; without it, read-only.
+
+    ``arrival`` is how large native frames are encoded as they arrive, before densifying:
+    None for the default (byte shuffle + zstd level 1), ``"dense"`` (MED + zstd at once, no
+    densifying needed), ``"raw"`` or ``"zstd:LEVEL"``.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class Store:
         pack_size: int = 1 << 30,
         dictionaries: bool = True,
         sync: bool = True,
+        arrival: str | None = None,
     ) -> None: ...
     @staticmethod
     def open(
@@ -99,6 +104,7 @@ class Store:
         pack_size: int = 1 << 30,
         dictionaries: bool = True,
         sync: bool = True,
+        arrival: str | None = None,
     ) -> Store: ...
     @property
     def path(self) -> Path: ...
@@ -106,6 +112,10 @@ class Store:
     def writer_id(self) -> int | None: ...
     @property
     def sync_count(self) -> int: ...
+    @property
+    def appends(self) -> int:
+        """Append batches this writer has written since it opened: what a background job
+        watches to yield to arrivals."""
     def put(
         self,
         data: bytes,
@@ -122,7 +132,19 @@ class Store:
         received_at_us: int | None = None,
         source_ae: str | None = None,
     ) -> list[Location]: ...
+    def put_file(
+        self,
+        path: str | PathLike[str],
+        transfer_syntax: str | None = None,
+        received_at_us: int | None = None,
+        source_ae: str | None = None,
+        hold: bool = False,
+    ) -> Location:
+        """Stores a file; from 64 MiB on it is encoded frame by frame into a pack of its own,
+        in bounded memory whatever its size."""
     def get(self, location: Location) -> bytes: ...
+    def open_instance(self, location: Location) -> InstanceStream:
+        """The original bytes as a stream of checked pieces (see :class:`InstanceStream`)."""
     def get_frame(self, location: Location, index: int) -> bytes: ...
     def frame_count(self, location: Location) -> int: ...
     def meta(self, location: Location) -> dict[str, Any]: ...
@@ -145,9 +167,26 @@ class Store:
     def compact(
         self, min_dead_ratio: float = 0.2, progress: Callable[[int, int], None] | None = None
     ) -> dict[str, Any]: ...
+    def densify_step(self, budget: int = 8 << 20, threads: int = 1) -> dict[str, Any]:
+        """About ``budget`` bytes of densifying (docs/STORAGE-FORMAT.md, "Densifying"):
+        ``moved`` (``(old, new)`` locations the index must follow), then ``settle`` to pass
+        to :meth:`settle`; ``bytes_in``, ``bytes_out``, ``densified``, ``scanned``,
+        ``packs``, ``pending_bytes``, ``skipped`` (``(pack, reason)``), ``done``."""
+    def seal(self) -> None:
+        """Closes this writer's active pack; the next record starts a new one."""
     def close(self) -> None: ...
     def __enter__(self) -> Store: ...
     def __exit__(self, *exc: object) -> bool: ...
+
+class InstanceStream:
+    """An instance's original bytes, rebuilt a chunk at a time (each chunk checked); after
+    the last piece a SHA-256 mismatch raises :class:`~duckpacs.errors.IntegrityError`."""
+
+    @property
+    def size(self) -> int: ...
+    def __iter__(self) -> InstanceStream: ...
+    def __next__(self) -> bytes: ...
+    def read(self, size: int = -1) -> bytes: ...
 
 # --- the archive's write path (rust/duckpacs-py/src/archive.rs) ---
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from duckpacs import _core, logs
@@ -178,6 +179,14 @@ class Archive:
         finally:
             self.store_backend.settle(tombstones)
         return removed
+
+    def relocate(self, moved: Sequence[tuple[_core.Location, _core.Location]]) -> int:
+        """Point index rows at records the store moved (densifying): pending rows are
+        committed first, so none keeps an old location. Returns the rows updated."""
+        if not moved:
+            return 0
+        self.flush()
+        return self.index.relocate(moved)
 
     def flush(self) -> int:
         """Commit every pending row to the index now; returns how many were written."""

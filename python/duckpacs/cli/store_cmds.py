@@ -7,6 +7,7 @@ they check is described in docs/STORAGE-FORMAT.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +46,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "compact",
         parents=[common],
-        help="rewrite packs to reclaim the space of deleted instances (crash-safe)",
+        help="rewrite packs to reclaim the space of deleted instances (crash-safe); with "
+        "--densify, first rewrite what is still in the arrival encoding in the dense one",
+    )
+    p.add_argument(
+        "--densify",
+        action="store_true",
+        help="re-encode instances still in the fast arrival encoding in the dense one now "
+        "(`duckpacs serve` does it by itself when idle)",
     )
     p.add_argument(
         "--min-dead",
@@ -119,6 +127,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     s["ratio"] = _ratio(s["raw_bytes"], stored)
     s["header_ratio"] = _ratio(s["header_raw_bytes"], s["header_stored_bytes"])
     s["pixel_ratio"] = _ratio(s["pixel_raw_bytes"], s["pixel_stored_bytes"])
+    # At rest: the instances already in the dense encoding (dictionaries included).
+    dense_raw = s["raw_bytes"] - s["arrival_raw_bytes"]
+    dense_stored = s["stored_bytes"] - s["arrival_stored_bytes"] + s["dictionary_bytes"]
+    s["ratio_at_rest"] = _ratio(dense_raw, dense_stored) if dense_raw else 0.0
     if args.json:
         print_json(s)
         return 0
@@ -133,6 +145,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"pixels         {_size(s['pixel_raw_bytes'])} -> {_size(s['pixel_stored_bytes'])}"
         f"  ({s['pixel_ratio']}x)"
     )
+    print(
+        f"arrival        {s['arrival_instances']} instances, {_size(s['arrival_raw_bytes'])} -> "
+        f"{_size(s['arrival_stored_bytes'])} still in the fast arrival encoding"
+        + ("  (densified when `duckpacs serve` is idle)" if s["arrival_instances"] else "")
+    )
+    print(f"at rest        ratio {s['ratio_at_rest']}x  (instances in the dense encoding)")
     print(f"dictionaries   {s['dictionaries']}  ({_size(s['dictionary_bytes'])})")
     print(f"packs          {s['packs']}  ({_size(s['pack_bytes'])} on disk)")
     print(f"dead bytes     {_size(s['dead_bytes'])}  (reclaimed by `duckpacs compact`)")
@@ -153,6 +171,29 @@ def _open_index_for_compaction(data_dir: Path, on_conflict: str) -> Index:
     return index
 
 
+def _densify(store: Store, index: Index) -> dict[str, Any]:
+    """Densifies everything now, a victim pack per step on every core; the index follows
+    each pack's moves before its records count as indexed."""
+    done: dict[str, Any] = {"packs": 0, "densified": 0, "bytes_in": 0, "bytes_out": 0,
+                            "moved": 0, "index_updated": 0, "skipped": []}  # fmt: skip
+    show = _progress("densify")
+    while True:
+        step = store.densify_step(budget=1 << 62, threads=os.cpu_count() or 1)
+        done["index_updated"] += index.relocate(step["moved"])
+        store.settle(step["settle"])
+        for key in ("packs", "densified", "bytes_in", "bytes_out"):
+            done[key] += step[key]
+        done["moved"] += len(step["moved"])
+        done["skipped"] += [{"pack": p, "reason": r} for p, r in step["skipped"]]
+        if show is not None and (step["packs"] or step["done"]):
+            show(done["bytes_in"], done["bytes_in"] + step["pending_bytes"])
+        if step["done"] or not (step["bytes_in"] or step["scanned"] or step["packs"]):
+            break
+    # The densified packs are applied: the next opening need not read them again.
+    index.advance_marks(store.low_water())
+    return done
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     """Rewrites sealed packs; the moves are printed (``--json``) for the index to follow."""
     s = settings(args)
@@ -162,15 +203,25 @@ def cmd_compact(args: argparse.Namespace) -> int:
             orphans = recovery.orphan_copies(index, store)
             for location in orphans:
                 store.delete(location)
+            densified = _densify(store, index) if args.densify else None
             report = store.compact(min_dead_ratio=args.min_dead, progress=_progress("compact"))
         report["orphan_copies"] = len(orphans)
         # The store has already committed the move; the index follows it at once so that
         # every indexed location stays readable (a kill in between is repaired by the next
         # opening for writing: duckpacs.archive.recovery re-points the rows).
         report["index_updated"] = index.relocate(report["moved"])
+    if densified is not None:
+        report["densify"] = densified
     if args.json:
         print_json(report)
         return 0
+    if densified is not None:
+        print(
+            f"densified {densified['densified']} instance(s) in {densified['packs']} pack(s): "
+            f"{_size(densified['bytes_in'])} -> {_size(densified['bytes_out'])}"
+        )
+        for skip in densified["skipped"]:
+            print(f"left pack {skip['pack']} as it is: {skip['reason']}")
     saved = report["bytes_before"] - report["bytes_after"]
     print(
         f"rewrote {report['packs_rewritten']} pack(s), moved {len(report['moved'])} "

@@ -3,8 +3,9 @@
 The process opens the archive for writing (:class:`~duckpacs.archive.facade.Archive`: the
 index caught up with the store, the one write path, the index committer), then starts the
 DIMSE listener and the HTTP server over that same archive, and a local socket through which
-command-line tools query it (:mod:`duckpacs.archive.ipc`). See "DIMSE serving" in
-docs/ARCHITECTURE.md.
+command-line tools query it (:mod:`duckpacs.archive.ipc`); while nothing arrives, the
+store's arrival encoding is densified in the background (:mod:`duckpacs.server.densify`).
+See "DIMSE serving" in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from duckpacs.archive import ipc
 from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
 from duckpacs.errors import NetworkError
+from duckpacs.server.densify import Densifier
 from duckpacs.server.http import HttpServer
 from duckpacs.web.archive_reader import FacadeReader
 
@@ -34,6 +36,7 @@ class Service:
         self.settings = settings
         self.started_at = time.time()
         self.archive: Archive | None = None
+        self.densifier: Densifier | None = None
         self.http: HttpServer | None = None
         self.dimse: Any = None
         self.local: ipc.LocalService | None = None
@@ -54,6 +57,8 @@ class Service:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.archive = Archive.open(s.data_dir, on_conflict=s["archive.on_conflict"])
+        self.densifier = Densifier(self.archive)
+        self.densifier.start()
         try:
             self.dimse = DimseListener(s, self.archive)
             self.dimse_address = self.dimse.start()
@@ -95,6 +100,9 @@ class Service:
         if self.local is not None:
             self.local.stop()
             self.local = None
+        if self.densifier is not None:
+            self.densifier.stop()
+            self.densifier = None
         if self.archive is not None:
             self.archive.close()
             self.archive = None

@@ -31,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RUSTC_VERSION", env!("DUCKPACS_RUSTC_VERSION"))?;
     m.add_class::<store::Store>()?;
     m.add_class::<store::ScanIter>()?;
+    m.add_class::<store::InstanceStream>()?;
     parse::register(m)?;
     index::register(m)?;
     archive::register(m)?;

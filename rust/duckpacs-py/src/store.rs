@@ -66,6 +66,23 @@ fn provenance(received_at_us: Option<u64>, source_ae: Option<&str>) -> store::Pr
     p
 }
 
+/// The arrival encoding named by a `Store(arrival=...)` argument: None for the default,
+/// "dense" (encode dense at once), "raw", or "zstd:LEVEL" (byte shuffle, then zstd).
+fn arrival_of(name: Option<&str>) -> PyResult<Option<store::Arrival>> {
+    let Some(name) = name else {
+        return Ok(Some(store::ARRIVAL));
+    };
+    let level = name.strip_prefix("zstd:").map(str::parse::<i32>);
+    match (name, level) {
+        ("dense", _) => Ok(None),
+        ("raw", _) => Ok(Some(store::Arrival::Raw)),
+        (_, Some(Ok(l))) if (-7..=19).contains(&l) => Ok(Some(store::Arrival::Zstd(l))),
+        _ => Err(PyValueError::new_err(format!(
+            "arrival must be \"dense\", \"raw\" or \"zstd:LEVEL\" (LEVEL -7..19), not {name:?}"
+        ))),
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -92,7 +109,7 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true))]
+    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true, arrival=None))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -100,12 +117,14 @@ impl Store {
         pack_size: u64,
         dictionaries: bool,
         sync: bool,
+        arrival: Option<&str>,
     ) -> PyResult<Self> {
         let mut opts = store::Options {
             pack_size,
             sync,
             ..store::Options::default()
         };
+        opts.levels.arrival = arrival_of(arrival)?;
         if !dictionaries {
             opts.dict_samples = 0;
         }
@@ -119,7 +138,7 @@ impl Store {
 
     /// Same as the constructor.
     #[staticmethod]
-    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true))]
+    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true, arrival=None))]
     fn open(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -127,8 +146,9 @@ impl Store {
         pack_size: u64,
         dictionaries: bool,
         sync: bool,
+        arrival: Option<&str>,
     ) -> PyResult<Self> {
-        Store::new(py, path, writer_id, pack_size, dictionaries, sync)
+        Store::new(py, path, writer_id, pack_size, dictionaries, sync, arrival)
     }
 
     #[getter]
@@ -174,6 +194,31 @@ impl Store {
         .map_err(|e| to_py(py, e))
     }
 
+    /// Stores the file at `path` (a Part 10 file, or a bare dataset in `transfer_syntax`),
+    /// described through a read-only mapping and, from 64 MiB on, encoded frame by frame
+    /// into a pack of its own: memory stays bounded whatever the size. Provenance and
+    /// `hold` as for `put`.
+    #[pyo3(signature = (path, transfer_syntax=None, received_at_us=None, source_ae=None, hold=false))]
+    fn put_file(
+        &self,
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        transfer_syntax: Option<&str>,
+        received_at_us: Option<u64>,
+        source_ae: Option<&str>,
+        hold: bool,
+    ) -> PyResult<Loc> {
+        let s = self.get_inner()?;
+        let prov = provenance(received_at_us, source_ae);
+        py.detach(|| {
+            let layout = store::describe_file(&path, transfer_syntax)?;
+            s.put_file(&path, layout.as_ref(), &prov, hold)
+                .map(|(loc, _)| loc)
+        })
+        .map(tup)
+        .map_err(|e| to_py(py, e))
+    }
+
     /// Stores a batch with one fsync (encoding on every core); locations in input order.
     /// Every item gets the same provenance (see `put`).
     #[pyo3(signature = (items, received_at_us=None, source_ae=None))]
@@ -199,6 +244,21 @@ impl Store {
             .detach(|| s.get(loc(location)))
             .map_err(|e| to_py(py, e))?;
         Ok(PyBytes::new(py, &v))
+    }
+
+    /// The original bytes of the instance at `location` as a stream of pieces (an iterator
+    /// of bytes, with `read(size)`), rebuilt a chunk at a time with each chunk checked; a
+    /// SHA-256 mismatch raises IntegrityError after the last piece.
+    fn open_instance(&self, py: Python<'_>, location: Loc) -> PyResult<InstanceStream> {
+        let s = self.get_inner()?;
+        let reader = py
+            .detach(|| s.open_instance(loc(location)))
+            .map_err(|e| to_py(py, e))?;
+        Ok(InstanceStream {
+            reader,
+            buf: Vec::new(),
+            at: 0,
+        })
     }
 
     /// Frame `index` (0-based): native frame bytes, or the fragments of that frame.
@@ -371,6 +431,9 @@ impl Store {
             ("dead_bytes", st.dead_bytes),
             ("dictionaries", st.dictionaries),
             ("dictionary_bytes", st.dictionary_bytes),
+            ("arrival_instances", st.arrival_instances),
+            ("arrival_raw_bytes", st.arrival_raw_bytes),
+            ("arrival_stored_bytes", st.arrival_stored_bytes),
         ] {
             d.set_item(k, v)?;
         }
@@ -402,6 +465,60 @@ impl Store {
             .collect();
         d.set_item("moved", moved)?;
         Ok(d)
+    }
+
+    /// Rewrites records still in the arrival encoding in the dense one: about `budget`
+    /// bytes of work on `threads` threads (docs/STORAGE-FORMAT.md, "Densifying"). Returns
+    /// `bytes_in`, `bytes_out`, `densified`, `scanned` (record heads read while learning
+    /// the store), `packs` (victims finished), `moved` (`(old, new)` locations the index
+    /// must follow), `settle` (to pass to `settle` once it has), `pending_bytes`,
+    /// `skipped` (`(pack, reason)`: packs left alone for damage) and `done`.
+    #[pyo3(signature = (budget=8<<20, threads=1))]
+    fn densify_step<'py>(
+        &self,
+        py: Python<'py>,
+        budget: u64,
+        threads: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let rep = py
+            .detach(|| s.densify_step(budget, threads))
+            .map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("bytes_in", rep.bytes_in),
+            ("bytes_out", rep.bytes_out),
+            ("densified", rep.densified),
+            ("scanned", rep.scanned),
+            ("packs", rep.packs),
+            ("pending_bytes", rep.pending_bytes),
+        ] {
+            d.set_item(k, v)?;
+        }
+        let moved: Vec<(Loc, Loc)> = rep
+            .moved
+            .into_iter()
+            .map(|(a, b)| (tup(a), tup(b)))
+            .collect();
+        d.set_item("moved", moved)?;
+        let settle: Vec<Loc> = rep.settle.into_iter().map(tup).collect();
+        d.set_item("settle", settle)?;
+        d.set_item("skipped", rep.skipped)?;
+        d.set_item("done", rep.done)?;
+        Ok(d)
+    }
+
+    /// Closes this writer's active pack (the next record starts a new one).
+    fn seal(&self, py: Python<'_>) -> PyResult<()> {
+        let s = self.get_inner()?;
+        py.detach(|| s.seal()).map_err(|e| to_py(py, e))
+    }
+
+    /// Append batches this writer has written since it opened (instances, dictionaries,
+    /// tombstones): what a background job watches to yield to arrivals.
+    #[getter]
+    fn appends(&self) -> PyResult<u64> {
+        Ok(self.get_inner()?.appends())
     }
 
     /// Releases files and locks; later calls raise ValueError.
@@ -457,6 +574,74 @@ impl ScanIter {
             d.set_item("header", PyBytes::new(py, &h))?;
         }
         Ok(Some(d))
+    }
+}
+
+/// Iterator returned by `Store.open_instance()`: the original, a piece at a time.
+#[pyclass(module = "duckpacs._core")]
+pub struct InstanceStream {
+    reader: store::InstanceReader,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl InstanceStream {
+    /// Up to `want` bytes: what is left of the current piece, then further pieces.
+    fn take(&mut self, want: usize) -> duckpacs_core::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while out.len() < want {
+            if self.at >= self.buf.len() {
+                match self.reader.next_piece()? {
+                    Some(p) => {
+                        self.buf = p;
+                        self.at = 0;
+                    }
+                    None => break,
+                }
+            }
+            let n = (want - out.len()).min(self.buf.len() - self.at);
+            if out.is_empty() && n == self.buf.len() && self.at == 0 {
+                // A whole piece: hand it over without copying.
+                out = std::mem::take(&mut self.buf);
+                continue;
+            }
+            out.extend_from_slice(&self.buf[self.at..self.at + n]);
+            self.at += n;
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl InstanceStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Length of the original in bytes.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.reader.size()
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let piece = if self.at < self.buf.len() {
+            let rest = self.buf[self.at..].to_vec();
+            self.at = self.buf.len();
+            Some(rest)
+        } else {
+            let r = &mut self.reader;
+            py.detach(|| r.next_piece()).map_err(|e| to_py(py, e))?
+        };
+        Ok(piece.map(|p| PyBytes::new(py, &p)))
+    }
+
+    /// Up to `size` bytes (all that is left when negative); b"" at the end.
+    #[pyo3(signature = (size=-1))]
+    fn read<'py>(&mut self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let want = usize::try_from(size).unwrap_or(usize::MAX);
+        let v = py.detach(|| self.take(want)).map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &v))
     }
 }
 

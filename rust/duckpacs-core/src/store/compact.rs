@@ -18,30 +18,38 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{pack_header, Kind, Location, PACK_HEADER_LEN};
-use super::{lock, lock_file, pack, record, sync_dir, CompactReport, Store};
+use super::{lock, lock_file, pack, record, stream, sync_dir, CompactReport, Store};
 use crate::error::{Error, Result};
 
-fn journal_path(dir: &Path, writer: u32) -> PathBuf {
+pub(super) fn journal_path(dir: &Path, writer: u32) -> PathBuf {
     dir.join(format!("compact-w{writer:05}.journal"))
 }
 
+/// Writes the rewrite journal of `writer` durably: `STATE VICTIM OUTPUT`, plus `START`
+/// when the output pack held records before this rewrite (densifying appends to one
+/// output pack): undoing then cuts the output back to `START` instead of deleting it.
 pub(super) fn write_journal(
     dir: &Path,
     writer: u32,
     state: &str,
     victim: u64,
     output: u64,
+    start: Option<u64>,
 ) -> Result<()> {
     let path = journal_path(dir, writer);
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    writeln!(f, "{state} {victim} {output}").map_err(|e| Error::io(&tmp, e))?;
+    let line = match start {
+        Some(s) => format!("{state} {victim} {output} {s}"),
+        None => format!("{state} {victim} {output}"),
+    };
+    writeln!(f, "{line}").map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     sync_dir(dir)
 }
 
-fn remove_if_exists(path: &Path) -> Result<()> {
+pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -49,7 +57,68 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Finishes or undoes an interrupted compaction of this writer (called with its lock held).
+/// Removes the journal once its rewrite is complete.
+pub(super) fn clear_journal(dir: &Path, writer: u32) -> Result<()> {
+    remove_if_exists(&journal_path(dir, writer))?;
+    sync_dir(dir)
+}
+
+/// A rewrite journal: state, victim, output, and the output's length before the rewrite.
+type Journal = (String, u64, u64, Option<u64>);
+
+fn parse_journal(text: &str) -> Option<Journal> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let num = |s: &str| s.parse::<u64>().ok();
+    match parts.as_slice() {
+        [state, v, o] => Some((state.to_string(), num(v)?, num(o)?, None)),
+        [state, v, o, s] => Some((state.to_string(), num(v)?, num(o)?, Some(num(s)?))),
+        _ => None,
+    }
+}
+
+/// The writer ids with a rewrite journal in `dir`.
+fn journal_writers(dir: &Path) -> Result<Vec<u32>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("compact-w"))
+            .and_then(|n| n.strip_suffix(".journal"))
+            .and_then(|n| n.parse::<u32>().ok());
+        ids.extend(id);
+    }
+    Ok(ids)
+}
+
+/// What readers must leave out while a rewrite is under way, so that no record is seen
+/// twice: pack -> offset from which its records do not count. Before the commit, the
+/// output's records from START (all of them without START); after it, the whole victim.
+pub(super) fn uncommitted(dir: &Path) -> Result<HashMap<u64, u64>> {
+    let mut out = HashMap::new();
+    let header = PACK_HEADER_LEN as u64;
+    for id in journal_writers(dir)? {
+        let text = std::fs::read_to_string(journal_path(dir, id)).unwrap_or_default();
+        match parse_journal(&text) {
+            Some((state, victim, _, _)) if state == "commit" => {
+                out.insert(victim, header);
+            }
+            Some((_, _, output, start)) => {
+                out.insert(output, start.unwrap_or(0).max(header));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Finishes or undoes an interrupted rewrite of this writer (called with its lock held).
 pub(super) fn recover_journal(dir: &Path, writer: u32) -> Result<()> {
     let path = journal_path(dir, writer);
     let text = match std::fs::read_to_string(&path) {
@@ -57,29 +126,48 @@ pub(super) fn recover_journal(dir: &Path, writer: u32) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let parsed = match parts.as_slice() {
-        [state, v, o] => v
-            .parse::<u64>()
-            .ok()
-            .zip(o.parse::<u64>().ok())
-            .map(|(v, o)| (*state, v, o)),
-        _ => None,
-    };
-    let Some((state, victim, output)) = parsed else {
+    let Some((state, victim, output, start)) = parse_journal(&text) else {
         return Err(Error::Store {
             path,
             offset: 0,
             message: "unreadable compaction journal; inspect it before removing it".into(),
         });
     };
-    match state {
-        "commit" => remove_if_exists(&dir.join(pack::pack_name(victim)))?,
+    match (state.as_str(), start) {
+        ("commit", _) => remove_if_exists(&dir.join(pack::pack_name(victim)))?,
+        (_, Some(s)) if s > PACK_HEADER_LEN as u64 => {
+            // The output held earlier records: cut off what this rewrite had added.
+            let out = dir.join(pack::pack_name(output));
+            match OpenOptions::new().write(true).open(&out) {
+                Ok(f) => {
+                    f.set_len(s).map_err(|e| Error::io(&out, e))?;
+                    f.sync_all().map_err(|e| Error::io(&out, e))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&out, e)),
+            }
+        }
         _ => remove_if_exists(&dir.join(pack::pack_name(output)))?,
     }
     sync_dir(dir)?;
     remove_if_exists(&path)?;
     sync_dir(dir)
+}
+
+/// Recovers the journals of writers whose process is gone (their lock is free), whoever
+/// opens the store: a reader must not find both a victim and its copy. `own` is this
+/// process's writer, recovered when it opened. A lock that cannot be taken (a read-only
+/// folder) leaves the journal to its writer.
+pub(super) fn recover_dead_journals(dir: &Path, own: Option<u32>) -> Result<()> {
+    for id in journal_writers(dir)? {
+        if Some(id) == own {
+            continue;
+        }
+        if let Ok(Some(_lock)) = lock_file(&dir.join(format!("w{id:05}.lock")), true) {
+            recover_journal(dir, id)?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -177,7 +265,7 @@ impl Store {
             s
         };
         let output = pack::pack_id(w.id, seq);
-        write_journal(&self.packs_dir, w.id, "intent", victim, output)?;
+        write_journal(&self.packs_dir, w.id, "intent", victim, output, None)?;
         let out_path = self.pack_path(output);
         let out = OpenOptions::new()
             .read(true)
@@ -189,10 +277,22 @@ impl Store {
             .map_err(|e| Error::io(&out_path, e))?;
         let mut end = PACK_HEADER_LEN as u64;
         let mut moved = Vec::new();
+        let src_path = self.pack_path(victim);
+        let src = self.file(victim)?;
         for (loc, kind) in keep {
-            let (bytes, _) = self.read_record(*loc)?;
-            out.write_all_at(&bytes, end)
-                .map_err(|e| Error::io(&out_path, e))?;
+            // Checked, then copied a piece at a time: a record may be gigabytes.
+            if !stream::trailer_holds(&src, &src_path, loc.offset, loc.length)? {
+                return Err(pack::integrity(
+                    &src_path,
+                    loc.offset,
+                    "record checksum mismatch",
+                ));
+            }
+            stream::copy_range(
+                (&src, &src_path, loc.offset),
+                (&out, &out_path, end),
+                loc.length,
+            )?;
             let new = Location {
                 pack: output,
                 offset: end,
@@ -222,12 +322,12 @@ impl Store {
         }
         out.sync_all().map_err(|e| Error::io(&out_path, e))?;
         sync_dir(&self.packs_dir)?;
-        write_journal(&self.packs_dir, w.id, "commit", victim, output)?;
+        write_journal(&self.packs_dir, w.id, "commit", victim, output, None)?;
+        self.add_moves(&moved);
         lock(&self.files).remove(&victim);
         remove_if_exists(&self.pack_path(victim))?;
         sync_dir(&self.packs_dir)?;
-        remove_if_exists(&journal_path(&self.packs_dir, w.id))?;
-        sync_dir(&self.packs_dir)?;
+        clear_journal(&self.packs_dir, w.id)?;
         Ok(moved)
     }
 }

@@ -97,6 +97,41 @@ impl Store {
         Ok(())
     }
 
+    /// Dictionary `id` now lives at `loc` (densifying moved it): records encoded from now
+    /// on name the new location.
+    pub(super) fn dict_moved(&self, id: u64, loc: Location) {
+        let mut d = lock(&self.dicts);
+        let moved = d.by_id.get(&id).map(|old| {
+            Arc::new(HeaderDict::new(
+                old.raw.clone(),
+                loc,
+                self.opts.levels.header,
+            ))
+        });
+        if let Some(new) = &moved {
+            d.by_id.insert(id, new.clone());
+        }
+        for (_, known) in d.known.iter_mut().filter(|(_, k)| k.0 == id) {
+            known.1 = loc;
+        }
+        let series: Vec<String> = d
+            .by_series
+            .iter()
+            .filter(|(_, v)| v.id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for s in series {
+            match &moved {
+                Some(new) => {
+                    d.by_series.insert(s, new.clone());
+                }
+                None => {
+                    d.by_series.remove(&s);
+                }
+            }
+        }
+    }
+
     pub(super) fn dictionary(&self, meta: &Meta) -> Result<Option<DictRef>> {
         let id = meta.dict_id;
         if id == 0 {
@@ -105,7 +140,7 @@ impl Store {
         if let Some(d) = lock(&self.dicts).by_id.get(&id) {
             return Ok(Some(d.clone()));
         }
-        if let Ok(Some(d)) = self.load_dict(meta.dict_loc, id) {
+        if let Ok(Some(d)) = self.load_dict(self.forward(meta.dict_loc), id) {
             return Ok(Some(d));
         }
         // The dictionary moved (compaction): find it by id.

@@ -18,6 +18,11 @@ pub const RECORD_MAGIC: [u8; 4] = *b"DREC";
 pub const RECORD_VERSION: u8 = 2;
 pub const RECORD_VERSION_1: u8 = 1;
 pub const RECORD_HEADER_LEN: usize = 40;
+/// Record header flag (byte 6): the pixel chunks are still in the arrival encoding (cheap,
+/// written as instances arrive); densifying rewrites the record in the dense encoding.
+/// Readers that predate the flag ignore byte 6 and still read the record: every chunk
+/// names its own filter and codec.
+pub const RECORD_FLAG_ARRIVAL: u8 = 1;
 pub const TRAILER_MAGIC: [u8; 8] = *b"DRECEND\0";
 pub const TRAILER_LEN: usize = 16;
 pub const CHUNK_ENTRY_LEN: usize = 48;
@@ -74,6 +79,8 @@ pub const CODEC_ZSTD_DICT: u8 = 2;
 /// Chunk flags.
 pub const FLAG_BIG_ENDIAN: u8 = 1;
 pub const FLAG_SIGNED: u8 = 2;
+/// The chunk is in the arrival encoding; byte 37 names the filter densifying applies.
+pub const FLAG_ARRIVAL: u8 = 4;
 
 /// One entry of the chunk table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,6 +98,9 @@ pub struct Chunk {
     pub flags: u8,
     pub row_len: u32,
     pub stride: u32,
+    /// Byte 37, for a chunk flagged [`FLAG_ARRIVAL`]: the filter it gets when densified
+    /// (its geometry fields above already describe the samples). 0 otherwise.
+    pub dense_filter: u8,
 }
 
 /// One step of the reconstruction plan: the original bytes are these pieces in order.
@@ -158,6 +168,8 @@ pub struct RecordHeader {
     pub kind: Kind,
     /// Record version (1 or 2): decides whether the metadata block ends with the provenance.
     pub version: u8,
+    /// Byte 6: [`RECORD_FLAG_ARRIVAL`]; bits a reader does not know are ignored.
+    pub flags: u8,
     pub meta_len: u32,
     pub n_chunks: u32,
     pub record_len: u64,
@@ -210,6 +222,7 @@ pub fn record_header(h: &RecordHeader) -> [u8; RECORD_HEADER_LEN] {
     b[..4].copy_from_slice(&RECORD_MAGIC);
     b[4] = h.kind as u8;
     b[5] = h.version;
+    b[6] = h.flags;
     b[8..12].copy_from_slice(&h.meta_len.to_le_bytes());
     b[12..16].copy_from_slice(&h.n_chunks.to_le_bytes());
     b[16..24].copy_from_slice(&h.record_len.to_le_bytes());
@@ -236,6 +249,7 @@ pub fn parse_record_header(b: &[u8]) -> Result<RecordHeader, String> {
     let h = RecordHeader {
         kind,
         version: b[5],
+        flags: b[6],
         meta_len: u32_at(b, 8),
         n_chunks: u32_at(b, 12),
         record_len: u64_at(b, 16),
@@ -396,7 +410,8 @@ pub fn encode_meta(m: &Meta) -> Vec<u8> {
         w.u8(c.level as u8);
         w.u8(c.sample_bytes);
         w.u8(c.flags);
-        w.0.extend_from_slice(&[0, 0, 0]);
+        w.u8(c.dense_filter);
+        w.0.extend_from_slice(&[0, 0]);
         w.u32(c.row_len);
         w.u32(c.stride);
     }
@@ -461,7 +476,8 @@ pub fn decode_meta(b: &[u8], h: &RecordHeader) -> Result<Meta, String> {
             flags: r.u8()?,
             ..Chunk::default()
         };
-        r.take(3)?;
+        c.dense_filter = r.u8()?;
+        r.take(2)?;
         c.row_len = r.u32()?;
         c.stride = r.u32()?;
         let data_start = (RECORD_HEADER_LEN as u64) + u64::from(h.meta_len);
@@ -519,6 +535,7 @@ mod tests {
         let h = RecordHeader {
             kind: Kind::Instance,
             version: RECORD_VERSION,
+            flags: RECORD_FLAG_ARRIVAL,
             meta_len: 500,
             n_chunks: 2,
             record_len: 1000,
@@ -551,6 +568,7 @@ mod tests {
         let mut h = RecordHeader {
             kind: Kind::Instance,
             version: RECORD_VERSION,
+            flags: 0,
             meta_len: v2.len() as u32,
             n_chunks: 0,
             record_len: 4096,

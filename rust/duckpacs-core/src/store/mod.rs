@@ -10,28 +10,35 @@
 //! covers their record; one thread syncs on behalf of all that are waiting.
 
 mod compact;
+mod densify;
 mod dicts;
 pub mod filter;
 pub mod format;
 pub mod pack;
 mod read;
 pub mod record;
+mod stream;
 mod tail;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_densify;
 mod verify;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+pub use densify::{DensifyReport, DENSIFY_WRITER};
 use dicts::Dicts;
 pub use format::{Kind, Location, Meta, Provenance};
 pub use read::Entry;
-pub use record::Levels;
+pub use record::{Arrival, Levels, ARRIVAL};
+pub use stream::{describe_file, InstanceReader, MappedFile, STREAM_MIN};
 pub use tail::Tail;
 pub use verify::{Damage, Stats, VerifyReport};
 use writer::Writer;
@@ -113,6 +120,48 @@ pub struct CompactReport {
     pub moved: Vec<(Location, Location)>,
 }
 
+/// How long a moved record's old location still reads in this process (see [`Moves`]).
+const FORWARD_FOR: Duration = Duration::from_secs(600);
+
+/// Records this process moved (densifying, compaction): old location -> new one. A reader
+/// that found a location in the index just before the index followed the move (a long
+/// retrieval) still reads the record, for [`FORWARD_FOR`] after the move.
+#[derive(Default)]
+struct Moves {
+    map: HashMap<Location, Location>,
+    batches: VecDeque<(Instant, Vec<Location>)>,
+}
+
+impl Moves {
+    fn add(&mut self, moved: &[(Location, Location)]) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.batches.front() {
+            if now.duration_since(*at) < FORWARD_FOR {
+                break;
+            }
+            if let Some((_, olds)) = self.batches.pop_front() {
+                for o in olds {
+                    self.map.remove(&o);
+                }
+            }
+        }
+        self.map.extend(moved.iter().copied());
+        self.batches
+            .push_back((now, moved.iter().map(|(o, _)| *o).collect()));
+    }
+
+    fn resolve(&self, mut loc: Location) -> Location {
+        // A record moved twice (densified, then compacted) is followed to its last home.
+        for _ in 0..8 {
+            match self.map.get(&loc) {
+                Some(n) => loc = *n,
+                None => break,
+            }
+        }
+        loc
+    }
+}
+
 /// An open store.
 pub struct Store {
     root: PathBuf,
@@ -121,6 +170,11 @@ pub struct Store {
     writer: Option<Writer>,
     files: Mutex<HashMap<u64, Arc<File>>>,
     dicts: Mutex<Dicts>,
+    moves: Mutex<Moves>,
+    densifier: Mutex<Option<densify::Densifier>>,
+    /// Deletes and the end of a densify job take turns: a tombstone never lands on a record
+    /// between the job's last look at the tombstones and its victim's removal.
+    gate: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +201,9 @@ impl Store {
                 Some(Self::open_writer(&packs_dir, id)?)
             }
         };
+        // A rewrite (compaction, densifying) whose process died is finished or undone
+        // before anyone reads the packs, so readers never see a victim and its copy both.
+        compact::recover_dead_journals(&packs_dir, writer.as_ref().map(|w| w.id))?;
         Ok(Store {
             root,
             packs_dir,
@@ -154,10 +211,29 @@ impl Store {
             writer,
             files: Mutex::new(HashMap::new()),
             dicts: Mutex::new(Dicts::default()),
+            moves: Mutex::new(Moves::default()),
+            densifier: Mutex::new(None),
+            gate: Mutex::new(()),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the record that was at `loc` is now, when this process moved it.
+    pub fn forward(&self, loc: Location) -> Location {
+        let m = lock(&self.moves);
+        if m.map.is_empty() {
+            loc
+        } else {
+            m.resolve(loc)
+        }
+    }
+
+    pub(super) fn add_moves(&self, moved: &[(Location, Location)]) {
+        if !moved.is_empty() {
+            lock(&self.moves).add(moved);
+        }
     }
 }

@@ -144,8 +144,7 @@ impl<'a> Walker<'a> {
 
     /// Whether the whole record at `offset` passes its trailer checksum.
     pub fn trailer_ok(&self, offset: u64, h: &RecordHeader) -> Result<bool> {
-        let rec = read_at(self.file, self.path, offset, h.record_len as usize)?;
-        Ok(check_trailer(&rec).is_ok())
+        super::stream::trailer_holds(self.file, self.path, offset, h.record_len)
     }
 
     pub fn next_step(&mut self) -> Result<Option<Step>> {

@@ -12,6 +12,15 @@ use super::record::{self};
 use super::*;
 use crate::error::{Error, Result};
 
+/// Opens a listed pack; `None` when it has been removed since (a rewrite finished).
+pub(super) fn open_pack(path: &std::path::Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// A live instance found by [`Store::scan`].
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -80,6 +89,7 @@ impl Store {
 
     /// The original bytes of the instance at `loc`, checked chunk by chunk.
     pub fn get(&self, loc: Location) -> Result<Vec<u8>> {
+        let loc = self.forward(loc);
         let (rec, p) = self.read_record(loc)?;
         self.rebuild(loc, &rec, &p, false)
     }
@@ -105,16 +115,23 @@ impl Store {
     }
 
     /// Metadata (UIDs, SHA-256, sizes) of the record at `loc`, after checking the whole
-    /// record's checksum.
+    /// record's checksum (read a piece at a time: a record may be gigabytes).
     pub fn meta(&self, loc: Location) -> Result<Meta> {
-        Ok(self.read_record(loc)?.1.meta)
+        let loc = self.forward(loc);
+        let p = self.read_head(loc)?;
+        let path = self.pack_path(loc.pack);
+        let f = self.file(loc.pack)?;
+        if !super::stream::trailer_holds(&f, &path, loc.offset, loc.length)? {
+            return Err(integrity(&path, loc.offset, "record checksum mismatch"));
+        }
+        Ok(p.meta)
     }
 
     /// SHA-256 of the original bytes of the record at `loc`, read from its metadata block
     /// (checked by its own checksum) without reading the chunk data: what an importer needs
     /// right after `put_many`, which computed it.
     pub fn sha256(&self, loc: Location) -> Result<[u8; 32]> {
-        Ok(self.read_head(loc)?.meta.sha256)
+        Ok(self.read_head(self.forward(loc))?.meta.sha256)
     }
 
     pub(super) fn read_head(&self, loc: Location) -> Result<record::Parsed> {
@@ -146,6 +163,7 @@ impl Store {
     /// Frame `index` (0-based) of the instance at `loc`: the native frame bytes, or the
     /// encapsulated fragments of that frame concatenated. Reads only that frame's chunks.
     pub fn get_frame(&self, loc: Location, index: usize) -> Result<Vec<u8>> {
+        let loc = self.forward(loc);
         let path = self.pack_path(loc.pack);
         let p = self.read_head(loc)?;
         let &(first, count) = p.meta.frames.get(index).ok_or_else(|| Error::Store {
@@ -169,7 +187,7 @@ impl Store {
 
     /// Number of frames in the frame table of the instance at `loc`.
     pub fn frame_count(&self, loc: Location) -> Result<usize> {
-        Ok(self.read_head(loc)?.meta.frames.len())
+        Ok(self.read_head(self.forward(loc))?.meta.frames.len())
     }
 
     /// Calls `f` for every record of every pack whose header checksum holds, with its
@@ -178,13 +196,20 @@ impl Store {
         &self,
         mut f: impl FnMut(Location, &RecordHeader, Option<&Meta>) -> Result<()>,
     ) -> Result<()> {
+        let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
         for (pack, path) in pack::list_packs(&self.packs_dir)? {
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let Some(file) = open_pack(&path)? else {
+                continue; // removed since it was listed (a rewrite finished)
+            };
             let Ok(mut walker) = Walker::new(&file, &path) else {
                 continue;
             };
+            let until = uncommitted.get(&pack).copied().unwrap_or(u64::MAX);
             while let Some(step) = walker.next_step()? {
                 if let Step::Record { offset, header } = step {
+                    if offset >= until {
+                        break;
+                    }
                     let loc = Location {
                         pack,
                         offset,
@@ -223,6 +248,7 @@ impl Store {
 
     /// The original bytes before the pixel data element (the whole header for the index).
     pub fn header_bytes(&self, loc: Location) -> Result<Vec<u8>> {
+        let loc = self.forward(loc);
         let path = self.pack_path(loc.pack);
         let p = self.read_head(loc)?;
         let c = p

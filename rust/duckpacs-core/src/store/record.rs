@@ -107,11 +107,40 @@ pub fn dict_id(raw: &[u8]) -> u64 {
     xxh3_64(raw).max(1)
 }
 
+/// How native pixel chunks are written when an instance arrives, before densifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The pixel bytes as they are (codec 0).
+    Raw,
+    /// Byte shuffle for samples of 2 bytes and more, then zstd at this level.
+    Zstd(i32),
+}
+
+/// The arrival encoding chosen by measurement (docs/STORAGE-FORMAT.md, "Arrival
+/// encoding"): byte shuffle + zstd at level 1.
+pub const ARRIVAL: Arrival = Arrival::Zstd(1);
+
 /// Compression settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Levels {
     pub header: i32,
+    /// zstd level of the dense pixel encoding (after the MED filters).
     pub pixel: i32,
+    /// Arriving native frames that would get the costly filter (MED with activity classes,
+    /// frames of 32 KiB and more) get this cheap encoding and are densified later; `None`
+    /// encodes them dense at once. Smaller frames are always encoded dense: plain MED
+    /// costs them no more than the arrival encoding would.
+    pub arrival: Option<Arrival>,
+}
+
+impl Levels {
+    /// Native pixels encoded dense as they arrive (no densifying needed).
+    pub fn dense() -> Levels {
+        Levels {
+            arrival: None,
+            ..Levels::default()
+        }
+    }
 }
 
 impl Default for Levels {
@@ -119,6 +148,7 @@ impl Default for Levels {
         Levels {
             header: 6,
             pixel: 3,
+            arrival: Some(ARRIVAL),
         }
     }
 }
@@ -135,27 +165,35 @@ pub struct Encoded {
     pub raw_pixels: u64,
 }
 
-/// Byte range of the pixel value cut out of the header stream, and how to filter it.
-struct Cut {
-    range: Range<usize>,
-    filter: u8,
-    geometry: Geometry,
-    codec: u8,
+/// Byte range of the pixel value cut out of the header stream, and how to encode it.
+#[derive(Debug, Clone)]
+pub(super) struct Cut {
+    pub(super) range: Range<usize>,
+    /// Native pixels: the dense filter and the geometry it needs (the arrival encoding may
+    /// apply first). Encapsulated fragments: `None`, kept unchanged.
+    dense: Option<(u8, Geometry)>,
 }
 
-/// Plans the cuts for a layout; `None` means store the instance whole.
+impl Cut {
+    /// Only the costly dense filter is put off until densifying.
+    fn takes_arrival(&self) -> bool {
+        matches!(self.dense, Some((FILTER_MED_CLASSES, _)))
+    }
+}
+
 /// The pixel cuts, the frame table and the length of the prefix before the pixel element.
 type CutPlan = (Vec<Cut>, Vec<(u32, u32)>, usize);
 
-fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
+/// Plans the cuts of an original of `len` bytes; `None` means store the instance whole.
+fn plan_cuts(len: usize, layout: &InstanceLayout) -> Option<CutPlan> {
     if layout.deflated || DEFLATED.contains(&layout.transfer_syntax.as_str()) {
         return None;
     }
     let px = layout.pixel.as_ref()?;
     if px.element.start > px.value.start
         || px.value.start > px.value.end
-        || px.value.end > buf.len()
-        || px.element.end > buf.len()
+        || px.value.end > len
+        || px.element.end > len
     {
         return None;
     }
@@ -225,9 +263,7 @@ fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
                     let end = (at + per_chunk).min(start + frame_len);
                     cuts.push(Cut {
                         range: at..end,
-                        filter: filt,
-                        geometry: g,
-                        codec: CODEC_ZSTD,
+                        dense: Some((filt, g)),
                     });
                     at = end;
                 }
@@ -238,13 +274,6 @@ fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
         PixelKind::Encapsulated { items, frames } => {
             let mut cuts = Vec::new();
             let mut prev = px.value.start;
-            let plain = Geometry {
-                row_len: 0,
-                stride: 0,
-                sample_bytes: 1,
-                big_endian: false,
-                signed: false,
-            };
             for (k, item) in items.iter().enumerate() {
                 if item.start < prev || item.end < item.start + 8 || item.end > px.value.end {
                     return None;
@@ -255,9 +284,7 @@ fn plan_cuts(buf: &[u8], layout: &InstanceLayout) -> Option<CutPlan> {
                 }
                 cuts.push(Cut {
                     range: item.start + 8..item.end,
-                    filter: FILTER_NONE,
-                    geometry: plain,
-                    codec: CODEC_STORED,
+                    dense: None,
                 });
             }
             // Item k (k >= 1) is chunk k.
@@ -449,34 +476,207 @@ fn decode_classes(stored: &[u8], c: &Chunk, g: &Geometry) -> Result<Vec<u8>, Str
     filter::med_classes_decode(&streams, c.raw_len as usize, g)
 }
 
-/// Assembles header, metadata and chunk data into a record with its trailer.
-fn assemble(kind: Kind, mut meta: Meta, datas: Vec<Vec<u8>>) -> (Vec<u8>, Meta) {
-    // Metadata length does not depend on offsets, so encode once to learn it.
-    let meta_len = encode_meta(&meta).len();
-    let mut at = (RECORD_HEADER_LEN + meta_len) as u64;
-    for (c, d) in meta.chunks.iter_mut().zip(&datas) {
-        c.offset = at;
-        at += d.len() as u64;
-    }
-    let meta_bytes = encode_meta(&meta);
-    let record_len = at + TRAILER_LEN as u64;
+/// Header and metadata block of a record whose chunk table is final.
+pub(super) fn head_bytes(kind: Kind, flags: u8, meta: &Meta, record_len: u64) -> Vec<u8> {
+    let meta_bytes = encode_meta(meta);
     let h = RecordHeader {
         kind,
         version: RECORD_VERSION,
+        flags,
         meta_len: meta_bytes.len() as u32,
         n_chunks: meta.chunks.len() as u32,
         record_len,
         meta_xxh3: xxh3_64(&meta_bytes),
     };
-    let mut out = Vec::with_capacity(record_len as usize);
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + meta_bytes.len());
     out.extend_from_slice(&record_header(&h));
     out.extend_from_slice(&meta_bytes);
+    out
+}
+
+/// Where chunk data starts in a record with this metadata: its length does not depend on
+/// the values in the chunk table, only on the counts, so it is known before any chunk is
+/// encoded (what lets a record be written as a stream).
+pub(super) fn data_start(meta: &Meta) -> u64 {
+    (RECORD_HEADER_LEN + encode_meta(meta).len()) as u64
+}
+
+/// Assembles header, metadata and chunk data into a record with its trailer.
+fn assemble(kind: Kind, flags: u8, mut meta: Meta, datas: Vec<Vec<u8>>) -> (Vec<u8>, Meta) {
+    let mut at = data_start(&meta);
+    for (c, d) in meta.chunks.iter_mut().zip(&datas) {
+        c.offset = at;
+        at += d.len() as u64;
+    }
+    let record_len = at + TRAILER_LEN as u64;
+    let mut out = Vec::with_capacity(record_len as usize);
+    out.extend_from_slice(&head_bytes(kind, flags, &meta, record_len));
     for d in &datas {
         out.extend_from_slice(d);
     }
     let t = trailer(&out);
     out.extend_from_slice(&t);
     (out, meta)
+}
+
+/// An instance record before its chunks are encoded: the metadata without SHA-256 and
+/// chunk table, and the pixel cuts. Needs only the original's length and layout.
+pub(super) struct Planned {
+    pub(super) meta: Meta,
+    pub(super) cuts: Vec<Cut>,
+    /// The ranges of the original that form the header stream, in order.
+    pub(super) header_ranges: Vec<Range<usize>>,
+}
+
+impl Planned {
+    pub(super) fn header_len(&self) -> usize {
+        self.header_ranges.iter().map(Range::len).sum()
+    }
+
+    /// Whether pixel chunks get the arrival encoding (the record is flagged for it).
+    pub(super) fn arrival(&self, levels: &Levels) -> bool {
+        levels.arrival.is_some() && self.cuts.iter().any(Cut::takes_arrival)
+    }
+}
+
+/// Plans the record of an original of `len` bytes. `layout` may be `None` (stored whole).
+pub(super) fn plan_instance(
+    len: usize,
+    layout: Option<&InstanceLayout>,
+    provenance: &Provenance,
+) -> Planned {
+    let mut meta = Meta {
+        original_len: len as u64,
+        provenance: provenance.clone(),
+        ..Meta::default()
+    };
+    if let Some(l) = layout {
+        meta.transfer_syntax = l.transfer_syntax.clone();
+        meta.sop_class_uid = l.sop_class_uid.clone();
+        meta.sop_instance_uid = l.sop_instance_uid.clone();
+        meta.study_instance_uid = l.study_instance_uid.clone();
+        meta.series_instance_uid = l.series_instance_uid.clone();
+        meta.patient_id = l.patient_id.clone();
+        meta.modality = l.modality.clone();
+    }
+    let (cuts, frames, prefix) = match layout.and_then(|l| plan_cuts(len, l)) {
+        Some(p) => p,
+        None => (Vec::new(), Vec::new(), len),
+    };
+    meta.header_prefix = prefix as u64;
+    meta.frames = frames;
+    let mut header_ranges = Vec::new();
+    let mut cursor = 0usize;
+    for (i, c) in cuts.iter().enumerate() {
+        if c.range.start > cursor {
+            meta.plan
+                .push(Piece::Header((c.range.start - cursor) as u64));
+            header_ranges.push(cursor..c.range.start);
+        }
+        meta.plan.push(Piece::Chunk(i as u32 + 1));
+        cursor = c.range.end;
+    }
+    if cursor < len || meta.plan.is_empty() {
+        meta.plan.push(Piece::Header((len - cursor) as u64));
+        header_ranges.push(cursor..len);
+    }
+    Planned {
+        meta,
+        cuts,
+        header_ranges,
+    }
+}
+
+const PLAIN: Geometry = Geometry {
+    row_len: 0,
+    stride: 0,
+    sample_bytes: 1,
+    big_endian: false,
+    signed: false,
+};
+
+/// Encodes the header stream (chunk 0) and notes its dictionary in `meta`.
+pub(super) fn encode_header(
+    header_stream: &[u8],
+    dict: Option<&HeaderDict>,
+    levels: &Levels,
+    meta: &mut Meta,
+) -> Result<(Vec<u8>, Chunk), String> {
+    // Headers are small and worth a higher level; a file stored whole is not.
+    let level = if header_stream.len() <= 256 << 10 {
+        levels.header
+    } else {
+        levels.pixel
+    };
+    let (data, chunk) = encode_chunk(header_stream, FILTER_NONE, &PLAIN, CODEC_ZSTD, level, dict)?;
+    if chunk.codec == CODEC_ZSTD_DICT {
+        if let Some(d) = dict {
+            meta.dict_id = d.id;
+            meta.dict_loc = d.loc;
+        }
+    }
+    Ok((data, chunk))
+}
+
+/// Encodes one pixel cut: large native frames in the arrival encoding when `levels` has
+/// one, other native pixels dense; encapsulated fragments unchanged.
+pub(super) fn encode_cut(
+    raw: &[u8],
+    cut: &Cut,
+    levels: &Levels,
+) -> Result<(Vec<u8>, Chunk), String> {
+    let Some((dense_filter, g)) = cut.dense else {
+        return encode_chunk(raw, FILTER_NONE, &PLAIN, CODEC_STORED, levels.pixel, None);
+    };
+    let arrival = levels.arrival.filter(|_| cut.takes_arrival());
+    let (data, mut chunk) = match arrival {
+        None => return encode_chunk(raw, dense_filter, &g, CODEC_ZSTD, levels.pixel, None),
+        Some(Arrival::Raw) => encode_chunk(raw, FILTER_NONE, &g, CODEC_STORED, 0, None)?,
+        Some(Arrival::Zstd(level)) => {
+            let filt = if g.sample_bytes > 1 {
+                FILTER_SHUFFLE
+            } else {
+                FILTER_NONE
+            };
+            encode_chunk(raw, filt, &g, CODEC_ZSTD, level, None)?
+        }
+    };
+    chunk.flags |= FLAG_ARRIVAL;
+    chunk.dense_filter = dense_filter;
+    Ok((data, chunk))
+}
+
+/// Re-encodes a pixel chunk in the arrival encoding in the dense one its entry names (a
+/// chunk already dense is kept as it is); returns the raw bytes too (the caller checks
+/// them against the record's SHA-256).
+pub fn densify_chunk(stored: &[u8], c: &Chunk, level: i32) -> Result<Densified, String> {
+    if c.flags & FLAG_ARRIVAL == 0 {
+        let raw = decode_chunk(stored, c, None)?;
+        return Ok(Densified {
+            raw,
+            data: stored.to_vec(),
+            chunk: c.clone(),
+        });
+    }
+    let g = geometry_of(c);
+    let f = c.dense_filter;
+    let med = f == FILTER_MED || f == FILTER_MED_CLASSES;
+    if f > FILTER_MED_CLASSES || med && !filter::med_applies(c.raw_len as usize, &g) {
+        return Err(format!(
+            "chunk at record offset {} names dense filter {f} that does not fit it",
+            c.offset
+        ));
+    }
+    let raw = decode_chunk(stored, c, None)?;
+    let (data, chunk) = encode_chunk(&raw, f, &g, CODEC_ZSTD, level, None)?;
+    Ok(Densified { raw, data, chunk })
+}
+
+/// One chunk re-encoded by [`densify_chunk`].
+pub struct Densified {
+    pub raw: Vec<u8>,
+    pub data: Vec<u8>,
+    pub chunk: Chunk,
 }
 
 /// Encodes one received instance. `layout` may be `None` (stored whole).
@@ -487,81 +687,33 @@ pub fn encode_instance(
     levels: Levels,
     provenance: &Provenance,
 ) -> Result<Encoded, String> {
-    let mut meta = Meta {
-        original_len: buf.len() as u64,
-        provenance: provenance.clone(),
-        ..Meta::default()
-    };
-    meta.sha256.copy_from_slice(&Sha256::digest(buf));
-    if let Some(l) = layout {
-        meta.transfer_syntax = l.transfer_syntax.clone();
-        meta.sop_class_uid = l.sop_class_uid.clone();
-        meta.sop_instance_uid = l.sop_instance_uid.clone();
-        meta.study_instance_uid = l.study_instance_uid.clone();
-        meta.series_instance_uid = l.series_instance_uid.clone();
-        meta.patient_id = l.patient_id.clone();
-        meta.modality = l.modality.clone();
-    }
-    let (cuts, frames, prefix) = match layout.and_then(|l| plan_cuts(buf, l)) {
-        Some(p) => p,
-        None => (Vec::new(), Vec::new(), buf.len()),
-    };
-    meta.header_prefix = prefix as u64;
-    meta.frames = frames;
-    let mut header_stream =
-        Vec::with_capacity(buf.len() - cuts.iter().map(|c| c.range.len()).sum::<usize>());
-    let mut cursor = 0usize;
-    for (i, c) in cuts.iter().enumerate() {
-        if c.range.start > cursor {
-            meta.plan
-                .push(Piece::Header((c.range.start - cursor) as u64));
-            header_stream.extend_from_slice(&buf[cursor..c.range.start]);
-        }
-        meta.plan.push(Piece::Chunk(i as u32 + 1));
-        cursor = c.range.end;
-    }
-    if cursor < buf.len() || meta.plan.is_empty() {
-        meta.plan.push(Piece::Header((buf.len() - cursor) as u64));
-        header_stream.extend_from_slice(&buf[cursor..]);
-    }
-    let plain = Geometry {
-        row_len: 0,
-        stride: 0,
-        sample_bytes: 1,
-        big_endian: false,
-        signed: false,
-    };
-    // Headers are small and worth a higher level; a file stored whole is not.
-    let level = if header_stream.len() <= 256 << 10 {
-        levels.header
+    let planned = plan_instance(buf.len(), layout, provenance);
+    let flags = if planned.arrival(&levels) {
+        RECORD_FLAG_ARRIVAL
     } else {
-        levels.pixel
+        0
     };
-    let (hdata, hchunk) =
-        encode_chunk(&header_stream, FILTER_NONE, &plain, CODEC_ZSTD, level, dict)?;
-    if hchunk.codec == CODEC_ZSTD_DICT {
-        if let Some(d) = dict {
-            meta.dict_id = d.id;
-            meta.dict_loc = d.loc;
-        }
+    let Planned {
+        mut meta,
+        cuts,
+        header_ranges,
+    } = planned;
+    meta.sha256.copy_from_slice(&Sha256::digest(buf));
+    let mut header_stream = Vec::with_capacity(header_ranges.iter().map(Range::len).sum());
+    for r in &header_ranges {
+        header_stream.extend_from_slice(&buf[r.clone()]);
     }
+    let (hdata, hchunk) = encode_header(&header_stream, dict, &levels, &mut meta)?;
     let mut datas = vec![hdata];
     meta.chunks.push(hchunk);
     let mut raw_pixels = 0u64;
     for c in &cuts {
-        let (d, ch) = encode_chunk(
-            &buf[c.range.clone()],
-            c.filter,
-            &c.geometry,
-            c.codec,
-            levels.pixel,
-            None,
-        )?;
+        let (d, ch) = encode_cut(&buf[c.range.clone()], c, &levels)?;
         raw_pixels += c.range.len() as u64;
         datas.push(d);
         meta.chunks.push(ch);
     }
-    let (bytes, meta) = assemble(Kind::Instance, meta, datas);
+    let (bytes, meta) = assemble(Kind::Instance, flags, meta, datas);
     Ok(Encoded {
         bytes,
         meta,
@@ -581,7 +733,7 @@ pub fn encode_tombstone(target: Location, victim: &Meta) -> Vec<u8> {
         study_instance_uid: victim.study_instance_uid.clone(),
         ..Meta::default()
     };
-    assemble(Kind::Tombstone, meta, Vec::new()).0
+    assemble(Kind::Tombstone, 0, meta, Vec::new()).0
 }
 
 /// Encodes a dictionary record for the headers of `series_uid`.
@@ -601,7 +753,7 @@ pub fn encode_dictionary(raw: &[u8], series_uid: &str) -> Vec<u8> {
         chunks: vec![chunk],
         ..Meta::default()
     };
-    assemble(Kind::Dictionary, meta, vec![raw.to_vec()]).0
+    assemble(Kind::Dictionary, 0, meta, vec![raw.to_vec()]).0
 }
 
 /// A parsed record whose header and metadata checksums hold.
@@ -625,6 +777,17 @@ pub fn parse_head(rec: &[u8]) -> Result<Parsed, String> {
     Ok(Parsed { header, meta })
 }
 
+/// The sample geometry a chunk entry records.
+fn geometry_of(c: &Chunk) -> Geometry {
+    Geometry {
+        row_len: c.row_len as usize,
+        stride: c.stride as usize,
+        sample_bytes: c.sample_bytes as usize,
+        big_endian: c.flags & FLAG_BIG_ENDIAN != 0,
+        signed: c.flags & FLAG_SIGNED != 0,
+    }
+}
+
 /// Verifies and decodes chunk `c` whose stored bytes are `stored`.
 pub fn decode_chunk(
     stored: &[u8],
@@ -638,13 +801,7 @@ pub fn decode_chunk(
         ));
     }
     let raw_len = usize::try_from(c.raw_len).map_err(|_| "chunk too large")?;
-    let g = Geometry {
-        row_len: c.row_len as usize,
-        stride: c.stride as usize,
-        sample_bytes: c.sample_bytes as usize,
-        big_endian: c.flags & FLAG_BIG_ENDIAN != 0,
-        signed: c.flags & FLAG_SIGNED != 0,
-    };
+    let g = geometry_of(c);
     if c.filter == FILTER_MED_CLASSES {
         return decode_classes(stored, c, &g);
     }

@@ -13,7 +13,6 @@
 //! batch can never skip a record that was durable but not yet handed over.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 
 use super::format::{Kind, Location, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use super::pack::{self, read_at, Step, Walker};
@@ -41,8 +40,12 @@ impl Store {
     /// by a crash is never handed to the index. A pack's walk stops at a torn tail.
     pub fn tail(&self, since: &HashMap<u64, u64>) -> Result<Tail> {
         let mut tail = Tail::default();
+        let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
         for (pack, path) in pack::list_packs(&self.packs_dir)? {
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let Some(file) = super::read::open_pack(&path)? else {
+                continue; // removed since it was listed (a rewrite finished)
+            };
+            let until = uncommitted.get(&pack).copied().unwrap_or(u64::MAX);
             let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
             let start = since
                 .get(&pack)
@@ -57,6 +60,7 @@ impl Store {
             let mut end = start;
             while let Some(step) = walker.next_step()? {
                 match step {
+                    Step::Record { offset, .. } if offset >= until => break,
                     Step::Record { offset, header } => {
                         end = offset + header.record_len;
                         if !walker.trailer_ok(offset, &header)? {

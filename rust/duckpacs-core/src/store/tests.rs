@@ -383,7 +383,7 @@ fn interrupted_compaction_is_undone_or_finished_on_open() {
     let output = pack::pack_id(1, 2);
     // Intent only: the half-written output goes, the victim stays.
     std::fs::write(packs.join(pack::pack_name(output)), b"partial").unwrap();
-    compact::write_journal(&packs, 1, "intent", victim, output).unwrap();
+    compact::write_journal(&packs, 1, "intent", victim, output, None).unwrap();
     drop(Store::open(dir.path(), Some(1), opts()).unwrap());
     assert!(!packs.join(pack::pack_name(output)).exists());
     assert!(packs.join(pack::pack_name(victim)).exists());
@@ -393,7 +393,7 @@ fn interrupted_compaction_is_undone_or_finished_on_open() {
         packs.join("w00009-00000001.dpk"),
     )
     .unwrap();
-    compact::write_journal(&packs, 9, "commit", victim, pack::pack_id(9, 1)).unwrap();
+    compact::write_journal(&packs, 9, "commit", victim, pack::pack_id(9, 1), None).unwrap();
     drop(Store::open(dir.path(), Some(9), opts()).unwrap());
     assert!(!packs.join(pack::pack_name(victim)).exists());
     assert!(!packs.join("compact-w00009.journal").exists());

@@ -4,11 +4,24 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 
-use super::format::*;
-use super::pack::{self, Step, Walker};
-use super::record::{self};
+use std::os::unix::fs::FileExt;
+
+use super::format::{self as record_format, *};
+use super::pack::{self, integrity, Step, Walker};
 use super::*;
 use crate::error::{Error, Result};
+
+/// An error's message without the path and offset the damage report already gives.
+fn plain(e: Error) -> String {
+    match e {
+        Error::Integrity { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+fn read_into(f: &File, path: &std::path::Path, offset: u64, buf: &mut [u8]) -> Result<()> {
+    f.read_exact_at(buf, offset).map_err(|e| Error::io(path, e))
+}
 
 /// Damage found by [`Store::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +61,11 @@ pub struct Stats {
     pub dead_bytes: u64,
     pub dictionaries: u64,
     pub dictionary_bytes: u64,
+    /// Live instances still in the arrival encoding (densifying rewrites them), their
+    /// original and stored bytes.
+    pub arrival_instances: u64,
+    pub arrival_raw_bytes: u64,
+    pub arrival_stored_bytes: u64,
 }
 
 impl Store {
@@ -75,10 +93,14 @@ impl Store {
             .sum();
         let mut rep = VerifyReport::default();
         let mut done = 0u64;
+        let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
         for (pack, path) in packs {
+            let Some(file) = super::read::open_pack(&path)? else {
+                continue; // removed since it was listed (a rewrite finished)
+            };
             rep.packs += 1;
             let pack_start = done;
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let until = uncommitted.get(&pack).copied().unwrap_or(u64::MAX);
             let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
             let damage = |offset: u64, length: u64, uid: &str, message: String| Damage {
                 pack,
@@ -98,6 +120,14 @@ impl Store {
             };
             while let Some(step) = walker.next_step()? {
                 match step {
+                    // Written by a rewrite under way, not committed: not part of the store.
+                    Step::Record { offset, .. }
+                    | Step::Damaged { offset, .. }
+                    | Step::Tail { offset, .. }
+                        if offset >= until =>
+                    {
+                        break;
+                    }
                     Step::Record { offset, header } => {
                         rep.records += 1;
                         rep.bytes += header.record_len;
@@ -153,28 +183,70 @@ impl Store {
         loc: Location,
         deep: bool,
     ) -> std::result::Result<(), (String, String)> {
-        let (rec, p) = match self.read_record(loc) {
-            Ok(r) => r,
-            Err(e) => {
-                let uid = self.read_head(loc).map(|p| p.meta.sop_instance_uid);
-                let uid = uid.unwrap_or_default();
-                return Err((uid, e.to_string()));
-            }
+        let p = match self.read_head(loc) {
+            Ok(p) => p,
+            Err(e) => return Err((String::new(), e.to_string())),
         };
         let uid = p.meta.sop_instance_uid.clone();
-        for c in &p.meta.chunks {
-            let ok =
-                record::chunk_bytes(&rec, c).is_ok_and(|b| xxhash_rust::xxh3::xxh3_64(b) == c.xxh3);
-            if !ok {
-                return Err((
-                    uid,
-                    format!("chunk at record offset {} fails its checksum", c.offset),
-                ));
-            }
-        }
+        self.check_sums(loc, &p.meta)
+            .map_err(|e| (uid.clone(), plain(e)))?;
         if deep && p.header.kind == Kind::Instance {
-            self.rebuild(loc, &rec, &p, true)
-                .map_err(|e| (uid, e.to_string()))?;
+            // Rebuilt a chunk at a time: a record may be gigabytes.
+            let rebuilt = self.open_instance(loc).and_then(|mut r| {
+                while r.next_piece()?.is_some() {}
+                Ok(())
+            });
+            rebuilt.map_err(|e| (uid, plain(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the trailer and every chunk's xxh3 in one sequential read of the record, a
+    /// piece at a time.
+    fn check_sums(&self, loc: Location, meta: &Meta) -> Result<()> {
+        let path = self.pack_path(loc.pack);
+        let f = self.file(loc.pack)?;
+        let body = loc.length.saturating_sub(TRAILER_LEN as u64);
+        // Chunks in the order their bytes appear (a streamed record writes chunk 0 last).
+        let mut order: Vec<&record_format::Chunk> = meta.chunks.iter().collect();
+        order.sort_by_key(|c| c.offset);
+        let mut next = 0usize;
+        let mut current: Option<xxhash_rust::xxh3::Xxh3Default> = None;
+        let mut whole = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut buf = vec![0u8; stream::PIECE.min(body as usize)];
+        let mut at = 0u64;
+        while at < body {
+            let n = stream::PIECE.min((body - at) as usize);
+            read_into(&f, &path, loc.offset + at, &mut buf[..n])?;
+            whole.update(&buf[..n]);
+            let (p0, p1) = (at, at + n as u64);
+            while let Some(c) = order.get(next) {
+                let (c0, c1) = (c.offset, c.offset + c.stored_len);
+                if c0 >= p1 {
+                    break;
+                }
+                let h = current.get_or_insert_with(xxhash_rust::xxh3::Xxh3Default::new);
+                let (s0, s1) = (c0.max(p0), c1.min(p1));
+                if s1 > s0 {
+                    h.update(&buf[(s0 - p0) as usize..(s1 - p0) as usize]);
+                }
+                if c1 > p1 {
+                    break;
+                }
+                if h.digest() != c.xxh3 {
+                    let m = format!("chunk at record offset {} fails its checksum", c.offset);
+                    return Err(integrity(&path, loc.offset, m));
+                }
+                current = None;
+                next += 1;
+            }
+            at = p1;
+        }
+        let t = pack::read_at(&f, &path, loc.offset + body, TRAILER_LEN)?;
+        let mut want = [0u8; 8];
+        want.copy_from_slice(&t[8..]);
+        if t[..8] != TRAILER_MAGIC || whole.digest() != u64::from_le_bytes(want) {
+            return Err(integrity(&path, loc.offset, "record checksum mismatch"));
         }
         Ok(())
     }
@@ -182,7 +254,7 @@ impl Store {
     /// Sizes of the store: live instances, raw and stored bytes, split header / pixels.
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
-        let mut instances: HashMap<Location, (u64, u64)> = HashMap::new();
+        let mut instances: HashMap<Location, (u64, u64, bool)> = HashMap::new();
         let mut dead = HashSet::new();
         let packs = pack::list_packs(&self.packs_dir)?;
         s.packs = packs.len() as u64;
@@ -199,7 +271,8 @@ impl Store {
                     let hs = m.chunks.first().map_or(0, |c| c.stored_len);
                     let ps: u64 = m.chunks.iter().skip(1).map(|c| c.stored_len).sum();
                     let pr: u64 = m.chunks.iter().skip(1).map(|c| c.raw_len).sum();
-                    instances.insert(loc, (m.original_len, loc.length));
+                    let arrival = h.flags & RECORD_FLAG_ARRIVAL != 0;
+                    instances.insert(loc, (m.original_len, loc.length, arrival));
                     per.insert(loc, [m.original_len - pr, hs, pr, ps]);
                 }
                 Kind::Tombstone => {
@@ -214,11 +287,16 @@ impl Store {
             }
             Ok(())
         })?;
-        for (loc, (raw, stored)) in instances {
+        for (loc, (raw, stored, arrival)) in instances {
             if dead.contains(&loc) {
                 s.deleted_instances += 1;
                 s.dead_bytes += stored;
                 continue;
+            }
+            if arrival {
+                s.arrival_instances += 1;
+                s.arrival_raw_bytes += raw;
+                s.arrival_stored_bytes += stored;
             }
             s.instances += 1;
             s.raw_bytes += raw;

@@ -54,6 +54,7 @@ impl Store {
         let lock_path = dir.join(format!("w{id:05}.lock"));
         let lock_f = lock_file(&lock_path, true)?.ok_or(Error::Locked { path: lock_path })?;
         compact::recover_journal(dir, id)?;
+        stream::remove_partials(dir, id)?;
         let mine: Vec<(u64, PathBuf)> = pack::list_packs(dir)?
             .into_iter()
             .filter(|(p, _)| p >> 32 == u64::from(id))
@@ -103,6 +104,27 @@ impl Store {
         })
     }
 
+    /// Append batches (records stored, dictionaries, tombstones) this writer has written
+    /// since it opened: a background job that must yield to arrivals watches it move.
+    pub fn appends(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| lock(&w.state).written)
+    }
+
+    /// Closes this writer's active pack, durably: the next record starts a new pack, and
+    /// the closed one may be densified or compacted.
+    pub fn seal(&self) -> Result<()> {
+        let w = self.writer()?;
+        let mut st = lock(&w.state);
+        if let Some(old) = st.active.take() {
+            if self.opts.sync {
+                // Records appended before the seal may still wait for their group commit,
+                // which syncs the active pack: sync this one for them.
+                old.file.sync_data().map_err(|e| Error::io(&old.path, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Number of group-commit fsyncs this writer has issued since it opened.
     pub fn sync_count(&self) -> u64 {
         self.writer.as_ref().map_or(0, |w| lock(&w.sync).count)
@@ -129,35 +151,10 @@ impl Store {
         let seq = st.next_seq;
         let pack = pack::pack_id(w.id, seq);
         let path = self.packs_dir.join(pack::pack_name(pack));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let started = file
-            .write_all_at(&pack_header(w.id, seq), 0)
-            .and_then(|()| {
-                if self.opts.sync {
-                    file.sync_all()
-                } else {
-                    Ok(())
-                }
-            })
-            .map_err(|e| Error::io(&path, e))
-            .and_then(|()| {
-                if self.opts.sync {
-                    sync_dir(&self.packs_dir)
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = started {
-            // A disk that filled up mid-way: leave no half-made pack behind, so the next
-            // append (once there is space) creates it afresh instead of failing on it.
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
+        // Made under a temporary name and renamed once its header is durable: a kill (or a
+        // disk that fills up) never leaves a pack without its header behind.
+        let file = super::stream::PartialPack::create(&self.packs_dir, w.id, seq)?
+            .publish(self.opts.sync)?;
         st.next_seq = seq.saturating_add(1);
         st.active = Some(Active {
             file: Arc::new(file),
@@ -421,6 +418,8 @@ impl Store {
     /// [`Store::delete`], optionally holding the tombstone below the low-water mark until
     /// [`Store::settle`] (the caller removes the row from the index first).
     pub fn delete_held(&self, loc: Location, hold: bool) -> Result<Location> {
+        let _gate = lock(&self.gate);
+        let loc = self.forward(loc);
         let p = self.read_head(loc)?;
         if p.header.kind != Kind::Instance {
             return Err(Error::Store {
