@@ -21,6 +21,9 @@ from duckpacs.archive import ipc
 from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
 from duckpacs.errors import NetworkError
+from duckpacs.policy.service import PolicyService
+from duckpacs.routing.engine import Router
+from duckpacs.server.control import Control
 from duckpacs.server.http import HttpServer
 from duckpacs.web.archive_reader import FacadeReader
 
@@ -37,6 +40,8 @@ class Service:
         self.http: HttpServer | None = None
         self.dimse: Any = None
         self.local: ipc.LocalService | None = None
+        self.router: Router | None = None
+        self.policy: PolicyService | None = None
         self.stopping = threading.Event()
         self.dimse_address: tuple[str, int] | None = None
 
@@ -55,11 +60,23 @@ class Service:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.archive = Archive.open(s.data_dir, on_conflict=s["archive.on_conflict"])
         try:
+            # Before the listeners: the rules' cursor is placed before any new arrival, and a
+            # full archive refuses from the first association on.
+            self.router = Router(s, self.archive)
+            self.router.start()
+            self.policy = PolicyService(s, self.archive, self.router.queue.pending_studies)
+            self.policy.start()
+        except BaseException:
+            self.stop()
+            raise
+        control = Control(s, self.archive, self.router, self.policy)
+        try:
             self.dimse = DimseListener(s, self.archive)
             self.dimse_address = self.dimse.start()
             self.http = HttpServer(
-                s["http.bind"], s["http.port"], self.status, settings=s, archive=self._web_reader()
-            )
+                s["http.bind"], s["http.port"], self.status, settings=s,
+                archive=self._web_reader(), control=control,
+            )  # fmt: skip
         except OSError as e:
             self.stop()
             reason = e.strerror or str(e)
@@ -94,6 +111,12 @@ class Service:
         if self.local is not None:
             self.local.stop()
             self.local = None
+        if self.policy is not None:
+            self.policy.stop()
+            self.policy = None
+        if self.router is not None:
+            self.router.stop()
+            self.router = None
         if self.archive is not None:
             self.archive.close()
             self.archive = None
