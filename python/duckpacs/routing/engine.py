@@ -21,7 +21,7 @@ from duckpacs.archive import layout
 from duckpacs.archive.facade import Archive
 from duckpacs.archive.types import InstanceRef
 from duckpacs.config import Settings
-from duckpacs.routing.delivery import Deliverer, Retry
+from duckpacs.routing.delivery import Deliverer, Locate, Retry
 from duckpacs.routing.queue import DelivererLock, Queue
 from duckpacs.routing.rules import CHUNK, Rules
 
@@ -37,6 +37,17 @@ def open_queue(settings: Settings) -> Queue:
 
 def deliverer_lock(settings: Settings) -> DelivererLock:
     return DelivererLock(settings.data_dir / layout.QUEUE_LOCK)
+
+
+def index_locator(archive: Archive) -> Locate:
+    """A deliverer's ``locate`` over the server's own index."""
+
+    def locate(uids: Sequence[str]) -> dict[str, tuple[str, str, str, int, int, int]]:
+        refs = [InstanceRef.from_row(row) for row in archive.index.instance_refs(uids)]
+        return {r.sop_instance_uid: (r.sop_instance_uid, r.sop_class_uid, r.transfer_syntax,
+                                     *r.location) for r in refs}  # fmt: skip
+
+    return locate
 
 
 class Router:
@@ -141,7 +152,7 @@ class Router:
             destination,
             settings=self.settings,
             queue=self.queue,
-            locate=self._locate,
+            locate=index_locator(self.archive),
             store=self.archive.store_backend,
             retry=self.retry,
         )
@@ -157,8 +168,3 @@ class Router:
                 wait = 5.0
             wake.wait(min(max(wait, 0.05), 1.0))
             wake.clear()
-
-    def _locate(self, uids: Sequence[str]) -> dict[str, tuple[str, str, str, int, int, int]]:
-        refs = [InstanceRef.from_row(row) for row in self.archive.index.instance_refs(uids)]
-        return {r.sop_instance_uid: (r.sop_instance_uid, r.sop_class_uid, r.transfer_syntax,
-                                     *r.location) for r in refs}  # fmt: skip
