@@ -202,6 +202,14 @@ def _on_limit(value: Any) -> str:
     raise ValueError("refuse (answer 0xA700 / 507) or recycle (remove the oldest studies)")
 
 
+def _associations(value: Any) -> int:
+    allowed = "an integer from 1 to 16"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 16:
+        raise ValueError(allowed)
+    return number
+
+
 def _attempts(value: Any) -> int:
     allowed = "an integer from 1 to 1000"
     number = _integer(value, allowed)
@@ -340,6 +348,13 @@ OPTIONS: tuple[Option, ...] = (
         _timeout,
         600,
         "longest wait between retries, in seconds",
+    ),
+    Option(
+        "routing.associations",
+        "DUCKPACS_ROUTING_ASSOCIATIONS",
+        _associations,
+        2,
+        "associations forwarding to one destination at once",
     ),
     Option(
         "routing.max_attempts",
@@ -839,11 +854,13 @@ cors_origins = []
 
 # Forwarding: a queue in the data folder survives restarts; a destination that does not
 # answer is retried after retry_initial seconds, doubling up to retry_max; an instance a
-# destination refuses max_attempts times is marked failed (`duckpacs queue`).
+# destination refuses max_attempts times is marked failed (`duckpacs queue`). Each
+# destination gets up to `associations` associations at once.
 [routing]
 retry_initial = 10
 retry_max = 600
 max_attempts = 10
+associations = 2
 
 # Routes: which instances go to which peers. match keys are DICOM keywords matched like
 # C-FIND (wildcards * ?, ranges A-B, lists) plus CallingAE (who sent it); trigger is

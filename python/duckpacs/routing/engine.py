@@ -76,16 +76,21 @@ class Router:
             logs.event(log, "routing", routes=len(self.settings.routes))
 
     def wake(self, destinations: Sequence[str] = ()) -> None:
-        """New jobs: their deliverers look at once instead of at their next poll."""
+        """New jobs: their deliverers look at once instead of at their next poll (a
+        destination without one gets it now rather than at the next dispatch)."""
+        if self.lock.held:
+            for name in destinations:
+                self._ensure(name)
         with self._guard:
             for name, event in self._wakes.items():
                 if not destinations or name in destinations:
                     event.set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._guard:
+            self._stopping.set()
         self.wake()
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(timeout=60)
         self.lock.release()
         self.queue.close()
@@ -136,15 +141,19 @@ class Router:
             self._stopping.wait(1.0)
 
     def _ensure(self, destination: str) -> None:
+        """Deliverer threads for ``destination`` (``routing.associations`` of them: their
+        claims never overlap, so each association carries its own batches)."""
         with self._guard:
-            if destination in self._wakes:
+            if destination in self._wakes or self._stopping.is_set():
                 return
             self._wakes[destination] = threading.Event()
-        thread = threading.Thread(
-            target=self._deliver, args=(destination,), name=f"send-{destination}", daemon=True
-        )
-        thread.start()
-        self._threads.append(thread)
+            for n in range(self.settings["routing.associations"]):
+                thread = threading.Thread(
+                    target=self._deliver, args=(destination,), name=f"send-{destination}-{n}",
+                    daemon=True,
+                )  # fmt: skip
+                thread.start()
+                self._threads.append(thread)
 
     def _deliver(self, destination: str) -> None:
         wake = self._wakes[destination]
