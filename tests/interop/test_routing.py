@@ -152,5 +152,5 @@ def test_sigkill_mid_forward_loses_nothing_and_resends_nothing_acknowledged(
     assert set(copies) == set(expected)  # nothing lost
     twice = {u for u, c in copies.items() if len(c) > 1}
     assert not twice & acknowledged  # nothing acknowledged was sent again
-    assert len(twice) <= 1  # at most the one C-STORE in flight at the kill
+    assert len(twice) <= 2  # at most the C-STOREs in flight at the kill: one per association
     assert all(sha(c) == expected[u] for u, cs in copies.items() for c in cs)

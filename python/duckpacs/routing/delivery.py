@@ -5,7 +5,8 @@ Each instance goes out as stored when the destination accepts its transfer synta
 transcoded to an uncompressed syntax it accepted (:mod:`duckpacs.dicom.transcode`): the
 destination always gets a syntax it negotiated (PS3.8 9.3). As each C-STORE is answered its
 job is marked ``answered`` before the next one is sent, so a kill at any moment leaves at
-most the instance on the wire to be sent again (see :mod:`duckpacs.routing.queue`).
+most the instance on the wire (one per association) to be sent again (see
+:mod:`duckpacs.routing.queue`).
 
 Outcomes: an answer of success or warning marks the job sent. A refusal (a failure status,
 or a syntax the destination will not take) counts an attempt against the job alone, which
