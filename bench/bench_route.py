@@ -41,6 +41,8 @@ from tests.crash_support import write_study  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.interop.orthanc import Orthanc, orthanc_binary, run_orthanc  # noqa: E402
 
+from duckpacs.config import OPTIONS_BY_KEY  # noqa: E402
+
 
 def http(url: str, body: object = None, method: str | None = None) -> object:
     data = None if body is None else json.dumps(body).encode()
@@ -186,7 +188,8 @@ def main() -> int:
         print(f"{'MB/s':<34} {size_mb / d:>10.1f} {size_mb / o:>10.1f} {o / d:>6.2f}x")
         print(f"runs (s): duckpacs {[round(t, 2) for t in ours]}, "
               f"orthanc {[round(t, 2) for t in theirs]}")  # fmt: skip
-        print("duckpacs: 2 associations (routing.associations); Orthanc's store job: 1")
+        associations = OPTIONS_BY_KEY["routing.associations"].default
+        print(f"duckpacs: {associations} associations (routing.associations); Orthanc's job: 1")
         print("ratio > 1: duckpacs faster (target 1.5x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

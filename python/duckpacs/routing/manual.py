@@ -3,9 +3,9 @@ delivered by whoever holds the deliverer's lock.
 
 While ``duckpacs serve`` runs it holds the lock and delivers; the command waits until each
 of its jobs is sent, failed, or has been tried once (a destination that is down is retried
-by the server, with back-off, after the command has returned). With no server running, the
-command delivers its jobs itself, one attempt each; what is left waits for the next
-``serve``. Either way the jobs are the queue's: ``duckpacs queue`` shows them.
+by the server, with back-off, after the command has returned). With no server running (or
+once it has stopped), the command delivers its jobs itself, one attempt each; what is left
+waits for the next ``serve``. Either way the jobs are the queue's: ``duckpacs queue`` shows them.
 """
 
 from __future__ import annotations
@@ -84,19 +84,6 @@ def deliver_here(
             return
 
 
-def wait_for(
-    queue: Queue, ids: list[int], since: float, progress: Callable[[int, int], None]
-) -> None:
-    """Wait until the server has sent, failed or tried each job once since ``since``."""
-    while True:
-        jobs = queue.jobs(ids=ids, limit=len(ids))
-        settled = [j for j in jobs if _settled(j, since)]
-        progress(len(settled), len(ids))
-        if len(settled) == len(jobs):
-            return
-        time.sleep(WAIT_POLL)
-
-
 def _settled(job: Job, since: float) -> bool:
     if job.state in ("sent", "failed", "dropped"):
         return True
@@ -119,14 +106,20 @@ def send(
     since = time.time()
     ids = queue.enqueue(items, [destination], "send:cli", again=True)
     outcome = Outcome()
-    if lock.acquire():
-        try:
-            deliver_here(settings, queue, destination, ids, store=store, locate=locate,
-                         progress=progress)  # fmt: skip
-        finally:
-            lock.release()
-        outcome.delivered_here = True
-    elif wait:
-        wait_for(queue, ids, since, progress)
+    while True:
+        if lock.acquire():  # no server (or it has stopped meanwhile): deliver here
+            try:
+                deliver_here(settings, queue, destination, ids, store=store, locate=locate,
+                             progress=progress)  # fmt: skip
+            finally:
+                lock.release()
+            outcome.delivered_here = True
+            break
+        jobs = queue.jobs(ids=ids, limit=len(ids))
+        settled = sum(1 for j in jobs if _settled(j, since))
+        progress(settled, len(ids))
+        if not wait or settled == len(jobs):
+            break
+        time.sleep(WAIT_POLL)
     outcome.jobs = queue.jobs(ids=ids, limit=max(1, len(ids)))
     return outcome
