@@ -130,3 +130,55 @@ def test_admin_page_queue_and_send_to(tmp_path: Path, users: Path) -> None:
     sends = [(a["user"], a["status"]) for a in audit if a["path"].endswith("/send")]
     assert sends == [("vera", 403), ("ada", 202), ("ada", 202)]
     assert all(a["study"] == study for a in audit if a["path"].endswith("/send"))
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _browser_available() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).exists()
+
+
+@pytest.mark.skipif(not _browser_available(), reason="needs playwright and /usr/bin/chromium")
+def test_browser_send_to_and_the_queue_page(tmp_path: Path, users: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    data = users
+    study = fill(data, "browser")
+    with receiver(tmp_path / "recv", "RECV") as r:
+        write_config(data, '[http]\nanonymous = "off"\n' + peer_toml("recv", "RECV", r.port))
+        server = start_server(data)
+        base = f"http://127.0.0.1:{server.http_port}"
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                page = browser.new_page()
+                try:
+                    page.goto(base + "/")
+                    page.fill("#login-user", "ada")
+                    page.fill("#login-password", USERS["ada"][0])
+                    page.click("#login-submit")
+                    page.wait_for_selector("#studies tbody tr")
+                    page.goto(f"{base}/#/study/{study}")
+                    page.wait_for_selector("#send-box:not([hidden])")
+                    assert page.input_value("#send-to") == "recv"
+                    page.click("#send")
+                    page.wait_for_function(
+                        "document.getElementById('status').textContent.startsWith('Queued 3')"
+                    )
+                    wait_until(lambda: len(r.copies()) == 3, "the study at the receiver")
+                    page.goto(base + "/admin")
+                    page.wait_for_function(
+                        "(() => { const c = document.querySelector('#destinations tbody tr');"
+                        " return c && c.cells[0].textContent === 'recv'"
+                        " && c.cells[4].textContent === '3'; })()"
+                    )
+                    assert "stored" in page.text_content("#storage")
+                finally:
+                    browser.close()
+        finally:
+            server.stop()
