@@ -16,6 +16,7 @@ from tests.crash_support import duckpacs, start_server
 from tests.helpers import free_port
 from tests.routing_support import instance, peer_toml, receiver, wait_until, write_config
 from tests.synthetic import encode, uid
+from tests.web_support.server import CHROMIUM, browser_available
 
 
 def fill(data: Path, name: str, count: int = 3) -> str:
@@ -132,18 +133,7 @@ def test_admin_page_queue_and_send_to(tmp_path: Path, users: Path) -> None:
     assert all(a["study"] == study for a in audit if a["path"].endswith("/send"))
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
-def _browser_available() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-@pytest.mark.skipif(not _browser_available(), reason="needs playwright and /usr/bin/chromium")
+@pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
 def test_browser_send_to_and_the_queue_page(tmp_path: Path, users: Path) -> None:
     from playwright.sync_api import sync_playwright
 

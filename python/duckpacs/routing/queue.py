@@ -227,12 +227,7 @@ class Queue:
         """The jobs, watches and cursor of one pass of the rules, all or nothing."""
         now = time.time()
         with self._tx() as con:
-            con.executemany(
-                "INSERT INTO jobs (destination, sop_instance_uid, study_instance_uid, origin, "
-                "state, next_at, queued_at) VALUES (?, ?, ?, ?, 'waiting', ?, ?) "
-                "ON CONFLICT (destination, sop_instance_uid) DO NOTHING",
-                [(*job, now, now) for job in poll.jobs],
-            )
+            _add_jobs(con, poll.jobs, now)
             con.executemany(
                 "INSERT INTO watch (route, study_instance_uid, last) VALUES (?, ?, ?) "
                 "ON CONFLICT (route, study_instance_uid) DO UPDATE SET last = excluded.last, "
@@ -269,12 +264,7 @@ class Queue:
         arrivals to the study re-arm it, and only instances past ``upto_iid`` go then."""
         now = time.time()
         with self._tx() as con:
-            con.executemany(
-                "INSERT INTO jobs (destination, sop_instance_uid, study_instance_uid, origin, "
-                "state, next_at, queued_at) VALUES (?, ?, ?, ?, 'waiting', ?, ?) "
-                "ON CONFLICT (destination, sop_instance_uid) DO NOTHING",
-                [(*job, now, now) for job in jobs],
-            )
+            _add_jobs(con, jobs, now)
             con.execute(
                 "UPDATE watch SET fired = ?, fired_iid = max(fired_iid, ?) WHERE route = ? AND "
                 "study_instance_uid = ?",
@@ -528,6 +518,18 @@ class Queue:
                     [time.time() - KEEP_DONE_SECONDS],
                 ).rowcount
             )
+
+
+def _add_jobs(
+    con: sqlite3.Connection, jobs: Sequence[tuple[str, str, str, str]], now: float
+) -> None:
+    """New ``(destination, uid, study, origin)`` jobs, due now; one already there stays."""
+    con.executemany(
+        "INSERT INTO jobs (destination, sop_instance_uid, study_instance_uid, origin, "
+        "state, next_at, queued_at) VALUES (?, ?, ?, ?, 'waiting', ?, ?) "
+        "ON CONFLICT (destination, sop_instance_uid) DO NOTHING",
+        [(*job, now, now) for job in jobs],
+    )
 
 
 def _destination_failed(
