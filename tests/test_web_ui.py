@@ -16,9 +16,7 @@ import pytest
 import requests
 
 from tests.helpers import duckpacs_cmd
-from tests.web_support.server import WebServer, web_server
-
-CHROMIUM = "/usr/bin/chromium"
+from tests.web_support.server import CHROMIUM, WebServer, browser_available, web_server
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +92,7 @@ def test_user_command(tmp_path: Path) -> None:
     assert gone.returncode != 0 and "no such user" in gone.stderr
 
 
-def _browser_available() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-@pytest.mark.skipif(not _browser_available(), reason="needs playwright and /usr/bin/chromium")
+@pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
 def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -167,6 +167,57 @@ def _timeout(value: Any) -> int:
     return number
 
 
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def _size(value: Any) -> int:
+    """A number of bytes: an integer, or a text such as "500 GB" or "1.5 TiB"; 0 = no limit."""
+    allowed = 'a number of bytes such as 0 (no limit) or "500 GB" (B, KB, MB, GB, TB, KiB ... TiB)'
+    if isinstance(value, bool):
+        raise ValueError(allowed)
+    if isinstance(value, int):
+        number: float = value
+    elif isinstance(value, str):
+        text = value.strip().lower().replace("_", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+        unit = text[len(digits) :].strip()
+        try:
+            number = float(digits) * _SIZE_UNITS[unit]
+        except (ValueError, KeyError):
+            raise ValueError(allowed) from None
+    else:
+        raise ValueError(allowed)
+    if number < 0:
+        raise ValueError(allowed)
+    return int(number)
+
+
+def _on_limit(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("refuse", "recycle"):
+        return value.lower()
+    raise ValueError("refuse (answer 0xA700 / 507) or recycle (remove the oldest studies)")
+
+
+def _associations(value: Any) -> int:
+    allowed = "an integer from 1 to 16"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 16:
+        raise ValueError(allowed)
+    return number
+
+
+def _attempts(value: Any) -> int:
+    allowed = "an integer from 1 to 1000"
+    number = _integer(value, allowed)
+    if not 1 <= number <= 1000:
+        raise ValueError(allowed)
+    return number
+
+
 def _on_conflict(value: Any) -> str:
     if isinstance(value, str) and value.lower() in ("keep-first", "replace"):
         return value.lower()
@@ -270,6 +321,55 @@ OPTIONS: tuple[Option, ...] = (
         "keep-first",
         "a known SOP Instance UID with different bytes: keep-first (warn) or replace",
     ),
+    Option(
+        "archive.max_bytes",
+        "DUCKPACS_MAX_BYTES",
+        _size,
+        0,
+        "most bytes the archive's instances may take in the store (0 = no limit)",
+    ),
+    Option(
+        "archive.min_free_bytes",
+        "DUCKPACS_MIN_FREE_BYTES",
+        _size,
+        0,
+        "free space to keep on the data folder's disk (0 = no limit)",
+    ),
+    Option(
+        "archive.on_limit",
+        "DUCKPACS_ON_LIMIT",
+        _on_limit,
+        "refuse",
+        "at a storage limit: refuse new instances, or recycle the oldest unprotected studies",
+    ),
+    Option(
+        "routing.retry_initial",
+        "DUCKPACS_RETRY_INITIAL",
+        _timeout,
+        10,
+        "seconds before the first retry of a destination or an instance; doubles each time",
+    ),
+    Option(
+        "routing.retry_max",
+        "DUCKPACS_RETRY_MAX",
+        _timeout,
+        600,
+        "longest wait between retries, in seconds",
+    ),
+    Option(
+        "routing.associations",
+        "DUCKPACS_ROUTING_ASSOCIATIONS",
+        _associations,
+        2,
+        "associations forwarding to one destination at once",
+    ),
+    Option(
+        "routing.max_attempts",
+        "DUCKPACS_MAX_ATTEMPTS",
+        _attempts,
+        10,
+        "refusals of one instance by a destination before it is marked failed",
+    ),
     Option("http.port", "DUCKPACS_HTTP_PORT", _port, 8042, "HTTP listening port"),
     Option(
         "http.bind",
@@ -309,6 +409,11 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 PEER_KEYS = {"ae_title", "host", "port", "permissions"}
+ROUTE_KEYS = {"name", "match", "to", "trigger", "stable_seconds"}
+RETENTION_KEYS = {"name", "match", "keep_days"}
+TRIGGERS = ("instance", "stable-study")
+# Matched on the instance's provenance (the index's source_ae), not on a DICOM attribute.
+CALLING_AE = "CallingAE"
 
 
 @dataclass(frozen=True)
@@ -322,6 +427,35 @@ class Peer:
     permissions: frozenset[str]
 
 
+@dataclass(frozen=True)
+class Route:
+    """A ``[[route]]`` entry: which instances go to which peers, and when.
+
+    ``match`` maps DICOM keywords (and ``CallingAE``) to query values matched as C-FIND
+    matches them (PS3.4 C.2.2.2: wildcards, ranges, lists); empty matches everything.
+    ``trigger`` is ``instance`` (each matching instance as it is indexed) or
+    ``stable-study`` (the whole study of a matching instance, once no instance of it has
+    arrived for ``stable_seconds``).
+    """
+
+    name: str
+    match: dict[str, Any]
+    to: tuple[str, ...]
+    trigger: str = "instance"
+    stable_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A ``[[retention]]`` entry: studies matching ``match`` (study-level keys) are removed
+    once ``keep_days`` have passed since their Study Date (or, without one, since they were
+    received), unless protected."""
+
+    name: str
+    match: dict[str, Any]
+    keep_days: int
+
+
 @dataclass
 class Settings:
     """The effective configuration and, per key, where its value came from."""
@@ -330,6 +464,8 @@ class Settings:
     sources: dict[str, str]
     peers: dict[str, Peer] = field(default_factory=dict)
     config_file: Path | None = None
+    routes: list[Route] = field(default_factory=list)
+    retention: list[Retention] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -345,6 +481,24 @@ class Settings:
     def peer_by_ae_title(self, ae_title: str) -> Peer | None:
         title = ae_title.strip()
         return next((p for p in self.peers.values() if p.ae_title == title), None)
+
+    def peer(self, name: str) -> Peer:
+        """A peer by its name under ``[peers]``, by its AE title, or written ``AE@host:port``
+        (a node not configured: the command line's and the queue's way to name one)."""
+        if name in self.peers:
+            return self.peers[name]
+        by_title = self.peer_by_ae_title(name)
+        if by_title is not None:
+            return by_title
+        title, at, address = name.partition("@")
+        host, colon, port = address.rpartition(":")
+        if at and colon and title and host and port.isdigit() and 0 < int(port) < 65536:
+            return Peer(name=name, ae_title=title, host=host, port=int(port),
+                        permissions=frozenset(PERMISSIONS))  # fmt: skip
+        known = ", ".join(sorted(self.peers)) or "none configured"
+        raise ConfigError(
+            f"unknown peer {name!r}: give a configured peer ({known}) or AE@host:port"
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -362,6 +516,19 @@ class Settings:
                 }
                 for name, p in self.peers.items()
             },
+            "routes": [
+                {
+                    "name": r.name,
+                    "match": r.match,
+                    "to": list(r.to),
+                    "trigger": r.trigger,
+                    "stable_seconds": r.stable_seconds,
+                }
+                for r in self.routes
+            ],  # fmt: skip
+            "retention": [
+                {"name": r.name, "match": r.match, "keep_days": r.keep_days} for r in self.retention
+            ],
         }
 
 
@@ -393,6 +560,14 @@ def load(
     path = _find_config_file(config_path, flags, env, cwd)
     document = _read_toml(path) if path else {}
     file_values, peers = _flatten(document, path)
+    routes = [
+        _parse_route(i, t, peers, path) for i, t in enumerate(_entries(document, "route", path))
+    ]
+    _unique_names("route", [r.name for r in routes], path)
+    retention = [
+        _parse_retention(i, t, path) for i, t in enumerate(_entries(document, "retention", path))
+    ]
+    _unique_names("retention", [r.name for r in retention], path)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -412,7 +587,10 @@ def load(
         values["archive.data_dir"] = (path.parent / values["archive.data_dir"]).resolve()
     else:
         values["archive.data_dir"] = (cwd / values["archive.data_dir"]).resolve()
-    return Settings(values=values, sources=sources, peers=peers, config_file=path)
+    return Settings(
+        values=values, sources=sources, peers=peers, config_file=path, routes=routes,
+        retention=retention,
+    )  # fmt: skip
 
 
 def _validate(option: Option, raw: Any, source: str) -> Any:
@@ -461,8 +639,10 @@ def _flatten(document: dict[str, Any], path: Path | None) -> tuple[dict[str, Any
         if section == "peers":
             peers = _parse_peers(table, path)
             continue
+        if section in ("route", "retention"):
+            continue  # arrays of tables, read by load() once the peers are known
         if section not in sections:
-            allowed = ", ".join(sorted(sections | {"peers"}))
+            allowed = ", ".join(sorted(sections | {"peers", "[route]", "[retention]"}))
             raise ConfigError(f"{path}: unknown section [{section}]; allowed: {allowed}")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section} must be a table ([{section}])")
@@ -513,6 +693,114 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
     return peers
 
 
+def _entries(document: dict[str, Any], kind: str, path: Path | None) -> list[dict[str, Any]]:
+    """The tables of ``[[kind]]`` (an array of tables in TOML)."""
+    tables = document.get(kind, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: {kind} must be written as [[{kind}]] tables")
+    return tables
+
+
+def _unique_names(kind: str, names: list[str], path: Path | None) -> None:
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ConfigError(f"{path}: more than one [[{kind}]] is named {duplicate!r}")
+
+
+def _entry_name(kind: str, index: int, spec: dict[str, Any], path: Path | None) -> str:
+    name = spec.get("name", f"{kind}{index + 1}")
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        raise ConfigError(f"{path}: [[{kind}]] #{index + 1}: name = {name!r} is invalid: "
+                          "expected a text of 1 to 64 characters")  # fmt: skip
+    return name.strip()
+
+
+def _check_keys(where: str, spec: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {sorted(unknown)[0]}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _match(where: str, raw: Any, *, calling_ae: bool) -> dict[str, Any]:
+    """A ``match`` table: DICOM keyword (or ggggeeee) -> a query value or a list of them."""
+    from pydicom.datadict import tag_for_keyword
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where}.match must be a table such as {{ Modality = "CT" }}')
+    match: dict[str, Any] = {}
+    for key, value in raw.items():
+        known = tag_for_keyword(key) is not None or (len(key) == 8 and _is_hex(key))
+        if not known and not (calling_ae and key == CALLING_AE):
+            extra = f" or {CALLING_AE}" if calling_ae else ""
+            raise ConfigError(f"{where}.match: unknown attribute {key!r}; "
+                              f"expected a DICOM keyword such as Modality{extra}")  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, str | int | float | list):
+            raise ConfigError(f"{where}.match.{key} = {value!r} is invalid: expected a text "
+                              "(wildcards * ?, ranges A-B) or a list of texts")  # fmt: skip
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str | int | float) for v in value):
+                raise ConfigError(f"{where}.match.{key} = {value!r} is invalid: "
+                                  "expected a non-empty list of texts")  # fmt: skip
+            match[key] = [str(v) for v in value]
+        else:
+            match[key] = str(value)
+    return match
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _parse_route(
+    index: int, spec: dict[str, Any], peers: dict[str, Peer], path: Path | None
+) -> Route:
+    name = _entry_name("route", index, spec, path)
+    where = f"{path}: route {name!r}"
+    _check_keys(where, spec, ROUTE_KEYS)
+    to = spec.get("to")
+    targets = [to] if isinstance(to, str) else to
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+        raise ConfigError(f'{where}: to = {to!r} is invalid: expected a peer name or a list '
+                          'of them, e.g. to = ["pacs"]')  # fmt: skip
+    known = ", ".join(sorted(peers)) or "none configured"
+    names = []
+    for target in targets:
+        peer = peers.get(target) or next((p for p in peers.values() if p.ae_title == target), None)
+        if peer is None:
+            raise ConfigError(f"{where}: to = {target!r} is not a peer under [peers] ({known})")
+        names.append(peer.name)
+    trigger = spec.get("trigger", "instance")
+    if trigger not in TRIGGERS:
+        raise ConfigError(f"{where}: trigger = {trigger!r} is invalid: expected "
+                          f"{' or '.join(TRIGGERS)}")  # fmt: skip
+    if "stable_seconds" in spec and trigger != "stable-study":
+        raise ConfigError(f'{where}: stable_seconds applies only to trigger = "stable-study"')
+    try:
+        stable = _timeout(spec.get("stable_seconds", 60))
+    except ValueError as e:
+        raise ConfigError(f"{where}: stable_seconds = {spec['stable_seconds']!r} is invalid: "
+                          f"expected {e}") from None  # fmt: skip
+    match = _match(where, spec.get("match"), calling_ae=True)
+    return Route(name, match, tuple(dict.fromkeys(names)), trigger, stable)
+
+
+def _parse_retention(index: int, spec: dict[str, Any], path: Path | None) -> Retention:
+    name = _entry_name("retention", index, spec, path)
+    where = f"{path}: retention {name!r}"
+    _check_keys(where, spec, RETENTION_KEYS)
+    if "keep_days" not in spec:
+        raise ConfigError(f"{where}: missing keep_days (how many days a study is kept)")
+    days = spec["keep_days"]
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 100 * 366:
+        raise ConfigError(f"{where}: keep_days = {days!r} is invalid: expected a number of "
+                          "days from 1 to 36600")  # fmt: skip
+    return Retention(name, _match(where, spec.get("match"), calling_ae=False), days)
+
+
 DEFAULT_FILE = """\
 # duckpacs configuration. Every setting can also be given as an environment variable
 # (shown beside it) or as a command-line flag; flags win over variables, variables over
@@ -524,6 +812,13 @@ DEFAULT_FILE = """\
 # data_dir = "."
 # DEBUG, INFO, WARNING or ERROR ($DUCKPACS_LOG_LEVEL).
 log_level = "INFO"
+# Storage limits (0 = none): the bytes the archive's instances take in the store
+# ($DUCKPACS_MAX_BYTES) and the free space to keep on the disk ($DUCKPACS_MIN_FREE_BYTES),
+# e.g. "500 GB". At a limit, on_limit = "refuse" answers new instances with 0xA700 (C-STORE)
+# or 507 (STOW-RS); "recycle" removes the oldest unprotected studies (`duckpacs protect`).
+# max_bytes = "500 GB"
+# min_free_bytes = "20 GB"
+# on_limit = "refuse"
 
 [dimse]
 # Our AE title; peers must call us by it ($DUCKPACS_AE_TITLE).
@@ -569,4 +864,38 @@ cors_origins = []
 # host = "192.168.1.30"
 # port = 11112
 # permissions = ["echo", "find", "move", "get"]
+
+# Forwarding: a queue in the data folder survives restarts; a destination that does not
+# answer is retried after retry_initial seconds, doubling up to retry_max; an instance a
+# destination refuses max_attempts times is marked failed (`duckpacs queue`). Each
+# destination gets up to `associations` associations at once.
+[routing]
+retry_initial = 10
+retry_max = 600
+max_attempts = 10
+associations = 2
+
+# Routes: which instances go to which peers. match keys are DICOM keywords matched like
+# C-FIND (wildcards * ?, ranges A-B, lists) plus CallingAE (who sent it); trigger is
+# "instance" (each as it arrives) or "stable-study" (the whole study once no instance of
+# it has arrived for stable_seconds).
+#
+# [[route]]
+# name = "ct-to-telerad"
+# match = { Modality = "CT", CallingAE = "CT*" }
+# to = ["telerad"]
+#
+# [[route]]
+# name = "all-to-central"
+# to = ["central"]
+# trigger = "stable-study"
+# stable_seconds = 300
+
+# Retention: studies matching match (study-level keys) are removed keep_days after their
+# Study Date, unless protected (`duckpacs protect STUDY`). Every removal is audit-logged.
+#
+# [[retention]]
+# name = "cr-10-years"
+# match = { ModalitiesInStudy = "CR" }
+# keep_days = 3653
 """

@@ -9,6 +9,7 @@ gets exactly the permissions listed. ``options`` adds or overrides configuration
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,9 +20,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
+
+from duckpacs.archive import part10
 from tests.helpers import free_port
 
 
@@ -122,3 +127,20 @@ def peak_rss_kib(pids: list[int]) -> int:
         except OSError:
             continue
     return total
+
+
+def dataset_sha(data: bytes) -> str:
+    """SHA-256 of a Part 10 stream's dataset (its meta group left out: each writer makes
+    its own)."""
+    return hashlib.sha256(data[part10.split(data).dataset_offset :]).hexdigest()
+
+
+def orthanc_datasets(orthanc: Orthanc) -> dict[str, str]:
+    """SOP Instance UID -> dataset SHA-256 of every instance Orthanc holds."""
+    got = {}
+    for instance in orthanc.rest("/instances"):
+        url = f"http://127.0.0.1:{orthanc.http_port}/instances/{instance}/file"
+        data = urllib.request.urlopen(url, timeout=30).read()
+        uid = str(dcmread(BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+        got[uid] = dataset_sha(data)
+    return got

@@ -4,37 +4,20 @@ count and the SHA-256 of every dataset match the files storescu sent in."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import urllib.request
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from duckpacs.archive import part10
 from tests.corpus import mr_series_sets
 from tests.dimse_support import SCU_AE, dcmtk_tool
 from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, running_server
-from tests.interop.orthanc import Orthanc, orthanc_binary, run_orthanc
+from tests.interop.orthanc import dataset_sha, orthanc_binary, orthanc_datasets, run_orthanc
 
 pytestmark = pytest.mark.interop
-
-
-def dataset_sha(data: bytes) -> str:
-    return hashlib.sha256(data[part10.split(data).dataset_offset :]).hexdigest()
-
-
-def orthanc_datasets(orthanc: Orthanc) -> dict[str, str]:
-    got = {}
-    for instance in orthanc.rest("/instances"):
-        url = f"http://127.0.0.1:{orthanc.http_port}/instances/{instance}/file"
-        data = urllib.request.urlopen(url, timeout=30).read()
-        uid = str(dcmread(BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
-        got[uid] = dataset_sha(data)
-    return got
 
 
 def test_orthanc_moves_from_duckpacs_and_duckpacs_sends_to_orthanc(tmp_path: Path) -> None:

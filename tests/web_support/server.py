@@ -136,3 +136,15 @@ def web_server(
         yield WebServer(f"{server.scheme}://{host}:{port}", data, reader, files, server)
     finally:
         server.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def browser_available() -> bool:
+    """Playwright and Debian's Chromium, for the end-to-end browser tests."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).exists()

@@ -8,6 +8,8 @@ The one owner of the folder's layout, and the only module that opens the Rust st
       store/packs/*.dpk       the store: the source of truth (docs/STORAGE-FORMAT.md)
       index.duckdb            the index, a view of the store (docs/INDEX.md)
       import-journal.sqlite   inputs already imported (duckpacs import)
+      queue.sqlite, .lock     the forwarding queue (duckpacs.routing) and its deliverer's lock
+      policy.sqlite           protected studies (duckpacs.policy)
       migrate/                journals of migrations, per peer
       users.json, audit.log   web users and the audit log
       index.sock, index.key   the running server's local socket for command-line tools
@@ -25,6 +27,9 @@ from duckpacs import _core
 STORE_DIRNAME = "store"
 KEY_FILENAME = "index.key"
 IMPORT_JOURNAL = "import-journal.sqlite"
+QUEUE_DB = "queue.sqlite"
+QUEUE_LOCK = "queue.lock"
+POLICY_DB = "policy.sqlite"
 
 # Store writer ids (at most one process holds each).
 SERVE_WRITER = 1  # `duckpacs serve`: DIMSE and STOW-RS

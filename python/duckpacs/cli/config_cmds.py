@@ -81,4 +81,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     for name, peer in s.peers.items():
         perms = ",".join(sorted(peer.permissions))
         print(f"peers.{name}: {peer.ae_title}@{peer.host}:{peer.port} [{perms}]")
+    for route in s.routes:
+        when = route.trigger
+        if route.trigger == "stable-study":
+            when += f" after {route.stable_seconds} s"
+        print(
+            f"route {route.name}: {route.match or 'everything'} -> {', '.join(route.to)} ({when})"
+        )
+    for rule in s.retention:
+        print(f"retention {rule.name}: {rule.match or 'every study'} kept {rule.keep_days} days")
     return 0

@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "duckpacs.cli.sql_cmd",
     "duckpacs.cli.echo_cmd",
     "duckpacs.cli.send_cmd",
+    "duckpacs.cli.queue_cmd",
+    "duckpacs.cli.protect_cmd",
     "duckpacs.cli.reindex_cmd",
     "duckpacs.cli.user_cmds",
     "duckpacs.cli.anonymize_cmd",

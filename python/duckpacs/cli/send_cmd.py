@@ -1,21 +1,24 @@
-"""``duckpacs send --to PEER [KEY=VALUE ...]``: C-STORE stored instances to a peer.
+"""``duckpacs send --to PEER [KEY=VALUE ...]``: C-STORE stored instances to a peer, through
+the forwarding queue (:mod:`duckpacs.routing.manual`).
 
-The instances go out as stored (byte for byte) when the peer accepts their transfer syntax,
-else transcoded to an uncompressed one it accepted, by the Rust C-STORE SCU
-(``duckpacs_core::net::storescu``).
+The instances are queued for the peer like a routing rule's, so they get the same retries:
+while ``duckpacs serve`` runs it sends them and the command waits for the outcome; with no
+server, the command sends them itself and leaves what could not be sent in the queue for the
+next ``serve``. Each instance goes out as stored when the peer accepts its transfer syntax,
+else transcoded to an uncompressed one it accepted.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 
-from duckpacs import _core
 from duckpacs.archive.client import open_client
 from duckpacs.cli.context import parse_keys, print_json, settings
-from duckpacs.cli.peers import resolve_peer
-from duckpacs.dicom import transcode
 from duckpacs.errors import DuckpacsError, NetworkError
+from duckpacs.routing import manual
+from duckpacs.routing.engine import deliverer_lock, open_queue
 
 LEVEL_OF_KEY = (("SOPInstanceUID", "IMAGE"), ("SeriesInstanceUID", "SERIES"))
 
@@ -24,9 +27,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "send",
         parents=[common],
-        help="C-STORE stored instances matching a query to a peer",
-        description="Send the instances under every match of the query (PS3.4 C.2.2.2 "
-        "matching, e.g. PatientID=123 or StudyDate=20240101-20240131) to a peer.",
+        help="send stored instances matching a query to a peer (through the queue)",
+        description="Queue the instances under every match of the query (PS3.4 C.2.2.2 "
+        "matching, e.g. PatientID=123 or StudyDate=20240101-20240131) for a peer and see "
+        "them sent: by the running server, else by this command. What cannot be sent stays "
+        "queued and is retried (`duckpacs queue`).",
     )
     p.add_argument(
         "--to", required=True, metavar="PEER", help="peer name, AE title or AE@host:port"
@@ -37,19 +42,23 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
         help="query level (default: implied by the keys, else STUDY)",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once queued when a server delivers (default: wait for the outcome)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(func=cmd_send)
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     s = settings(args)
-    peer = resolve_peer(s, args.to)
+    peer = s.peer(args.to)
     query = parse_keys(args.query)
     level = args.level or next((lv for k, lv in LEVEL_OF_KEY if k in query), "STUDY")
     archive = open_client(s)
-    refs = archive.locate(level, query)
-    if not refs:
+    items = manual.instances_of(archive, level, query)
+    if not items:
         raise DuckpacsError(f"nothing matches {query or 'the empty query'} at {level} level")
     show = sys.stderr.isatty() and not args.json
 
@@ -57,33 +66,42 @@ def cmd_send(args: argparse.Namespace) -> int:
         if show:
             print(f"\rsent {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    result = _core.send_stored(
-        archive.store, peer.host, peer.port, s.ae_title, peer.ae_title,
-        [(r.sop_instance_uid, r.sop_class_uid, r.transfer_syntax, *r.location) for r in refs],
-        transcode.dataset_in, timeout=args.timeout, progress=progress,
-    )  # fmt: skip
+    queue = open_queue(s)
+    try:
+        outcome = manual.send(
+            s, queue, deliverer_lock(s), peer.name, items, store=archive.store,
+            locate=manual.locator(archive), wait=not args.no_wait, progress=progress,
+        )  # fmt: skip
+    finally:
+        queue.close()
     if show:
         print(file=sys.stderr)
-    failed = [uid for uid, _reason in result["failures"]]
+    sent, failed = outcome.count("sent"), outcome.count("failed")
+    waiting = len(items) - sent - failed
     summary = {
         "peer": peer.ae_title,
-        "instances": len(refs),
-        "completed": result["completed"],
-        "warning": result["warning"],
-        "failed": result["failed"],
-        "failed_uids": failed,
+        "instances": len(items),
+        "completed": sent,
+        "failed": failed,
+        "waiting": waiting,
+        "delivered_by": "this command" if outcome.delivered_here else "the server",
+        "failures": [{"uid": u, "reason": r} for u, r in outcome.reasons()[:100]],
     }
     if args.json:
         print_json(summary)
     else:
         print(
-            f"sent {len(refs)} instances to {peer.ae_title}: {result['completed']} completed, "
-            f"{result['warning']} with warnings, {result['failed']} failed"
+            f"sent {sent} of {len(items)} instances to {peer.ae_title}: {failed} failed, "
+            f"{waiting} waiting in the queue"
         )
-        for uid, reason in result["failures"][:20]:
-            print(f"failed: {uid}: {reason}", file=sys.stderr)
-    if result["failed"]:
+        reasons = Counter(reason for _uid, reason in outcome.reasons())
+        for reason, count in reasons.most_common(10):
+            print(f"not sent ({count}): {reason}", file=sys.stderr)
+    if args.no_wait and not outcome.delivered_here:
+        return 0
+    if failed or waiting:
         raise NetworkError(
-            f"{result['failed']} of {len(refs)} instances were not stored by the peer"
+            f"{failed + waiting} of {len(items)} instances were not stored by {peer.ae_title} "
+            "yet; they stay queued (`duckpacs queue`)"
         )
     return 0

@@ -23,7 +23,14 @@ from duckpacs import logs
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, IndexUnusableError, QueryError
 from duckpacs.index import output, schema
 from duckpacs.index.output import Rows
-from duckpacs.index.query import Cond, compile_find, compile_locations, finish, scope_sql
+from duckpacs.index.query import (
+    Cond,
+    compile_condition,
+    compile_find,
+    compile_locations,
+    finish,
+    scope_sql,
+)
 
 INDEX_FILENAME = "index.duckdb"
 STORE_DIRNAME = "store"
@@ -692,6 +699,124 @@ class Index:
                 yield [str(r[0]) for r in rows]
         finally:
             cursor.close()
+
+    # -- routing and storage policy (duckpacs.routing, duckpacs.policy) ----------------------
+
+    def newest_instance(self) -> tuple[int, str, int] | None:
+        """``(iid, SOP Instance UID, received_at in µs since the epoch)`` of the instance
+        indexed last, None when the index is empty."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT iid, sop_instance_uid, coalesce(epoch_us(received_at), 0) "
+                "FROM instances ORDER BY iid DESC LIMIT 1"
+            ).fetchall()
+        return (int(rows[0][0]), str(rows[0][1]), int(rows[0][2])) if rows else None
+
+    def instance_at(self, iid: int) -> str | None:
+        """The SOP Instance UID of the row ``iid``, None when there is no such row."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT sop_instance_uid FROM instances WHERE iid = ?", [int(iid)]
+            ).fetchall()
+        return str(rows[0][0]) if rows else None
+
+    def arrivals(self, after: int, limit: int) -> list[tuple[int, str, str, int]]:
+        """``(iid, SOP Instance UID, Study Instance UID, received_at µs)`` of the first
+        ``limit`` rows past ``iid`` ``after``, in iid order (the order they were indexed)."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT iid, sop_instance_uid, study_instance_uid, "
+                "coalesce(epoch_us(received_at), 0) FROM instances "
+                "WHERE iid > ? ORDER BY iid LIMIT ?",
+                [int(after), int(limit)],
+            ).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def study_arrivals(self, study: str, after: int = 0) -> list[tuple[int, str]]:
+        """``(iid, SOP Instance UID)`` of the study's rows past iid ``after``, in iid order."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT iid, sop_instance_uid FROM instances WHERE study_instance_uid = ? "
+                "AND iid > ? ORDER BY iid",
+                [study, int(after)],
+            ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def matching_arrivals(
+        self,
+        query: Mapping[str, Any],
+        calling_ae: Any,
+        after: int,
+        upto: int,
+        *,
+        received_since_us: int | None = None,
+    ) -> list[tuple[str, str]]:
+        """``(SOP Instance UID, Study Instance UID)`` of the rows ``after < iid <= upto``
+        matching ``query`` (PS3.4 C.2.2.2, as :meth:`find` at image level) and ``calling_ae``
+        (the AE title that sent them, same rules; None matches any). With
+        ``received_since_us`` only rows received since then (any iid) are considered."""
+        if received_since_us is None:
+            bounds: tuple[int, int] | None = (int(after) + 1, int(upto))
+            span, span_params = "i.iid > ? AND i.iid <= ?", [int(after), int(upto)]
+        else:
+            bounds = None
+            span, span_params = "epoch_us(i.received_at) >= ?", [int(received_since_us)]
+        cond = compile_condition("image", query, iid_range=bounds, calling_ae=calling_ae)
+        sql = (
+            "SELECT i.sop_instance_uid, i.study_instance_uid FROM instances i "
+            f"WHERE {span} AND {cond.sql} ORDER BY i.iid"
+        )
+        with self._lock:
+            rows = self._con.execute(sql, [*span_params, *cond.params]).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def instance_refs(self, sop_instance_uids: Sequence[str]) -> list[Location]:
+        """Location rows (as :meth:`locations`) of these SOP Instance UIDs, the indexed ones."""
+        if not sop_instance_uids:
+            return []
+        with self._lock:
+            rows = self._con.execute(
+                """SELECT sop_instance_uid, sop_class_uid, transfer_syntax, pack, "offset",
+                length FROM instances WHERE sop_instance_uid IN (SELECT unnest(?::VARCHAR[]))""",
+                [list(sop_instance_uids)],
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def stored_bytes(self) -> int:
+        """Bytes the indexed instances take in the store (their records, compressed)."""
+        with self._lock:
+            rows = self._con.execute("SELECT coalesce(sum(length), 0) FROM instances").fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def studies_oldest_first(
+        self, limit: int, exclude: Sequence[str] = ()
+    ) -> list[tuple[str, int, int, int]]:
+        """``(Study Instance UID, last received µs, stored bytes, instances)`` of the studies
+        whose newest instance arrived longest ago, but those in ``exclude``."""
+        with self._lock:
+            rows = self._con.execute(
+                """SELECT study_instance_uid, coalesce(epoch_us(max(received_at)), 0),
+                       sum(length), count(*)
+                FROM instances
+                WHERE study_instance_uid NOT IN (SELECT unnest(?::VARCHAR[]))
+                GROUP BY study_instance_uid ORDER BY 2, 1 LIMIT ?""",
+                [list(exclude), int(limit)],
+            ).fetchall()
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def studies_dated_before(self, query: Mapping[str, Any], cutoff: Any) -> list[str]:
+        """Studies matching ``query`` (study-level matching, as :meth:`find`) whose Study
+        Date, or without one the day their first instance arrived, is before ``cutoff``
+        (a ``datetime.date``)."""
+        cond = compile_condition("study", query)
+        sql = f"""SELECT s.study_instance_uid FROM studies s
+            WHERE {cond.sql} AND coalesce(s.study_date, (
+              SELECT min(i.received_at) FROM instances i
+              WHERE i.study_instance_uid = s.study_instance_uid)::DATE) < ?
+            ORDER BY 1"""
+        with self._lock:
+            rows = self._con.execute(sql, [*cond.params, cutoff]).fetchall()
+        return [str(r[0]) for r in rows]
 
     def reader(self) -> IndexReader:
         """A second cursor for the write path's duplicate lookups: they run beside a commit

@@ -76,6 +76,7 @@ class HttpServer:
         *,
         settings: Settings | None = None,
         archive: ArchiveReader | None = None,
+        control: Any = None,
     ) -> None:
         tls: dict[str, Any] = {}
         if settings is None:
@@ -94,7 +95,7 @@ class HttpServer:
                 cors_origins=list(settings["http.cors_origins"]),
                 https=bool(cert),
             )
-            app = create_app(archive, config, status)
+            app = create_app(archive, config, status, control=control)
         self.app = app
         self.scheme = "https" if tls else "http"
         self._sock = _listen(bind, port)

@@ -23,6 +23,9 @@ from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
 from duckpacs.errors import NetworkError
 from duckpacs.server.densify import Densifier
+from duckpacs.policy.service import PolicyService
+from duckpacs.routing.engine import Router
+from duckpacs.server.control import Control
 from duckpacs.server.http import HttpServer
 from duckpacs.web.archive_reader import FacadeReader
 
@@ -40,6 +43,8 @@ class Service:
         self.http: HttpServer | None = None
         self.dimse: Any = None
         self.local: ipc.LocalService | None = None
+        self.router: Router | None = None
+        self.policy: PolicyService | None = None
         self.stopping = threading.Event()
         self.dimse_address: tuple[str, int] | None = None
 
@@ -60,11 +65,23 @@ class Service:
         self.densifier = Densifier(self.archive)
         self.densifier.start()
         try:
+            # Before the listeners: the rules' cursor is placed before any new arrival, and a
+            # full archive refuses from the first association on.
+            self.router = Router(s, self.archive)
+            self.router.start()
+            self.policy = PolicyService(s, self.archive, self.router.queue.pending_studies)
+            self.policy.start()
+        except BaseException:
+            self.stop()
+            raise
+        control = Control(s, self.archive, self.router, self.policy)
+        try:
             self.dimse = DimseListener(s, self.archive)
             self.dimse_address = self.dimse.start()
             self.http = HttpServer(
-                s["http.bind"], s["http.port"], self.status, settings=s, archive=self._web_reader()
-            )
+                s["http.bind"], s["http.port"], self.status, settings=s,
+                archive=self._web_reader(), control=control,
+            )  # fmt: skip
         except OSError as e:
             self.stop()
             reason = e.strerror or str(e)
@@ -103,6 +120,12 @@ class Service:
         if self.densifier is not None:
             self.densifier.stop()
             self.densifier = None
+        if self.policy is not None:
+            self.policy.stop()
+            self.policy = None
+        if self.router is not None:
+            self.router.stop()
+            self.router = None
         if self.archive is not None:
             self.archive.close()
             self.archive = None

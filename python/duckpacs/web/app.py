@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from duckpacs import logs
 from duckpacs.errors import DuckpacsError
 from duckpacs.web import auth
-from duckpacs.web.audit import AuditLog
+from duckpacs.web.admin import Admin
+from duckpacs.web.audit import AUDIT_FILENAME, AuditLog
 from duckpacs.web.dicomweb import DicomWeb
 from duckpacs.web.errors import HttpError
 from duckpacs.web.reader import ArchiveReader
@@ -131,7 +132,7 @@ class AuthAudit:
             await response(scope, receive, send)
             return
         path = scope["path"]
-        public = path in ("/", "/api/login", "/api/status") or path.startswith("/static/")
+        public = path in ("/", "/admin", "/api/login", "/api/status") or path.startswith("/static/")
         if principal is None and not public:
             # No challenge for the UI's own requests: it would pop up the browser's dialog.
             challenge = {"WWW-Authenticate": 'Basic realm="duckpacs", charset="UTF-8"'}
@@ -187,8 +188,11 @@ def create_app(
     archive: ArchiveReader | None,
     config: WebConfig,
     status: Callable[[], dict[str, Any]] | None = None,
+    control: Any = None,
 ) -> Starlette:
-    """The ASGI application. Without an archive only the status, login and UI are served."""
+    """The ASGI application. Without an archive only the status, login and UI are served;
+    with the server's ``control`` (:class:`duckpacs.server.control.Control`) the admin page
+    too (:mod:`duckpacs.web.admin`)."""
     # Archived files are served as they are: pydicom must not warn (or, under a strict
     # warnings filter, fail) on values that break a VR's rules when it reads or re-encodes them.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -198,7 +202,7 @@ def create_app(
     context = WebContext(
         archive=archive,
         authenticator=auth.Authenticator(users, signer, config.anonymous),
-        audit=AuditLog(config.data_dir / "audit.log"),
+        audit=AuditLog(config.data_dir / AUDIT_FILENAME),
         config=config,
     )
     api = _Api(context, status or (lambda: {}))
@@ -206,6 +210,8 @@ def create_app(
     if archive is not None:
         routes.extend(DicomWeb(archive).routes())
         routes.append(Route("/api/studies/{study}/archive.zip", api.study_zip))
+    if control is not None:
+        routes.extend(Admin(control).routes())
     routes.append(Mount("/static", app=StaticFiles(directory=_static_dir()), name="static"))
     middleware = [
         Middleware(

@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# In the data folder: the web layer's accesses and the storage policy's removals.
+AUDIT_FILENAME = "audit.log"
+
 
 class AuditLog:
     """Append-only JSON-lines audit log."""

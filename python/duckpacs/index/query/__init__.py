@@ -38,6 +38,20 @@ uses.
 
 from duckpacs.index.query.conditions import Cond
 from duckpacs.index.query.results import finish
-from duckpacs.index.query.sql import FindPlan, compile_find, compile_locations, scope_sql
+from duckpacs.index.query.sql import (
+    FindPlan,
+    compile_condition,
+    compile_find,
+    compile_locations,
+    scope_sql,
+)
 
-__all__ = ["Cond", "FindPlan", "compile_find", "compile_locations", "finish", "scope_sql"]
+__all__ = [
+    "Cond",
+    "FindPlan",
+    "compile_condition",
+    "compile_find",
+    "compile_locations",
+    "finish",
+    "scope_sql",
+]

@@ -330,6 +330,28 @@ def _return_expr(level: str, attr: Attr) -> str | None:
     return f"{alias}.{attr.key.column}" if alias else None
 
 
+def compile_condition(
+    level: str,
+    query: Mapping[str, Any],
+    *,
+    iid_range: IidRange = None,
+    calling_ae: Any = None,
+) -> Cond:
+    """The condition alone of ``query`` at ``level`` (the aliases of ``FROM[level]``: ``i``
+    for instances, ``s`` for studies), for callers that write their own SELECT: routing
+    rules over new instances, retention over studies. ``calling_ae`` matches the AE title
+    that sent the instance (image level only) with the same rules as a text key."""
+    level = level_name(level)
+    where, _, _ = _where(level, query, False, False, iid_range)
+    if calling_ae is None:
+        return where
+    if level != "image":
+        raise QueryError("CallingAE can only be matched on instances")
+    sender = Attr(0, "CallingAE", "AE", None)
+    cond = value_cond(sender, calling_ae, "coalesce(i.source_ae, '')", typed="VARCHAR", fuzzy=False)
+    return where if cond is None else all_of([where, cond])
+
+
 def compile_locations(
     level: str, query: Mapping[str, Any], *, fuzzy: bool = False, iid_range: IidRange = None
 ) -> tuple[str, list[Any], Cond | None]:

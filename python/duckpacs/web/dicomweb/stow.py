@@ -2,7 +2,11 @@
 ``application/dicom`` body, each through the archive's one write path.
 
 The answer lists what was stored and what failed (PS3.18 10.5.3): 200 when all were stored,
-202 when some failed or were stored with a warning, 409 when none was stored.
+202 when some failed or were stored with a warning, 409 when none was stored. When none was
+stored because the archive is out of resources (every Failure Reason A7xx, PS3.18 I.2.2: a
+storage limit, ``archive.max_bytes`` or ``archive.min_free_bytes``) the status is 507
+Insufficient Storage (RFC 4918 11.5), an HTTP code beside those of PS3.18 Table 10.5.3-1,
+with the same body.
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ class Stow(Service):
             body["ReferencedSOPSequence"] = [_stored_item(o, base) for o in ok]
         warned = any(o.warning is not None for o in ok)
         status = 409 if failed and not ok else (202 if failed or warned else 200)
+        if status == 409 and all(0xA700 <= (o.failure or 0) <= 0xA7FF for o in failed):
+            status = 507
         # DICOM JSON from the one producer (Rust, rust/duckpacs-core/src/parse/json.rs).
         return Response(_core.row_json(body).encode(), status_code=status, media_type=DICOM_JSON)
 

@@ -4,7 +4,7 @@
 const DW = "/dicom-web";
 const PAGE = 25;
 const $ = (id) => document.getElementById(id);
-const state = { offset: 0, query: {}, viewer: null };
+const state = { offset: 0, query: {}, viewer: null, admin: false, study: null };
 
 function val(obj, tag) {
   const e = obj && obj[tag];
@@ -70,6 +70,8 @@ async function whoami() {
   $("who").textContent = me.auth === "anonymous" ? "local access" : `${me.user} (${me.roles.join(", ")})`;
   $("logout").hidden = me.auth === "anonymous";
   $("upload-label").hidden = !(me.roles.includes("uploader") || me.roles.includes("admin"));
+  state.admin = me.roles.includes("admin");
+  $("admin-link").hidden = !state.admin;
   return true;
 }
 
@@ -122,6 +124,8 @@ async function loadStudy(study) {
   $("study-title").textContent = info
     ? `${fmtName(val(info, "00100010"))} — ${fmtDate(val(info, "00080020"))} ${val(info, "00081030")}` : study;
   $("download").href = `/api/studies/${study}/archive.zip`;
+  state.study = study;
+  await showSendBox();
   const series = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
   series.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
   $("series").replaceChildren(...series.map((s) => {
@@ -139,6 +143,31 @@ async function loadStudy(study) {
     return a;
   }));
 }
+
+// "Send to...": through the server's forwarding queue (retried like the routing rules).
+async function showSendBox() {
+  $("send-box").hidden = true;
+  if (!state.admin) return;
+  let peers = [];
+  try { peers = await (await api("/api/peers")).json(); } catch (e) { return; }
+  if (!peers.length) return;
+  $("send-to").replaceChildren(...peers.map((p) => {
+    const o = document.createElement("option");
+    o.value = p.name;
+    o.textContent = `${p.name} (${p.ae_title})`;
+    return o;
+  }));
+  $("send-box").hidden = false;
+}
+$("send").addEventListener("click", async () => {
+  const to = $("send-to").value;
+  try {
+    const r = await api(`/api/studies/${state.study}/send`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ to }) });
+    const body = await r.json();
+    status(`Queued ${body.queued} instances for ${to} (see Queue & storage).`);
+  } catch (e) { status(`Not sent: ${e.message}`); }
+});
 
 // --- viewer --------------------------------------------------------------------------------
 const canvas = $("canvas");

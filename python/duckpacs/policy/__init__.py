@@ -1,0 +1,1 @@
+"""The storage policy: limits (refuse or recycle), retention rules, protected studies."""

@@ -1,0 +1,2 @@
+"""Forwarding: routing rules, the durable queue and its delivery (``[[route]]``,
+``duckpacs send``, ``duckpacs queue``)."""

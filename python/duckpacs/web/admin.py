@@ -1,0 +1,104 @@
+"""The admin page's routes: the forwarding queue (what waits, what failed and why; retry,
+drop), storage figures, and "send to..." for a study, all for the ``admin`` role.
+
+``/admin`` is a static page (``static/admin.html`` and ``admin.js``) calling the JSON API
+below; "send to..." is ``POST /api/studies/{study}/send``, under ``/api/studies/`` so the
+audit log records who sent which study where. The operations are those of
+``duckpacs queue`` and ``duckpacs send``, on the same queue
+(:class:`duckpacs.server.control.Control`).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from duckpacs.web.auth import Principal, require
+from duckpacs.web.errors import HttpError
+
+
+def _page() -> Path:
+    return Path(str(resources.files("duckpacs.web") / "static" / "admin.html"))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise HttpError(400, "expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise HttpError(400, "expected a JSON object")
+    return body
+
+
+def _selection(body: dict[str, Any]) -> dict[str, Any]:
+    """Which jobs an operation is about: ids, a destination or a study (one is required)."""
+    ids = body.get("ids") or []
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise HttpError(400, "ids must be a list of job numbers")
+    destination = str(body.get("destination") or "")
+    study = str(body.get("study") or "")
+    if not (ids or destination or study):
+        raise HttpError(400, "name the jobs: ids, destination or study")
+    return {"ids": ids, "destination": destination, "study": study}
+
+
+class Admin:
+    """The routes over the server's :class:`~duckpacs.server.control.Control`."""
+
+    def __init__(self, control: Any) -> None:
+        self.control = control
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/admin", self.page),
+            Route("/api/admin/queue", self.queue),
+            Route("/api/admin/queue/retry", self.retry, methods=["POST"]),
+            Route("/api/admin/queue/drop", self.drop, methods=["POST"]),
+            Route("/api/peers", self.peers),
+            Route("/api/studies/{study}/send", self.send, methods=["POST"]),
+        ]
+
+    def page(self, request: Request) -> Response:
+        return FileResponse(_page(), headers={"Cache-Control": "no-cache"})
+
+    def queue(self, request: Request) -> Response:
+        require(request, "admin")
+        params = request.query_params
+        try:
+            limit = int(params.get("limit", "200"))
+        except ValueError:
+            raise HttpError(400, "limit must be a number") from None
+        return JSONResponse(
+            self.control.overview(
+                state=params.get("state", ""), destination=params.get("to", ""), limit=limit
+            )
+        )
+
+    async def retry(self, request: Request) -> Response:
+        require(request, "admin")
+        return JSONResponse({"retried": self.control.retry(**_selection(await _body(request)))})
+
+    async def drop(self, request: Request) -> Response:
+        require(request, "admin")
+        return JSONResponse({"dropped": self.control.drop(**_selection(await _body(request)))})
+
+    def peers(self, request: Request) -> Response:
+        require(request, "admin")
+        return JSONResponse(self.control.peers())
+
+    async def send(self, request: Request) -> Response:
+        require(request, "admin")
+        to = str((await _body(request)).get("to") or "")
+        if not to:
+            raise HttpError(400, 'expected {"to": PEER}')
+        principal: Principal = request.scope["duckpacs.principal"]
+        study = request.path_params["study"]
+        queued = self.control.send_study(study, to, f"send:web:{principal.name}")
+        return JSONResponse({"queued": queued, "to": to}, status_code=202)

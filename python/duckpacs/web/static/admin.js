@@ -1,0 +1,106 @@
+// duckpacs admin page: the forwarding queue (/api/admin/queue) and storage figures.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const UI_HEADER = { "X-Requested-With": "duckpacs" };
+
+function fail(message) { $("admin-error").textContent = message || ""; }
+
+async function call(url, body) {
+  const options = { credentials: "same-origin", headers: { ...UI_HEADER } };
+  if (body !== undefined) {
+    options.method = "POST";
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const r = await fetch(url, options);
+  if (r.status === 401) throw new Error("Log in on the main page first (an admin account).");
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`${r.status}: ${data.error || r.statusText}`);
+  return data;
+}
+
+function size(n) {
+  if (!n) return "0 B";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+function when(t) { return t ? new Date(t * 1000).toLocaleString() : ""; }
+
+function cells(tr, values) {
+  for (const v of values) {
+    const td = document.createElement("td");
+    if (v instanceof Node) td.appendChild(v); else td.textContent = v === null || v === undefined ? "" : String(v);
+    tr.appendChild(td);
+  }
+}
+
+function button(label, action) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.addEventListener("click", async () => {
+    try { await action(); await load(); } catch (e) { fail(e.message); }
+  });
+  return b;
+}
+
+function showStorage(s) {
+  const limits = [];
+  if (s.max_bytes) limits.push(`limit ${size(s.max_bytes)}`);
+  if (s.min_free_bytes) limits.push(`keep ${size(s.min_free_bytes)} free`);
+  $("storage").textContent = `${size(s.stored_bytes)} stored, ${size(s.free_bytes)} free on disk, `
+    + `${size(s.reclaimable_bytes)} reclaimable by compaction; ${limits.join(", ") || "no limits"} `
+    + `(${s.on_limit}); ${s.protected} protected studies. `
+    + (s.refusing ? `Refusing new instances: ${s.refusing}` : "Accepting new instances.");
+}
+
+function showDestinations(list) {
+  $("destinations").tBodies[0].replaceChildren(...list.map((d) => {
+    const tr = document.createElement("tr");
+    const actions = document.createElement("span");
+    actions.append(
+      button("Retry all", () => call("/api/admin/queue/retry", { destination: d.destination })),
+      button("Drop all", () => call("/api/admin/queue/drop", { destination: d.destination })));
+    cells(tr, [d.destination, d.waiting, d.sending + d.answered, d.failed, d.sent, when(d.next_try), d.error, actions]);
+    return tr;
+  }));
+}
+
+function showJobs(jobs) {
+  $("jobs").tBodies[0].replaceChildren(...jobs.map((j) => {
+    const tr = document.createElement("tr");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = String(j.id);
+    cells(tr, [box, j.id, j.destination, j.state, j.attempts, j.study_instance_uid, j.sop_instance_uid, j.origin, j.error]);
+    return tr;
+  }));
+}
+
+function selected() {
+  return [...document.querySelectorAll("#jobs tbody input:checked")].map((b) => Number(b.value));
+}
+
+async function load() {
+  fail("");
+  const params = new URLSearchParams({ state: $("state").value, to: $("to").value.trim(), limit: "500" });
+  const data = await call(`/api/admin/queue?${params}`);
+  showStorage(data.storage);
+  showDestinations(data.destinations);
+  showJobs(data.jobs);
+}
+
+$("filter").addEventListener("submit", (ev) => { ev.preventDefault(); load().catch((e) => fail(e.message)); });
+$("retry-selected").addEventListener("click", () => {
+  const ids = selected();
+  if (ids.length) call("/api/admin/queue/retry", { ids }).then(load).catch((e) => fail(e.message));
+});
+$("drop-selected").addEventListener("click", () => {
+  const ids = selected();
+  if (ids.length) call("/api/admin/queue/drop", { ids }).then(load).catch((e) => fail(e.message));
+});
+load().catch((e) => fail(e.message));
+setInterval(() => load().catch((e) => fail(e.message)), 5000);
