@@ -22,10 +22,10 @@ from duckpacs.archive import ipc
 from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
 from duckpacs.errors import NetworkError
-from duckpacs.server.densify import Densifier
 from duckpacs.policy.service import PolicyService
 from duckpacs.routing.engine import Router
 from duckpacs.server.control import Control
+from duckpacs.server.densify import Densifier
 from duckpacs.server.http import HttpServer
 from duckpacs.web.archive_reader import FacadeReader
 
