@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-from duckpacs import config
+from duckpacs import _core, config
 from duckpacs.archive.facade import Archive
+from duckpacs.dicom import transcode
 from duckpacs.routing.delivery import Deliverer, Retry
 from duckpacs.routing.engine import index_locator
 from duckpacs.routing.queue import Queue
@@ -99,6 +100,62 @@ def test_a_receiver_refusing_the_stored_syntax_gets_it_transcoded(
         assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
         assert np.array_equal(received.pixel_array, original.pixel_array)
     queue.close()
+
+
+def test_a_receiver_taking_only_the_default_syntax_gets_implicit_vr(
+    tmp_path: Path, archive: Archive
+) -> None:
+    """Stored Explicit VR Little Endian; a receiver that accepts only Implicit VR Little
+    Endian (the one syntax every SCP must take, PS3.5 10.1) still gets every instance,
+    re-encoded with the same attributes and pixels."""
+    sent = fill(archive, 3, "implicit")
+    with receiver(tmp_path / "recv", "DEFAULTONLY", "+xi") as r:
+        s = settings_for(tmp_path, peer_toml("recv", r.ae_title, r.port))
+        queue = Queue(tmp_path / "data" / "queue.sqlite")
+        queue.enqueue([(u, "s") for u in sent], ["recv"], "send:test")
+        step = deliverer(archive, s, queue, "recv").step()
+        got = r.copies()
+    assert (step.outcome, step.sent, step.failed) == ("sent", 3, 0)
+    assert set(got) == set(sent)
+    for u, (copy,) in got.items():
+        received, original = dcmread(BytesIO(copy)), dcmread(BytesIO(sent[u]))
+        assert received.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+        assert received.PatientName == original.PatientName
+        assert received.PixelData == original.PixelData
+    queue.close()
+
+
+def test_each_answer_reaches_the_caller_before_the_next_store(
+    tmp_path: Path, archive: Archive
+) -> None:
+    """The C-STORE SCU reports every answer as it comes (so the queue can record a refusal
+    before the next instance goes out, and a kill never turns a refusal into 'sent')."""
+    sent = fill(archive, 4, "answers")
+    refused_uid = sorted(sent)[1]
+    scp = AE(ae_title="PICKY")
+    scp.add_supported_context(CTImageStorage)
+    port = free_port()
+
+    def on_store(event: evt.Event) -> int:
+        return 0xA700 if str(event.request.AffectedSOPInstanceUID) == refused_uid else 0
+
+    server = scp.start_server(("127.0.0.1", port), block=False,
+                              evt_handlers=[(evt.EVT_C_STORE, on_store)])  # fmt: skip
+    order = sorted(sent)
+    located = index_locator(archive)(order)
+    answers: list[tuple[int, str | None]] = []
+
+    def record(done: int, _total: int, failure: str | None) -> None:
+        answers.append((done, failure))
+
+    try:
+        _core.send_stored(archive.store_backend, "127.0.0.1", port, "US", "PICKY",
+                          [located[u] for u in order], transcode.dataset_in, progress=record)  # fmt: skip
+    finally:
+        server.shutdown()
+    assert [done for done, _ in answers] == [1, 2, 3, 4]
+    assert [failure is None for _, failure in answers] == [True, False, True, True]
+    assert "0xA700" in str(answers[1][1])
 
 
 def test_a_refused_instance_is_retried_alone_and_the_rest_are_sent(

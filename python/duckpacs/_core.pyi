@@ -334,9 +334,10 @@ def send_stored(
     items: Sequence[tuple[str, str, str, int, int, int]],
     transcode: Callable[[bytes, str], bytes],
     timeout: float = 30.0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, str | None], None] | None = None,
 ) -> dict[str, Any]:
-    """C-STORE stored instances to a peer on one association (``duckpacs send``); returns
+    """C-STORE stored instances to a peer on one association (``duckpacs send``);
+    ``progress(done, total, failure)`` after each answer (``failure`` None when stored); returns
     ``completed``, ``warning``, ``failed`` and ``failures`` [(uid, reason)]. Raises
     ``NetworkError`` when no association can be made."""
 

@@ -108,8 +108,10 @@ class Deliverer:
         if not jobs:
             return Step("sent")
 
-        def progress(done: int, _total: int) -> None:
-            self.queue.answered(jobs[done - 1].id)
+        def progress(done: int, _total: int, failure: str | None) -> None:
+            # A refusal stays ``sending``: after a kill it waits again and is retried.
+            if failure is None:
+                self.queue.answered(jobs[done - 1].id)
 
         try:
             result = _core.send_stored(

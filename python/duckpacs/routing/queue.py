@@ -5,11 +5,10 @@ destination however many rules or sends name it. A job moves through these state
 
 - ``waiting``: due at ``next_at`` (retries wait longer each time);
 - ``sending``: claimed by the deliverer, on an association now;
-- ``answered``: the destination answered its C-STORE; settled when the batch's association
-  ends and its outcomes are read (the C-STORE SCU reports them per batch). A job still
-  ``answered`` at the next start was answered before a kill and counts as sent, so nothing
-  the destination acknowledged is sent again; the price is that a refusal answered in the
-  same batch before the kill is not retried;
+- ``answered``: the destination stored it (success or warning); settled when the batch's
+  association ends. A job still ``answered`` at the next start was stored before a kill and
+  counts as sent, so nothing the destination acknowledged is sent again. A refused job stays
+  ``sending`` until the batch settles, so a kill in between makes it wait and be retried;
 - ``sent``: stored by the destination (success or warning, PS3.4 B.2.3);
 - ``failed``: refused ``routing.max_attempts`` times; ``retry`` makes it ``waiting`` again;
 - ``dropped``: taken out by an operator, or its instance left the archive. Kept, like

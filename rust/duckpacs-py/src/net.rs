@@ -326,7 +326,9 @@ impl DimseServer {
 
 /// C-STORE of stored instances to a peer (`duckpacs send`): one association, each instance
 /// as stored or, when the peer refuses that syntax, transcoded by `transcode(stream, ts)`.
-/// `items`: `(uid, sop_class, ts, pack, offset, length)`. `progress(done, total)` after each.
+/// `items`: `(uid, sop_class, ts, pack, offset, length)`. `progress(done, total, failure)`
+/// after each C-STORE is answered: `failure` is `None` when the peer stored it (success or
+/// warning), else why not, so a caller can record each outcome before the next is sent.
 /// Returns `{"completed", "warning", "failed", "failures": [(uid, reason)]}`; raises
 /// `NetworkError` when no association can be made.
 #[pyfunction]
@@ -382,12 +384,16 @@ fn send_stored<'py>(
                 None,
                 &transcoder,
             );
-            sent.push(r);
             if let Some(cb) = &progress {
+                let failure = match &r {
+                    Sent::Failed(why) => Some(why.clone()),
+                    Sent::Completed | Sent::Warning => None,
+                };
                 Python::attach(|py| {
-                    let _ = cb.call1(py, (n + 1, items.len()));
+                    let _ = cb.call1(py, (n + 1, items.len(), failure));
                 });
             }
+            sent.push(r);
             if !assoc.is_open() {
                 break;
             }

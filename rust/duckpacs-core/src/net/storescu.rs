@@ -100,8 +100,9 @@ pub fn send_stored(
 }
 
 /// Contexts to propose for `items`: one per (SOP class, stored syntax), so the peer can take
-/// the bytes as stored, and an uncompressed fallback per class for transcoding; at most
-/// [`MAX_CONTEXTS`].
+/// the bytes as stored, and an uncompressed fallback per class for transcoding (offering
+/// Implicit VR Little Endian, the one syntax every SCP must accept, PS3.5 10.1, whenever the
+/// stored syntax is another); at most [`MAX_CONTEXTS`].
 pub fn proposal(our_ae: &str, peer_ae: &str, items: &[Located]) -> Proposal {
     let mut proposal = Proposal::new(our_ae, peer_ae);
     let mut seen: Vec<(&str, &str)> = Vec::new();
@@ -113,11 +114,56 @@ pub fn proposal(our_ae: &str, peer_ae: &str, items: &[Located]) -> Proposal {
         seen.push(pair);
         proposal = proposal.with_context(pair.0, &[pair.1]);
         let fallback = (pair.0, "");
-        if !UNCOMPRESSED.contains(&pair.1) && !seen.contains(&fallback) && seen.len() < MAX_CONTEXTS
+        if pair.1 != parse::IMPLICIT_VR_LE && !seen.contains(&fallback) && seen.len() < MAX_CONTEXTS
         {
             seen.push(fallback);
             proposal = proposal.with_context(pair.0, &UNCOMPRESSED[..2]);
         }
     }
     proposal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Location;
+
+    fn item(class: &str, ts: &str) -> Located {
+        Located {
+            sop_instance_uid: "1.2.3".into(),
+            sop_class_uid: class.into(),
+            transfer_syntax: ts.into(),
+            location: Location {
+                pack: 0,
+                offset: 0,
+                length: 0,
+            },
+        }
+    }
+
+    fn offered(p: &Proposal) -> Vec<(String, Vec<String>)> {
+        p.contexts.clone()
+    }
+
+    #[test]
+    fn explicit_instances_also_offer_implicit_for_default_only_receivers() {
+        let p = proposal(
+            "US",
+            "PEER",
+            &[item("1.2.840.10008.5.1.4.1.1.2", parse::EXPLICIT_VR_LE)],
+        );
+        let contexts = offered(&p);
+        assert_eq!(contexts.len(), 2);
+        assert!(contexts[1].1.iter().any(|t| t == parse::IMPLICIT_VR_LE));
+    }
+
+    #[test]
+    fn implicit_instances_need_no_fallback() {
+        let p = proposal(
+            "US",
+            "PEER",
+            &[item("1.2.840.10008.5.1.4.1.1.2", parse::IMPLICIT_VR_LE)],
+        );
+        assert_eq!(offered(&p).len(), 1);
+    }
 }
