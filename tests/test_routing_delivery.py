@@ -149,8 +149,9 @@ def test_each_answer_reaches_the_caller_before_the_next_store(
         answers.append((done, failure))
 
     try:
-        _core.send_stored(archive.store_backend, "127.0.0.1", port, "US", "PICKY",
-                          [located[u] for u in order], transcode.dataset_in, progress=record)  # fmt: skip
+        items = [located[u] for u in order]
+        _core.send_stored(archive.store_backend, "127.0.0.1", port, "US", "PICKY", items,
+                          transcode.dataset_in, progress=record)  # fmt: skip
     finally:
         server.shutdown()
     assert [done for done, _ in answers] == [1, 2, 3, 4]
