@@ -229,6 +229,13 @@ class ArchiveWriter:
         received_at_us: int | None = None,
         source_ae: str | None = None,
     ) -> list[dict[str, Any]]: ...
+    def store_file(
+        self,
+        path: str | PathLike[str],
+        received_at_us: int | None = None,
+        source_ae: str | None = None,
+    ) -> dict[str, Any]:
+        """``store`` for a Part 10 file of any size, in memory that does not grow with it."""
     def seed(self, uids: Sequence[str]) -> None:
         """Feed archived UIDs to the filter that spares new instances an index lookup."""
     def set_refusal(self, reason: str | None = None) -> None:

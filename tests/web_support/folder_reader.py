@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,11 @@ class FolderReader:
 
     def read_instance(self, location: InstanceLocation) -> bytes:
         return Path(location.handle).read_bytes()
+
+    def stream_instance(self, location: InstanceLocation) -> Iterator[bytes]:
+        with Path(location.handle).open("rb") as f:
+            while piece := f.read(1 << 20):
+                yield piece
 
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:
         ds = pydicom.dcmread(io.BytesIO(self.read_instance(location)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
@@ -161,6 +162,14 @@ class Archive:
         when = received_at_us or epoch_us_now()
         return [result_of(o) for o in self.writer.store_many(items, when, source_ae or None)]
 
+    def store_file(
+        self, path: Path, *, source_ae: str = "", received_at_us: int | None = None
+    ) -> StoreResult:
+        """Store the Part 10 file at ``path`` without reading it into memory (a file of
+        gigabytes costs a few MB): same rules and result as :meth:`store`."""
+        when = received_at_us or epoch_us_now()
+        return result_of(self.writer.store_file(path, when, source_ae or None))
+
     def refuse(self, reason: str | None) -> None:
         """Refuse every arrival with ``reason`` (a storage limit: 0xA700 over DIMSE, 507
         over STOW-RS) until called with None."""
@@ -260,6 +269,11 @@ class Archive:
     def read(self, location: Location) -> bytes:
         """The stored Part 10 stream, byte for byte as it was stored."""
         return bytes(self.store_backend.get(location))
+
+    def stream(self, location: Location) -> _core.InstanceStream:
+        """The stored Part 10 stream as checked pieces (``read(n)``, iteration): memory
+        does not grow with the instance. A damaged record raises IntegrityError."""
+        return self.store_backend.open_instance(location)
 
     def read_dataset(self, ref: InstanceRef) -> tuple[bytes, str]:
         """The dataset bytes without the meta group, and their transfer syntax."""

@@ -61,8 +61,15 @@ def _name(value: object) -> str:
     return text[:64] or "UNKNOWN"
 
 
-def _instances(data_dir: Path, level: str, query: Mapping[str, str]) -> Iterator[tuple[str, bytes]]:
-    """(SOP Instance UID, stored bytes) of every instance under the matches."""
+# Records at least this long in the store are copied out as a stream, never read whole.
+STREAM_AT = 8 * 1024 * 1024
+
+
+def _instances(
+    data_dir: Path, level: str, query: Mapping[str, str], stream: bool
+) -> Iterator[tuple[str, bytes | _core.InstanceStream]]:
+    """(SOP Instance UID, stored bytes) of every instance under the matches; with
+    ``stream``, a large one comes as a stream of its stored bytes instead."""
     with Index.open(data_dir, read_only=True) as index:
         locations = index.locations(level, dict(query))
     if not locations:
@@ -71,7 +78,34 @@ def _instances(data_dir: Path, level: str, query: Mapping[str, str]) -> Iterator
         for uid, _cls, _ts, pack, offset, length in locations:
             if pack is None or offset is None or length is None:
                 raise StorageError(f"instance {uid}: the index has no store location")
-            yield uid, store.get((pack, offset, length))
+            if stream and length >= STREAM_AT:
+                yield uid, store.open_instance((pack, offset, length))
+            else:
+                yield uid, store.get((pack, offset, length))
+
+
+def _copy_out(source: _core.InstanceStream, stage: Path, uid: str, layout: str) -> tuple[str, int]:
+    """Writes a large instance a piece at a time, named from its header (read back without
+    the pixels); returns its relative path and size."""
+    stage.mkdir(parents=True, exist_ok=True)
+    partial = stage / f".{_name(uid)}.partial"
+    size = 0
+    with partial.open("wb") as f:
+        for piece in source:
+            f.write(piece)
+            size += len(piece)
+    if layout == "flat":
+        rel = f"{_name(uid)}.dcm"
+    else:
+        ds = part10.read_header(partial)
+        rel = "/".join(
+            _name(getattr(ds, key, "")) for key in ("PatientID", "StudyInstanceUID",
+                                                    "SeriesInstanceUID")
+        ) + f"/{_name(uid)}.dcm"  # fmt: skip
+    target = stage / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(target)
+    return rel, size
 
 
 def _relative(uid: str, data: bytes, layout: str) -> str:
@@ -126,8 +160,14 @@ def export(
         result.anonymized = AnonymizeReport()
     with tempfile.TemporaryDirectory(prefix="duckpacs-export-") as tmp, progress:
         stage = Path(tmp) / "files" if (dicomdir or as_zip) else out
-        for uid, data in _instances(data_dir, level, query or {}):
-            data = _as_part10(data)
+        for uid, found in _instances(data_dir, level, query or {}, stream=anonymizer is None):
+            if not isinstance(found, bytes):
+                rel, size = _copy_out(found, stage, uid, layout)
+                result.files.append(rel)
+                result.bytes += size
+                progress.advance(size)
+                continue
+            data = _as_part10(found)
             if anonymizer is not None and result.anonymized is not None:
                 data, changes, ds = anonymize_bytes(data, anonymizer)
                 uid = str(ds.SOPInstanceUID)

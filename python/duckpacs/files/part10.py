@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -20,6 +21,13 @@ def parse(data: bytes, *, force: bool = False, stop_before_pixels: bool = False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return pydicom.dcmread(io.BytesIO(data), force=force, stop_before_pixels=stop_before_pixels)
+
+
+def read_header(path: Path) -> Dataset:
+    """The attributes of the file at ``path`` up to its pixel data (which is not read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return pydicom.dcmread(path, force=True, stop_before_pixels=True)
 
 
 def encode(ds: Dataset) -> bytes:

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from duckpacs.files.progress import Progress, Summary
 from duckpacs.files.sources import Found, Reject, SourceItem, discover
@@ -28,10 +29,17 @@ from duckpacs.files.sources import Found, Reject, SourceItem, discover
 
 @dataclass(frozen=True)
 class Payload:
-    """One input's bytes and where they came from."""
+    """One input's bytes and where they came from. A large plain Part 10 file is not read:
+    ``path`` names it and ``data`` is empty, and the sink stores it from disk (in memory
+    that does not grow with it)."""
 
     item: SourceItem
     data: bytes
+    path: Path | None = None
+
+    @property
+    def size(self) -> int:
+        return self.item.size if self.path is not None else len(self.data)
 
 
 Sink = Callable[[list[Payload]], list[str | None]]
@@ -40,7 +48,13 @@ DEFAULT_BATCH_FILES = 256
 DEFAULT_BATCH_BYTES = 64 * 1024 * 1024
 
 
+# Plain Part 10 files from this size on are stored from disk instead of being read.
+LARGE_FILE = 32 * 1024 * 1024
+
+
 def _read(item: SourceItem) -> Payload | Reject:
+    if item.container == "file" and item.kind == "part10" and item.size >= LARGE_FILE:
+        return Payload(item, b"", Path(item.description))
     try:
         return Payload(item, item.read())
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError) as e:
@@ -123,7 +137,7 @@ def run(
                     progress.reject(entry.path, entry.reason)
                     continue
                 batch.append(entry)
-                size += len(entry.data)
+                size += entry.size
                 if len(batch) >= batch_files or size >= batch_bytes:
                     storing = _hand_over(storing, storer, batch, sink, progress)
                     batch, size = [], 0
@@ -156,6 +170,6 @@ def _flush(batch: list[Payload], sink: Sink, progress: Progress) -> None:
         raise RuntimeError(f"sink returned {len(outcomes)} outcomes for {len(batch)} payloads")
     for payload, outcome in zip(batch, outcomes, strict=True):
         if outcome is None:
-            progress.advance(len(payload.data))
+            progress.advance(payload.size)
         else:
             progress.reject(payload.item.description, outcome)

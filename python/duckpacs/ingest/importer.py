@@ -135,7 +135,11 @@ class Importer:
         return False
 
     def __call__(self, batch: list[Payload]) -> list[str | None]:
-        results = self.archive.store_many([p.data for p in batch])
+        small = [p.data for p in batch if p.path is None]
+        in_memory = iter(self.archive.store_many(small))
+        results = [
+            next(in_memory) if p.path is None else self.archive.store_file(p.path) for p in batch
+        ]
         # Committed before the journal notes anything: what it counts is findable.
         self.archive.flush()
         outcomes = [self.count(result) for result in results]

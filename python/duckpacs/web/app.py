@@ -316,7 +316,9 @@ class _Api:
                 for loc in found:
                     name = f"{loc.series_uid}/{loc.sop_instance_uid}.dcm"
                     with zf.open(name, "w", force_zip64=True) as member:
-                        member.write(archive.read_instance(loc))
+                        for piece in archive.stream_instance(loc):
+                            member.write(piece)
+                            yield sink.take()
                     yield sink.take()
             yield sink.take()
 

@@ -11,7 +11,7 @@ and STOW-RS outcomes mapped onto PS3.18 failure reasons.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import pydicom
@@ -50,6 +50,8 @@ class Facade(Protocol):
 
     def read(self, location: Any) -> bytes: ...
 
+    def stream(self, location: Any) -> Iterable[bytes]: ...
+
     def store(self, data: bytes) -> Any:
         """A result with ``outcome`` (``.value`` "rejected" when refused), ``status``,
         ``sop_instance_uid`` and ``reason``."""
@@ -71,6 +73,10 @@ def _int(value: Any, default: int | None) -> int | None:
         return int(float(text)) if text else default
     except ValueError:
         return default
+
+
+# Records at least this long in the store are served as a stream, never read whole.
+STREAM_AT = 8 * 1024 * 1024
 
 
 class FacadeReader:
@@ -160,6 +166,13 @@ class FacadeReader:
 
     def read_instance(self, location: InstanceLocation) -> bytes:
         return self.archive.read(location.handle)
+
+    def stream_instance(self, location: InstanceLocation) -> Iterator[bytes]:
+        handle = location.handle
+        if len(handle) < 3 or handle[2] < STREAM_AT:
+            yield self.read_instance(location)
+            return
+        yield from self.archive.stream(handle)
 
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:
         if not 1 <= number <= location.number_of_frames:

@@ -156,6 +156,18 @@ def encode(boundary: str, parts: Iterable[tuple[bytes, dict[str, str]]]) -> Iter
     yield closing(boundary)
 
 
+def encode_streamed(
+    boundary: str, parts: Iterable[tuple[Iterable[bytes], dict[str, str]]]
+) -> Iterator[bytes]:
+    """:func:`encode` for parts whose bodies come in pieces (instances too large to hold)."""
+    for pieces, headers in parts:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        yield b"--" + boundary.encode() + CRLF + head.encode("latin-1") + CRLF
+        yield from pieces
+        yield CRLF
+    yield closing(boundary)
+
+
 def decode(body: bytes, content_type_header: str | None) -> list[Part]:
     """Split a multipart body into parts, using the boundary of ``content_type_header``.
 

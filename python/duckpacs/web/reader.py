@@ -16,7 +16,7 @@ is accepted too. ``duckpacs.index.Index.find`` has this very signature.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -81,6 +81,11 @@ class ArchiveReader(Protocol):
 
     def read_instance(self, location: InstanceLocation) -> bytes:
         """The instance's Part 10 bytes, exactly as received."""
+        ...
+
+    def stream_instance(self, location: InstanceLocation) -> Iterator[bytes]:
+        """The instance's Part 10 bytes as received, in pieces: memory does not grow with
+        the instance."""
         ...
 
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:

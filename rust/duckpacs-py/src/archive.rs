@@ -214,6 +214,23 @@ impl ArchiveWriter {
         outcome_dict(py, &o)
     }
 
+    /// Stores the Part 10 file at `path` in memory that does not grow with the instance
+    /// (parsed through a read-only mapping, streamed into the store): for files of
+    /// gigabytes. The same rules and outcome as `store`.
+    #[pyo3(signature = (path, received_at_us=None, source_ae=None))]
+    fn store_file<'py>(
+        &self,
+        py: Python<'py>,
+        path: std::path::PathBuf,
+        received_at_us: Option<u64>,
+        source_ae: Option<&str>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let prov = provenance(received_at_us, source_ae);
+        let w = self.writer()?;
+        let o = py.detach(|| w.store_file(&path, &prov));
+        outcome_dict(py, &o)
+    }
+
     /// Stores a batch (parsed on every core, one fsync); one dict per item, in order.
     #[pyo3(signature = (items, received_at_us=None, source_ae=None))]
     fn store_many<'py>(

@@ -275,9 +275,14 @@ impl DimseServer {
             artim: Duration::from_secs_f64(artim.max(0.1)),
             idle: (idle > 0.0).then(|| Duration::from_secs_f64(idle)),
         };
+        let writer = writer.writer()?;
+        // Spool files of a killed server hold nothing acknowledged (see scp::spool).
+        duckpacs_core::net::scp::spool::clear(&duckpacs_core::net::scp::spool::dir(
+            writer.store_handle().root(),
+        ));
         let policy = ArchivePolicy {
             host: Arc::new(PyHost(host)),
-            writer: writer.writer()?,
+            writer,
             store: store.inner()?,
             our_ae: ae_title.to_string(),
             timeouts,

@@ -12,7 +12,7 @@ uncompressed syntax; never recompressed). Anything else is a 406 that says what 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,16 +71,17 @@ class Wado(Service):
         wanted = _negotiate_dicom(ranges, found)
         boundary = multipart.new_boundary()
 
-        def parts() -> Iterator[tuple[bytes, dict[str, str]]]:
+        def parts() -> Iterator[tuple[Iterable[bytes], dict[str, str]]]:
             for loc in found:
-                data = self.archive.read_instance(loc)
                 syntax = loc.transfer_syntax if wanted == "*" else wanted
-                if syntax != loc.transfer_syntax:
-                    data = transcode.transcode(data, syntax)
-                yield data, {"Content-Type": f"application/dicom; transfer-syntax={syntax}"}
+                header = {"Content-Type": f"application/dicom; transfer-syntax={syntax}"}
+                if syntax == loc.transfer_syntax:  # as stored: in pieces, however large
+                    yield self.archive.stream_instance(loc), header
+                else:  # transcoding holds the instance (see the README's memory note)
+                    yield [transcode.transcode(self.archive.read_instance(loc), syntax)], header
 
         return StreamingResponse(
-            batched(multipart.encode(boundary, parts()), RETRIEVE_CHUNK),
+            batched(multipart.encode_streamed(boundary, parts()), RETRIEVE_CHUNK),
             media_type=multipart.content_type(boundary, "application/dicom"),
         )
 

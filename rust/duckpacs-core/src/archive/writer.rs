@@ -2,6 +2,7 @@
 //! store, pending index row (see the module docs of [`crate::archive`]).
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -13,7 +14,7 @@ use super::pending::{Drained, Known, Pending};
 use crate::index::Extra;
 use crate::layout::InstanceLayout;
 use crate::parse::{self, ParseOptions, Parsed};
-use crate::store::{Location, Provenance, Store};
+use crate::store::{Location, MappedFile, Provenance, Store};
 use crate::Result;
 
 /// The committed index, asked which of some SOP Instance UIDs it already holds.
@@ -209,12 +210,7 @@ impl Writer {
         transfer_syntax: Option<&str>,
         prov: &Provenance,
     ) -> Vec<Outcome> {
-        let refusal = self
-            .refusal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(reason) = refusal {
+        if let Some(reason) = self.refusal() {
             return bufs
                 .iter()
                 .map(|_| Outcome::rejected("", Rejection::OutOfResources, &reason))
@@ -254,6 +250,64 @@ impl Writer {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::rejected("", Rejection::Malformed, "lost")))
             .collect()
+    }
+
+    /// Stores the Part 10 file at `path` (a C-STORE spooled to disk, an imported file of
+    /// gigabytes) by the same rules as [`Writer::store`], in memory that does not grow with
+    /// the instance: the header is parsed through a read-only mapping (the pixel pages are
+    /// not touched) and the store reads the file as a stream ([`Store::put_file`]).
+    pub fn store_file(&self, path: &Path, prov: &Provenance) -> Outcome {
+        if let Some(reason) = self.refusal() {
+            return Outcome::rejected("", Rejection::OutOfResources, &reason);
+        }
+        let map = match MappedFile::open(path) {
+            Ok(m) => m,
+            Err(e) => return Outcome::rejected("", Rejection::OutOfResources, e.to_string()),
+        };
+        let item = match parse_one(&map, None) {
+            Ok(it) => it,
+            Err(e) => {
+                return Outcome::rejected("", Rejection::Malformed, format!("malformed: {e}"))
+            }
+        };
+        let uid = item.layout.sop_instance_uid.clone();
+        if uid.is_empty() {
+            return Outcome::rejected("", Rejection::NoUid, "no SOP Instance UID (0008,0018)");
+        }
+        let uids = [uid.clone()];
+        let _claim = self.claims.claim(uids.to_vec());
+        let known = match self.known(&uids) {
+            Ok(k) => k,
+            Err(reason) => return Outcome::rejected(&uid, Rejection::OutOfResources, &reason),
+        };
+        let previous = match known.get(&uid) {
+            None => None,
+            Some(k) => {
+                let same = conflict::same_file(&self.store, k, path);
+                match self.decide(&uid, same, k) {
+                    Plan::Done(o) => return o,
+                    Plan::Write { previous } => previous,
+                }
+            }
+        };
+        let put = |_: &[(&[u8], Option<&InstanceLayout>)]| {
+            self.store
+                .put_file(path, Some(&item.layout), prov, true)
+                .map(|stored| vec![stored])
+        };
+        self.commit(&[(0, &item, previous)], prov, put)
+            .pop()
+            .map_or_else(
+                || Outcome::rejected(&uid, Rejection::Malformed, "lost"),
+                |(_, o)| o,
+            )
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Decides, stores and indexes the claimed items.
@@ -308,7 +362,10 @@ impl Writer {
                 }
             }
         }
-        done.extend(self.commit(&writes, prov));
+        let put = |batch: &[(&[u8], Option<&InstanceLayout>)]| {
+            self.store.put_many_held(batch, prov, true)
+        };
+        done.extend(self.commit(&writes, prov, put));
         self.fill_batch_locations(&mut done);
         done
     }
@@ -347,6 +404,11 @@ impl Writer {
                 .store
                 .get(k.location)
                 .is_ok_and(|stored| conflict::same_dataset(&stored, buf));
+        self.decide(uid, same, k)
+    }
+
+    /// The rule once it is known whether the newcomer is the archived dataset.
+    fn decide(&self, uid: &str, same: bool, k: &Known) -> Plan {
         if same {
             Plan::Done(Outcome::Identical {
                 uid: uid.to_string(),
@@ -364,12 +426,17 @@ impl Writer {
         }
     }
 
-    /// Durable store (held), pending rows, settle, then tombstones for replaced records.
-    fn commit(
+    /// Durable store (held) by `put`, pending rows, settle, then tombstones for replaced
+    /// records.
+    fn commit<F>(
         &self,
         writes: &[(usize, &Item<'_>, Option<Location>)],
         prov: &Provenance,
-    ) -> Vec<(usize, Outcome)> {
+        put: F,
+    ) -> Vec<(usize, Outcome)>
+    where
+        F: FnOnce(&[(&[u8], Option<&InstanceLayout>)]) -> Result<Vec<(Location, [u8; 32])>>,
+    {
         if writes.is_empty() {
             return Vec::new();
         }
@@ -377,7 +444,7 @@ impl Writer {
             .iter()
             .map(|(_, it, _)| (it.buf, Some(&it.layout)))
             .collect();
-        let stored = match self.store.put_many_held(&batch, prov, true) {
+        let stored = match put(&batch) {
             Ok(s) => s,
             Err(e) => {
                 let reason = store_reason(&e);
@@ -516,24 +583,30 @@ fn store_reason(e: &crate::Error) -> String {
     format!("store failed: {e}")
 }
 
+/// Parses one instance: its index rows and its layout for the store.
+fn parse_one<'a>(
+    buf: &'a [u8],
+    transfer_syntax: Option<&str>,
+) -> std::result::Result<Item<'a>, crate::Error> {
+    let opts = ParseOptions {
+        transfer_syntax,
+        stop_at_pixel_data: false,
+    };
+    let parsed = parse::parse(buf, opts)?;
+    let layout = parse::layout_of(&parsed)?;
+    Ok(Item {
+        buf,
+        parsed,
+        layout,
+    })
+}
+
 /// Parses every buffer (on every core for a batch).
 fn parse_all<'a>(
     bufs: &[&'a [u8]],
     transfer_syntax: Option<&str>,
 ) -> Vec<std::result::Result<Item<'a>, crate::Error>> {
-    let one = |buf: &'a [u8]| -> std::result::Result<Item<'a>, crate::Error> {
-        let opts = ParseOptions {
-            transfer_syntax,
-            stop_at_pixel_data: false,
-        };
-        let parsed = parse::parse(buf, opts)?;
-        let layout = parse::layout_of(&parsed)?;
-        Ok(Item {
-            buf,
-            parsed,
-            layout,
-        })
-    };
+    let one = |buf: &'a [u8]| parse_one(buf, transfer_syntax);
     if bufs.len() < 4 {
         return bufs.iter().map(|b| one(b)).collect();
     }

@@ -6,6 +6,8 @@
 //! transcoder) to an uncompressed syntax the peer did accept; we never send in a syntax that
 //! was not negotiated (PS3.8 9.3).
 
+use std::io::{self, Read};
+
 use super::assoc::requestor::Proposal;
 use super::association::Association;
 use super::dimse::command::priority;
@@ -45,6 +47,11 @@ pub fn send_stored(
     originator: Option<(&str, u16)>,
     transcode: Transcode<'_>,
 ) -> Sent {
+    if item.location.length >= STREAM_OUT {
+        if let Some(sent) = send_streamed(store, assoc, item, originator) {
+            return sent;
+        }
+    }
     let stream = match store.get(item.location) {
         Ok(s) => s,
         Err(e) => return Sent::Failed(format!("cannot read it: {e}")),
@@ -78,18 +85,65 @@ pub fn send_stored(
             }
         }
     };
-    let dataset: &[u8] = match &transcoded {
+    let mut dataset: &[u8] = match &transcoded {
         Some(d) => d,
         None => &stream[framing.dataset_offset..],
     };
+    request(assoc, context_id, item, originator, &mut dataset)
+}
+
+/// Records at least this long in the store are sent as a stream, never read whole.
+pub const STREAM_OUT: u64 = 8 << 20;
+
+/// Sends a large instance as stored, a piece at a time, so memory does not grow with it.
+/// `None` when the peer needs another syntax: transcoding reads the instance whole.
+fn send_streamed(
+    store: &Store,
+    assoc: &mut Association,
+    item: &Located,
+    originator: Option<(&str, u16)>,
+) -> Option<Sent> {
+    let context_id = assoc
+        .negotiated()
+        .context_for(&item.sop_class_uid, Some(&item.transfer_syntax))?
+        .id;
+    let mut reader = match store.open_instance(item.location) {
+        Ok(r) => r,
+        Err(e) => return Some(Sent::Failed(format!("cannot read it: {e}"))),
+    };
+    let mut head = Vec::new();
+    if let Err(e) = (&mut reader).take(1 << 20).read_to_end(&mut head) {
+        return Some(Sent::Failed(format!("cannot read it: {e}")));
+    }
+    let framing = match part10::split(&head) {
+        Ok(f) if f.transfer_syntax == item.transfer_syntax => f,
+        Ok(_) => return None,
+        Err(e) => return Some(Sent::Failed(format!("stored stream: {e}"))),
+    };
+    let mut source = io::Cursor::new(&head[framing.dataset_offset..]).chain(reader);
+    Some(request(assoc, context_id, item, originator, &mut source))
+}
+
+/// One C-STORE request with `dataset` on `context_id`, and how the peer answered.
+fn request(
+    assoc: &mut Association,
+    context_id: u8,
+    item: &Located,
+    originator: Option<(&str, u16)>,
+    dataset: &mut dyn Read,
+) -> Sent {
     let id = assoc.next_message_id();
-    let mut rq = Command::c_store_rq(id, class, &item.sop_instance_uid, priority::MEDIUM);
+    let mut rq = Command::c_store_rq(
+        id,
+        &item.sop_class_uid,
+        &item.sop_instance_uid,
+        priority::MEDIUM,
+    );
     if let Some((ae, msg)) = originator {
         rq.move_originator_ae_title = Some(ae.to_string());
         rq.move_originator_message_id = Some(msg);
     }
-    let mut source = dataset;
-    match assoc.send_request(context_id, &rq, Some(&mut source)) {
+    match assoc.send_request(context_id, &rq, Some(dataset)) {
         Ok(rsp) => match rsp.status_or_success().0 {
             0x0000 => Sent::Completed,
             0xB000..=0xBFFF | 0x0001 | 0x0107 | 0x0116 => Sent::Warning,

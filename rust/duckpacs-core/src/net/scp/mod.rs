@@ -13,13 +13,15 @@
 //! - [`identifier`]: C-FIND/C-GET/C-MOVE identifiers in, C-FIND answers out (with the
 //!   Specific Character Set rules of PS3.5 6.1 and PS3.4 C.4.1.1.3);
 //! - [`text`]: text into the bytes of a declared character set (ISO 2022 included);
-//! - [`store`], [`find`], [`retrieve`], [`rare`]: the services.
+//! - [`store`], [`find`], [`retrieve`], [`rare`]: the services; [`spool`]: where a large
+//!   received instance waits for the store.
 
 pub mod find;
 pub mod identifier;
 pub mod policy;
 pub mod rare;
 pub mod retrieve;
+pub mod spool;
 pub mod store;
 pub mod text;
 

@@ -2,6 +2,9 @@
 //! build from the request (PS3.10 7.1), goes through the archive's one write path. Success
 //! is answered only once the instance is durable and findable ([`crate::archive`]).
 //!
+//! A dataset larger than [`spool::SPOOL_AT`] is received into a spool file and stored from
+//! there, so memory does not grow with the instance.
+//!
 //! Statuses (PS3.4 B.2.3): 0x0000 stored, or the same instance already archived; 0xB006
 //! another instance under that UID is kept (`keep-first`); 0xC000 the dataset cannot be
 //! parsed; 0xA900 no SOP Instance UID; 0xA700 the store or the index cannot take it now
@@ -9,6 +12,7 @@
 
 use std::sync::Arc;
 
+use super::spool::{self, Received, Spool};
 use super::{Context, Tally};
 use crate::archive::{Outcome, Rejection, Writer};
 use crate::net::association::Association;
@@ -75,25 +79,35 @@ impl crate::net::Service for StoreScp {
             .affected_sop_instance_uid
             .clone()
             .unwrap_or_default();
-        let mut stream = part10::build_meta(
+        let meta = part10::build_meta(
             &sop_class,
             &sop_instance,
             &pc.transfer_syntax,
             &self.ctx.peer.calling_ae,
         );
-        match assoc.receive_dataset(&mut stream) {
-            Ok(()) => {}
-            Err(Error::Sink(e)) => {
+        let dir = spool::dir(self.writer.store_handle().root());
+        let mut sink = Spool::new(dir, meta);
+        let received = match assoc.receive_dataset(&mut sink) {
+            Ok(()) => sink.into_received(),
+            Err(Error::Sink(e)) => Err(e),
+            Err(e) => return Err(e),
+        };
+        let received = match received {
+            Ok(r) => r,
+            Err(e) => {
                 let rsp = command
                     .response(Status::OUT_OF_RESOURCES)
-                    .with_error_comment(&e.to_string());
+                    .with_error_comment(&format!("cannot keep the dataset: {e}"));
                 return assoc.send(context_id, &rsp, None);
             }
-            Err(e) => return Err(e),
-        }
-        Tally::add(&self.ctx.tally.bytes, stream.len() as u64);
+        };
+        Tally::add(&self.ctx.tally.bytes, received.len());
         let prov = Provenance::now(&self.ctx.peer.calling_ae);
-        let outcome = self.writer.store(&stream, None, &prov);
+        let outcome = match &received {
+            Received::Memory(stream) => self.writer.store(stream, None, &prov),
+            Received::File(spooled) => self.writer.store_file(&spooled.path, &prov),
+        };
+        drop(received);
         log::debug!("C-STORE {outcome:?} {}", self.ctx.peer.describe());
         let (status, comment) = self.status_of(&outcome);
         let mut rsp = command.response(status);
