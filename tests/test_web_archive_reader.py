@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import io
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,11 @@ def test_frames_come_from_the_frame_reader(facade_web: tuple[WebServer, FakeFaca
     assert facade.frame_reads[-2:] == [(str(path), 2), (str(path), 14)]
 
 
-def test_stow_maps_store_results(facade_web: tuple[WebServer, FakeFacade]) -> None:
+def test_stow_maps_store_results(
+    facade_web: tuple[WebServer, FakeFacade], caplog: pytest.LogCaptureFixture
+) -> None:
+    """...and logs one INFO line per request, and each conflict as a WARNING with its UID."""
+    caplog.set_level(logging.INFO, logger="duckpacs.web")
     web, _ = facade_web
     ds = pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
@@ -164,3 +169,10 @@ def test_stow_maps_store_results(facade_web: tuple[WebServer, FakeFacade]) -> No
     assert again.status_code == 202
     item = again.json()["00081199"]["Value"][0]
     assert item["00081196"] == {"vr": "US", "Value": [0xB006]}
+    requests_logged = [r for r in caplog.records if r.getMessage().startswith("STOW-RS request")]
+    assert [r.levelno for r in requests_logged] == [logging.INFO, logging.INFO]
+    assert "stored=1" in requests_logged[0].getMessage()
+    assert "warnings=1" in requests_logged[1].getMessage()
+    (conflict,) = [r for r in caplog.records if r.getMessage().startswith("STOW-RS conflict")]
+    assert conflict.levelno == logging.WARNING
+    assert str(ds.SOPInstanceUID) in conflict.getMessage() and "0xB006" in conflict.getMessage()

@@ -12,6 +12,7 @@ with the same body.
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import pydicom
@@ -67,7 +68,9 @@ class Stow(Service):
                 raise HttpError(415, f"STOW-RS stores application/dicom, not {media.related_type}")
             datasets = [p.body for p in parts]
         study = request.path_params.get("study")
+        started = time.monotonic()
         outcomes = [self._ingest_one(data, study) for data in datasets]
+        _log_request(request, outcomes, len(body), time.monotonic() - started)
         return self._stow_response(request, study, outcomes)
 
     def _ingest_one(self, data: bytes, study: str | None) -> IngestOutcome:
@@ -85,8 +88,17 @@ class Stow(Service):
                     reason=f"StudyInstanceUID {found} is not the study {study} of the request",
                 )
         outcome = self.archive.ingest(data)
+        uid = outcome.sop_instance_uid
         if outcome.failure is not None:
-            logs.event(log, "STOW-RS instance refused", reason=outcome.reason)
+            status = f"0x{outcome.failure:04X}"
+            logs.event(log, "STOW-RS instance refused", 30, uid=uid, status=status,
+                       reason=outcome.reason)  # fmt: skip
+        elif outcome.warning is not None:
+            # A conflict: another instance under this UID is kept (archive.on_conflict).
+            status = f"0x{outcome.warning:04X}"
+            logs.event(log, "STOW-RS conflict", 30, uid=uid, status=status, reason=outcome.reason)
+        else:
+            logs.event(log, "STOW-RS instance stored", 10, uid=uid)
         return outcome
 
     def _stow_response(
@@ -130,3 +142,20 @@ def _stored_item(o: IngestOutcome, base: str) -> dict[str, Any]:
     if o.warning is not None:
         item["WarningReason"] = o.warning
     return item
+
+
+def _log_request(request: Request, outcomes: list[IngestOutcome], size: int, took: float) -> None:
+    """One INFO line per STOW-RS request, like the one per association over DIMSE."""
+    client = request.client.host if request.client else "?"
+    principal = request.scope.get("duckpacs.principal")
+    logs.event(
+        log,
+        "STOW-RS request",
+        client=client,
+        user=getattr(principal, "name", None) or "-",
+        stored=sum(o.failure is None and o.warning is None for o in outcomes),
+        warnings=sum(o.warning is not None for o in outcomes),
+        failures=sum(o.failure is not None for o in outcomes),
+        bytes=size,
+        seconds=round(took, 3),
+    )
