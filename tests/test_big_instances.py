@@ -7,6 +7,7 @@ as a stream, import stores a large file from disk. Each path is checked from the
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -14,10 +15,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 
 from duckpacs.archive import part10
+from duckpacs.web import rendering
 from tests import big_instance
 from tests.dimse_support import dcmtk_tool
 from tests.helpers import dcmtk_env, running_server
@@ -98,6 +103,11 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
         wado = tmp_path / "wado.bin"
         boundary = _wado_instance(server.http_port, wado)
         wado_growth = _status(pid, "VmHWM") - idle
+
+        _reset_peak(pid)
+        idle = _status(pid, "VmRSS")
+        png = _rendered_frame(server.http_port, 30)
+        rendered_growth = _status(pid, "VmHWM") - idle
     (copy,) = list(out.iterdir())
     assert _dataset_sha(copy) == _dataset_sha(big_file)
     assert store_growth < BOUND, f"C-STORE grew the server by {store_growth >> 20} MB"
@@ -105,6 +115,25 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
     body = _part_body(wado, boundary, tmp_path / "wado.dcm")
     assert _dataset_sha(body) == _dataset_sha(big_file)
     assert wado_growth < BOUND, f"WADO-RS grew the server by {wado_growth >> 20} MB"
+    expected, _ = rendering.render(pydicom.dcmread(big_file), 30, media_type="image/png")
+    assert np.array_equal(_pixels(png), _pixels(expected))
+    # Windowing one 1024x1024 frame takes ~30 MB of float arrays whatever the instance's
+    # size; reading the instance whole would take more than its 96 MB.
+    assert rendered_growth < 2 * BOUND, f"rendering grew the server by {rendered_growth >> 20} MB"
+
+
+def _rendered_frame(port: int, frame: int) -> bytes:
+    """WADO-RS Retrieve Rendered Frame (PS3.18 10.4.1.1.3) as PNG."""
+    study, series, sop = uid("big-study"), uid("big-series"), uid("big", FRAMES, ROWS, COLS)
+    url = (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
+           f"/instances/{sop}/frames/{frame}/rendered")  # fmt: skip
+    request = urllib.request.Request(url, headers={"Accept": "image/png"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return bytes(response.read())
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
 
 
 def _wado_instance(port: int, target: Path) -> bytes:

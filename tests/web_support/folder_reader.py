@@ -189,6 +189,9 @@ class FolderReader:
             while piece := f.read(1 << 20):
                 yield piece
 
+    def frame_dataset(self, location: InstanceLocation, number: int) -> tuple[Any, int]:
+        return pydicom.dcmread(io.BytesIO(self.read_instance(location))), number
+
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:
         ds = pydicom.dcmread(io.BytesIO(self.read_instance(location)))
         frames = int(ds.get("NumberOfFrames") or 1)

@@ -275,6 +275,10 @@ class Archive:
         does not grow with the instance. A damaged record raises IntegrityError."""
         return self.store_backend.open_instance(location)
 
+    def header(self, location: Location) -> bytes:
+        """The stored stream's bytes before its pixel data (read from the record's head)."""
+        return bytes(self.store_backend.header_bytes(location))
+
     def read_dataset(self, ref: InstanceRef) -> tuple[bytes, str]:
         """The dataset bytes without the meta group, and their transfer syntax."""
         stream = self.read(ref.location)

@@ -103,7 +103,11 @@ class Service:
         archive = self.archive
         assert archive is not None
         return FacadeReader(
-            archive, archive.get_frame, lookup=archive.lookup, record_meta=archive.meta
+            archive,
+            archive.get_frame,
+            lookup=archive.lookup,
+            record_meta=archive.meta,
+            header=archive.header,
         )
 
     def stop(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
 
@@ -81,7 +82,7 @@ STREAM_AT = 8 * 1024 * 1024
 
 class FacadeReader:
     """ArchiveReader over the archive facade; ``frame_reader(location, index0)`` is the
-    store's ``get_frame``."""
+    store's ``get_frame``, ``header(location)`` the record's bytes before its pixel data."""
 
     def __init__(
         self,
@@ -90,11 +91,13 @@ class FacadeReader:
         *,
         lookup: Callable[[str], Any] | None = None,
         record_meta: Callable[[Any], Mapping[str, Any]] | None = None,
+        header: Callable[[Any], bytes] | None = None,
     ) -> None:
         self.archive = archive
         self.frame_reader = frame_reader
         self.lookup = lookup
         self.record_meta = record_meta
+        self.header = header  # the stored bytes before the pixel data
 
     def find(
         self,
@@ -173,6 +176,20 @@ class FacadeReader:
             yield self.read_instance(location)
             return
         yield from self.archive.stream(handle)
+
+    def frame_dataset(self, location: InstanceLocation, number: int) -> tuple[Dataset, int]:
+        handle = location.handle
+        large = len(handle) == 3 and handle[2] >= STREAM_AT
+        if not large or UID(location.transfer_syntax).is_compressed or self.header is None:
+            return pydicom.dcmread(io.BytesIO(self.read_instance(location))), number
+        ds = pydicom.dcmread(io.BytesIO(self.header(handle)), force=True)
+        ds.PixelData = self.read_frame(location, number)
+        ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 16)) <= 8 else "OW"
+        ds.NumberOfFrames = 1
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is not None and len(per_frame) >= number:
+            ds.PerFrameFunctionalGroupsSequence = [per_frame[number - 1]]
+        return ds, 1
 
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:
         if not 1 <= number <= location.number_of_frames:

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from pydicom.dataset import Dataset
+
 LEVELS = ("study", "series", "instance")
 
 
@@ -86,6 +88,12 @@ class ArchiveReader(Protocol):
     def stream_instance(self, location: InstanceLocation) -> Iterator[bytes]:
         """The instance's Part 10 bytes as received, in pieces: memory does not grow with
         the instance."""
+        ...
+
+    def frame_dataset(self, location: InstanceLocation, number: int) -> tuple[Dataset, int]:
+        """A dataset holding frame ``number`` (1-based) with every attribute needed to show
+        it, and that frame's number in it: the whole instance, or for a large one with
+        native pixels, its header and that one frame."""
         ...
 
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:

@@ -15,7 +15,6 @@ from duckpacs.web.dicomweb.common import (
     STUDY,
     Service,
     frame_list,
-    full_dataset,
     get_routes,
     int_param,
     locate,
@@ -69,8 +68,9 @@ class Rendered(Service):
                 params.get("viewport") or ("128,128" if thumbnail else None)
             )
             quality = int_param(request, "quality", 90)
+            ds, frame = self.archive.frame_dataset(loc, frame)
             image, used = rendering.render(
-                full_dataset(self.archive, loc),
+                ds,
                 frame,
                 window=window,
                 viewport=viewport,
