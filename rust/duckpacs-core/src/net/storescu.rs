@@ -51,6 +51,9 @@ pub fn send_stored(
         if let Some(sent) = send_streamed(store, assoc, item, originator) {
             return sent;
         }
+        if let Some(sent) = send_native_switched(store, assoc, item, originator, transcode) {
+            return sent;
+        }
     }
     let stream = match store.get(item.location) {
         Ok(s) => s,
@@ -122,6 +125,81 @@ fn send_streamed(
     };
     let mut source = io::Cursor::new(&head[framing.dataset_offset..]).chain(reader);
     Some(request(assoc, context_id, item, originator, &mut source))
+}
+
+/// The little endian syntaxes whose pixel data is the same bytes in either (PS3.5 A.1, A.2).
+const NATIVE_LE: [&str; 2] = [parse::EXPLICIT_VR_LE, parse::IMPLICIT_VR_LE];
+/// The most read ahead to find the pixel data of a large instance.
+const HEAD_MAX: usize = 64 << 20;
+
+/// A large instance with native pixel data, sent in the other little endian syntax (a
+/// C-GET requestor such as DCMTK's getscu often takes only Implicit VR Little Endian):
+/// only the elements before the pixel data are re-encoded (by `transcode`); the pixel
+/// values go out as stored, a piece at a time. `None` when this does not apply (no such
+/// context, encapsulated pixels, elements after the pixel data): then the instance is
+/// transcoded whole.
+fn send_native_switched(
+    store: &Store,
+    assoc: &mut Association,
+    item: &Located,
+    originator: Option<(&str, u16)>,
+    transcode: Transcode<'_>,
+) -> Option<Sent> {
+    let stored = item.transfer_syntax.as_str();
+    let target = NATIVE_LE
+        .iter()
+        .find(|ts| **ts != stored && NATIVE_LE.contains(&stored))?;
+    let context_id = assoc
+        .negotiated()
+        .context_for(&item.sop_class_uid, Some(target))?
+        .id;
+    let mut reader = store.open_instance(item.location).ok()?;
+    let total = usize::try_from(reader.size()).ok()?;
+    let mut head: Vec<u8> = Vec::new();
+    let (at, bits) = loop {
+        if let Some(found) = pixel_data_at(&head) {
+            break found;
+        }
+        if head.len() >= HEAD_MAX {
+            return None;
+        }
+        head.extend(reader.next_piece().ok()??);
+    };
+    let explicit = stored == parse::EXPLICIT_VR_LE;
+    let value_at = at + if explicit { 12 } else { 8 };
+    let len_at = value_at - 4;
+    let len = u32::from_le_bytes(head.get(len_at..value_at)?.try_into().ok()?);
+    if len == u32::MAX || value_at + len as usize != total {
+        return None; // encapsulated, or elements follow the pixel data
+    }
+    let mut element = vec![0xE0, 0x7F, 0x10, 0x00];
+    if *target == parse::EXPLICIT_VR_LE {
+        element.extend_from_slice(if bits > 8 { b"OW" } else { b"OB" });
+        element.extend_from_slice(&[0, 0]);
+    }
+    element.extend_from_slice(&len.to_le_bytes());
+    let header = match transcode(&head[..at], target) {
+        Ok(h) => h,
+        Err(e) => return Some(Sent::Failed(format!("cannot transcode to {target}: {e}"))),
+    };
+    let rest = head.get(value_at..).unwrap_or(&[]);
+    let mut source = io::Cursor::new(header)
+        .chain(io::Cursor::new(element))
+        .chain(rest)
+        .chain(reader);
+    Some(request(assoc, context_id, item, originator, &mut source))
+}
+
+/// Where the top-level pixel data element starts in `head` (a stored stream's beginning,
+/// meta included), and Bits Allocated; `None` until `head` reaches that element's header.
+fn pixel_data_at(head: &[u8]) -> Option<(usize, i64)> {
+    let opts = parse::ParseOptions {
+        transfer_syntax: None,
+        stop_at_pixel_data: true,
+    };
+    let parsed = parse::parse(head, opts).ok()?;
+    let at = parsed.stopped_at?;
+    (head.len() >= at + 12).then(|| (at, parsed.int(&parsed.dataset, 0x0028_0100).unwrap_or(16)))
 }
 
 /// One C-STORE request with `dataset` on `context_id`, and how the peer answered.
