@@ -16,10 +16,9 @@ import pyarrow as pa
 import pytest
 from pydicom.dataset import Dataset
 
-from duckpacs.archive.types import from_epoch_us
 from duckpacs.errors import ArchiveIndexError, ArchiveLockedError, QueryError
 from duckpacs.index import Index, header_batch, schema
-from duckpacs.index.reindex import rebuild
+from duckpacs.index.reindex import from_epoch_us, rebuild
 from tests import index_truth as truth
 from tests.helpers import duckpacs_cmd
 from tests.index_rows import ARROW_BATCH_SCHEMA, build_batch

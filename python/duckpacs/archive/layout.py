@@ -6,6 +6,7 @@ The one owner of the folder's layout, and the only module that opens the Rust st
     DATA/
       duckpacs.toml           configuration (duckpacs init)
       store/packs/*.dpk       the store: the source of truth (docs/STORAGE-FORMAT.md)
+      store/spool/            large C-STOREs on their way into the store (never acknowledged)
       index.duckdb            the index, a view of the store (docs/INDEX.md)
       import-journal.sqlite   inputs already imported (duckpacs import)
       queue.sqlite, .lock     the forwarding queue (duckpacs.routing) and its deliverer's lock
@@ -33,6 +34,7 @@ POLICY_DB = "policy.sqlite"
 
 # Store writer ids (at most one process holds each).
 SERVE_WRITER = 1  # `duckpacs serve`: DIMSE and STOW-RS
+DENSIFY_WRITER = 0xFFFD  # the packs densifying writes (serve, compact; fixed in the store)
 IMPORT_WRITER = 0xFFFE  # import, import-scans, migrate
 MAINTENANCE_WRITER = 0xFFFF  # compact
 

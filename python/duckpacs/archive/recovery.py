@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
+from duckpacs.archive import layout
 from duckpacs.errors import ArchiveLockedError, IndexUnusableError
 from duckpacs.index import Index, bulk
 from duckpacs.index.db import index_path
 from duckpacs.index.reindex import rebuild, store_records
 
 log = logs.get("index")
-
-STORE_DIRNAME = "store"
 
 
 @dataclass
@@ -77,7 +76,7 @@ def open_for_writing(
         _rebuild(data_dir)
         index = _open_locked(data_dir, wait)
     try:
-        return index, catch_up(index, data_dir / STORE_DIRNAME, on_conflict)
+        return index, catch_up(index, layout.store_dir(data_dir), on_conflict)
     except BaseException:
         index.close()
         raise
@@ -108,7 +107,7 @@ def _set_aside(file: Path) -> None:
 
 
 def _rebuild(data_dir: Path) -> None:
-    store_dir = data_dir / STORE_DIRNAME
+    store_dir = layout.store_dir(data_dir)
     started = time.monotonic()
     with _core.Store.open(store_dir) as store:
         tail = store.tail({}, headers=True)

@@ -10,7 +10,7 @@ import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -19,11 +19,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def epoch_us_now() -> int:
     """Now in microseconds since the Unix epoch: how the store records ``received_at``."""
     return time.time_ns() // 1000
-
-
-def from_epoch_us(us: int) -> datetime:
-    """The index's ``received_at`` (UTC, exact to the microsecond) for a store value."""
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class Location(NamedTuple):

@@ -12,6 +12,7 @@ import sys
 import time
 
 from duckpacs._core import Store
+from duckpacs.archive import layout
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import StorageError
 from duckpacs.index.bulk import BATCH_RECORDS
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     data = settings(args).data_dir
-    store_path = data / "store"
+    store_path = layout.store_dir(data)
     if not store_path.is_dir():
         raise StorageError(f"{store_path}: no store here, nothing to index")
     started = time.monotonic()

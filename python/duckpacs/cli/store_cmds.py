@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs._core import Store
-from duckpacs.archive import recovery
+from duckpacs.archive import layout, recovery
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ArchiveLockedError, StorageError
 from duckpacs.index import Index
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def store_dir(args: argparse.Namespace) -> Path:
     """``<data>/store`` of the configured archive; it must exist."""
-    path = settings(args).data_dir / "store"
+    path = layout.store_dir(settings(args).data_dir)
     if not path.is_dir():
         raise StorageError(f"{path}: no store here (has the archive received anything yet?)")
     return path

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from duckpacs import _core
+from duckpacs.archive import layout
 from duckpacs.errors import StorageError
 from duckpacs.export.anonymize import Anonymizer, AnonymizeReport, anonymize_bytes
 from duckpacs.export.dicomdir import DicomdirResult, write_dicomdir
@@ -74,7 +75,7 @@ def _instances(
         locations = index.locations(level, dict(query))
     if not locations:
         return
-    with _core.Store(data_dir / "store") as store:
+    with layout.open_store(data_dir) as store:
         for uid, _cls, _ts, pack, offset, length in locations:
             if pack is None or offset is None or length is None:
                 raise StorageError(f"instance {uid}: the index has no store location")

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from duckpacs import logs
-from duckpacs.archive.types import from_epoch_us
 from duckpacs.index import bulk
 from duckpacs.index.db import Index, index_path
 
 log = logs.get("index")
 
 StoreRecord = bulk.StoreRecord
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_epoch_us(us: int) -> datetime:
+    """The index's ``received_at`` (UTC, exact to the microsecond) for a store value."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def store_records(scan: Iterable[Mapping[str, Any]]) -> Iterator[StoreRecord]:
