@@ -78,10 +78,10 @@ def getscu(port: int, aet: str, study: str, out: Path) -> None:
     run(["getscu", "-aec", aet, "-S", "-k", "QueryRetrieveLevel=STUDY",
          "-k", f"StudyInstanceUID={study}", "-od", str(out), "127.0.0.1", str(port)])  # fmt: skip
     got = list(out.iterdir())
-    if not got:
-        raise RuntimeError(f"getscu from {aet} received nothing")
     for f in got:
         f.unlink()
+    if not got:
+        raise RuntimeError(f"getscu from {aet} received nothing")
 
 
 def http_get(url: str, accept: str) -> None:
@@ -158,7 +158,12 @@ def main() -> int:
             with run_orthanc(work / "orthanc", modalities) as o:
                 pid = o.process.pid
                 peer["store"] = measured(pid, lambda: storescu(o.dicom_port, o.aet, big))
-                peer["get"] = measured(pid, lambda: getscu(o.dicom_port, o.aet, study, work / "g"))
+                try:
+                    peer["get"] = measured(
+                        pid, lambda: getscu(o.dicom_port, o.aet, study, work / "g")
+                    )
+                except RuntimeError as e:
+                    print(f"Orthanc C-GET failed: {e}")
             shutil.rmtree(work / "orthanc")
         proc, port, http = serve(work / "data")
         try:
