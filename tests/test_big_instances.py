@@ -23,6 +23,7 @@ from pydicom.data import get_testdata_file
 
 from duckpacs.archive import part10
 from duckpacs.web import rendering
+from duckpacs.web.dicomweb.metadata import instance_json
 from tests import big_instance
 from tests.dimse_support import dcmtk_tool
 from tests.helpers import dcmtk_env, running_server
@@ -106,6 +107,11 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
 
         _reset_peak(pid)
         idle = _status(pid, "VmRSS")
+        metadata = _get_json(server.http_port, "/metadata")
+        metadata_growth = _status(pid, "VmHWM") - idle
+
+        _reset_peak(pid)
+        idle = _status(pid, "VmRSS")
         png = _rendered_frame(server.http_port, 30)
         rendered_growth = _status(pid, "VmHWM") - idle
     (copy,) = list(out.iterdir())
@@ -121,11 +127,24 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
     body = _part_body(wado, boundary, tmp_path / "wado.dcm")
     assert _dataset_sha(body) == _dataset_sha(big_file)
     assert wado_growth < BOUND, f"WADO-RS grew the server by {wado_growth >> 20} MB"
+    # The metadata made from the header alone equals the one made from the whole instance.
+    whole = json.loads(instance_json(body.read_bytes(), "1.2.840.10008.1.2.1"))
+    assert metadata == [whole]
+    assert metadata_growth < BOUND, f"metadata grew the server by {metadata_growth >> 20} MB"
     expected, _ = rendering.render(pydicom.dcmread(big_file), 30, media_type="image/png")
     assert np.array_equal(_pixels(png), _pixels(expected))
     # Windowing one 1024x1024 frame takes ~30 MB of float arrays whatever the instance's
     # size; reading the instance whole would take more than its 96 MB.
     assert rendered_growth < 2 * BOUND, f"rendering grew the server by {rendered_growth >> 20} MB"
+
+
+def _get_json(port: int, suffix: str) -> object:
+    study, series, sop = uid("big-study"), uid("big-series"), uid("big", FRAMES, ROWS, COLS)
+    url = (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
+           f"/instances/{sop}{suffix}")  # fmt: skip
+    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.loads(response.read())
 
 
 def _rendered_frame(port: int, frame: int) -> bytes:

@@ -189,6 +189,9 @@ class FolderReader:
             while piece := f.read(1 << 20):
                 yield piece
 
+    def large_header(self, location: InstanceLocation) -> bytes | None:
+        return None
+
     def frame_dataset(self, location: InstanceLocation, number: int) -> tuple[Any, int]:
         return pydicom.dcmread(io.BytesIO(self.read_instance(location))), number
 

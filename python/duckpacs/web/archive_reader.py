@@ -11,7 +11,7 @@ and STOW-RS outcomes mapped onto PS3.18 failure reasons.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import pydicom
@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID
 
+from duckpacs import _core
 from duckpacs.web.reader import IngestOutcome, InstanceLocation
 
 LEVELS = {"study": "STUDY", "series": "SERIES", "instance": "IMAGE"}
@@ -51,7 +52,7 @@ class Facade(Protocol):
 
     def read(self, location: Any) -> bytes: ...
 
-    def stream(self, location: Any) -> Iterable[bytes]: ...
+    def stream(self, location: Any) -> _core.InstanceStream: ...
 
     def store(self, data: bytes) -> Any:
         """A result with ``outcome`` (``.value`` "rejected" when refused), ``status``,
@@ -191,6 +192,25 @@ class FacadeReader:
             ds.PerFrameFunctionalGroupsSequence = [per_frame[number - 1]]
         return ds, 1
 
+    def large_header(self, location: InstanceLocation) -> bytes | None:
+        handle = location.handle
+        if len(handle) != 3 or handle[2] < STREAM_AT or self.header is None:
+            return None
+        header = self.header(handle)
+        stream = self.archive.stream(handle)
+        head = b""
+        for piece in stream:  # the record's first pieces hold the header
+            head += piece
+            if len(head) >= len(header) + 12:
+                break
+        element = _pixel_element_header(head[len(header) :], location.transfer_syntax)
+        if element is None:
+            return None
+        value_length = int.from_bytes(element[-4:], "little")
+        if value_length == 0xFFFFFFFF or len(header) + len(element) + value_length != stream.size:
+            return None  # encapsulated, or elements after the pixel data: read it whole
+        return header + element
+
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:
         if not 1 <= number <= location.number_of_frames:
             raise IndexError(f"frame {number} out of range 1..{location.number_of_frames}")
@@ -230,3 +250,13 @@ def _frame_from_part10(data: bytes, location: InstanceLocation, number: int) -> 
     size = int(ds.Rows) * int(ds.Columns) * samples * int(ds.BitsAllocated) // 8
     value: bytes = ds.PixelData
     return value[(number - 1) * size : number * size]
+
+
+def _pixel_element_header(data: bytes, syntax: str) -> bytes | None:
+    """The (7FE0,0010) element's header at the start of ``data`` (PS3.5 7.1.2: 12 bytes in
+    Explicit VR Little Endian with an OB/OW VR, 8 in Implicit VR Little Endian)."""
+    if data[:4] != b"\xe0\x7f\x10\x00":
+        return None
+    if syntax == "1.2.840.10008.1.2":
+        return data[:8] if len(data) >= 8 else None
+    return data[:12] if len(data) >= 12 and data[4:6] in (b"OB", b"OW") else None

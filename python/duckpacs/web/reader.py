@@ -96,6 +96,12 @@ class ArchiveReader(Protocol):
         native pixels, its header and that one frame."""
         ...
 
+    def large_header(self, location: InstanceLocation) -> bytes | None:
+        """For a large instance whose pixel data is its last element: the stored bytes up to
+        and including that element's header (tag, VR, length), read without the pixels.
+        None for any other instance (it is small enough to read whole)."""
+        ...
+
     def read_frame(self, location: InstanceLocation, number: int) -> bytes:
         """Frame ``number`` (1-based) as stored: native pixel bytes, or the compressed
         fragment(s) of that frame for an encapsulated transfer syntax."""

@@ -8,6 +8,7 @@ change).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -84,7 +85,11 @@ class Metadata(Service):
         """
         blob = self._metadata_cache.get(loc.sop_instance_uid)
         if blob is None:
-            blob = instance_json(self.archive.read_instance(loc), loc.transfer_syntax)
+            head = self.archive.large_header(loc)
+            if head is None:
+                blob = instance_json(self.archive.read_instance(loc), loc.transfer_syntax)
+            else:  # without reading gigabytes of pixels
+                blob = header_json(head, loc.transfer_syntax)
             self._metadata_cache.put(loc.sop_instance_uid, blob)
         if prefix:
             blob = blob.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + prefix.encode())
@@ -126,6 +131,17 @@ def _bulk_prefix(level: str, loc: InstanceLocation) -> str:
     if level == "series":
         return f"instances/{loc.sop_instance_uid}/"
     return f"series/{loc.series_uid}/instances/{loc.sop_instance_uid}/"
+
+
+def header_json(head: bytes, syntax: str) -> bytes:
+    """:func:`instance_json` of a large instance from its bytes up to the pixel data
+    element's header: the element is given a zero length for the producer, then its Bulk
+    Data URI, as for the whole instance."""
+    text = instance_json(head[:-4] + b"\0\0\0\0", syntax)
+    attributes = json.loads(text)
+    vr = attributes.get("7FE00010", {}).get("vr", "OW")
+    attributes["7FE00010"] = {"vr": vr, "BulkDataURI": "bulkdata/7FE00010"}
+    return json.dumps(attributes, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def instance_json(data: bytes, syntax: str) -> bytes:
