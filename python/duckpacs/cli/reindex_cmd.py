@@ -11,7 +11,6 @@ import argparse
 import sys
 import time
 
-from duckpacs._core import Store
 from duckpacs.archive import layout
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import StorageError
@@ -45,7 +44,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     if not store_path.is_dir():
         raise StorageError(f"{store_path}: no store here, nothing to index")
     started = time.monotonic()
-    with Store.open(store_path) as store:
+    with layout.open_store(data) as store:
         tail = store.tail({}, headers=True)  # every live record, and where each pack ends
         scan = tail["instances"]
         total = len(scan)

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from duckpacs._core import Store
+from duckpacs import _core
 from duckpacs.archive import layout, recovery
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ArchiveLockedError, StorageError
 from duckpacs.index import Index
 
 # Writer id reserved for maintenance commands (the server's workers use small ids).
-MAINTENANCE_WRITER = 0xFFFF
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -66,12 +65,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_compact)
 
 
-def store_dir(args: argparse.Namespace) -> Path:
-    """``<data>/store`` of the configured archive; it must exist."""
-    path = layout.store_dir(settings(args).data_dir)
+def data_with_store(args: argparse.Namespace) -> Path:
+    """The configured archive's data folder; its store must exist."""
+    data = settings(args).data_dir
+    path = layout.store_dir(data)
     if not path.is_dir():
         raise StorageError(f"{path}: no store here (has the archive received anything yet?)")
-    return path
+    return data
 
 
 def _progress(label: str) -> Callable[[int, int], None] | None:
@@ -98,7 +98,7 @@ def _size(n: float) -> str:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Checks every chunk checksum (PS3.5 says nothing here: this is our own format)."""
-    with Store(store_dir(args)) as store:
+    with layout.open_store(data_with_store(args)) as store:
         report = store.verify(deep=args.deep, progress=_progress("verify"))
     damaged = report["damaged"]
     if args.json:
@@ -121,7 +121,7 @@ def _ratio(raw: int, stored: int) -> float:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with Store(store_dir(args)) as store:
+    with layout.open_store(data_with_store(args)) as store:
         s: dict[str, Any] = dict(store.stats())
     stored = s["stored_bytes"] + s["dictionary_bytes"]
     s["ratio"] = _ratio(s["raw_bytes"], stored)
@@ -171,7 +171,7 @@ def _open_index_for_compaction(data_dir: Path, on_conflict: str) -> Index:
     return index
 
 
-def _densify(store: Store, index: Index) -> dict[str, Any]:
+def _densify(store: _core.Store, index: Index) -> dict[str, Any]:
     """Densifies everything now, a victim pack per step on every core; the index follows
     each pack's moves before its records count as indexed."""
     done: dict[str, Any] = {"packs": 0, "densified": 0, "bytes_in": 0, "bytes_out": 0,
@@ -197,9 +197,9 @@ def _densify(store: Store, index: Index) -> dict[str, Any]:
 def cmd_compact(args: argparse.Namespace) -> int:
     """Rewrites sealed packs; the moves are printed (``--json``) for the index to follow."""
     s = settings(args)
-    path = store_dir(args)
+    data = data_with_store(args)
     with _open_index_for_compaction(s.data_dir, s["archive.on_conflict"]) as index:
-        with Store(path, writer_id=MAINTENANCE_WRITER) as store:
+        with layout.open_store(data, writer_id=layout.MAINTENANCE_WRITER) as store:
             orphans = recovery.orphan_copies(index, store)
             for location in orphans:
                 store.delete(location)
