@@ -15,10 +15,8 @@ The modules, in the order a run uses them:
 
 from duckpacs.ingest.migrate.journal import Journal, dated, open_journal
 from duckpacs.ingest.migrate.peer import (
-    Answer,
     DimseFinder,
     Finder,
-    Limits,
     QueryRefused,
     RemoteInstance,
     RemotePatient,
@@ -30,7 +28,7 @@ from duckpacs.ingest.migrate.reconcile import Listing, list_instances
 from duckpacs.ingest.migrate.report import NotDone, Reconciliation
 from duckpacs.ingest.migrate.retrieve import MoveListener, get_study, move_study
 from duckpacs.ingest.migrate.run import MoveDestination, find_everything, migrate, verify
-from duckpacs.ingest.migrate.scope import Scope
+from duckpacs.ingest.migrate.scope import Answer, Limits, Scope
 from duckpacs.ingest.migrate.targets import (
     MIGRATE_DIR,
     ArchiveTarget,

@@ -17,8 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 from duckpacs.errors import StorageError
-from duckpacs.ingest.migrate.peer import DA, RemoteStudy
+from duckpacs.ingest.migrate.peer import RemoteStudy
 from duckpacs.ingest.migrate.report import NotDone, Reconciliation
+from duckpacs.ingest.migrate.scope import DA
 
 # Study Instance UIDs -> how many instances of each the target holds (absent: none).
 HeldCounts = Callable[[list[str]], dict[str, int]]

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -32,11 +32,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from duckpacs.errors import NetworkError
+from duckpacs.ingest.migrate.scope import Answer, Scope
 
-if TYPE_CHECKING:
-    from duckpacs.ingest.migrate.scope import Scope
-
-DA = "%Y%m%d"
 PENDING = (0xFF00, 0xFF01)
 # Final C-FIND statuses that mean "there was more" (PS3.4 C.4.1.1.4): Cancel, any warning,
 # and "Refused: Out of resources", which some peers send when a query matches too much.
@@ -136,54 +133,12 @@ class RemoteInstance:
     sop_class: str
 
 
-@dataclass(frozen=True)
-class Answer:
-    """How many matches a C-FIND returned, and whether its final status says it was cut."""
-
-    count: int
-    capped: bool = False
-
-
 class _Aborted(Exception):
     """The association ended before the C-FIND's final response."""
 
 
 class QueryRefused(NetworkError):
     """The peer refused a kind of query (context not accepted, or a failure status)."""
-
-
-@dataclass
-class Limits:
-    """When to suspect that a peer cut an answer at its own limit.
-
-    A peer that has once said so by status (Cancel, a warning, out of resources) is
-    believed from then on: its other answers are whole. Until then, an answer of ``limit``
-    matches or more (``--window-limit``: some peers cut at their limit and still end with
-    success) is taken as cut, and one of a round count as possibly cut. ``seen`` is the
-    largest count of an answer the peer said it cut: its own limit, learnt on the way.
-    """
-
-    limit: int = 500
-    seen: int | None = None
-    signals: bool = False  # the peer says by status when it cuts an answer
-
-    def suspect(self, answer: Answer) -> bool:
-        """True when the answer may be missing matches: the query must be split."""
-        if answer.capped:
-            self.signals = True
-            self.seen = max(self.seen or 0, answer.count) or None
-        if self.signals:
-            return answer.capped or answer.count >= self.limit
-        return answer.count >= self.limit or looks_round(answer.count)
-
-    def definite(self, answer: Answer) -> bool:
-        """True when the answer is known to be cut (by status, or at the configured limit)."""
-        return answer.capped or answer.count >= self.limit
-
-
-def looks_round(count: int) -> bool:
-    """Counts peers use as limits (100, 250, 500, 1000, 256, 1024...): worth a split."""
-    return count >= 50 and (count % 50 == 0 or count & (count - 1) == 0)
 
 
 def number(value: object) -> int | None:

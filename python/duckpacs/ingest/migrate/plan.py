@@ -28,15 +28,8 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from duckpacs.ingest.migrate.journal import Journal, dated
-from duckpacs.ingest.migrate.peer import (
-    Answer,
-    Finder,
-    Limits,
-    QueryRefused,
-    RemotePatient,
-    RemoteStudy,
-)
-from duckpacs.ingest.migrate.scope import Scope, partition
+from duckpacs.ingest.migrate.peer import Finder, QueryRefused, RemotePatient, RemoteStudy
+from duckpacs.ingest.migrate.scope import Answer, Limits, Scope, partition
 
 FIRST_DAY = date(1900, 1, 1)
 # Studies buffered before they are written to the journal (an answer streams into it).

@@ -14,13 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from duckpacs.ingest.migrate.journal import Journal
-from duckpacs.ingest.migrate.peer import (
-    Finder,
-    Limits,
-    QueryRefused,
-    RemoteInstance,
-    RemoteStudy,
-)
+from duckpacs.ingest.migrate.peer import Finder, QueryRefused, RemoteInstance, RemoteStudy
+from duckpacs.ingest.migrate.scope import Limits
 from duckpacs.ingest.migrate.targets import Target
 
 

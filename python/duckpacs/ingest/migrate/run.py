@@ -27,7 +27,7 @@ from datetime import date
 
 from duckpacs.errors import NetworkError
 from duckpacs.ingest.migrate.journal import Journal
-from duckpacs.ingest.migrate.peer import DimseFinder, Limits, QueryRefused, RemotePeer, RemoteStudy
+from duckpacs.ingest.migrate.peer import DimseFinder, QueryRefused, RemotePeer, RemoteStudy
 from duckpacs.ingest.migrate.plan import Span, enumerate_rest, plan_windows
 from duckpacs.ingest.migrate.reconcile import (
     Listing,
@@ -39,6 +39,7 @@ from duckpacs.ingest.migrate.reconcile import (
 )
 from duckpacs.ingest.migrate.report import Reconciliation
 from duckpacs.ingest.migrate.retrieve import MoveListener, Retrieved, get_study, move_study
+from duckpacs.ingest.migrate.scope import Limits
 from duckpacs.ingest.migrate.targets import FolderTarget, Receiver, Target
 
 

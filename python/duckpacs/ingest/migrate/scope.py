@@ -20,8 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
-from duckpacs.ingest.migrate.peer import DA, Answer, Limits
-
 # Characters that extend a Patient ID prefix: the Default Character Repertoire (PS3.5
 # 6.1.2.1) without space (insignificant at the start of an LO value), backslash (the value
 # separator), the wildcards "*" and "?" (PS3.4 C.2.2.2.4), and "%" and "_", which peers that
@@ -32,6 +30,51 @@ ALPHABET = "".join(
 )
 # Longest Patient ID (LO, PS3.5 6.2): no prefix grows beyond it.
 LO_MAX = 64
+
+
+DA = "%Y%m%d"
+
+
+def looks_round(count: int) -> bool:
+    """Counts peers use as limits (100, 250, 500, 1000, 256, 1024...): worth a split."""
+    return count >= 50 and (count % 50 == 0 or count & (count - 1) == 0)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How many matches a C-FIND returned, and whether its final status says it was cut."""
+
+    count: int
+    capped: bool = False
+
+
+@dataclass
+class Limits:
+    """When to suspect that a peer cut an answer at its own limit.
+
+    A peer that has once said so by status (Cancel, a warning, out of resources) is
+    believed from then on: its other answers are whole. Until then, an answer of ``limit``
+    matches or more (``--window-limit``: some peers cut at their limit and still end with
+    success) is taken as cut, and one of a round count as possibly cut. ``seen`` is the
+    largest count of an answer the peer said it cut: its own limit, learnt on the way.
+    """
+
+    limit: int = 500
+    seen: int | None = None
+    signals: bool = False  # the peer says by status when it cuts an answer
+
+    def suspect(self, answer: Answer) -> bool:
+        """True when the answer may be missing matches: the query must be split."""
+        if answer.capped:
+            self.signals = True
+            self.seen = max(self.seen or 0, answer.count) or None
+        if self.signals:
+            return answer.capped or answer.count >= self.limit
+        return answer.count >= self.limit or looks_round(answer.count)
+
+    def definite(self, answer: Answer) -> bool:
+        """True when the answer is known to be cut (by status, or at the configured limit)."""
+        return answer.capped or answer.count >= self.limit
 
 
 @dataclass(frozen=True)
