@@ -107,6 +107,12 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
 
         _reset_peak(pid)
         idle = _status(pid, "VmRSS")
+        implicit = tmp_path / "implicit.bin"
+        implicit_boundary = _wado_instance(server.http_port, implicit, "1.2.840.10008.1.2")
+        implicit_growth = _status(pid, "VmHWM") - idle
+
+        _reset_peak(pid)
+        idle = _status(pid, "VmRSS")
         metadata = _get_json(server.http_port, "/metadata")
         metadata_growth = _status(pid, "VmHWM") - idle
 
@@ -127,6 +133,18 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
     body = _part_body(wado, boundary, tmp_path / "wado.dcm")
     assert _dataset_sha(body) == _dataset_sha(big_file)
     assert wado_growth < BOUND, f"WADO-RS grew the server by {wado_growth >> 20} MB"
+    # Asked in Implicit VR Little Endian: the header re-encoded, the pixels streamed.
+    switched = pydicom.dcmread(_part_body(implicit, implicit_boundary, tmp_path / "imp.dcm"))
+    original = pydicom.dcmread(big_file)
+    assert switched.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert switched.PixelData == original.PixelData
+    assert [(e.tag, e.value) for e in switched if e.tag != 0x7FE00010] == [
+        (e.tag, e.value) for e in original if e.tag != 0x7FE00010
+    ]
+    del switched, original
+    assert implicit_growth < BOUND, (
+        f"switching syntax grew the server by {implicit_growth >> 20} MB"
+    )
     # The metadata made from the header alone equals the one made from the whole instance.
     whole = json.loads(instance_json(body.read_bytes(), "1.2.840.10008.1.2.1"))
     assert metadata == [whole]
@@ -161,12 +179,14 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)))
 
 
-def _wado_instance(port: int, target: Path) -> bytes:
+def _wado_instance(port: int, target: Path, syntax: str | None = None) -> bytes:
     """WADO-RS Retrieve Instance (PS3.18 10.4) into ``target``; returns the boundary."""
     study, series, sop = uid("big-study"), uid("big-series"), uid("big", FRAMES, ROWS, COLS)
     url = (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
            f"/instances/{sop}")  # fmt: skip
     accept = 'multipart/related; type="application/dicom"'
+    if syntax is not None:
+        accept += f"; transfer-syntax={syntax}"
     request = urllib.request.Request(url, headers={"Accept": accept})
     with urllib.request.urlopen(request, timeout=300) as response, target.open("wb") as f:
         content_type = response.headers["Content-Type"]

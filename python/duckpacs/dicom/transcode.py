@@ -129,3 +129,28 @@ def transcode(data: bytes, wanted: str) -> bytes:
     except Exception as e:  # noqa: BLE001
         raise TranscodeError(f"cannot transcode to {UID(wanted).name}: {e}") from e
     return buf.getvalue()
+
+
+def switched_header(head: bytes, stored: str, wanted: str) -> bytes:
+    """For an instance stored in one little endian native syntax and wanted in the other:
+    ``head`` (the stored Part 10 bytes up to and including the pixel data element's header,
+    the pixel data being the last element) re-encoded as a Part 10 file in ``wanted`` up to
+    the pixel values, which are the same bytes in both (PS3.5 A.1, A.2). The values then
+    follow as stored, so an instance of gigabytes is never decoded or held."""
+    element_len = 8 if stored == IMPLICIT_LE else 12
+    header, element = head[:-element_len], head[-element_len:]
+    try:
+        ds = dcmread(BytesIO(header), force=True)
+        ds.file_meta.TransferSyntaxUID = UID(wanted)
+        buf = BytesIO()
+        ds.save_as(buf, implicit_vr=wanted == IMPLICIT_LE, little_endian=True)
+    except Exception as e:  # noqa: BLE001
+        raise TranscodeError(f"cannot transcode to {UID(wanted).name}: {e}") from e
+    tag, length = b"\xe0\x7f\x10\x00", element[-4:]
+    if wanted == IMPLICIT_LE:
+        return buf.getvalue() + tag + length
+    if stored == IMPLICIT_LE:
+        vr = b"OW" if int(ds.get("BitsAllocated") or 8) > 8 else b"OB"
+    else:
+        vr = element[4:6]
+    return buf.getvalue() + tag + vr + b"\0\0" + length

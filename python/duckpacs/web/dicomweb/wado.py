@@ -77,6 +77,10 @@ class Wado(Service):
                 header = {"Content-Type": f"application/dicom; transfer-syntax={syntax}"}
                 if syntax == loc.transfer_syntax:  # as stored: in pieces, however large
                     yield self.archive.stream_instance(loc), header
+                elif {syntax, loc.transfer_syntax} <= transcode.UNCOMPRESSED and (
+                    head := self.archive.large_header(loc)
+                ):  # the other little endian syntax: the header re-encoded, pixels as stored
+                    yield _switched(head, loc, syntax, self.archive.stream_instance(loc)), header
                 else:  # transcoding holds the instance (see the README's memory note)
                     yield [transcode.transcode(self.archive.read_instance(loc), syntax)], header
 
@@ -298,3 +302,18 @@ def _accept_octet_stream(ranges: list[multipart.MediaRange]) -> None:
         ):
             return
     raise not_acceptable("bulk data is sent as application/octet-stream only")
+
+
+def _switched(
+    head: bytes, loc: InstanceLocation, syntax: str, stored: Iterator[bytes]
+) -> Iterator[bytes]:
+    """A large native instance in the other little endian syntax: its header re-encoded,
+    then the stored pixel values (everything of ``stored`` past ``head``)."""
+    yield transcode.switched_header(head, loc.transfer_syntax, syntax)
+    skip = len(head)
+    for piece in stored:
+        if skip >= len(piece):
+            skip -= len(piece)
+            continue
+        yield piece[skip:]
+        skip = 0
