@@ -71,10 +71,10 @@ class Admin:
     def queue(self, request: Request) -> Response:
         require(request, "admin")
         params = request.query_params
-        try:
-            limit = int(params.get("limit", "200"))
-        except ValueError:
-            raise HttpError(400, "limit must be a number") from None
+        raw = params.get("limit") or "200"
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+            raise HttpError(400, f"limit={raw[:64]!r}: expected 0 to 999999")
+        limit = int(raw)
         return JSONResponse(
             self.control.overview(
                 state=params.get("state", ""), destination=params.get("to", ""), limit=limit

@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from duckpacs import logs
-from duckpacs.errors import DuckpacsError
+from duckpacs.errors import DuckpacsError, QueryError
 from duckpacs.web import auth
 from duckpacs.web.admin import Admin
 from duckpacs.web.audit import AUDIT_FILENAME, AuditLog
@@ -95,6 +95,10 @@ class ErrorGuard:
 def _error_response(e: Exception, scope: Scope) -> Response:
     if isinstance(e, HttpError):
         return _json_error(e.status, e.message, e.headers)
+    if isinstance(e, QueryError):
+        # A matching value the index cannot read (a date of "0", a bad range): the
+        # client's error, said as the index says it.
+        return _json_error(400, str(e))
     if isinstance(e, DuckpacsError):
         logs.event(log, "archive error", path=scope.get("path"), error=str(e))
         return _json_error(500, str(e))
