@@ -94,6 +94,9 @@ class HttpServer:
                 anonymous=settings["http.anonymous"],
                 cors_origins=list(settings["http.cors_origins"]),
                 https=bool(cert),
+                max_body=settings["http.max_body"],
+                session_ttl=settings["http.session_ttl"],
+                token_ttl=settings["http.token_ttl"],
             )
             app = create_app(archive, config, status, control=control)
         self.app = app

@@ -40,7 +40,9 @@ async def _body(request: Request) -> dict[str, Any]:
 def _selection(body: dict[str, Any]) -> dict[str, Any]:
     """Which jobs an operation is about: ids, a destination or a study (one is required)."""
     ids = body.get("ids") or []
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 63 for i in ids
+    ):
         raise HttpError(400, "ids must be a list of job numbers")
     destination = str(body.get("destination") or "")
     study = str(body.get("study") or "")
