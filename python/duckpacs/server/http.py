@@ -49,6 +49,37 @@ def _route_uvicorn_logs() -> None:
         logger.propagate = False
 
 
+def check_exposure(bind: str, anonymous: str, users: int, allowed: bool) -> None:
+    """Refuse to serve every patient's images to anyone on the network: a non-loopback
+    address with anonymous access and no user to log in as (``http.allow_exposed`` says
+    the operator means it, behind a firewall of their own, say)."""
+    if allowed or users or anonymous != "any":
+        return
+    try:
+        loopback = ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise NetworkError(
+            f"refusing to serve HTTP on {bind} with http.anonymous = any and no user: anyone "
+            "on the network could read every study; add a user (duckpacs user add), set "
+            "http.anonymous = off, bind to 127.0.0.1, or set http.allow_exposed = true"
+        )
+
+
+def http_exposure(settings: Settings, bind: str | None = None) -> None:
+    """:func:`check_exposure` for the configuration (and the users file it names)."""
+    from duckpacs.web.auth import USERS_FILENAME, UserStore
+
+    users = UserStore(settings.data_dir / USERS_FILENAME).names()
+    check_exposure(
+        bind or settings["http.bind"],
+        settings["http.anonymous"],
+        len(users),
+        settings["http.allow_exposed"],
+    )
+
+
 def _listen(bind: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -84,6 +115,7 @@ class HttpServer:
         else:
             from duckpacs.web.app import WebConfig, create_app
 
+            http_exposure(settings, bind)
             cert, key = settings["http.tls_cert"], settings["http.tls_key"]
             if bool(cert) != bool(key):
                 raise NetworkError("HTTPS needs both http.tls_cert and http.tls_key")

@@ -28,8 +28,16 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._lock = threading.Lock()
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        """A last line cut short (a crash, a full disk) is closed off, so the next record
+        starts a line of its own and stays readable."""
+        size = os.fstat(self._fd).st_size
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
 
     def record(
         self,
