@@ -198,3 +198,41 @@ def test_the_audit_log_never_stops_a_request(tmp_path: Path) -> None:
         server.http.app.state.context.audit.close()  # as if the disk went away
         still = requests.get(server.dicomweb + "/studies", auth=("vera", "viewer-pass-1"))
         assert still.status_code == 200
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except BlockingIOError:
+        return False
+
+
+def test_slow_loris_neither_starves_queries_nor_keeps_its_connections(tmp_path: Path) -> None:
+    """500 clients trickling their headers a byte a second: a QIDO still answers at once,
+    and the trickling connections are cut off at http.header_timeout."""
+    with web_server(tmp_path, http__header_timeout=5) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(500)]
+        started = time.monotonic()
+        try:
+            for s in socks:
+                s.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            latencies = []
+            for _ in range(3):
+                for s in socks:
+                    s.sendall(b"a")
+                t0 = time.monotonic()
+                r = requests.get(server.dicomweb + "/studies", timeout=30)
+                latencies.append(time.monotonic() - t0)
+                assert r.status_code == 200 and r.json()
+                time.sleep(max(0.0, 1.0 - latencies[-1]))
+            assert time.monotonic() - started < 5, "the trickle outlived the measurement"
+            assert max(latencies) < 1.0, f"QIDO took {max(latencies):.2f} s beside 500 slow clients"
+            for s in socks:
+                s.setblocking(False)
+            _wait_for(lambda: all(_closed_by_server(s) for s in socks), "slow clients cut off")
+        finally:
+            for s in socks:
+                s.close()

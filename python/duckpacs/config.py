@@ -408,6 +408,13 @@ OPTIONS: tuple[Option, ...] = (
         "largest request body accepted (a STOW-RS upload); larger ones get 413 (0 = no limit)",
     ),
     Option(
+        "http.header_timeout",
+        "DUCKPACS_HTTP_HEADER_TIMEOUT",
+        _timeout,
+        10,
+        "seconds a client may take to send a request's headers (slow clients are cut off)",
+    ),
+    Option(
         "http.session_ttl",
         "DUCKPACS_HTTP_SESSION_TTL",
         _lifetime,

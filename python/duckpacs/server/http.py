@@ -8,6 +8,7 @@ on when ``http.tls_cert`` and ``http.tls_key`` are configured.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -21,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from duckpacs import logs
 from duckpacs.errors import NetworkError
@@ -30,6 +32,54 @@ if TYPE_CHECKING:
     from duckpacs.web.reader import ArchiveReader
 
 log = logs.get("http")
+
+
+# Seconds a client may take to send a request's headers: a slow-loris client trickling them
+# a byte at a time is cut off instead of holding its connection (and a descriptor) forever.
+HEADER_TIMEOUT = 10.0
+
+
+class HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request's headers, counted from
+    the connection (or the request's first byte) to the end of its headers. uvicorn itself
+    only times out idle keep-alive connections."""
+
+    header_timeout = HEADER_TIMEOUT
+
+    def connection_made(self, transport: Any) -> None:
+        self._deadline: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def _protocol(header_timeout: float) -> type[HeaderDeadline]:
+    return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": header_timeout})
 
 
 def _status_only_app(status: Callable[[], dict[str, Any]]) -> Starlette:
@@ -110,6 +160,7 @@ class HttpServer:
         control: Any = None,
     ) -> None:
         tls: dict[str, Any] = {}
+        header_timeout = HEADER_TIMEOUT
         if settings is None:
             app: Any = _status_only_app(status)
         else:
@@ -131,6 +182,7 @@ class HttpServer:
                 token_ttl=settings["http.token_ttl"],
             )
             app = create_app(archive, config, status, control=control)
+            header_timeout = float(settings["http.header_timeout"])
         self.app = app
         self.scheme = "https" if tls else "http"
         self._sock = _listen(bind, port)
@@ -138,7 +190,7 @@ class HttpServer:
             app,
             log_config=None,
             access_log=False,
-            http="httptools",
+            http=_protocol(header_timeout),
             lifespan="off",
             timeout_keep_alive=30,
             **tls,
