@@ -312,7 +312,8 @@ def create_app(
     api = _Api(context, status or (lambda: {}))
     routes: list[Route | Mount] = api.routes()
     if archive is not None:
-        routes.extend(DicomWeb(archive).routes())
+        spool_dir = config.data_dir / "http-spool"  # on the archive's disk, not in /tmp
+        routes.extend(DicomWeb(archive, spool_dir=spool_dir).routes())
         routes.append(Route("/api/studies/{study}/archive.zip", api.study_zip))
     if control is not None:
         routes.extend(Admin(control).routes())
