@@ -4,21 +4,27 @@ off-loopback refusal, and an audit log that never stops a request."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
+import struct
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from duckpacs.errors import NetworkError
 from duckpacs.server.http import check_exposure
 from duckpacs.web import auth
 from tests.helpers import duckpacs_cmd, free_port
+from tests.web_support.hostile import rss_of
 from tests.web_support.server import FAST_HASHER, WebServer, web_server
 
 USERS = {"ada": ("admin-pass-123", ["admin"]), "vera": ("viewer-pass-1", ["viewer"])}
@@ -236,3 +242,73 @@ def test_slow_loris_neither_starves_queries_nor_keeps_its_connections(tmp_path: 
         finally:
             for s in socks:
                 s.close()
+
+
+def _big_instance_stream(pixel_bytes: int, chunk: int = 1 << 20) -> tuple[str, bytes, int]:
+    """A Part 10 header whose Pixel Data of ``pixel_bytes`` zeros follows it (never built
+    whole): the SOP Instance UID, the header, and the total size."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (generate_uid() for _ in "123")
+    ds.PatientID, ds.Modality = "BIG", "OT"
+    ds.Rows, ds.Columns = pixel_bytes // 2 // 16384, 16384
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    head = buf.getvalue() + b"\xe0\x7f\x10\x00OW\x00\x00" + struct.pack("<I", pixel_bytes)
+    return str(ds.SOPInstanceUID), head, len(head) + pixel_bytes
+
+
+def test_a_gigabyte_stow_is_streamed_not_buffered(tmp_path: Path) -> None:
+    """1 GiB of Pixel Data in one multipart STOW-RS body, sent in chunks: the server's peak
+    resident memory grows by at most 256 MiB (the body goes to the spool folder)."""
+    pixel_bytes = 1 << 30
+    uid, head, total = _big_instance_stream(pixel_bytes)
+    boundary = "big-boundary"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.web_support.serve_folder", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://"), url
+        requests.get(url + "/dicom-web/studies").raise_for_status()  # warm
+        before = rss_of(proc.pid)
+
+        def body() -> Iterator[bytes]:
+            yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + head
+            zeros = bytes(1 << 20)
+            for _ in range(pixel_bytes >> 20):
+                yield zeros
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        r = requests.post(url + "/dicom-web/studies", data=body(), headers={"Content-Type": ctype})
+        assert r.status_code == 200, r.text
+        assert r.json()["00081199"]["Value"][0]["00081155"]["Value"] == [uid]
+        peak = _peak_rss(proc.pid)
+        grown = peak - before
+        print(f"1 GiB STOW-RS: RSS {before >> 20} MiB before, peak {peak >> 20} MiB")
+        assert grown <= 256 << 20, f"peak RSS grew by {grown >> 20} MiB"
+        stored = tmp_path / "corpus" / "ingested" / f"{uid}.dcm"
+        assert stored.stat().st_size == total
+        assert list((tmp_path / "data" / "http-spool").iterdir()) == []
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")

@@ -116,12 +116,18 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.click("#studies tbody tr")
             page.wait_for_selector(".series-grid a.series img")
             page.click(".series-grid a.series")
-            page.wait_for_function("() => document.getElementById('position').textContent === '1 / 4'")
-            page.wait_for_function("() => document.getElementById('wl').textContent.startsWith('W ')")
+            page.wait_for_function(
+                "() => document.getElementById('position').textContent === '1 / 4'"
+            )
+            page.wait_for_function(
+                "() => document.getElementById('wl').textContent.startsWith('W ')"
+            )
             before = _canvas_pixels(page)
             page.focus("#canvas")
             page.keyboard.press("ArrowDown")
-            page.wait_for_function("() => document.getElementById('position').textContent === '2 / 4'")
+            page.wait_for_function(
+                "() => document.getElementById('position').textContent === '2 / 4'"
+            )
             page.wait_for_function(f"() => ({CANVAS_HASH})() !== {before!r}", timeout=15000)
             scrolled = _canvas_pixels(page)
             assert scrolled != before, "scrolling shows another slice"
@@ -133,7 +139,9 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.mouse.down()
             page.mouse.move(cx - 150, cy + 120, steps=8)
             page.mouse.up()
-            page.wait_for_function(f"() => document.getElementById('wl').textContent !== {window_text!r}")
+            page.wait_for_function(
+                f"() => document.getElementById('wl').textContent !== {window_text!r}"
+            )
             # The new rendering arrives asynchronously: wait until the canvas differs.
             page.wait_for_function(f"() => ({CANVAS_HASH})() !== {scrolled!r}", timeout=15000)
             assert _canvas_pixels(page) != scrolled, "window/level changes the canvas"
