@@ -101,6 +101,10 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # The viewer runs under the server's Content-Security-Policy: nothing it does may
+        # be blocked (Chromium reports each refusal on the console).
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Security Policy" in m.text else 0)
         try:
             page.goto(ui.url + "/")
             page.fill("#login-user", "rad")
@@ -167,6 +171,7 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
                 " return rows.length === 1 && rows[0].cells[1].textContent === 'UPLOADED'; })()"
             )
             assert "2" in page.text_content("#studies tbody tr td:last-child")
+            assert blocked == [], blocked
         finally:
             browser.close()
 
