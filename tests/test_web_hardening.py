@@ -312,3 +312,10 @@ def _peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+def test_the_login_form_is_read_with_a_small_cap(tmp_path: Path) -> None:
+    with web_server(tmp_path, users=USERS, http__anonymous="off") as server:
+        huge = b'{"user": "ada", "password": "' + b"x" * (1 << 20) + b'"}'
+        r = requests.post(server.url + "/api/login", data=huge)
+        assert r.status_code == 413

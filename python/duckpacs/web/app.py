@@ -366,7 +366,7 @@ class _Api:
 
     async def login(self, request: Request) -> Response:
         try:
-            form = json.loads(await request.body())
+            form = json.loads(await _small_body(request))
             name, password = str(form["user"]), str(form["password"])
         except (ValueError, KeyError, TypeError):
             raise HttpError(400, 'expected JSON {"user": ..., "password": ...}') from None
@@ -435,6 +435,19 @@ class _Api:
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{study}.zip"'},
         )
+
+
+# The login form is a few dozen bytes; anyone may post it, so it is read with a small cap.
+MAX_LOGIN_BODY = 64 << 10
+
+
+async def _small_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_LOGIN_BODY:
+            raise HttpError(413, f"a login request holds at most {MAX_LOGIN_BODY} bytes")
+    return bytes(body)
 
 
 class _Sink:
