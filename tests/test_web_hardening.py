@@ -319,3 +319,14 @@ def test_the_login_form_is_read_with_a_small_cap(tmp_path: Path) -> None:
         huge = b'{"user": "ada", "password": "' + b"x" * (1 << 20) + b'"}'
         r = requests.post(server.url + "/api/login", data=huge)
         assert r.status_code == 413
+
+
+def test_endless_headers_are_cut_off(tmp_path: Path) -> None:
+    with web_server(tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: x\r\n")
+            with pytest.raises(OSError):
+                for _ in range(64):  # 64 MiB of one header, unless the server hangs up
+                    sock.sendall(b"X-Endless: " + b"a" * (1 << 20) + b"\r\n")
+        assert requests.get(server.dicomweb + "/studies").status_code == 200

@@ -37,6 +37,9 @@ log = logs.get("http")
 # Seconds a client may take to send a request's headers: a slow-loris client trickling them
 # a byte at a time is cut off instead of holding its connection (and a descriptor) forever.
 HEADER_TIMEOUT = 10.0
+# Bytes a request's headers may take (with whatever arrives in the same reads): llhttp sets
+# no bound, and uvicorn would keep collecting headers until memory runs out.
+MAX_HEADER_BYTES = 1 << 20
 
 
 class HeaderDeadline(HttpToolsProtocol):
@@ -48,17 +51,28 @@ class HeaderDeadline(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         self._deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
         super().connection_made(transport)
         self._arm()
 
     def _arm(self) -> None:
         if self._deadline is None:
+            self._header_bytes = 0
             self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._disarm()
+                self.transport.close()
+                return
+        super().data_received(data)
 
     def _too_slow(self) -> None:
         self._deadline = None
