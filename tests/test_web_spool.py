@@ -47,7 +47,11 @@ def _body(parts: list[bytes], crlf: bool, closing: bool, preamble: bytes) -> byt
     return out
 
 
-part_bytes = st.binary(max_size=300).filter(lambda b: b"--" + BOUNDARY.encode() not in b)
+# A body ending in CR before an LF-only delimiter reads as a CRLF delimiter: ambiguous by
+# construction, so left out.
+part_bytes = st.binary(max_size=300).filter(
+    lambda b: b"--" + BOUNDARY.encode() not in b and not b.endswith(b"\r")
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
