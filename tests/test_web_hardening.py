@@ -235,6 +235,7 @@ def test_slow_loris_neither_starves_queries_nor_keeps_its_connections(tmp_path: 
                 assert r.status_code == 200 and r.json()
                 time.sleep(max(0.0, 1.0 - latencies[-1]))
             assert time.monotonic() - started < 5, "the trickle outlived the measurement"
+            print(f"QIDO beside 500 slow clients: {max(latencies) * 1000:.0f} ms at most")
             assert max(latencies) < 1.0, f"QIDO took {max(latencies):.2f} s beside 500 slow clients"
             for s in socks:
                 s.setblocking(False)
