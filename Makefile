@@ -44,8 +44,9 @@ test-python: build  ## run only the Python tests
 bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside the peer's)
 	@for b in bench/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
 
-fuzz: build  ## the long robustness runs of the parser and the network decoders
+fuzz: build  ## the long robustness runs of the parser, the network decoders and the web routes
 	python -m pytest -q -m slow tests
+	DUCKPACS_FUZZ_EXAMPLES=20000 python -m pytest -q tests/test_web_fuzz.py
 	cargo test --release --quiet -p duckpacs-core --test fuzz -- --ignored
 	cargo test --release --quiet -p duckpacs-core --test fuzz_net -- --ignored
 

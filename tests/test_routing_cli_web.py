@@ -158,12 +158,12 @@ def test_browser_send_to_and_the_queue_page(tmp_path: Path, users: Path) -> None
                     assert page.input_value("#send-to") == "recv"
                     page.click("#send")
                     page.wait_for_function(
-                        "document.getElementById('status').textContent.startsWith('Queued 3')"
+                        "() => document.getElementById('status').textContent.startsWith('Queued 3')"
                     )
                     wait_until(lambda: len(r.copies()) == 3, "the study at the receiver")
                     page.goto(base + "/admin")
                     page.wait_for_function(
-                        "(() => { const c = document.querySelector('#destinations tbody tr');"
+                        "() => (() => { const c = document.querySelector('#destinations tbody tr');"
                         " return c && c.cells[0].textContent === 'recv'"
                         " && c.cells[4].textContent === '3'; })()"
                     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pydicom
+import pydicom.data
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
@@ -176,3 +177,36 @@ def test_stow_maps_store_results(
     (conflict,) = [r for r in caplog.records if r.getMessage().startswith("STOW-RS conflict")]
     assert conflict.levelno == logging.WARNING
     assert str(ds.SOPInstanceUID) in conflict.getMessage() and "0xB006" in conflict.getMessage()
+
+
+class FileFacade(FakeFacade):
+    """A facade that stores Part 10 files from their path (as ``Archive.store_file``)."""
+
+    def __init__(self, folder: FolderReader) -> None:
+        super().__init__(folder)
+        self.files: list[Path] = []
+
+    def store_file(self, path: Path) -> StoreResult:
+        self.files.append(path)
+        return self.store(path.read_bytes())
+
+
+def test_spooled_stow_parts_go_to_the_facades_store_file(tmp_path: Path) -> None:
+    folder = FolderReader(tmp_path / "empty")
+    new = tmp_path / "new.dcm"
+    ds = pydicom.dcmread(str(pydicom.data.get_testdata_file("CT_small.dcm")))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(new)
+    with_file = FileFacade(folder)
+    outcome = FacadeReader(with_file).ingest_file(new)
+    assert outcome.failure is None and outcome.sop_instance_uid == ds.SOPInstanceUID
+    assert with_file.files == [new]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(new)
+    plain = FakeFacade(folder)  # no store_file: the file is read and stored as bytes
+    outcome = FacadeReader(plain).ingest_file(new)
+    assert outcome.failure is None and outcome.sop_instance_uid == ds.SOPInstanceUID
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not DICOM")
+    assert FacadeReader(with_file).ingest_file(junk).failure == 0xC000
+    assert with_file.files == [new]

@@ -101,6 +101,10 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # The viewer runs under the server's Content-Security-Policy: nothing it does may
+        # be blocked (Chromium reports each refusal on the console).
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "Security Policy" in m.text else 0)
         try:
             page.goto(ui.url + "/")
             page.fill("#login-user", "rad")
@@ -110,19 +114,25 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.fill("#q-id", "SERIES4")
             page.click("#search-button")
             page.wait_for_function(
-                "(() => { const rows = document.querySelectorAll('#studies tbody tr');"
+                "() => (() => { const rows = document.querySelectorAll('#studies tbody tr');"
                 " return rows.length === 1 && rows[0].cells[1].textContent === 'SERIES4'; })()"
             )
             page.click("#studies tbody tr")
             page.wait_for_selector(".series-grid a.series img")
             page.click(".series-grid a.series")
-            page.wait_for_function("document.getElementById('position').textContent === '1 / 4'")
-            page.wait_for_function("document.getElementById('wl').textContent.startsWith('W ')")
+            page.wait_for_function(
+                "() => document.getElementById('position').textContent === '1 / 4'"
+            )
+            page.wait_for_function(
+                "() => document.getElementById('wl').textContent.startsWith('W ')"
+            )
             before = _canvas_pixels(page)
             page.focus("#canvas")
             page.keyboard.press("ArrowDown")
-            page.wait_for_function("document.getElementById('position').textContent === '2 / 4'")
-            page.wait_for_function(f"({CANVAS_HASH})() !== {before!r}", timeout=15000)
+            page.wait_for_function(
+                "() => document.getElementById('position').textContent === '2 / 4'"
+            )
+            page.wait_for_function(f"() => ({CANVAS_HASH})() !== {before!r}", timeout=15000)
             scrolled = _canvas_pixels(page)
             assert scrolled != before, "scrolling shows another slice"
             window_text = page.text_content("#wl")
@@ -133,9 +143,11 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.mouse.down()
             page.mouse.move(cx - 150, cy + 120, steps=8)
             page.mouse.up()
-            page.wait_for_function(f"document.getElementById('wl').textContent !== {window_text!r}")
+            page.wait_for_function(
+                f"() => document.getElementById('wl').textContent !== {window_text!r}"
+            )
             # The new rendering arrives asynchronously: wait until the canvas differs.
-            page.wait_for_function(f"({CANVAS_HASH})() !== {scrolled!r}", timeout=15000)
+            page.wait_for_function(f"() => ({CANVAS_HASH})() !== {scrolled!r}", timeout=15000)
             assert _canvas_pixels(page) != scrolled, "window/level changes the canvas"
             page.screenshot(path=str(artifacts / "viewer.png"))
             # Upload a zip (one file deflated, one stored) through STOW-RS, then find it.
@@ -148,17 +160,18 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             page.goto(ui.url + "/#/")
             page.set_input_files("#upload", str(zipped))
             page.wait_for_function(
-                "document.getElementById('status').textContent.startsWith('uploaded:')"
+                "() => document.getElementById('status').textContent.startsWith('uploaded:')"
             )
             assert page.text_content("#status") == ("uploaded: 2 stored, 0 refused, 1 not DICOM")
             page.fill("#q-id", "UPLOADED")
             page.fill("#q-modality", "MR")
             page.click("#search-button")
             page.wait_for_function(  # the previous search's row may still be on screen
-                "(() => { const rows = document.querySelectorAll('#studies tbody tr');"
+                "() => (() => { const rows = document.querySelectorAll('#studies tbody tr');"
                 " return rows.length === 1 && rows[0].cells[1].textContent === 'UPLOADED'; })()"
             )
             assert "2" in page.text_content("#studies tbody tr td:last-child")
+            assert blocked == [], blocked
         finally:
             browser.close()
 

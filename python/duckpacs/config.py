@@ -196,6 +196,14 @@ def _size(value: Any) -> int:
     return int(number)
 
 
+def _lifetime(value: Any) -> int:
+    allowed = "a number of seconds from 60 to 31622400 (366 days)"
+    number = _integer(value, allowed)
+    if not 60 <= number <= 366 * 86400:
+        raise ValueError(allowed)
+    return number
+
+
 def _on_limit(value: Any) -> str:
     if isinstance(value, str) and value.lower() in ("refuse", "recycle"):
         return value.lower()
@@ -391,6 +399,41 @@ OPTIONS: tuple[Option, ...] = (
         _origins,
         [],
         "origins allowed to call DICOMweb from a browser (CORS); empty for none",
+    ),
+    Option(
+        "http.max_body",
+        "DUCKPACS_HTTP_MAX_BODY",
+        _size,
+        "4 GiB",
+        "largest request body accepted (a STOW-RS upload); larger ones get 413 (0 = no limit)",
+    ),
+    Option(
+        "http.header_timeout",
+        "DUCKPACS_HTTP_HEADER_TIMEOUT",
+        _timeout,
+        10,
+        "seconds a client may take to send a request's headers (slow clients are cut off)",
+    ),
+    Option(
+        "http.session_ttl",
+        "DUCKPACS_HTTP_SESSION_TTL",
+        _lifetime,
+        12 * 3600,
+        "seconds a web login lasts",
+    ),
+    Option(
+        "http.token_ttl",
+        "DUCKPACS_HTTP_TOKEN_TTL",
+        _lifetime,
+        30 * 86400,
+        "seconds a bearer token from POST /api/tokens lasts",
+    ),
+    Option(
+        "http.allow_exposed",
+        "DUCKPACS_HTTP_ALLOW_EXPOSED",
+        _boolean,
+        False,
+        "serve anonymous access on a non-loopback address with no user configured",
     ),
     Option(
         "http.tls_cert",

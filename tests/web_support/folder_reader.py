@@ -211,6 +211,20 @@ class FolderReader:
         data: bytes = ds.PixelData
         return data[(number - 1) * size : number * size]
 
+    def ingest_file(self, path: Path) -> IngestOutcome:
+        """A spooled STOW-RS part, moved into the folder (never read whole)."""
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            sop_class, sop_instance = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+            study, series = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        except Exception as e:  # noqa: BLE001 (any parse failure is a 0xC000 for the client)
+            return IngestOutcome(None, None, failure=0xC000, reason=f"cannot parse: {e}")
+        target = self.root / "ingested" / f"{sop_instance}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        self._add(target)
+        return IngestOutcome(sop_class, sop_instance, study, series)
+
     def ingest(self, data: bytes) -> IngestOutcome:
         try:
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)

@@ -4,6 +4,7 @@ duckpacs user add alice --role viewer          # asks for the password twice
 echo "$PW" | duckpacs user add bot --role uploader --password-stdin
 duckpacs user list [--json]
 duckpacs user remove alice
+duckpacs user logout-all [alice]               # end every session and token (of alice)
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     rm = sub.add_parser("remove", parents=[common], help="delete a user (revokes its tokens)")
     rm.add_argument("name")
     rm.set_defaults(func=cmd_remove)
+    out = sub.add_parser(
+        "logout-all", parents=[common], help="end every web session and token (of one user)"
+    )
+    out.add_argument("name", nargs="?", help="only this user's")
+    out.set_defaults(func=cmd_logout_all)
     ls = sub.add_parser("list", parents=[common], help="list users and their roles")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_list)
@@ -68,6 +74,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
     if not _store(args).remove(args.name):
         raise ConfigError(f"no such user: {args.name}")
     print(f"removed {args.name}")
+    return 0
+
+
+def cmd_logout_all(args: argparse.Namespace) -> int:
+    names = _store(args).revoke(args.name)
+    if args.name and not names:
+        raise ConfigError(f"no such user: {args.name}")
+    print(f"logged out: {', '.join(names) or 'no users'}")
     return 0
 
 

@@ -26,7 +26,7 @@ from duckpacs.policy.service import PolicyService
 from duckpacs.routing.engine import Router
 from duckpacs.server.control import Control
 from duckpacs.server.densify import Densifier
-from duckpacs.server.http import HttpServer
+from duckpacs.server.http import HttpServer, http_exposure
 from duckpacs.web.archive_reader import FacadeReader
 
 log = logs.get("serve")
@@ -61,6 +61,7 @@ class Service:
 
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        http_exposure(s)  # before anything opens: one clear line, nothing to undo
         self.archive = Archive.open(s.data_dir, on_conflict=s["archive.on_conflict"])
         self.densifier = Densifier(self.archive)
         self.densifier.start()

@@ -40,7 +40,9 @@ async def _body(request: Request) -> dict[str, Any]:
 def _selection(body: dict[str, Any]) -> dict[str, Any]:
     """Which jobs an operation is about: ids, a destination or a study (one is required)."""
     ids = body.get("ids") or []
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1 << 63 for i in ids
+    ):
         raise HttpError(400, "ids must be a list of job numbers")
     destination = str(body.get("destination") or "")
     study = str(body.get("study") or "")
@@ -71,10 +73,10 @@ class Admin:
     def queue(self, request: Request) -> Response:
         require(request, "admin")
         params = request.query_params
-        try:
-            limit = int(params.get("limit", "200"))
-        except ValueError:
-            raise HttpError(400, "limit must be a number") from None
+        raw = params.get("limit") or "200"
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+            raise HttpError(400, f"limit={raw[:64]!r}: expected 0 to 999999")
+        limit = int(raw)
         return JSONResponse(
             self.control.overview(
                 state=params.get("state", ""), destination=params.get("to", ""), limit=limit

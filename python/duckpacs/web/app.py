@@ -2,8 +2,9 @@
 authentication, audit and CORS.
 
 Middleware order, outermost first: CORS (so every answer, errors and 401s included, carries
-the CORS headers and preflight needs no credentials), then authentication + audit, then the
-error guard that turns any exception into a JSON body with the right status.
+the CORS headers and preflight needs no credentials), the browser protection headers,
+authentication + CSRF + audit, the error guard that turns any exception into a JSON body with
+the right status, and the request body limit (``http.max_body``, 413).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from duckpacs import logs
-from duckpacs.errors import DuckpacsError
+from duckpacs.errors import DuckpacsError, QueryError
 from duckpacs.web import auth
 from duckpacs.web.admin import Admin
 from duckpacs.web.audit import AUDIT_FILENAME, AuditLog
@@ -50,6 +51,9 @@ class WebConfig:
     anonymous: str = "loopback"
     cors_origins: list[str] = field(default_factory=list)
     https: bool = False
+    max_body: int = 0  # 0: no limit
+    session_ttl: int = auth.SESSION_TTL
+    token_ttl: int = auth.TOKEN_TTL
 
 
 @dataclass
@@ -95,6 +99,10 @@ class ErrorGuard:
 def _error_response(e: Exception, scope: Scope) -> Response:
     if isinstance(e, HttpError):
         return _json_error(e.status, e.message, e.headers)
+    if isinstance(e, QueryError):
+        # A matching value the index cannot read (a date of "0", a bad range): the
+        # client's error, said as the index says it.
+        return _json_error(400, str(e))
     if isinstance(e, DuckpacsError):
         logs.event(log, "archive error", path=scope.get("path"), error=str(e))
         return _json_error(500, str(e))
@@ -107,6 +115,80 @@ async def _starlette_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     headers = getattr(exc, "headers", None)
     return _json_error(status, str(getattr(exc, "detail", "")) or "error", headers)
+
+
+# The viewer's pages load their scripts and styles from /static only: no inline code, no
+# eval, nothing framed (clickjacking), images also from data: and blob: URLs (rendered
+# frames). PS3.18 does not define these; they are the browser's side of protecting PHI.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        b"frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every answer (HSTS too under HTTPS)."""
+
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
+        self.app = app
+        self.headers = list(SECURITY_HEADERS)
+        if https:
+            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.headers if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes: at once from its Content-Length, or as
+    soon as a chunked body passes it (the handler reading it gets the error)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0:
+            await self.app(scope, receive, send)
+            return
+        too_big = HttpError(413, f"a request body holds at most {self.limit} bytes (http.max_body)")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.isdigit() or len(value) > 19:
+                    raise HttpError(400, "Content-Length: expected a number of bytes")
+                if int(value) > self.limit:
+                    raise too_big
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise too_big
+            return message
+
+        await self.app(scope, counting_receive, send)
 
 
 class AuthAudit:
@@ -139,6 +221,19 @@ class AuthAudit:
             ui = request.headers.get("x-requested-with") == "duckpacs"
             response = _json_error(401, "authentication required", None if ui else challenge)
             self._audit(request, None, 401, client)
+            await response(scope, receive, send)
+            return
+        if (
+            principal is not None
+            and principal.method == "session"
+            and request.method in UNSAFE_METHODS
+            and scope["path"] != "/api/logout"  # ending one's own session harms nothing
+            and request.headers.get("x-requested-with") != "duckpacs"
+        ):
+            # CSRF: a cross-site form or fetch cannot add this header without a CORS
+            # preflight we never grant; the viewer's own requests always carry it.
+            self._audit(request, principal, 403, client)
+            response = _json_error(403, "state-changing requests need X-Requested-With: duckpacs")
             await response(scope, receive, send)
             return
         scope["duckpacs.principal"] = principal
@@ -199,16 +294,26 @@ def create_app(
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     users = auth.UserStore(config.data_dir / auth.USERS_FILENAME)
     signer = auth.Signer(config.data_dir / "http-secret")
-    context = WebContext(
-        archive=archive,
-        authenticator=auth.Authenticator(users, signer, config.anonymous),
-        audit=AuditLog(config.data_dir / AUDIT_FILENAME),
-        config=config,
+    audit = AuditLog(config.data_dir / AUDIT_FILENAME)
+
+    def lockout(kind: str, key: str, seconds: int) -> None:
+        audit.event("lockout", **{"user" if kind == "user" else "from": key}, seconds=seconds)
+        logs.event(log, "login lockout", kind=kind, key=key, seconds=seconds)
+
+    authenticator = auth.Authenticator(
+        users,
+        signer,
+        config.anonymous,
+        session_ttl=config.session_ttl,
+        token_ttl=config.token_ttl,
+        on_lockout=lockout,
     )
+    context = WebContext(archive=archive, authenticator=authenticator, audit=audit, config=config)
     api = _Api(context, status or (lambda: {}))
     routes: list[Route | Mount] = api.routes()
     if archive is not None:
-        routes.extend(DicomWeb(archive).routes())
+        spool_dir = config.data_dir / "http-spool"  # on the archive's disk, not in /tmp
+        routes.extend(DicomWeb(archive, spool_dir=spool_dir).routes())
         routes.append(Route("/api/studies/{study}/archive.zip", api.study_zip))
     if control is not None:
         routes.extend(Admin(control).routes())
@@ -222,8 +327,10 @@ def create_app(
             expose_headers=["Content-Type", "Content-Length", "Content-Location", "X-VOI-Window"],
             allow_credentials=bool(config.cors_origins) and "*" not in config.cors_origins,
         ),
+        Middleware(SecurityHeaders, https=config.https),
         Middleware(AuthAudit, context=context),
         Middleware(ErrorGuard),
+        Middleware(BodyLimit, limit=config.max_body),
     ]
     app = Starlette(
         routes=routes,
@@ -259,7 +366,7 @@ class _Api:
 
     async def login(self, request: Request) -> Response:
         try:
-            form = json.loads(await request.body())
+            form = json.loads(await _small_body(request))
             name, password = str(form["user"]), str(form["password"])
         except (ValueError, KeyError, TypeError):
             raise HttpError(400, 'expected JSON {"user": ..., "password": ...}') from None
@@ -276,7 +383,7 @@ class _Api:
         response.set_cookie(
             auth.SESSION_COOKIE,
             cookie,
-            max_age=auth.SESSION_TTL,
+            max_age=self.context.authenticator.session_ttl,
             httponly=True,
             samesite="strict",
             secure=self.context.config.https,
@@ -297,7 +404,10 @@ class _Api:
         if p.method == "anonymous":
             raise HttpError(400, "log in as a user to get a token")
         return JSONResponse(
-            {"token": self.context.authenticator.issue_token(p), "expires_in": auth.TOKEN_TTL}
+            {
+                "token": self.context.authenticator.issue_token(p),
+                "expires_in": self.context.authenticator.token_ttl,
+            }
         )
 
     def study_zip(self, request: Request) -> Response:
@@ -327,6 +437,19 @@ class _Api:
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{study}.zip"'},
         )
+
+
+# The login form is a few dozen bytes; anyone may post it, so it is read with a small cap.
+MAX_LOGIN_BODY = 64 << 10
+
+
+async def _small_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_LOGIN_BODY:
+            raise HttpError(413, f"a login request holds at most {MAX_LOGIN_BODY} bytes")
+    return bytes(body)
 
 
 class _Sink:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import pydicom
@@ -219,13 +220,24 @@ class FacadeReader:
         return _frame_from_part10(self.read_instance(location), location, number)
 
     def ingest(self, data: bytes) -> IngestOutcome:
+        return self._ingest(io.BytesIO(data), lambda: self.archive.store(data))
+
+    def ingest_file(self, path: Path) -> IngestOutcome:
+        """Store a Part 10 file (a large STOW-RS part spooled to disk): through the facade's
+        ``store_file`` when it has one (stored from the file in bounded memory), else read."""
+        store_file = getattr(self.archive, "store_file", None)
+        if store_file is not None:
+            return self._ingest(path, lambda: store_file(path))
+        return self.ingest(path.read_bytes())
+
+    def _ingest(self, source: Any, store: Callable[[], Any]) -> IngestOutcome:
         try:
-            head = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            head = pydicom.dcmread(source, stop_before_pixels=True)
             study, series = str(head.StudyInstanceUID), str(head.SeriesInstanceUID)
             sop_class = str(head.SOPClassUID)
         except Exception as e:  # noqa: BLE001 (any parse failure is a 0xC000 for the client)
             return IngestOutcome(None, None, failure=0xC000, reason=f"cannot parse: {e}")
-        result = self.archive.store(data)
+        result = store()
         uid = str(result.sop_instance_uid) or str(head.get("SOPInstanceUID", "")) or None
         outcome = getattr(result.outcome, "value", result.outcome)
         if outcome == "rejected":

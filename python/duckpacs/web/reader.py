@@ -108,5 +108,9 @@ class ArchiveReader(Protocol):
         ...
 
     def ingest(self, data: bytes) -> IngestOutcome:
-        """Store one Part 10 instance through the same path as C-STORE."""
+        """Store one Part 10 instance through the same path as C-STORE.
+
+        A reader may also offer ``ingest_file(path) -> IngestOutcome`` for a Part 10 file
+        (a large STOW-RS part spooled to disk); STOW-RS uses it when present, so the
+        instance need not be read into memory."""
         ...

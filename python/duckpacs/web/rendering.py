@@ -12,6 +12,7 @@ PS3.18 8.3.5.1.3; the output is JPEG or PNG via Pillow.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,10 @@ class Window:
     function: str = "LINEAR"
 
 
+# The largest rendered image, a side (a viewport or WADO-URI rows/columns).
+MAX_SIDE = 8192
+
+
 @dataclass(frozen=True)
 class Viewport:
     """Output size and an optional source region (PS3.18 8.3.5.1.3)."""
@@ -57,6 +62,8 @@ def parse_window(text: str | None) -> Window | None:
         center, width = float(parts[0]), float(parts[1])
     except ValueError:
         raise RenderError(f"window={text!r}: center and width must be numbers") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise RenderError(f"window={text!r}: center and width must be finite")
     function = parts[2].upper().replace("-", "_") if len(parts) == 3 else "LINEAR"
     if function not in WINDOW_FUNCTIONS:
         raise RenderError(f"window function {parts[2]!r}: expected linear, linear-exact, sigmoid")
@@ -75,8 +82,8 @@ def parse_viewport(text: str | None) -> Viewport | None:
         raise RenderError(f"viewport={text!r}: expected integers vw,vh[,sx,sy,sw,sh]") from None
     if len(numbers) not in (2, 6) or numbers[0] <= 0 or numbers[1] <= 0:
         raise RenderError(f"viewport={text!r}: expected vw,vh[,sx,sy,sw,sh] with vw, vh > 0")
-    if numbers[0] > 8192 or numbers[1] > 8192:
-        raise RenderError(f"viewport={text!r}: at most 8192 pixels a side")
+    if numbers[0] > MAX_SIDE or numbers[1] > MAX_SIDE:
+        raise RenderError(f"viewport={text!r}: at most {MAX_SIDE} pixels a side")
     region = None
     if len(numbers) == 6:
         sx, sy, sw, sh = numbers[2:]

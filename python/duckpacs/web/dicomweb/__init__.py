@@ -15,6 +15,8 @@ bodies (with CORS headers) by the application.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.routing import Route
 
 from duckpacs.web.dicomweb.metadata import Metadata
@@ -30,7 +32,11 @@ class DicomWeb:
     """The DICOMweb services over one archive, below ``prefix``."""
 
     def __init__(
-        self, archive: ArchiveReader, prefix: str = "/dicom-web", cache_bytes: int = 64 << 20
+        self,
+        archive: ArchiveReader,
+        prefix: str = "/dicom-web",
+        cache_bytes: int = 64 << 20,
+        spool_dir: Path | None = None,
     ) -> None:
         self.services = (
             Qido(archive, prefix),
@@ -38,7 +44,7 @@ class DicomWeb:
             Metadata(archive, prefix, cache_bytes),
             Rendered(archive, prefix),
             WadoUri(archive, prefix),
-            Stow(archive, prefix),
+            Stow(archive, prefix, spool_dir),
         )
 
     def routes(self) -> list[Route]:

@@ -51,13 +51,29 @@ def get_routes(prefix: str, table: Sequence[tuple[str, Handler]]) -> list[Route]
     return [Route(prefix + path, fn, methods=["GET", "HEAD"]) for path, fn in table]
 
 
-def int_param(request: Request, name: str, default: int) -> int:
-    """A non-negative integer query parameter, ``default`` when absent; 400 otherwise."""
+# The largest integer a query parameter may carry: the index takes paging values as 64-bit
+# integers, and no image or result set comes anywhere near it.
+MAX_INT_PARAM = (1 << 31) - 1
+
+
+def is_digits(text: str) -> bool:
+    """ASCII decimal digits only (``str.isdigit`` also takes ``²`` and other digits that
+    ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def int_param(
+    request: Request, name: str, default: int, maximum: int = MAX_INT_PARAM, minimum: int = 0
+) -> int:
+    """An integer query parameter in ``minimum..maximum``, ``default`` when absent; 400
+    naming the parameter otherwise."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise bad_request(f"{name}={raw!r}: expected a non-negative integer")
+    if not is_digits(raw):
+        raise bad_request(f"{name}={raw[:64]!r}: expected a non-negative integer")
+    if len(raw) > 12 or not minimum <= int(raw) <= maximum:
+        raise bad_request(f"{name}={raw[:64]}: expected {minimum} to {maximum}")
     return int(raw)
 
 
@@ -103,8 +119,8 @@ def frame_list(text: str, frames: int) -> list[int]:
     numbers = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or int(item) < 1:
-            raise bad_request(f"frame list {text!r}: expected 1-based frame numbers")
+        if not is_digits(item) or len(item) > 12 or int(item) < 1:
+            raise bad_request(f"frame list {text[:64]!r}: expected 1-based frame numbers")
         numbers.append(int(item))
     beyond = [n for n in numbers if n > frames]
     if beyond:

@@ -7,6 +7,7 @@ carries the default attributes of its level, those asked for, and its Retrieve U
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
@@ -68,6 +69,8 @@ DEFAULT_KEYS = {
         "SeriesInstanceUID",
     ],
 }
+# Value representations the index matches as numbers (PS3.5 6.2).
+NUMERIC_VRS = {"IS", "DS", "FL", "FD", "US", "UL", "SS", "SL", "SV", "UV"}
 QIDO_CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 
 
@@ -136,6 +139,8 @@ class Qido(Service):
             else:
                 keyword = self._keyword(name)
                 query[keyword] = _person_name(value) if _is_pn(keyword) else value
+                if dictionary_VR(keyword) in NUMERIC_VRS:
+                    _check_numbers(name, value)
         return query, include, include_all
 
     @staticmethod
@@ -146,6 +151,21 @@ class Qido(Service):
         if keyword is None:
             raise bad_request(f"{name}: not a DICOM keyword or tag")
         return keyword
+
+
+def _check_numbers(name: str, value: str) -> None:
+    """Numbers match numbers (the index compares them as such): 400 naming the parameter for
+    anything else, rather than a value the database cannot convert."""
+    for part in value.split("\\"):
+        part = part.strip()
+        if not part or part == "*":
+            continue
+        try:
+            number = float(part)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and abs(number) < 1e18):
+            raise bad_request(f"{name}={value[:64]!r}: expected a number")
 
 
 def _is_pn(keyword: str) -> bool:

@@ -67,7 +67,7 @@ class Rendered(Service):
             viewport = rendering.parse_viewport(
                 params.get("viewport") or ("128,128" if thumbnail else None)
             )
-            quality = int_param(request, "quality", 90)
+            quality = int_param(request, "quality", 90, maximum=100, minimum=1)
             ds, frame = self.archive.frame_dataset(loc, frame)
             image, used = rendering.render(
                 ds,

@@ -7,34 +7,44 @@ stored because the archive is out of resources (every Failure Reason A7xx, PS3.1
 storage limit, ``archive.max_bytes`` or ``archive.min_free_bytes``) the status is 507
 Insufficient Storage (RFC 4918 11.5), an HTTP code beside those of PS3.18 Table 10.5.3-1,
 with the same body.
+
+The body is read as it arrives (:mod:`duckpacs.web.spool`): each part is stored as soon as
+it is complete, large ones from a file in the spool folder, so memory stays bounded whatever
+the upload's size (``http.max_body`` bounds that, 413).
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pydicom
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from duckpacs import _core, logs
-from duckpacs.web import multipart
+from duckpacs.web import multipart, spool
 from duckpacs.web.auth import require
 from duckpacs.web.dicomweb.common import DICOM_JSON, STUDY, Service
 from duckpacs.web.errors import HttpError, bad_request
 from duckpacs.web.reader import IngestOutcome
 
 log = logs.get("web")
-# STOW-RS bodies are held in memory while their parts are stored; clients send big studies
-# as several requests (the web UI sends 50 files at a time).
-MAX_STOW_BYTES = 1 << 30
 
 
 class Stow(Service):
-    """The store resources over one archive."""
+    """The store resources over one archive; large parts are spooled to ``spool_dir``."""
+
+    def __init__(self, archive: Any, prefix: str, spool_dir: Path | None = None) -> None:
+        super().__init__(archive, prefix)
+        self.spool_dir = spool_dir
+        if spool_dir is not None:
+            spool.clear_spool(spool_dir)
 
     def routes(self) -> list[Route]:
         return [
@@ -45,38 +55,56 @@ class Stow(Service):
     async def stow(self, request: Request) -> Response:
         require(request, "store")
         content_type = request.headers.get("content-type", "")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_STOW_BYTES:
-            raise HttpError(413, f"a STOW-RS request holds at most {MAX_STOW_BYTES >> 20} MiB")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_STOW_BYTES:
-                raise HttpError(413, f"a STOW-RS request holds at most {MAX_STOW_BYTES >> 20} MiB")
         try:
             media = multipart.parse_media_type(content_type) if content_type else None
         except multipart.MultipartError as e:
             raise bad_request(str(e)) from None
-        if media is not None and media.type == "application/dicom":
-            datasets = [bytes(body)]
-        else:
-            try:
-                parts = multipart.decode(bytes(body), content_type)
-            except multipart.MultipartError as e:
-                raise HttpError(415 if "expected multipart" in str(e) else 400, str(e)) from None
-            if media is not None and media.related_type not in (None, "application/dicom"):
-                raise HttpError(415, f"STOW-RS stores application/dicom, not {media.related_type}")
-            datasets = [p.body for p in parts]
         study = request.path_params.get("study")
         started = time.monotonic()
-        outcomes = [self._ingest_one(data, study) for data in datasets]
-        _log_request(request, outcomes, len(body), time.monotonic() - started)
+        outcomes = []
+        size = 0
+        try:
+            async for part in self._parts(request, media):
+                try:
+                    size += part.size
+                    outcomes.append(await run_in_threadpool(self._ingest_part, part, study))
+                finally:
+                    part.discard()
+        except multipart.MultipartError as e:
+            raise HttpError(415 if "expected multipart" in str(e) else 400, str(e)) from None
+        _log_request(request, outcomes, size, time.monotonic() - started)
         return self._stow_response(request, study, outcomes)
 
-    def _ingest_one(self, data: bytes, study: str | None) -> IngestOutcome:
+    def _parts(
+        self, request: Request, media: multipart.MediaRange | None
+    ) -> AsyncIterator[spool.SpooledPart]:
+        """The body's instances as they arrive: one for ``application/dicom``, else the
+        parts of a ``multipart/related`` body of ``application/dicom``."""
+        if media is not None and media.type == "application/dicom":
+            headers = {"content-type": "application/dicom"}
+            return spool.whole_body(request.stream(), headers, self.spool_dir)
+        if media is None:
+            raise multipart.MultipartError("missing Content-Type; expected multipart/related")
+        if not media.type.startswith("multipart/"):
+            raise multipart.MultipartError(f"expected multipart/related, got {media.type}")
+        if media.related_type not in (None, "application/dicom"):
+            raise HttpError(415, f"STOW-RS stores application/dicom, not {media.related_type}")
+        boundary = media.params.get("boundary")
+        if not boundary:
+            raise multipart.MultipartError("multipart Content-Type without a boundary parameter")
+        return spool.parts(request.stream(), boundary, self.spool_dir)
+
+    def _ingest_part(self, part: spool.SpooledPart, study: str | None) -> IngestOutcome:
+        ingest_file = getattr(self.archive, "ingest_file", None)
+        if part.path is not None and ingest_file is not None:
+            return self._ingest_one(part.path, study, ingest_file)
+        return self._ingest_one(part.data(), study, self.archive.ingest)
+
+    def _ingest_one(self, data: bytes | Path, study: str | None, ingest: Any) -> IngestOutcome:
         if study is not None:
             try:
-                head = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+                source = data if isinstance(data, Path) else io.BytesIO(data)
+                head = pydicom.dcmread(source, stop_before_pixels=True)
                 found = str(head.get("StudyInstanceUID", ""))
             except Exception as e:  # noqa: BLE001 (any parse failure is a 0xC000 for the client)
                 return IngestOutcome(None, None, failure=0xC000, reason=f"cannot parse: {e}")
@@ -87,7 +115,7 @@ class Stow(Service):
                     failure=0xA900,
                     reason=f"StudyInstanceUID {found} is not the study {study} of the request",
                 )
-        outcome = self.archive.ingest(data)
+        outcome: IngestOutcome = ingest(data)
         uid = outcome.sop_instance_uid
         if outcome.failure is not None:
             status = f"0x{outcome.failure:04X}"

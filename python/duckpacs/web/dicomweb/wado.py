@@ -32,6 +32,7 @@ from duckpacs.web.dicomweb.common import (
     frame_list,
     full_dataset,
     get_routes,
+    is_digits,
     locate,
     media_ranges,
 )
@@ -123,7 +124,7 @@ class Wado(Service):
         require(request, "read")
         loc = self._instance(request)
         offset_text, length_text = request.path_params["offset"], request.path_params["length"]
-        if not (offset_text.isdigit() and length_text.isdigit()):
+        if not all(is_digits(t) and len(t) <= 18 for t in (offset_text, length_text)):
             raise bad_request("bulk data range: expected bulkdata/{offset}/{length}")
         offset, length = int(offset_text), int(length_text)
         data = self.archive.read_instance(loc)

@@ -63,17 +63,20 @@ class WadoUri(Service):
                 window = rendering.parse_window(
                     f"{params.get('windowCenter', '')},{params.get('windowWidth', '')}"
                 )
-            rows, cols = int_param(request, "rows", 0), int_param(request, "columns", 0)
+            rows = int_param(request, "rows", 0, maximum=rendering.MAX_SIDE)
+            cols = int_param(request, "columns", 0, maximum=rendering.MAX_SIDE)
             viewport = None
             if rows or cols:
-                viewport = rendering.Viewport(cols or 8192, rows or 8192)
+                viewport = rendering.Viewport(
+                    cols or rendering.MAX_SIDE, rows or rendering.MAX_SIDE
+                )
             image, _ = rendering.render(
                 full_dataset(self.archive, loc),
-                int_param(request, "frameNumber", 1),
+                int_param(request, "frameNumber", 1, minimum=1),
                 window=window,
                 viewport=viewport,
                 media_type=media_type,
-                quality=int_param(request, "imageQuality", 90),
+                quality=int_param(request, "imageQuality", 90, maximum=100, minimum=1),
             )
         except rendering.RenderError as e:
             raise bad_request(str(e)) from None
