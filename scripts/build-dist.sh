@@ -10,7 +10,7 @@ python=${PYTHON:-python3}
 venv=target/dist-venv
 
 rm -f dist/duckpacs-*.whl
-maturin build --release --quiet --out dist
+maturin build --release --strip --quiet --out dist
 wheel=$(ls dist/duckpacs-*.whl)
 echo "wheel: $wheel"
 
@@ -25,3 +25,5 @@ name=$("$venv/bin/python" -c 'import platform; from importlib.metadata import ve
 print("duckpacs-" + version("duckpacs") + "-linux-" + platform.machine())')
 ln -sfn "$name" dist/duckpacs
 echo "executable: dist/$name ($(du -m "dist/$name" | cut -f1) MB), linked as dist/duckpacs"
+# What takes the room (packed in the file, unpacked at each start).
+"$venv/bin/python" packaging/contents.py "dist/$name"
