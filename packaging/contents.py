@@ -3,6 +3,10 @@ to, largest first, packed (in the file) and unpacked (what each start writes to 
 folder). Needs PyInstaller, which only the build's venv holds:
 
     target/dist-venv/bin/python packaging/contents.py dist/duckpacs [--json]
+        [--forbid pyarrow pytest ...]
+
+``--forbid`` fails (exit 1) when a module or file of one of these top-level packages is inside:
+`make dist` keeps the developers' tools out of what a clinic runs.
 """
 
 from __future__ import annotations
@@ -52,11 +56,25 @@ def contents(path: str) -> dict[str, dict[str, int]]:
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1]["packed"]))
 
 
+def top_level_names(path: str) -> set[str]:
+    """Top-level package names of every Python module and file in the executable."""
+    reader = CArchiveReader(path)
+    modules = reader.open_embedded_archive("PYZ.pyz").toc
+    names = {name.split(".")[0] for name in modules}
+    names |= {name.split("/")[0].split(".")[0] for name in reader.toc}
+    return names
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("executable")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--forbid", nargs="*", default=[], metavar="PACKAGE")
     args = parser.parse_args()
+    present = sorted(set(args.forbid) & top_level_names(args.executable))
+    if present:
+        print(f"error: {args.executable} holds {', '.join(present)}", file=sys.stderr)
+        return 1
     sizes = contents(args.executable)
     if args.json:
         json.dump(sizes, sys.stdout, indent=2)

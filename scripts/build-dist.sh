@@ -25,5 +25,8 @@ name=$("$venv/bin/python" -c 'import platform; from importlib.metadata import ve
 print("duckpacs-" + version("duckpacs") + "-linux-" + platform.machine())')
 ln -sfn "$name" dist/duckpacs
 echo "executable: dist/$name ($(du -m "dist/$name" | cut -f1) MB), linked as dist/duckpacs"
-# What takes the room (packed in the file, unpacked at each start).
-"$venv/bin/python" packaging/contents.py "dist/$name"
+# What takes the room (packed in the file, unpacked at each start); and a failure if any of
+# the dev extra's packages got in.
+"$venv/bin/python" packaging/contents.py "dist/$name" --forbid \
+    pyarrow pytest _pytest hypothesis mypy ruff playwright imagecodecs zstandard \
+    dicomweb_client requests
