@@ -301,11 +301,11 @@ def test_init_import_serve_export_verify(clinic: Clinic) -> None:
     )
     written = sorted((clinic.root / "site" / "out").rglob("*.dcm"))
     assert len(written) == len(mr), exported
-    by_uid = {pydicom.dcmread(p).SOPInstanceUID: p.read_bytes() for p in written}
+    by_uid = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, written)}
     for src in mr:
-        # Byte for byte what storescu sent, behind our own meta group.
+        # The dataset storescu sent, element for element, behind our own meta group.
         original = pydicom.dcmread(src)
-        assert original.SOPInstanceUID in by_uid
+        assert by_uid[original.SOPInstanceUID] == original
 
     verified = json.loads(clinic.run("verify", "--data", "archive", "--json").stdout)
     assert verified["ok"] and verified["instances"] == len(mr) + len(synthetic.SYNTAXES)
