@@ -4,9 +4,9 @@ The file `make dist` built is copied alone into an empty folder and run there wi
 the build around it: `env -i HOME=<tmp> PATH=/usr/bin:/bin`. It must `init` an archive,
 `import` files, `serve` (answer DCMTK's C-ECHO, take a C-STORE from DCMTK's storescu, serve
 the study over WADO-RS, transcode a JPEG and a JPEG 2000 instance, render a frame, serve the
-viewer's page), then `export` and `verify` the archive. Every run is traced with strace: no
-file of the build's venv, of the source tree or of any Python installation outside the
-executable may be opened.
+viewer's page), then `export`, `verify` and `reindex` the archive. Every run is traced with
+strace: no file of the build's venv, of the source tree or of any Python installation outside
+the executable may be opened.
 
 The executable is ``$DUCKPACS_EXECUTABLE`` (`make test-dist` sets it to dist/duckpacs, and a
 missing file then fails the run), else dist/duckpacs when it exists; these tests are marked
@@ -309,3 +309,5 @@ def test_init_import_serve_export_verify(clinic: Clinic) -> None:
 
     verified = json.loads(clinic.run("verify", "--data", "archive", "--json").stdout)
     assert verified["ok"] and verified["instances"] == len(mr) + len(synthetic.SYNTAXES)
+    rebuilt = json.loads(clinic.run("reindex", "--data", "archive", "--json").stdout)
+    assert rebuilt["instances"] == verified["instances"] and not rebuilt["skipped"]
