@@ -10,7 +10,8 @@ export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 # DCMTK and Orthanc stall 40 ms per message without it (see docs/ARCHITECTURE.md).
 export TCP_NODELAY := 1
 
-.PHONY: help venv build run test test-rust test-python system-deps bench fuzz soak lint fmt clean
+.PHONY: help venv build run test test-rust test-python test-dist dist system-deps bench fuzz soak \
+	lint fmt clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +36,13 @@ test: build system-deps  ## run every test: cargo test, then pytest
 	cargo test --release --quiet -p duckpacs-core
 	python -m pytest -q
 
+dist: venv  ## the abi3 wheel and the single-file executable dist/duckpacs-<version>-linux-<arch>
+	bash scripts/build-dist.sh
+
+# Not part of `make test`: building the executable takes a few minutes. CI runs both.
+test-dist: build dist system-deps  ## build the executable, then run it alone from an empty folder
+	DUCKPACS_EXECUTABLE=dist/duckpacs python -m pytest -q -m dist tests/executable
+
 test-rust:  ## run only the Rust tests
 	cargo test --release --quiet -p duckpacs-core
 
@@ -55,17 +63,17 @@ soak: build system-deps  ## 50 SIGKILL cycles during ingest, then 10 minutes of 
 	python bench/soak_dimse.py --minutes 10
 
 lint: build  ## ruff, mypy, cargo clippy -D warnings, cargo fmt --check
-	ruff check python tests bench
-	ruff format --check python tests bench
+	ruff check python tests bench packaging
+	ruff format --check python tests bench packaging
 	mypy
 	cargo clippy --release --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
 
 fmt:  ## format Rust and Python sources
 	cargo fmt --all
-	ruff format python tests bench
-	ruff check --fix python tests bench
+	ruff format python tests bench packaging
+	ruff check --fix python tests bench packaging
 
 clean:  ## remove build artefacts and the virtual environment (not your data)
 	cargo clean
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,6 @@ options when it starts); a value already in the environment wins.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _MIMALLOC = {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_PURGE_DELAY": "0"}
@@ -32,10 +31,10 @@ def configure_allocators() -> None:
         os.environ.setdefault(key, value)
     if "MALLOC_ARENA_MAX" in os.environ:
         return
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
+    # The C library is already loaded: look mallopt up among the process's own symbols
+    # (dlopen(NULL)) rather than by ctypes.util.find_library, which runs `ldconfig -p` and
+    # cost every command 15 ms at start.
     try:
-        ctypes.CDLL(name).mallopt(_M_ARENA_MAX, GLIBC_ARENAS)
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, GLIBC_ARENAS)
     except (OSError, AttributeError):
         return  # not glibc: its own defaults apply

@@ -33,9 +33,11 @@ from typing import Any
 from duckpacs import _core, logs
 from duckpacs.archive import layout
 from duckpacs.errors import ArchiveLockedError, IndexUnusableError
-from duckpacs.index import Index, bulk
+
+# reindex as a module, not its names: duckpacs.index.reindex needs duckpacs.archive.types,
+# so when a command imports it first (`duckpacs reindex`), this runs while it is half loaded.
+from duckpacs.index import Index, bulk, reindex
 from duckpacs.index.db import index_path
-from duckpacs.index.reindex import rebuild, store_records
 
 log = logs.get("index")
 
@@ -119,8 +121,11 @@ def _rebuild(data_dir: Path) -> None:
                 last[0] = time.monotonic()
                 logs.event(log, "rebuilding the index", done=done, total=total)
 
-        stats = rebuild(
-            data_dir, store_records(tail["instances"]), progress=progress, marks=tail["ends"]
+        stats = reindex.rebuild(
+            data_dir,
+            reindex.store_records(tail["instances"]),
+            progress=progress,
+            marks=tail["ends"],
         )
     logs.event(
         log, "index rebuilt from the store", instances=stats["instances"],
@@ -230,4 +235,6 @@ def _later(entry: Mapping[str, Any], indexed_at: datetime | None) -> bool:
 def _with_headers(store: _core.Store, entries: list[dict[str, Any]]) -> Iterator[Any]:
     """The chosen entries with their header bytes, read one by one (bounded memory)."""
     for entry in entries:
-        yield from store_records([{**entry, "header": store.header_bytes(entry["location"])}])
+        yield from reindex.store_records(
+            [{**entry, "header": store.header_bytes(entry["location"])}]
+        )

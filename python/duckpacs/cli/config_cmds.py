@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 
 import duckpacs
 from duckpacs import config
@@ -24,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "version",
         parents=[common],
         help="print duckpacs, Python and Rust versions and the build profile",
+        description="Print duckpacs, Python and Rust versions, the build profile, and whether "
+        "this is the single-file executable or an install in a Python environment.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_version)
@@ -58,6 +61,7 @@ def cmd_version(args: argparse.Namespace) -> int:
         "python": platform.python_version(),
         "rust": duckpacs.RUSTC_VERSION,
         "build_profile": duckpacs.BUILD_PROFILE,
+        **runs_from(),
     }
     if args.json:
         print_json(info)
@@ -65,7 +69,18 @@ def cmd_version(args: argparse.Namespace) -> int:
         print(f"duckpacs {info['duckpacs']} ({info['build_profile']} build)")
         print(f"python   {info['python']}")
         print(f"rust     {info['rust']}")
+        print(f"runs as  {info['runs_as']}: {info['location']}")
     return 0
+
+
+def runs_from() -> dict[str, str]:
+    """How this process was started: ``executable`` (the single file `make dist` builds, which
+    PyInstaller marks with ``sys.frozen``; its location is the file itself), ``venv`` (an
+    install in a virtual environment) or ``python`` (an install in a Python outside any)."""
+    if getattr(sys, "frozen", False):
+        return {"runs_as": "executable", "location": sys.executable}
+    kind = "venv" if sys.prefix != sys.base_prefix else "python"
+    return {"runs_as": kind, "location": sys.prefix}
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
