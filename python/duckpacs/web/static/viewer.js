@@ -6,6 +6,7 @@ import { $, DW, json, val, vals, fmtDate, fmtName, el, status } from "./common.j
 import { CT_PRESETS, frameInfo as frameInfoOf } from "./dicom.js";
 import { Series } from "./series.js";
 import { Viewport } from "./viewport.js";
+import { label } from "./measure.js";
 
 const LAYOUTS = { 1: 1, 2: 2, 4: 4 };
 
@@ -66,6 +67,7 @@ class Viewer {
     this.study = study;
     if (fresh) {
       this.marks = new Map();
+      this.listMeasurements();
       for (const v of this.viewports) { v.series = null; v.image = null; v.draw(); }
     }
     const [info] = await json(`${DW}/studies?StudyInstanceUID=${study}&includefield=StudyDescription`);
@@ -119,10 +121,22 @@ class Viewer {
   }
 
   measurementsOf(key) { return this.marks.get(key) || []; }
-  addMeasurement(key, m) {
+  addMeasurement(key, m, image) {
     if (!this.marks.has(key)) this.marks.set(key, []);
+    m.text = label(m, image);
+    m.image = image;
     this.marks.get(key).push(m);
     $("save-sr").disabled = false;
+    this.listMeasurements();
+  }
+
+  listMeasurements() {
+    const all = [...this.marks.values()].flat();
+    $("measurements").replaceChildren(...all.map((m) => {
+      const li = el("li", { class: m.saved ? "saved" : "" }, `${m.kind}: ${m.text}`);
+      li.title = `image ${val(m.image.meta, "00200013")}`;
+      return li;
+    }));
   }
 
   // After a viewport shows an image: toolbar text, tags, and the synchronised viewports.

@@ -250,7 +250,7 @@ export class Viewport {
       if (this.draft.points.length === POINTS[kind]) {
         const done = this.draft;
         this.draft = null;
-        this.viewer.addMeasurement(this.key(), done);
+        this.viewer.addMeasurement(this.key(), done, this.image);
       } else {
         this.draft.points.push(p);
       }
