@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 import pytest
+import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tests.web_support.folder_reader import FolderReader
 from tests.web_support.server import CHROMIUM, WebServer, browser_available, web_server
@@ -34,7 +36,7 @@ def _base(modality: str, sop_class: str, patient: str = "VIEWER") -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
@@ -91,6 +93,71 @@ def enhanced_mr() -> Dataset:
     return ds
 
 
+def pair_of_series() -> list[Dataset]:
+    """Two axial CT series of one study in one frame of reference: 5 slices 2 mm apart from
+    z=0, and 4 slices from z=1 in reverse instance order (synchronised scrolling)."""
+    out = []
+    first = _base("CT", "1.2.840.10008.5.1.4.1.1.2", patient="SYNC")
+    for series, (zs, number) in enumerate((([0, 2, 4, 6, 8], 1), ([7, 5, 3, 1], 2))):
+        uid = generate_uid()
+        for n, z in enumerate(zs, 1):
+            ds = _base("CT", "1.2.840.10008.5.1.4.1.1.2", patient="SYNC")
+            ds.StudyInstanceUID, ds.FrameOfReferenceUID = (
+                first.StudyInstanceUID,
+                first.FrameOfReferenceUID,
+            )
+            ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = uid, number, n
+            ds.Rows = ds.Columns = 32
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 2.0
+            ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, z]
+            ds.SliceLocation = z
+            ds.PixelData = np.full((32, 32), z * 100 + series, dtype=np.int16).tobytes()
+            out.append(ds)
+    return out
+
+
+PDF_BYTES = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Count 0/Kids[]>>"
+    b"endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+def reports(reference: Dataset) -> list[Dataset]:
+    """A Basic Text SR and an Encapsulated PDF in the study of ``reference``."""
+    sr = _base("SR", "1.2.840.10008.5.1.4.1.1.88.11")
+    pdf = _base("DOC", "1.2.840.10008.5.1.4.1.1.104.1")
+    for ds in (sr, pdf):
+        ds.StudyInstanceUID = reference.StudyInstanceUID
+        ds.PatientName, ds.PatientID = reference.PatientName, reference.PatientID
+        del ds.SamplesPerPixel, ds.PhotometricInterpretation
+    sr.ValueType, sr.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    sr.CompletionFlag, sr.VerificationFlag = "COMPLETE", "VERIFIED"
+    sr.ContentDate, sr.ContentTime = "20260102", "120000"
+    title = Dataset()
+    title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = (
+        "18748-4",
+        "LN",
+        "Diagnostic imaging report",
+    )
+    sr.ConceptNameCodeSequence = [title]
+    finding = Dataset()
+    finding.RelationshipType, finding.ValueType = "CONTAINS", "TEXT"
+    name = Dataset()
+    name.CodeValue, name.CodingSchemeDesignator, name.CodeMeaning = "121071", "DCM", "Finding"
+    finding.ConceptNameCodeSequence = [name]
+    finding.TextValue = "Bar of 100 mm, no other abnormality."
+    sr.ContentSequence = [finding]
+    pdf.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    pdf.DocumentTitle = "Scanned referral"
+    pdf.BurnedInAnnotation = "YES"
+    pdf.ContentDate, pdf.ContentTime, pdf.AcquisitionDateTime = "20260103", "090000", ""
+    pdf.ConceptNameCodeSequence = []
+    pdf.EncapsulatedDocument = PDF_BYTES + (b"\x00" if len(PDF_BYTES) % 2 else b"")
+    pdf.EncapsulatedDocumentLength = len(PDF_BYTES)
+    return [sr, pdf]
+
+
 def _to_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -98,12 +165,17 @@ def _to_bytes(ds: Dataset) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WebServer, dict[str, Dataset]]]:
+def viewer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[WebServer, dict[str, Dataset]]]:
     made = {"phantom": phantom(), "enhanced": enhanced_mr()}
+    extra = pair_of_series() + reports(made["phantom"])
+    made["sync"] = extra[0]
 
     def add(reader: FolderReader) -> FolderReader:
-        for ds in made.values():
-            reader.ingest(_to_bytes(ds))
+        for ds in [*made.values(), *extra[1:]]:
+            outcome = reader.ingest(_to_bytes(ds))
+            assert outcome.failure is None, outcome.reason
         return reader
 
     with web_server(Path(tmp_path_factory.mktemp("viewer")), wrap=add) as server:
@@ -237,7 +309,9 @@ def test_enhanced_multiframe_per_frame_groups(viewer: tuple[WebServer, Any], pag
         _assert_close(drawn[::2, :, 0], _frame(flat, frames[n]))
     text = page.text_content(".viewport.active")
     assert "fr 3/3" in text and "Thk 3 mm" in text
-    markers = page.eval_on_selector_all(".viewport.active .mk", "els => els.map(e => e.textContent)")
+    markers = page.eval_on_selector_all(
+        ".viewport.active .mk", "els => els.map(e => e.textContent)"
+    )
     assert sorted(markers) == sorted(["A", "P", "H", "F"])  # sagittal: A/P across, H/F down
 
 
@@ -263,3 +337,140 @@ def test_length_of_a_100_mm_bar(viewer: tuple[WebServer, Any], page: Any) -> Non
     text = page.text_content("#measurements li")
     value = float(re.search(r"([\d.]+) mm", text).group(1))  # type: ignore[union-attr]
     assert abs(value - 100.0) <= 1.0, text
+
+
+def test_measurement_saved_as_sr_and_shown_again(
+    viewer: tuple[WebServer, dict[str, Dataset]], page: Any
+) -> None:
+    """Runs after the length test: its measurement is saved as a TID 1500 SR, found in the
+    archive, and drawn again when the study is opened anew."""
+    server, made = viewer
+    ds = made["phantom"]
+    page.wait_for_selector("#save-sr:not([disabled])")
+    page.click("#save-sr")
+    page.wait_for_function(
+        "document.getElementById('status').textContent.startsWith('Measurements saved')"
+    )
+    found = requests.get(
+        f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/instances",
+        params={"Modality": "SR", "includefield": "SeriesInstanceUID"},
+    ).json()
+    srs = []
+    for row in found:
+        url = (
+            f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/series/"
+            f"{row['0020000E']['Value'][0]}/instances/{row['00080018']['Value'][0]}"
+        )
+        body = requests.get(url, headers={"Accept": "multipart/related; type=application/dicom"})
+        srs.append(pydicom.dcmread(io.BytesIO(_first_part(body))))
+    sr = next(s for s in srs if s.ContentTemplateSequence[0].TemplateIdentifier == "1500")
+    assert sr.ConceptNameCodeSequence[0].CodeValue == "126000"
+    group = sr.ContentSequence[-1].ContentSequence[0]
+    assert group.ContentTemplateSequence[0].TemplateIdentifier == "1410"
+    scoord = next(i for i in group.ContentSequence if i.ValueType == "SCOORD")
+    assert scoord.GraphicType == "POLYLINE"
+    assert scoord.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
+        ds.SOPInstanceUID
+    )
+    num = next(i for i in group.ContentSequence if i.ValueType == "NUM")
+    assert num.ConceptNameCodeSequence[0].CodeMeaning == "Length"
+    assert abs(float(num.MeasuredValueSequence[0].NumericValue) - 100.0) <= 1.0
+    assert num.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+    _open(page, server.url, ds, 1)
+    page.wait_for_selector("#measurements li.saved")
+    assert re.search(r"length: (Length )?(99|100)\.\d mm", page.text_content("#measurements li"))
+    shown = page.evaluate(
+        f"window.duckpacs.viewer.measurementsOf('{ds.SOPInstanceUID}/1').map(m => m.kind)"
+    )
+    assert shown == ["length"]
+
+
+def _first_part(response: requests.Response) -> bytes:
+    boundary = re.search(r"boundary=\"?([^\";]+)", response.headers["content-type"]).group(1)  # type: ignore[union-attr]
+    part = response.content.split(b"--" + boundary.encode())[1]
+    return part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]
+
+
+def test_reports_text_sr_and_pdf(viewer: tuple[WebServer, dict[str, Dataset]], page: Any) -> None:
+    server, made = viewer
+    _open(page, server.url, made["phantom"], 1)
+    page.wait_for_selector("#reports button.report >> nth=1")
+    titles = page.eval_on_selector_all(
+        "#reports button.report", "els => els.map(e => e.textContent)"
+    )
+    assert any(t.startswith("Diagnostic imaging report") for t in titles), titles
+    assert any(t.startswith("Scanned referral") for t in titles), titles
+    page.click("#reports button.report >> text=Diagnostic imaging report")
+    page.wait_for_selector("#report-view:not([hidden])")
+    assert "Finding: Bar of 100 mm, no other abnormality." in page.text_content("#report-body")
+    page.click("#report-close")
+    page.click("#reports button.report >> text=Scanned referral")
+    page.wait_for_selector("#report-body iframe")
+    src = page.get_attribute("#report-body iframe", "src")
+    document = requests.get(server.url + src)
+    assert document.headers["content-type"] == "application/pdf"
+    assert document.content == PDF_BYTES  # the padding byte is not part of the document
+    page.click("#report-close")
+
+
+def test_dicomdir_download(viewer: tuple[WebServer, dict[str, Dataset]], page: Any) -> None:
+    server, made = viewer
+    study = made["enhanced"].StudyInstanceUID
+    _open(page, server.url, made["enhanced"], 3)
+    href = page.get_attribute("#download-dicomdir", "href")
+    assert href == f"/api/studies/{study}/dicomdir.zip"
+    r = requests.get(server.url + href)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        names = zf.namelist()
+        assert "DICOMDIR" in names
+        dicomdir = pydicom.dcmread(io.BytesIO(zf.read("DICOMDIR")))
+    records = [r.DirectoryRecordType for r in dicomdir.DirectoryRecordSequence]
+    assert records.count("IMAGE") == 1 and "PATIENT" in records
+    assert requests.get(f"{server.url}/api/studies/1.2.3/dicomdir.zip").status_code == 404
+
+
+def test_layout_drag_sync_prior_and_overlays(
+    viewer: tuple[WebServer, dict[str, Dataset]], page: Any
+) -> None:
+    server, made = viewer
+    first = made["sync"]
+    _open(page, server.url, first, 5)
+    page.click("[data-layout='2']")
+    # The second viewport is filled with the study's next series; drag the first one there
+    # too, then back the second, as a reader would.
+    page.wait_for_selector(".viewport[data-n='1'][data-series]")
+    cards = page.locator("#series-list .series")
+    assert cards.count() == 2
+    second_uid = cards.nth(1).get_attribute("data-series")
+    cards.nth(0).drag_to(page.locator(".viewport[data-n='1'] canvas"))
+    page.wait_for_selector(f".viewport[data-n='1'][data-series='{first.SeriesInstanceUID}']")
+    cards.nth(1).drag_to(page.locator(".viewport[data-n='1'] canvas"))
+    page.wait_for_selector(f".viewport[data-n='1'][data-series='{second_uid}']")
+    # Synchronised scrolling: viewport 1 at z=4 (image 3) brings viewport 2 to z=3 or 5.
+    # (Loading the second series already moved viewport 1 to its first slice, z=7.)
+    page.click(".viewport[data-n='0'] canvas")
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("document.getElementById('position').textContent === '3 / 5'")
+    page.wait_for_function(
+        "(() => { const t = document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent;"
+        " return t.includes('Loc 3.0 mm') || t.includes('Loc 5.0 mm'); })()"
+    )
+    # Overlays: the key hides them, again shows them.
+    assert page.is_visible(".viewport[data-n='0'] .ov.tl")
+    page.keyboard.press("o")
+    assert not page.is_visible(".viewport[data-n='0'] .ov.tl")
+    page.keyboard.press("o")
+    assert page.is_visible(".viewport[data-n='0'] .ov.tl")
+    # A prior of the phantom's patient (the enhanced MR) opens beside it.
+    _open(page, server.url, made["phantom"], 1)
+    page.wait_for_selector("#priors button.prior")
+    page.click("#priors button.prior")
+    page.wait_for_selector(
+        f".viewport[data-n='1'][data-series='{made['enhanced'].SeriesInstanceUID}']"
+    )
+    page.wait_for_function(
+        "document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent.includes('fr 1/3')"
+    )

@@ -2,11 +2,12 @@
 // synchronised scrolling, prior studies, DICOM tags of the current image, keyboard shortcuts.
 "use strict";
 
-import { $, DW, json, val, vals, fmtDate, fmtName, el, status } from "./common.js";
+import { $, DW, api, json, val, vals, fmtDate, fmtName, el, status } from "./common.js";
 import { CT_PRESETS, frameInfo as frameInfoOf } from "./dicom.js";
 import { Series } from "./series.js";
 import { Viewport } from "./viewport.js";
-import { label } from "./measure.js";
+import { label, length, angle, ellipseStats } from "./measure.js";
+import { NON_IMAGE, studyObjects, measurementsOf, srText, documentUrl, reportTitle } from "./reports.js";
 
 const LAYOUTS = { 1: 1, 2: 2, 4: 4 };
 
@@ -74,13 +75,15 @@ class Viewer {
     this.info = info;
     $("study-title").textContent = info ? `${fmtName(val(info, "00100010"))} — ${fmtDate(val(info, "00080020"))} ${val(info, "00081030")}` : study;
     $("download").href = `/api/studies/${study}/archive.zip`;
+    $("download-dicomdir").href = `/api/studies/${study}/dicomdir.zip`;
     const rows = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
-    this.seriesRows = rows.filter((r) => val(r, "00080060") !== "SR");
+    this.seriesRows = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     this.fillPanel(study, this.seriesRows);
     const first = seriesUid || (this.seriesRows[0] && val(this.seriesRows[0], "0020000E"));
     if (first) await this.load(this.active || this.visible[0], study, first);
     if (info) this.listPriors(info, study);
+    if (fresh) await this.loadObjects(study);
     return rows;
   }
 
@@ -115,9 +118,63 @@ class Viewer {
   async openPrior(study) {
     if (this.visible.length < 2) this.layout(2);
     const rows = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
-    const images = rows.filter((r) => val(r, "00080060") !== "SR");
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
+    const images = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     if (images.length) await this.load(this.visible[1], study, val(images[0], "0020000E"));
+  }
+
+  // Saved measurements back on their images; reports listed in the panel.
+  async loadObjects(study) {
+    const { measurementReports, reports } = await studyObjects(study);
+    if (this.study !== study) return;
+    for (const r of measurementReports) {
+      for (const m of measurementsOf(r.meta)) {
+        if (!this.marks.has(m.key)) this.marks.set(m.key, []);
+        this.marks.get(m.key).push(m);
+      }
+    }
+    this.listMeasurements();
+    this.visible.forEach((v) => v.draw());
+    $("reports").replaceChildren(...reports.map((o) => {
+      const b = el("button", { class: "report", dataset: { instance: o.uid } }, reportTitle(o));
+      b.addEventListener("click", () => this.showReport(o));
+      return b;
+    }));
+  }
+
+  showReport(o) {
+    $("report-title").textContent = reportTitle(o);
+    if (o.pdf) {
+      const url = documentUrl(o);
+      const frame = el("iframe", { src: url, title: reportTitle(o) });
+      const link = el("a", { href: url, target: "_blank", rel: "noopener", class: "button" }, "Open in a new tab");
+      $("report-body").replaceChildren(link, frame);
+    } else {
+      $("report-body").replaceChildren(el("div", { class: "sr-text" }, srText(o.meta)));
+    }
+    $("report-view").hidden = false;
+  }
+
+  // Unsaved measurements, one SR per study they were drawn in (a prior's go to the prior).
+  async saveMeasurements() {
+    const byStudy = new Map();
+    for (const m of [...this.marks.values()].flat()) {
+      if (m.saved || !m.image) continue;
+      const study = val(m.image.meta, "0020000D");
+      if (!byStudy.has(study)) byStudy.set(study, []);
+      byStudy.get(study).push(m);
+    }
+    try {
+      for (const [study, list] of byStudy) {
+        const body = JSON.stringify({ measurements: list.map(srPayload) });
+        await api(`/api/studies/${study}/measurements`, { method: "POST", body, headers: { "Content-Type": "application/json" } });
+        list.forEach((m) => { m.saved = true; });
+      }
+      status(`Measurements saved (${[...byStudy.values()].flat().length}).`);
+      $("save-sr").disabled = true;
+    } catch (e) { status(`Not saved: ${e.message}`); }
+    this.listMeasurements();
+    this.visible.forEach((v) => v.draw());
   }
 
   measurementsOf(key) { return this.marks.get(key) || []; }
@@ -134,7 +191,7 @@ class Viewer {
     const all = [...this.marks.values()].flat();
     $("measurements").replaceChildren(...all.map((m) => {
       const li = el("li", { class: m.saved ? "saved" : "" }, `${m.kind}: ${m.text}`);
-      li.title = `image ${val(m.image.meta, "00200013")}`;
+      if (m.image) li.title = `image ${val(m.image.meta, "00200013")}`;
       return li;
     }));
   }
@@ -223,6 +280,8 @@ class Viewer {
     $("tags-toggle").addEventListener("click", () => this.toggleTags());
     $("tag-filter").addEventListener("input", () => this.active && this.showTags(this.active));
     $("cine").addEventListener("click", () => this.toggleCine());
+    $("save-sr").addEventListener("click", () => this.saveMeasurements());
+    $("report-close").addEventListener("click", () => { $("report-view").hidden = true; $("report-body").replaceChildren(); });
     $("viewports").addEventListener("dragover", (ev) => ev.preventDefault());
     $("viewports").addEventListener("drop", (ev) => {
       ev.preventDefault();
@@ -302,6 +361,21 @@ function slicePosition(info, orientation) {
   if (!iop || iop.length !== 6 || !ipp || ipp.length !== 3) return null;
   const n = [iop[1] * iop[5] - iop[2] * iop[4], iop[2] * iop[3] - iop[0] * iop[5], iop[0] * iop[4] - iop[1] * iop[3]];
   return n[0] * ipp[0] + n[1] * ipp[1] + n[2] * ipp[2];
+}
+
+// What the server needs to encode one measurement (TID 1410 group, values in UCUM units).
+function srPayload(m) {
+  const img = m.image, info = img.info;
+  const values = {};
+  if (m.kind === "length") { const l = length(info, ...m.points); values.length = [l.value, l.unit]; }
+  else if (m.kind === "angle") values.angle = [angle(info, ...m.points), "deg"];
+  else {
+    const s = ellipseStats(img, ...m.points);
+    values.area = [s.area, info.spacing ? "mm2" : "px2"];
+    if (s.mean !== undefined) for (const k of ["mean", "sd", "min", "max"]) values[k] = [s[k], s.unit];
+  }
+  return { kind: m.kind, points: m.points.map((p) => [p.x, p.y]), values, frame: img.item.frame,
+    series: val(img.meta, "0020000E"), instance: img.item.uid, sop_class: val(img.meta, "00080016") };
 }
 
 function tagText(e) {
