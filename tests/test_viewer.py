@@ -363,7 +363,12 @@ def test_measurement_saved_as_sr_and_shown_again(
         )
         body = requests.get(url, headers={"Accept": "multipart/related; type=application/dicom"})
         srs.append(pydicom.dcmread(io.BytesIO(_first_part(body))))
-    sr = next(s for s in srs if s.ContentTemplateSequence[0].TemplateIdentifier == "1500")
+    sr = next(
+        s
+        for s in srs
+        if "ContentTemplateSequence" in s
+        and s.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    )
     assert sr.ConceptNameCodeSequence[0].CodeValue == "126000"
     group = sr.ContentSequence[-1].ContentSequence[0]
     assert group.ContentTemplateSequence[0].TemplateIdentifier == "1410"
@@ -474,3 +479,60 @@ def test_layout_drag_sync_prior_and_overlays(
     page.wait_for_function(
         "document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent.includes('fr 1/3')"
     )
+
+
+def _drag(page: Any, points: list[tuple[float, float]]) -> None:
+    """Press at the first image point, drag to the second, click at any further ones."""
+    client = [
+        page.evaluate(f"window.duckpacs.viewer.active.imageToClient({x}, {y})") for x, y in points
+    ]
+    page.mouse.move(client[0]["x"], client[0]["y"])
+    page.mouse.down()
+    page.mouse.move(client[1]["x"], client[1]["y"], steps=8)
+    page.mouse.up()
+    for c in client[2:]:
+        page.mouse.click(c["x"], c["y"])
+
+
+def test_angle_and_elliptical_roi(viewer: tuple[WebServer, dict[str, Dataset]], page: Any) -> None:
+    server, made = viewer
+    _open(page, server.url, made["phantom"], 1)
+    page.wait_for_selector("#measurements li.saved")  # the SR saved by the test before
+    page.click("[data-tool=angle]")
+    _drag(page, [(100, 100), (100, 200), (200, 200)])
+    page.click("[data-tool=ellipse]")
+    _drag(page, [(40, 40), (80, 80)])  # water: 0 HU everywhere, 20 mm across
+    page.wait_for_function("document.querySelectorAll('#measurements li').length === 3")
+    texts = page.eval_on_selector_all("#measurements li", "els => els.map(e => e.textContent)")
+    assert texts[1] == "angle: 90.0°", texts
+    assert texts[2] == "ellipse: mean 0.0 HU SD 0.0 min 0 max 0 area 314.2 mm²", texts
+
+
+def test_measurements_api_refuses_bad_input(viewer: tuple[WebServer, dict[str, Dataset]]) -> None:
+    server, made = viewer
+    ds = made["phantom"]
+    url = f"{server.url}/api/studies/{ds.StudyInstanceUID}/measurements"
+    good = {
+        "kind": "length",
+        "points": [[1, 1], [5, 1]],
+        "values": {"length": [2.0, "mm"]},
+        "series": ds.SeriesInstanceUID,
+        "instance": ds.SOPInstanceUID,
+        "sop_class": ds.SOPClassUID,
+        "frame": 1,
+    }
+    cases = [
+        (b"not json", 400, "measurements"),
+        ({"measurements": [{**good, "kind": "circle"}]}, 400, "kind 'circle'"),
+        ({"measurements": [{**good, "points": [[1, 1]]}]}, 400, "expected 2 points"),
+        ({"measurements": [{**good, "values": {"length": [2, "furlong"]}}]}, 400, "furlong"),
+        ({"measurements": [{**good, "instance": "1.2.3"}]}, 404, "no instance 1.2.3"),
+        ({"measurements": []}, 400, "nothing to save"),
+    ]
+    for body, status, text in cases:
+        r = (
+            requests.post(url, data=body)
+            if isinstance(body, bytes)
+            else requests.post(url, json=body)
+        )
+        assert r.status_code == status and text in r.json()["error"], (body, r.text)

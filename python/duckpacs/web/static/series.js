@@ -69,15 +69,14 @@ export class Series {
     return this;
   }
 
-  // Every instance's metadata in one request (after the first image: it is large).
+  // Every instance's metadata in one request, once the first image is up (it is large);
+  // images asked for meanwhile wait for it rather than ask one by one.
   loadAll() {
     if (!this.all) {
       this.all = json(`${this.base}/metadata`).then((list) => {
-        for (const m of list) {
-          const uid = val(m, "00080018");
-          if (!this.meta.has(uid)) this.meta.set(uid, Promise.resolve(m));
-        }
-        return list;
+        const byUid = new Map(list.map((m) => [val(m, "00080018"), m]));
+        for (const [uid, m] of byUid) if (!this.meta.has(uid)) this.meta.set(uid, Promise.resolve(m));
+        return byUid;
       });
       this.all.catch(() => { this.all = null; });
     }
@@ -86,7 +85,8 @@ export class Series {
 
   metadata(uid) {
     if (!this.meta.has(uid)) {
-      const p = json(`${this.base}/instances/${uid}/metadata`).then((m) => m[0]);
+      const single = () => json(`${this.base}/instances/${uid}/metadata`).then((m) => m[0]);
+      const p = this.all ? this.all.then((byUid) => byUid.get(uid) || single(), single) : single();
       p.catch(() => this.meta.delete(uid));
       this.meta.set(uid, p);
     }

@@ -238,7 +238,6 @@ class Viewer {
     for (const other of this.visible) {
       if (other === v || !other.series || other.series === v.series) continue;
       const s = other.series;
-      await s.loadAll();
       const metas = await Promise.all(s.items.map((it) => s.metadata(it.uid)));
       if (val(metas[0], "00200052") !== frame) continue;
       let best = -1, bestD = Infinity;

@@ -57,7 +57,11 @@ export class Viewport {
     this.renderImage();
     this.draw();
     this.updateOverlays();
+    if (s.items.length > 1) s.loadAll().catch(() => {});
     this.viewer.shown(this);
+    // For scripts and the benchmark: which image is on screen now.
+    this.element.dispatchEvent(new CustomEvent("duckpacs:shown", { bubbles: true,
+      detail: { viewport: this.n, series: s.uid, index } }));
   }
 
   get window() { return this.userWindow || (this.image ? defaultWindow(this.image) : null); }
