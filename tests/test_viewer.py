@@ -521,7 +521,7 @@ def test_measurements_api_refuses_bad_input(viewer: tuple[WebServer, dict[str, D
         "sop_class": ds.SOPClassUID,
         "frame": 1,
     }
-    cases = [
+    cases: list[tuple[bytes | dict[str, Any], int, str]] = [
         (b"not json", 400, "measurements"),
         ({"measurements": [{**good, "kind": "circle"}]}, 400, "kind 'circle'"),
         ({"measurements": [{**good, "points": [[1, 1]]}]}, 400, "expected 2 points"),
