@@ -178,7 +178,7 @@ async function openStudy(study, series) {
   viewerReady = true;
   state.study = study;
   const viewer = getViewer();
-  await showSendBox();
+  showSendBox();  // beside the images, not before them
   await viewer.open(study, series);
 }
 

@@ -6,7 +6,9 @@ import { DW, json, val, vals, num } from "./common.js";
 import { fetchFrame, frameInfo, loadLut, decodeFrame } from "./dicom.js";
 
 const CACHE_BYTES = 384 << 20;  // frames kept in memory (a 500-slice CT is about 260 MB)
-const POOL = 6;  // requests in flight (a browser's per-host limit under HTTP/1.1)
+// Frame requests in flight: under a browser's six connections per host (HTTP/1.1), so that
+// metadata and queries still find one free.
+const POOL = 4;
 
 const frames = new Map();  // url -> {promise, size}
 let cachedBytes = 0;

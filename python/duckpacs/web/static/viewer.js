@@ -71,17 +71,22 @@ class Viewer {
       this.listMeasurements();
       for (const v of this.viewports) { v.series = null; v.image = null; v.draw(); }
     }
-    const [info] = await json(`${DW}/studies?StudyInstanceUID=${study}&includefield=StudyDescription`);
+    // The series asked for starts loading at once, beside the study's own queries.
+    const target = this.active || this.visible[0];
+    const asked = seriesUid ? this.load(target, study, seriesUid) : null;
+    const [[info], rows] = await Promise.all([
+      json(`${DW}/studies?StudyInstanceUID=${study}&includefield=StudyDescription`),
+      json(`${DW}/studies/${study}/series?includefield=SeriesDescription`),
+    ]);
     this.info = info;
     $("study-title").textContent = info ? `${fmtName(val(info, "00100010"))} — ${fmtDate(val(info, "00080020"))} ${val(info, "00081030")}` : study;
     $("download").href = `/api/studies/${study}/archive.zip`;
     $("download-dicomdir").href = `/api/studies/${study}/dicomdir.zip`;
-    const rows = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
     this.seriesRows = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     this.fillPanel(study, this.seriesRows);
-    const first = seriesUid || (this.seriesRows[0] && val(this.seriesRows[0], "0020000E"));
-    if (first) await this.load(this.active || this.visible[0], study, first);
+    if (asked) await asked;
+    else if (this.seriesRows.length) await this.load(target, study, val(this.seriesRows[0], "0020000E"));
     if (info) this.listPriors(info, study);
     if (fresh) await this.loadObjects(study);
     return rows;
@@ -117,7 +122,6 @@ class Viewer {
   // A prior in the second viewport (the layout grows to two), its series listed under it.
   async openPrior(study) {
     if (this.visible.length < 2) this.layout(2);
-    const rows = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
     const images = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     if (images.length) await this.load(this.visible[1], study, val(images[0], "0020000E"));

@@ -50,8 +50,9 @@ export class Viewport {
     index = Math.max(0, Math.min(s.items.length - 1, index));
     this.index = index;
     const token = ++this.token;
+    const shown = s.image(index, 0);  // asked first: the prefetch queues behind it
     s.prefetch(index, PREFETCH);
-    const image = await s.image(index, 0);
+    const image = await shown;
     if (token !== this.token) return;
     this.image = image;
     this.renderImage();
