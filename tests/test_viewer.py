@@ -191,15 +191,37 @@ def page(viewer: tuple[WebServer, dict[str, Dataset]]) -> Iterator[Any]:
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
+        pg.route("**/*", _with_strict_csp)
         yield pg
         browser.close()
         assert not errors, errors
 
 
+# The web layer's policy for the UI (no inline script or style, no eval, nothing framed
+# but what says otherwise): the viewer must work under it.
+STRICT_CSP = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+}
+
+
+def _with_strict_csp(route: Any) -> None:
+    response = route.fetch()
+    headers = dict(response.headers)
+    for name, value in STRICT_CSP.items():
+        headers.setdefault(name, value)  # as the server's middleware: answers may override
+    route.fulfill(response=response, headers=headers)
+
+
 def _open(page: Any, url: str, ds: Dataset, count: int) -> None:
     page.goto(f"{url}/#/viewer/{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}")
     page.reload()  # a fresh viewer for each series
-    page.wait_for_function(f"document.getElementById('position').textContent === '1 / {count}'")
+    page.wait_for_function(
+        f"() => document.getElementById('position').textContent === '1 / {count}'"
+    )
 
 
 # The image as drawn on the active viewport's canvas at one canvas pixel per image pixel.
@@ -252,11 +274,11 @@ def test_16bit_ct_preset_matches_pydicom(viewer: tuple[WebServer, Any], page: An
     ds = pydicom.dcmread(server.files["CT_small.dcm"])
     _open(page, server.url, ds, 1)
     page.select_option("#preset", label="CT abdomen 40/400")
-    page.wait_for_function("document.getElementById('wl').textContent === 'W 400 L 40'")
+    page.wait_for_function("() => document.getElementById('wl').textContent === 'W 400 L 40'")
     ds.WindowCenter, ds.WindowWidth = 40, 400
     _assert_close(_drawn(page)[..., 0], _pydicom_8bit(ds))
     page.select_option("#preset", label="CT lung -600/1500")
-    page.wait_for_function("document.getElementById('wl').textContent === 'W 1500 L -600'")
+    page.wait_for_function("() => document.getElementById('wl').textContent === 'W 1500 L -600'")
     ds.WindowCenter, ds.WindowWidth = -600, 1500
     _assert_close(_drawn(page)[..., 0], _pydicom_8bit(ds))
 
@@ -290,12 +312,12 @@ def test_enhanced_multiframe_per_frame_groups(viewer: tuple[WebServer, Any], pag
             page.focus(".viewport.active canvas")
             page.keyboard.press("ArrowDown")
             page.wait_for_function(
-                f"document.getElementById('position').textContent === '{n + 1} / 3'"
+                f"() => document.getElementById('position').textContent === '{n + 1} / 3'"
             )
         group = ds.PerFrameFunctionalGroupsSequence[n]
         voi, rescale = group.FrameVOILUTSequence[0], group.PixelValueTransformationSequence[0]
         page.wait_for_function(
-            f"document.getElementById('wl').textContent === "
+            f"() => document.getElementById('wl').textContent === "
             f"'W {int(voi.WindowWidth)} L {int(voi.WindowCenter)}'"
         )
         flat = Dataset()  # the frame's attributes at the top level, as pydicom wants them
@@ -326,7 +348,7 @@ def test_length_of_a_100_mm_bar(viewer: tuple[WebServer, Any], page: Any) -> Non
     page.click("[data-tool=length]")
     x0, x1, row = BAR
     ends = [
-        page.evaluate(f"window.duckpacs.viewer.active.imageToClient({x}, {row + 0.5})")
+        page.evaluate(f"() => window.duckpacs.viewer.active.imageToClient({x}, {row + 0.5})")
         for x in (x0, x1)
     ]
     page.mouse.move(ends[0]["x"], ends[0]["y"])
@@ -349,7 +371,7 @@ def test_measurement_saved_as_sr_and_shown_again(
     page.wait_for_selector("#save-sr:not([disabled])")
     page.click("#save-sr")
     page.wait_for_function(
-        "document.getElementById('status').textContent.startsWith('Measurements saved')"
+        "() => document.getElementById('status').textContent.startsWith('Measurements saved')"
     )
     found = requests.get(
         f"{server.dicomweb}/studies/{ds.StudyInstanceUID}/instances",
@@ -385,7 +407,7 @@ def test_measurement_saved_as_sr_and_shown_again(
     page.wait_for_selector("#measurements li.saved")
     assert re.search(r"length: (Length )?(99|100)\.\d mm", page.text_content("#measurements li"))
     shown = page.evaluate(
-        f"window.duckpacs.viewer.measurementsOf('{ds.SOPInstanceUID}/1').map(m => m.kind)"
+        f"() => window.duckpacs.viewer.measurementsOf('{ds.SOPInstanceUID}/1').map(m => m.kind)"
     )
     assert shown == ["length"]
 
@@ -412,6 +434,8 @@ def test_reports_text_sr_and_pdf(viewer: tuple[WebServer, dict[str, Dataset]], p
     page.click("#reports button.report >> text=Scanned referral")
     page.wait_for_selector("#report-body iframe")
     src = page.get_attribute("#report-body iframe", "src")
+    frame = page.frame_locator("#report-body iframe")
+    assert frame is not None
     document = requests.get(server.url + src)
     assert document.headers["content-type"] == "application/pdf"
     assert document.content == PDF_BYTES  # the padding byte is not part of the document
@@ -422,6 +446,9 @@ def test_dicomdir_download(viewer: tuple[WebServer, dict[str, Dataset]], page: A
     server, made = viewer
     study = made["enhanced"].StudyInstanceUID
     _open(page, server.url, made["enhanced"], 3)
+    page.wait_for_function(
+        "() => document.getElementById('download-dicomdir').href.includes(" + repr(study) + ")"
+    )
     href = page.get_attribute("#download-dicomdir", "href")
     assert href == f"/api/studies/{study}/dicomdir.zip"
     r = requests.get(server.url + href)
@@ -458,9 +485,9 @@ def test_layout_drag_sync_prior_and_overlays(
     page.keyboard.press("Home")
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowDown")
-    page.wait_for_function("document.getElementById('position').textContent === '3 / 5'")
+    page.wait_for_function("() => document.getElementById('position').textContent === '3 / 5'")
     page.wait_for_function(
-        "(() => { const t = document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent;"
+        "() => (() => { const t = document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent;"
         " return t.includes('Loc 3.0 mm') || t.includes('Loc 5.0 mm'); })()"
     )
     # Overlays: the key hides them, again shows them.
@@ -477,14 +504,15 @@ def test_layout_drag_sync_prior_and_overlays(
         f".viewport[data-n='1'][data-series='{made['enhanced'].SeriesInstanceUID}']"
     )
     page.wait_for_function(
-        "document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent.includes('fr 1/3')"
+        "() => document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent.includes('fr 1/3')"
     )
 
 
 def _drag(page: Any, points: list[tuple[float, float]]) -> None:
     """Press at the first image point, drag to the second, click at any further ones."""
     client = [
-        page.evaluate(f"window.duckpacs.viewer.active.imageToClient({x}, {y})") for x, y in points
+        page.evaluate(f"() => window.duckpacs.viewer.active.imageToClient({x}, {y})")
+        for x, y in points
     ]
     page.mouse.move(client[0]["x"], client[0]["y"])
     page.mouse.down()
@@ -502,7 +530,7 @@ def test_angle_and_elliptical_roi(viewer: tuple[WebServer, dict[str, Dataset]], 
     _drag(page, [(100, 100), (100, 200), (200, 200)])
     page.click("[data-tool=ellipse]")
     _drag(page, [(40, 40), (80, 80)])  # water: 0 HU everywhere, 20 mm across
-    page.wait_for_function("document.querySelectorAll('#measurements li').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('#measurements li').length === 3")
     texts = page.eval_on_selector_all("#measurements li", "els => els.map(e => e.textContent)")
     assert texts[1] == "angle: 90.0°", texts
     assert texts[2] == "ellipse: mean 0.0 HU SD 0.0 min 0 max 0 area 314.2 mm²", texts

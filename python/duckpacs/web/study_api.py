@@ -108,7 +108,12 @@ class StudyApi:
         return Response(
             data,
             media_type=media,
-            headers={"Content-Disposition": f'inline; filename="{name}"'},
+            headers={
+                "Content-Disposition": f'inline; filename="{name}"',
+                # The viewer shows the document in a frame of its own page; nothing else may.
+                "Content-Security-Policy": "frame-ancestors 'self'",
+                "X-Frame-Options": "SAMEORIGIN",
+            },
         )
 
     def dicomdir_zip(self, request: Request) -> Response:

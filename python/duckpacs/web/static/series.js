@@ -71,8 +71,8 @@ export class Series {
     return this;
   }
 
-  // Every instance's metadata in one request, once the first image is up (it is large);
-  // images asked for meanwhile wait for it rather than ask one by one.
+  // Every instance's metadata in one request, once the first image is up (it is large and
+  // takes a while on a long series: images shown meanwhile ask for their own).
   loadAll() {
     if (!this.all) {
       this.all = json(`${this.base}/metadata`).then((list) => {
@@ -87,8 +87,7 @@ export class Series {
 
   metadata(uid) {
     if (!this.meta.has(uid)) {
-      const single = () => json(`${this.base}/instances/${uid}/metadata`).then((m) => m[0]);
-      const p = this.all ? this.all.then((byUid) => byUid.get(uid) || single(), single) : single();
+      const p = json(`${this.base}/instances/${uid}/metadata`).then((m) => m[0]);
       p.catch(() => this.meta.delete(uid));
       this.meta.set(uid, p);
     }

@@ -71,9 +71,10 @@ class Viewer {
       this.listMeasurements();
       for (const v of this.viewports) { v.series = null; v.image = null; v.draw(); }
     }
-    // The series asked for starts loading at once, beside the study's own queries.
+    // The series asked for comes first: the study's queries, thumbnails and priors wait
+    // for its first image (they would compete with it for the server and the connections).
     const target = this.active || this.visible[0];
-    const asked = seriesUid ? this.load(target, study, seriesUid) : null;
+    if (seriesUid) await this.load(target, study, seriesUid);
     const [[info], rows] = await Promise.all([
       json(`${DW}/studies?StudyInstanceUID=${study}&includefield=StudyDescription`),
       json(`${DW}/studies/${study}/series?includefield=SeriesDescription`),
@@ -85,8 +86,7 @@ class Viewer {
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
     this.seriesRows = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     this.fillPanel(study, this.seriesRows);
-    if (asked) await asked;
-    else if (this.seriesRows.length) await this.load(target, study, val(this.seriesRows[0], "0020000E"));
+    if (!seriesUid && this.seriesRows.length) await this.load(target, study, val(this.seriesRows[0], "0020000E"));
     if (info) this.listPriors(info, study);
     if (fresh) await this.loadObjects(study);
     return rows;
@@ -122,6 +122,7 @@ class Viewer {
   // A prior in the second viewport (the layout grows to two), its series listed under it.
   async openPrior(study) {
     if (this.visible.length < 2) this.layout(2);
+    const rows = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
     const images = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     if (images.length) await this.load(this.visible[1], study, val(images[0], "0020000E"));

@@ -50,9 +50,9 @@ export class Viewport {
     index = Math.max(0, Math.min(s.items.length - 1, index));
     this.index = index;
     const token = ++this.token;
-    const shown = s.image(index, 0);  // asked first: the prefetch queues behind it
-    s.prefetch(index, PREFETCH);
-    const image = await shown;
+    // The prefetch starts once this image is here: on a cold series the first image then
+    // has the server to itself.
+    const image = await s.image(index, 0).finally(() => s.prefetch(index, PREFETCH));
     if (token !== this.token) return;
     this.image = image;
     this.renderImage();
