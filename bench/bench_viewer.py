@@ -33,16 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_web import load_duckpacs, run_duckpacs  # noqa: E402
-
 from tests.web_support.server import CHROMIUM, browser_available  # noqa: E402
+
+from bench_web import load_duckpacs, run_duckpacs  # noqa: E402
 
 FRAME_BUDGET_MS = 17.0
 
 OPEN = """async ([hash, series]) => {
   const t0 = performance.now();
   const shown = new Promise((resolve) => {
-    const on = (e) => { if (e.detail.series === series) { document.removeEventListener("duckpacs:shown", on); resolve(); } };
+    const on = (e) => {
+      if (e.detail.series !== series) return;
+      document.removeEventListener("duckpacs:shown", on);
+      resolve();
+    };
     document.addEventListener("duckpacs:shown", on);
   });
   location.hash = hash;

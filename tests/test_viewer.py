@@ -191,7 +191,12 @@ def page(viewer: tuple[WebServer, dict[str, Dataset]]) -> Iterator[Any]:
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.on("console", lambda m: "Content Security Policy" in m.text and errors.append(m.text))
+
+        def on_console(message: Any) -> None:
+            if "Content Security Policy" in message.text:
+                errors.append(message.text)
+
+        pg.on("console", on_console)
         pg.route("**/*", _with_strict_csp)
         yield pg
         browser.close()
@@ -487,8 +492,8 @@ def test_layout_drag_sync_prior_and_overlays(
     page.keyboard.press("ArrowDown")
     page.wait_for_function("() => document.getElementById('position').textContent === '3 / 5'")
     page.wait_for_function(
-        "() => (() => { const t = document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent;"
-        " return t.includes('Loc 3.0 mm') || t.includes('Loc 5.0 mm'); })()"
+        "() => { const t = document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent;"
+        " return t.includes('Loc 3.0 mm') || t.includes('Loc 5.0 mm'); }"
     )
     # Overlays: the key hides them, again shows them.
     assert page.is_visible(".viewport[data-n='0'] .ov.tl")
@@ -504,7 +509,8 @@ def test_layout_drag_sync_prior_and_overlays(
         f".viewport[data-n='1'][data-series='{made['enhanced'].SeriesInstanceUID}']"
     )
     page.wait_for_function(
-        "() => document.querySelector(\".viewport[data-n='1'] .ov.bl\").textContent.includes('fr 1/3')"
+        "() => document.querySelector(\".viewport[data-n='1'] .ov.bl\")"
+        ".textContent.includes('fr 1/3')"
     )
 
 
