@@ -18,7 +18,7 @@ import pydicom
 import pytest
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from tests.web_support.folder_reader import FolderReader
@@ -197,7 +197,7 @@ def page(viewer: tuple[WebServer, dict[str, Dataset]]) -> Iterator[Any]:
                 errors.append(message.text)
 
         pg.on("console", on_console)
-        pg.route("**/*", _with_strict_csp)
+        pg.route(re.compile(r"^http://127\.0\.0\.1:"), _with_strict_csp)
         yield pg
         browser.close()
         assert not errors, errors
@@ -570,3 +570,42 @@ def test_measurements_api_refuses_bad_input(viewer: tuple[WebServer, dict[str, D
             else requests.post(url, json=body)
         )
         assert r.status_code == status and text in r.json()["error"], (body, r.text)
+
+
+def test_mr_window_from_file_and_voi_lut(viewer: tuple[WebServer, Any], page: Any) -> None:
+    server, _ = viewer
+    ds = pydicom.dcmread(server.files["MR_small.dcm"])
+    _open(page, server.url, ds, 1)
+    _assert_close(_drawn(page)[..., 0], _pydicom_8bit(ds))
+    # A VOI LUT Sequence instead of a window (PS3.3 C.11.2.1.3): its output, to 8 bits.
+    ds = pydicom.dcmread(server.files["voilut"])
+    _open(page, server.url, ds, 1)
+    lut = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds).astype(np.int64), ds)
+    _assert_close(_drawn(page)[..., 0], lut.astype(np.float64) * 255.0 / 65535.0)
+
+
+def test_keys_presets_invert_and_tags(viewer: tuple[WebServer, Any], page: Any) -> None:
+    server, _ = viewer
+    ds = pydicom.dcmread(server.files["CT_small.dcm"])
+    _open(page, server.url, ds, 1)
+    page.focus(".viewport.active canvas")
+    page.keyboard.press("2")  # CT lung
+    page.wait_for_function("() => document.getElementById('wl').textContent === 'W 1500 L -600'")
+    ds.WindowCenter, ds.WindowWidth = -600, 1500
+    expected = _pydicom_8bit(ds)
+    _assert_close(_drawn(page)[..., 0], expected)
+    page.keyboard.press("i")
+    page.wait_for_function(
+        "() => document.querySelector('.viewport.active .ov.br').textContent.includes('inverted')"
+    )
+    _assert_close(_drawn(page)[..., 0], 255.0 - expected)
+    page.keyboard.press("t")
+    page.wait_for_selector("#tag-table tr")
+    page.fill("#tag-filter", "00100020")
+    page.wait_for_function(
+        "() => document.querySelector('#tag-table tr').textContent === "
+        f"'(0010,0020)LO{ds.PatientID}'"
+    )
+    page.focus(".viewport.active canvas")
+    page.keyboard.press("t")
+    assert not page.is_visible("#tags-panel")

@@ -75,7 +75,7 @@ export class Viewport {
     this.viewer.shown(this);
   }
 
-  toggleInvert() { this.invert = !this.invert; this.renderImage(); this.draw(); }
+  toggleInvert() { this.invert = !this.invert; this.renderImage(); this.draw(); this.updateOverlays(); }
 
   // The frame through the window into an offscreen canvas at the image's own size.
   renderImage() {
