@@ -63,6 +63,17 @@ def phantom() -> Dataset:
     return ds
 
 
+def projection_phantom() -> Dataset:
+    """The bar on a radiograph: spacing known at the detector only (Imager Pixel Spacing)."""
+    ds = phantom()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1")
+    ds.Modality, ds.PatientID = "CR", "CR1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.ImagerPixelSpacing = ds.PixelSpacing
+    del ds.PixelSpacing, ds.ImageOrientationPatient, ds.ImagePositionPatient
+    return ds
+
+
 def enhanced_mr() -> Dataset:
     """An enhanced MR of three frames, each with its own rescale and window in the per-frame
     functional groups, spacing and orientation in the shared ones (PS3.3 C.7.6.16)."""
@@ -168,7 +179,7 @@ def _to_bytes(ds: Dataset) -> bytes:
 def viewer(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[WebServer, dict[str, Dataset]]]:
-    made = {"phantom": phantom(), "enhanced": enhanced_mr()}
+    made = {"phantom": phantom(), "enhanced": enhanced_mr(), "cr": projection_phantom()}
     extra = pair_of_series() + reports(made["phantom"])
     made["sync"] = extra[0]
 
@@ -609,3 +620,14 @@ def test_keys_presets_invert_and_tags(viewer: tuple[WebServer, Any], page: Any) 
     page.focus(".viewport.active canvas")
     page.keyboard.press("t")
     assert not page.is_visible("#tags-panel")
+
+
+def test_length_at_the_detector(viewer: tuple[WebServer, dict[str, Dataset]], page: Any) -> None:
+    server, made = viewer
+    _open(page, server.url, made["cr"], 1)
+    page.click("[data-tool=length]")
+    x0, x1, row = BAR
+    _drag(page, [(x0, row + 0.5), (x1, row + 0.5)])
+    page.wait_for_selector("#measurements li")
+    text = page.text_content("#measurements li")
+    assert re.fullmatch(r"length: (99\.\d|100\.\d) mm \(at detector\)", text), text

@@ -2,7 +2,7 @@
 // markers, a scale bar and measurements. Everything is drawn from original-precision frames.
 "use strict";
 
-import { el, val, num, fmtName, fmtDate } from "./common.js";
+import { el, val, num, fmtName, fmtDate, status } from "./common.js";
 import { defaultWindow, toRgba, orientationMarkers } from "./dicom.js";
 import { POINTS, label } from "./measure.js";
 
@@ -52,7 +52,13 @@ export class Viewport {
     const token = ++this.token;
     // The prefetch starts once this image is here: on a cold series the first image then
     // has the server to itself.
-    const image = await s.image(index, 0).finally(() => s.prefetch(index, PREFETCH));
+    let image;
+    try {
+      image = await s.image(index, 0).finally(() => s.prefetch(index, PREFETCH));
+    } catch (e) {
+      if (token === this.token) this.fail(index, e);
+      return;
+    }
     if (token !== this.token) return;
     this.image = image;
     this.renderImage();
@@ -63,6 +69,18 @@ export class Viewport {
     // For scripts and the benchmark: which image is on screen now.
     this.element.dispatchEvent(new CustomEvent("duckpacs:shown", { bubbles: true,
       detail: { viewport: this.n, series: s.uid, index } }));
+  }
+
+  // An image that cannot be shown (a compression the server cannot decode, a network
+  // error): say so where it would have been, keep the viewport usable.
+  fail(index, error) {
+    this.image = null;
+    this.draw();
+    const ctx = this.ctx;
+    ctx.fillStyle = "#ff6b6b";
+    ctx.font = "14px system-ui, sans-serif";
+    ctx.fillText(`Image ${index + 1} cannot be shown: ${error.message}`, 12, this.canvas.height / 2);
+    status(`Image ${index + 1} of series ${this.series.uid}: ${error.message}`);
   }
 
   get window() { return this.userWindow || (this.image ? defaultWindow(this.image) : null); }
