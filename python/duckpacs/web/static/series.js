@@ -10,6 +10,7 @@ const CACHE_BYTES = 384 << 20;  // frames kept in memory (a 500-slice CT is abou
 // metadata and queries still find one free.
 const POOL = 4;
 
+const META_AHEAD = 6;  // images around the current one whose metadata is fetched ahead
 const frames = new Map();  // url -> {promise, size}
 let cachedBytes = 0;
 let inFlight = 0;
@@ -120,10 +121,14 @@ export class Series {
     return { ...decodeFrame(frame, info, luts), meta, item, index };
   }
 
+  // Frames around `index`, nearest first; the metadata of the nearest too, until the
+  // series' metadata has arrived (on a long series that takes seconds).
   prefetch(index, around) {
     for (let k = 1; k <= around; k++) {
       for (const n of [index + k, index - k]) {
-        if (n >= 0 && n < this.items.length) getFrame(this.frameUrl(this.items[n]), k).catch(() => {});
+        if (n < 0 || n >= this.items.length) continue;
+        getFrame(this.frameUrl(this.items[n]), k).catch(() => {});
+        if (k <= META_AHEAD) this.metadata(this.items[n].uid).catch(() => {});
       }
     }
   }
