@@ -72,8 +72,8 @@ const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transf
 
 // One frame's bytes, uncompressed little endian (the server decodes compressed ones and then
 // says so, with the photometric interpretation of what it sends).
-export async function fetchFrame(url, signal) {
-  const r = await api(url, { headers: { Accept: FRAME_ACCEPT }, signal });
+export async function fetchFrame(url) {
+  const r = await api(url, { headers: { Accept: FRAME_ACCEPT } });
   const decoded = r.headers.get("X-Decoded-Photometric");
   const body = new Uint8Array(await r.arrayBuffer());
   return { bytes: firstPart(body, r.headers.get("Content-Type")), decoded };

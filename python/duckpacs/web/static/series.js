@@ -59,6 +59,7 @@ export class Series {
     this.meta = new Map();  // instance uid -> Promise<DICOM JSON>
     this.luts = new Map();
     this.all = null;  // Promise of every instance's metadata
+    this.positions = new Map();  // slice positions along a normal (synchronised scrolling)
   }
 
   async load() {

@@ -242,12 +242,10 @@ class Viewer {
     if (!frame || here === null) return;
     for (const other of this.visible) {
       if (other === v || !other.series || other.series === v.series) continue;
-      const s = other.series;
-      const metas = await Promise.all(s.items.map((it) => s.metadata(it.uid)));
-      if (val(metas[0], "00200052") !== frame) continue;
+      const positions = await positionsAlong(other.series, img.info.orientation, frame);
+      if (!positions) continue;
       let best = -1, bestD = Infinity;
-      s.items.forEach((it, i) => {
-        const p = slicePosition(frameInfoOf(metas[i], it.frame), img.info.orientation);
+      positions.forEach((p, i) => {
         if (p !== null && Math.abs(p - here) < bestD) { bestD = Math.abs(p - here); best = i; }
       });
       if (best >= 0 && best !== other.index) other.show(best);
@@ -357,6 +355,23 @@ class Viewer {
     const next = rows[(at + step + rows.length) % rows.length];
     this.load(v, this.study, val(next, "0020000E"));
   }
+}
+
+// Positions of a series' images along the normal of `orientation`, computed once per
+// orientation; null when the series is in another frame of reference.
+async function positionsAlong(s, orientation, frameOfReference) {
+  const key = `${frameOfReference}|${orientation.join(",")}`;
+  if (!s.positions.has(key)) {
+    const p = (async () => {
+      await s.loadAll().catch(() => null);  // one request rather than one per image
+      const metas = await Promise.all(s.items.map((it) => s.metadata(it.uid)));
+      if (val(metas[0], "00200052") !== frameOfReference) return null;
+      return s.items.map((it, i) => slicePosition(frameInfoOf(metas[i], it.frame), orientation));
+    })();
+    p.catch(() => s.positions.delete(key));
+    s.positions.set(key, p);
+  }
+  return s.positions.get(key).catch(() => null);
 }
 
 // Position of a slice along the normal of `orientation` (its own if not given).
