@@ -566,11 +566,16 @@ def test_measurements_api_refuses_bad_input(viewer: tuple[WebServer, dict[str, D
         "sop_class": ds.SOPClassUID,
         "frame": 1,
     }
-    cases: list[tuple[bytes | dict[str, Any], int, str]] = [
+    cases: list[tuple[bytes | dict[str, Any] | list[int], int, str]] = [
         (b"not json", 400, "measurements"),
         ({"measurements": [{**good, "kind": "circle"}]}, 400, "kind 'circle'"),
         ({"measurements": [{**good, "points": [[1, 1]]}]}, 400, "expected 2 points"),
         ({"measurements": [{**good, "values": {"length": [2, "furlong"]}}]}, 400, "furlong"),
+        ({"measurements": [{**good, "values": {"length": [2, ["mm"]]}}]}, 400, "unit"),
+        ({"measurements": [{**good, "frame": True}]}, 400, "frame must be"),
+        ({"measurements": [{**good, "points": "0,0"}]}, 400, "expected 2 points"),
+        ({"measurements": {"length": 1}}, 400, "expected"),
+        ([1, 2], 400, "measurements"),
         ({"measurements": [{**good, "instance": "1.2.3"}]}, 404, "no instance 1.2.3"),
         ({"measurements": []}, 400, "nothing to save"),
     ]

@@ -92,14 +92,14 @@ class Measurement:
                 raise MeasurementError(f"{kind}: unknown value {name!r}")
             if not (isinstance(pair, list) and len(pair) == 2 and _finite(pair[0])):
                 raise MeasurementError(f"{kind}: value {name!r} must be [number, unit]")
-            if pair[1] not in UNITS:
+            if not isinstance(pair[1], str) or pair[1] not in UNITS:
                 raise MeasurementError(f"{kind}: unit {pair[1]!r} of {name!r} is not known")
             checked[name] = (float(pair[0]), str(pair[1]))
         uids = [item.get(k) for k in ("series", "instance", "sop_class")]
         if not all(isinstance(u, str) and u for u in uids):
             raise MeasurementError(f"{kind}: series, instance and sop_class UIDs are required")
         frame = item.get("frame", 1)
-        if not isinstance(frame, int) or frame < 1:
+        if not isinstance(frame, int) or isinstance(frame, bool) or frame < 1:
             raise MeasurementError(f"{kind}: frame must be a positive integer")
         return cls(
             kind,

@@ -56,11 +56,9 @@ class StudyApi:
         if len(body) > MAX_MEASUREMENTS_BYTES:
             raise HttpError(413, "measurements: at most 1 MiB of JSON")
         try:
-            items = json.loads(body).get("measurements")
-            if not isinstance(items, list):
-                raise bad_request('measurements: expected {"measurements": [...]}')
-            measurements = [measurement_sr.Measurement.from_json(i) for i in items]
-        except (ValueError, AttributeError) as e:
+            parsed = json.loads(body)
+            measurements = [measurement_sr.Measurement.from_json(i) for i in _items(parsed)]
+        except ValueError as e:  # bad JSON, or a MeasurementError
             raise bad_request(f"measurements: {e}") from None
         study = request.path_params["study"]
         if not measurements:
@@ -140,6 +138,13 @@ class StudyApi:
             media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="{study}-dicomdir.zip"'},
         )
+
+
+def _items(parsed: object) -> list[object]:
+    items = parsed.get("measurements") if isinstance(parsed, dict) else None
+    if not isinstance(items, list):
+        raise measurement_sr.MeasurementError('expected {"measurements": [...]}')
+    return items
 
 
 def _zip_folder(folder: Path, tmp: tempfile.TemporaryDirectory[str]) -> Iterator[bytes]:
