@@ -512,6 +512,9 @@ def test_layout_drag_sync_prior_and_overlays(
     assert not page.is_visible(".viewport[data-n='0'] .ov.tl")
     page.keyboard.press("o")
     assert page.is_visible(".viewport[data-n='0'] .ov.tl")
+    # n: the next series of the study in the active viewport.
+    page.keyboard.press("n")
+    page.wait_for_selector(f".viewport[data-n='0'][data-series='{second_uid}']")
     # A prior of the phantom's patient (the enhanced MR) opens beside it.
     _open(page, server.url, made["phantom"], 1)
     page.wait_for_selector("#priors button.prior")
