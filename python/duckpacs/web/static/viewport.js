@@ -188,11 +188,23 @@ export class Viewport {
       }
       ctx.stroke();
       if (m.points.length === POINTS[m.kind]) {
-        const at = pts[pts.length - 1];
         m.text = label(m, this.image);
-        ctx.fillText(m.text, at.x + 6, at.y - 6);
+        this.drawLabel(m.text, pts[pts.length - 1]);
       }
     }
+  }
+
+  // A measurement's text beside its last point, kept inside the canvas, on a dark box so
+  // that it reads over bright anatomy.
+  drawLabel(text, at) {
+    const ctx = this.ctx, colour = ctx.fillStyle;
+    const w = ctx.measureText(text).width;
+    const x = Math.max(4, Math.min(at.x + 8, this.canvas.width - w - 4));
+    const y = Math.max(16, Math.min(at.y - 8, this.canvas.height - 6));
+    ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+    ctx.fillRect(x - 3, y - 13, w + 6, 17);
+    ctx.fillStyle = colour;
+    ctx.fillText(text, x, y);
   }
 
   updateOverlays() {
