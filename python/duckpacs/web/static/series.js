@@ -31,7 +31,7 @@ export function getFrame(url, priority = 0) {
   if (hit) {
     frames.delete(url); frames.set(url, hit);  // most recently used last
     const job = waiting.find((j) => j.url === url);
-    if (job && priority < job.priority) { job.priority = priority; }
+    if (job) job.priority = priority;  // its distance from where the reader is now
     return hit.promise;
   }
   const entry = { size: 0 };
@@ -41,6 +41,14 @@ export function getFrame(url, priority = 0) {
   frames.set(url, entry);
   return entry.promise;
 }
+// Queued frames of a series that are no longer near the reader go after all others.
+const FAR = 1000;
+function demote(prefix, keep) {
+  for (const job of waiting) {
+    if (job.url.startsWith(prefix) && !keep.has(job.url) && job.priority < FAR) job.priority += FAR;
+  }
+}
+
 function evict() {
   for (const [url, entry] of frames) {
     if (cachedBytes <= CACHE_BYTES) break;
@@ -122,15 +130,21 @@ export class Series {
     return { ...decodeFrame(frame, info, luts), meta, item, index };
   }
 
-  // Frames around `index`, nearest first; the metadata of the nearest too, until the
-  // series' metadata has arrived (on a long series that takes seconds).
-  prefetch(index, around) {
-    for (let k = 1; k <= around; k++) {
-      for (const n of [index + k, index - k]) {
-        if (n < 0 || n >= this.items.length) continue;
-        getFrame(this.frameUrl(this.items[n]), k).catch(() => {});
-        if (k <= META_AHEAD) this.metadata(this.items[n].uid).catch(() => {});
-      }
+  // Frames around `index`, `ahead` in the direction of travel and `behind` the other way,
+  // nearest first (a frame behind counts as twice as far); the metadata of the nearest too,
+  // until the series' metadata has arrived (on a long series that takes seconds).
+  prefetch(index, dir, ahead, behind) {
+    const wanted = [];
+    for (let k = 1; k <= ahead; k++) wanted.push([index + k * dir, k]);
+    for (let k = 1; k <= behind; k++) wanted.push([index - k * dir, 2 * k]);
+    const keep = new Set([this.frameUrl(this.items[index])]);  // the one on screen stays first
+    for (const [n, priority] of wanted) {
+      if (n < 0 || n >= this.items.length) continue;
+      const url = this.frameUrl(this.items[n]);
+      keep.add(url);
+      getFrame(url, priority).catch(() => {});
+      if (priority <= META_AHEAD) this.metadata(this.items[n].uid).catch(() => {});
     }
+    demote(`${this.base}/`, keep);
   }
 }

@@ -6,7 +6,8 @@ import { el, val, num, fmtName, fmtDate, status } from "./common.js";
 import { defaultWindow, toRgba, orientationMarkers } from "./dicom.js";
 import { POINTS, label } from "./measure.js";
 
-const PREFETCH = 24;  // frames fetched ahead and behind the one on screen
+// Frames fetched ahead of the one on screen (in the direction of scrolling) and behind it.
+const AHEAD = 32, BEHIND = 8;
 
 export class Viewport {
   constructor(viewer, n) {
@@ -48,13 +49,14 @@ export class Viewport {
     const s = this.series;
     if (!s || !s.items.length) return;
     index = Math.max(0, Math.min(s.items.length - 1, index));
+    const dir = index < this.index ? -1 : 1;
     this.index = index;
     const token = ++this.token;
     // The prefetch starts once this image is here: on a cold series the first image then
     // has the server to itself.
     let image;
     try {
-      image = await s.image(index, 0).finally(() => s.prefetch(index, PREFETCH));
+      image = await s.image(index, 0).finally(() => s.prefetch(index, dir, AHEAD, BEHIND));
     } catch (e) {
       if (token === this.token) this.fail(index, e);
       return;
