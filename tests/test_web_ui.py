@@ -31,8 +31,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
 def test_static_files_are_served(ui: WebServer) -> None:
     index = requests.get(ui.url + "/")
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
-    assert '<script src="/static/app.js">' in index.text
-    for name, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+    assert '<script type="module" src="/static/app.js">' in index.text
+    modules = ("app.js", "common.js", "dicom.js", "series.js", "viewer.js", "viewport.js")
+    for name, kind in [(m, "javascript") for m in modules] + [("style.css", "text/css")]:
         r = requests.get(f"{ui.url}/static/{name}")
         assert r.status_code == 200 and kind in r.headers["content-type"], name
     assert requests.get(ui.url + "/static/missing.js").status_code == 404
@@ -117,9 +118,8 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
                 "() => (() => { const rows = document.querySelectorAll('#studies tbody tr');"
                 " return rows.length === 1 && rows[0].cells[1].textContent === 'SERIES4'; })()"
             )
-            page.click("#studies tbody tr")
-            page.wait_for_selector(".series-grid a.series img")
-            page.click(".series-grid a.series")
+            page.click("#studies tbody tr")  # opens the study in the viewer
+            page.wait_for_selector("#series-list .series img")
             page.wait_for_function(
                 "() => document.getElementById('position').textContent === '1 / 4'"
             )
@@ -127,7 +127,7 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
                 "() => document.getElementById('wl').textContent.startsWith('W ')"
             )
             before = _canvas_pixels(page)
-            page.focus("#canvas")
+            page.focus(".viewport.active canvas")
             page.keyboard.press("ArrowDown")
             page.wait_for_function(
                 "() => document.getElementById('position').textContent === '2 / 4'"
@@ -136,7 +136,7 @@ def test_browser_login_search_view_and_window_level(ui: WebServer, tmp_path: Pat
             scrolled = _canvas_pixels(page)
             assert scrolled != before, "scrolling shows another slice"
             window_text = page.text_content("#wl")
-            box = page.locator("#canvas").bounding_box()
+            box = page.locator(".viewport.active canvas").bounding_box()
             assert box is not None
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
             page.mouse.move(cx, cy)
@@ -195,7 +195,7 @@ def _two_new_instances(folder: Path) -> list[Path]:
 
 
 CANVAS_HASH = (
-    "() => { const c = document.getElementById('canvas');"
+    "() => { const c = document.querySelector('.viewport.active canvas');"
     " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
     " let h = 0; for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) | 0;"
     " return String(h); }"

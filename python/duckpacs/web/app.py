@@ -37,6 +37,7 @@ from duckpacs.web.audit import AUDIT_FILENAME, AuditLog
 from duckpacs.web.dicomweb import DicomWeb
 from duckpacs.web.errors import HttpError
 from duckpacs.web.reader import ArchiveReader
+from duckpacs.web.study_api import StudyApi
 
 log = logs.get("web")
 PATIENT_DATA = re.compile(r"^/(dicom-web/|wado|api/studies/)")
@@ -315,6 +316,7 @@ def create_app(
         spool_dir = config.data_dir / "http-spool"  # on the archive's disk, not in /tmp
         routes.extend(DicomWeb(archive, spool_dir=spool_dir).routes())
         routes.append(Route("/api/studies/{study}/archive.zip", api.study_zip))
+        routes.extend(StudyApi(archive).routes())
     if control is not None:
         routes.extend(Admin(control).routes())
     routes.append(Mount("/static", app=StaticFiles(directory=_static_dir()), name="static"))
@@ -324,7 +326,13 @@ def create_app(
             allow_origins=config.cors_origins,
             allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Accept", "Content-Type"],
-            expose_headers=["Content-Type", "Content-Length", "Content-Location", "X-VOI-Window"],
+            expose_headers=[
+                "Content-Type",
+                "Content-Length",
+                "Content-Location",
+                "X-VOI-Window",
+                "X-Decoded-Photometric",
+            ],
             allow_credentials=bool(config.cors_origins) and "*" not in config.cors_origins,
         ),
         Middleware(SecurityHeaders, https=config.https),

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.dataset import Dataset
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -100,9 +101,12 @@ class Wado(Service):
         numbers = frame_list(request.path_params["frames"], loc.number_of_frames)
         plan = _negotiate_pixels(media_ranges(request), loc)
         boundary = multipart.new_boundary()
+        ds = full_dataset(self.archive, loc) if plan.decode else None
+        # Decoded pixels are as pydicom gives them: YBR turned to RGB, bits unpacked to a
+        # byte each. The viewer must know, since the metadata still says what is stored.
+        headers = {} if ds is None else {"X-Decoded-Photometric": _decoded_photometric(ds)}
 
         def parts() -> Iterator[tuple[bytes, dict[str, str]]]:
-            ds = full_dataset(self.archive, loc) if plan.decode else None
             for number in numbers:
                 if ds is not None:
                     data = rendering.frame_pixels(ds, number).tobytes()
@@ -114,8 +118,11 @@ class Wado(Service):
         if len(numbers) <= EAGER_FRAMES:
             # A viewer asks for one frame at a time: a plain body avoids the worker-thread
             # round trip per chunk of a streamed one, which cost more than reading the frame.
-            return Response(b"".join(multipart.encode(boundary, parts())), media_type=media_type)
-        return StreamingResponse(multipart.encode(boundary, parts()), media_type=media_type)
+            body = b"".join(multipart.encode(boundary, parts()))
+            return Response(body, media_type=media_type, headers=headers)
+        return StreamingResponse(
+            multipart.encode(boundary, parts()), media_type=media_type, headers=headers
+        )
 
     def bulkdata_range(self, request: Request) -> Response:
         """A bulk value named by its byte range in the stored stream (the URIs the Rust
@@ -188,6 +195,12 @@ class PixelPlan:
     @property
     def part_header(self) -> str:
         return f"{self.part_type}; transfer-syntax={self.syntax}"
+
+
+def _decoded_photometric(ds: Dataset) -> str:
+    """The photometric interpretation of pixels decoded by :func:`rendering.frame_pixels`."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    return "RGB" if photometric.startswith("YBR") else photometric
 
 
 def _value_bytes(value: object) -> bytes:

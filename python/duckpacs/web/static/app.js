@@ -1,48 +1,18 @@
-// duckpacs web viewer: plain JavaScript over DICOMweb (PS3.18), no build step.
+// duckpacs web UI: log in, find studies, upload, and read a study in the viewer (viewer.js).
+// Plain JavaScript modules over DICOMweb (PS3.18), no build step, nothing inline (CSP).
 "use strict";
 
-const DW = "/dicom-web";
+import { $, DW, UI_HEADER, api, json, val, vals, fmtDate, fmtName, status, setUnauthorizedHandler } from "./common.js";
+import { getViewer } from "./viewer.js";
+
 const PAGE = 25;
-const $ = (id) => document.getElementById(id);
-const state = { offset: 0, query: {}, viewer: null, admin: false, study: null };
-
-function val(obj, tag) {
-  const e = obj && obj[tag];
-  if (!e || !e.Value || !e.Value.length) return "";
-  const v = e.Value[0];
-  // A person name (PS3.18 F.2.2): every group it has, e.g. "Yamada^Tarou = 山田^太郎".
-  if (typeof v === "object" && v !== null) {
-    return [v.Alphabetic, v.Ideographic, v.Phonetic].filter(Boolean).join(" = ");
-  }
-  return v;
-}
-function vals(obj, tag) {
-  const e = obj && obj[tag];
-  return e && e.Value ? e.Value : [];
-}
-function fmtDate(d) { return d && d.length === 8 ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d; }
-function fmtName(n) { return String(n || "").replaceAll("^", " ").trim(); }
-function status(text) { $("status").textContent = text || ""; }
-
-// Marks our requests so the server answers 401 without a Basic challenge (no browser dialog).
-const UI_HEADER = { "X-Requested-With": "duckpacs" };
-
-async function api(url, options = {}) {
-  const r = await fetch(url, { credentials: "same-origin", ...options,
-    headers: { ...UI_HEADER, ...(options.headers || {}) } });
-  if (r.status === 401) { showLogin(); throw new Error("authentication required"); }
-  if (!r.ok) {
-    let msg = r.statusText;
-    try { msg = (await r.json()).error || msg; } catch (e) { /* not JSON */ }
-    throw new Error(`${r.status}: ${msg}`);
-  }
-  return r;
-}
-const json = async (url) => (await api(url, { headers: { Accept: "application/dicom+json" } })).json();
+const state = { offset: 0, query: {}, admin: false, study: null };
+let viewerReady = false;  // the viewer is built on first use
+setUnauthorizedHandler(() => showLogin());
 
 function show(view) {
-  for (const id of ["login-view", "list-view", "study-view", "viewer-view"]) $(id).hidden = id !== view;
-  if (view !== "viewer-view") stopCine();
+  for (const id of ["login-view", "list-view", "viewer-view"]) $(id).hidden = id !== view;
+  if (view !== "viewer-view" && viewerReady) getViewer().stop();
 }
 
 // --- login -------------------------------------------------------------------------------
@@ -117,33 +87,6 @@ async function loadStudies() {
   $("page").textContent = studies.length ? `${state.offset + 1}–${state.offset + rows.length}` : "no studies";
 }
 
-// --- study page ----------------------------------------------------------------------------
-async function loadStudy(study) {
-  show("study-view");
-  const [info] = await json(`${DW}/studies?StudyInstanceUID=${study}&includefield=StudyDescription`);
-  $("study-title").textContent = info
-    ? `${fmtName(val(info, "00100010"))} — ${fmtDate(val(info, "00080020"))} ${val(info, "00081030")}` : study;
-  $("download").href = `/api/studies/${study}/archive.zip`;
-  state.study = study;
-  await showSendBox();
-  const series = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
-  series.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
-  $("series").replaceChildren(...series.map((s) => {
-    const uid = val(s, "0020000E");
-    const a = document.createElement("a");
-    a.href = `#/viewer/${study}/${uid}`;
-    a.className = "series";
-    const img = document.createElement("img");
-    img.loading = "lazy";
-    img.alt = "thumbnail";
-    img.src = `${DW}/studies/${study}/series/${uid}/thumbnail`;
-    const label = document.createElement("div");
-    label.textContent = `${val(s, "00080060")} #${val(s, "00200011")} ${val(s, "0008103E")} (${val(s, "00201209")})`;
-    a.append(img, label);
-    return a;
-  }));
-}
-
 // "Send to...": through the server's forwarding queue (retried like the routing rules).
 async function showSendBox() {
   $("send-box").hidden = true;
@@ -168,173 +111,6 @@ $("send").addEventListener("click", async () => {
     status(`Queued ${body.queued} instances for ${to} (see Queue & storage).`);
   } catch (e) { status(`Not sent: ${e.message}`); }
 });
-
-// --- viewer --------------------------------------------------------------------------------
-const canvas = $("canvas");
-const ctx = canvas.getContext("2d");
-let cineTimer = null;
-
-async function loadViewer(study, series) {
-  show("viewer-view");
-  $("back").href = `#/study/${study}`;
-  const found = await json(`${DW}/studies/${study}/series/${series}/instances?includefield=NumberOfFrames`);
-  found.sort((a, b) => (Number(val(a, "00200013")) || 0) - (Number(val(b, "00200013")) || 0));
-  const images = [];
-  for (const inst of found) {
-    const frames = Number(val(inst, "00280008")) || 1;
-    for (let f = 1; f <= frames; f++) images.push({ uid: val(inst, "00080018"), frame: f, frames });
-  }
-  state.viewer = { study, series, images, index: 0, window: null, zoom: 1, panX: 0, panY: 0,
-    cache: new Map(), meta: new Map(), img: null, lastIndex: 0 };
-  $("preset").value = "";
-  canvas.width = canvas.clientWidth;
-  canvas.height = canvas.clientHeight;
-  await showImage(0);
-  canvas.focus();
-}
-
-function imageUrl(v, item) {
-  const base = `${DW}/studies/${v.study}/series/${v.series}/instances/${item.uid}`;
-  const w = v.window ? `&window=${v.window.c.toFixed(1)},${Math.max(1, v.window.w).toFixed(1)}` : "";
-  return `${base}/frames/${item.frame}/rendered?accept=image/png${w}`;
-}
-
-function loadImage(url, cache) {
-  if (cache.has(url)) return cache.get(url);
-  // Rendered PNG: what a browser decodes (the viewer never asks for DICOM pixel data).
-  const p = api(url, { headers: { Accept: "image/png" } }).then(async (r) => {
-    const voi = (r.headers.get("X-VOI-Window") || "").split(",");  // the window the server used
-    const bitmap = await createImageBitmap(await r.blob());
-    return { bitmap, window: voi.length >= 2 ? { c: Number(voi[0]), w: Number(voi[1]) } : null };
-  });
-  p.catch(() => cache.delete(url));
-  cache.set(url, p);
-  if (cache.size > 400) cache.delete(cache.keys().next().value);
-  return p;
-}
-
-async function showImage(index) {
-  const v = state.viewer;
-  if (!v || !v.images.length) return;
-  v.index = Math.max(0, Math.min(v.images.length - 1, index));
-  const item = v.images[v.index];
-  const loaded = await loadImage(imageUrl(v, item), v.cache);
-  if (state.viewer !== v || v.images[v.index] !== item) return;
-  v.img = loaded.bitmap;
-  v.shownWindow = loaded.window;
-  draw();
-  $("position").textContent = `${v.index + 1} / ${v.images.length}`;
-  showTags(v, item);
-  // Prefetch ahead in the direction of travel (and one behind) so scrolling does not wait.
-  const step = index < v.lastIndex ? -1 : 1;
-  v.lastIndex = v.index;
-  for (const n of [1, 2, 3, 4, 5, 6, 7, 8, -1].map((k) => v.index + k * step)) {
-    if (n >= 0 && n < v.images.length) loadImage(imageUrl(v, v.images[n]), v.cache).catch(() => {});
-  }
-}
-
-function draw() {
-  const v = state.viewer;
-  if (!v || !v.img) return;
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, canvas.width, canvas.height);
-  const fit = Math.min(canvas.width / v.img.width, canvas.height / v.img.height) * v.zoom;
-  const w = v.img.width * fit, h = v.img.height * fit;
-  ctx.imageSmoothingEnabled = fit < 1;
-  ctx.drawImage(v.img, (canvas.width - w) / 2 + v.panX, (canvas.height - h) / 2 + v.panY, w, h);
-  const win = v.window || v.shownWindow;
-  $("wl").textContent = win ? `W ${Math.round(win.w)} L ${Math.round(win.c)}` : "";
-}
-
-async function showTags(v, item) {
-  let meta = v.meta.get(item.uid);
-  if (!meta) {
-    meta = json(`${DW}/studies/${v.study}/series/${v.series}/instances/${item.uid}/metadata`).then((m) => m[0]);
-    v.meta.set(item.uid, meta);
-  }
-  const m = await meta;
-  if (state.viewer !== v) return;
-  const rows = [["Patient", fmtName(val(m, "00100010"))], ["Patient ID", val(m, "00100020")],
-    ["Study date", fmtDate(val(m, "00080020"))], ["Modality", val(m, "00080060")],
-    ["Series", val(m, "0008103E")], ["Instance", val(m, "00200013")],
-    ["Frame", `${item.frame} / ${item.frames}`], ["Slice location", val(m, "00201041")],
-    ["Size", `${val(m, "00280011")} × ${val(m, "00280010")}`], ["Window", val(m, "00281051") !== "" ? `${val(m, "00281050")} / ${val(m, "00281051")}` : ""]];
-  $("tags").replaceChildren(...rows.flatMap(([k, text]) => {
-    const dt = document.createElement("dt"), dd = document.createElement("dd");
-    dt.textContent = k;
-    dd.textContent = String(text);
-    return [dt, dd];
-  }));
-}
-
-function setWindow(win) {
-  const v = state.viewer;
-  v.window = win;
-  v.cache = new Map();
-  showImage(v.index);
-}
-
-$("preset").addEventListener("change", (ev) => {
-  const text = ev.target.value;
-  if (!text) { setWindow(null); return; }
-  const [c, w] = text.split(",").map(Number);
-  setWindow({ c, w });
-});
-$("reset").addEventListener("click", () => {
-  const v = state.viewer;
-  v.zoom = 1; v.panX = 0; v.panY = 0;
-  $("preset").value = "";
-  setWindow(null);
-});
-
-let drag = null, wlTimer = null;
-canvas.addEventListener("pointerdown", (ev) => {
-  const v = state.viewer;
-  if (!v) return;
-  canvas.setPointerCapture(ev.pointerId);
-  drag = { x: ev.clientX, y: ev.clientY, pan: ev.shiftKey || ev.button === 2,
-    start: v.window || v.shownWindow || { c: 128, w: 256 }, panX: v.panX, panY: v.panY };
-});
-canvas.addEventListener("pointermove", (ev) => {
-  const v = state.viewer;
-  if (!drag || !v) return;
-  const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
-  if (drag.pan) { v.panX = drag.panX + dx; v.panY = drag.panY + dy; draw(); return; }
-  const scale = Math.max(1, drag.start.w / 256);
-  v.window = { c: drag.start.c + dy * scale, w: Math.max(1, drag.start.w + dx * scale) };
-  $("wl").textContent = `W ${Math.round(v.window.w)} L ${Math.round(v.window.c)}`;
-  clearTimeout(wlTimer);
-  wlTimer = setTimeout(() => setWindow(v.window), 60);
-});
-canvas.addEventListener("pointerup", () => { drag = null; });
-canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
-canvas.addEventListener("wheel", (ev) => {
-  const v = state.viewer;
-  if (!v) return;
-  ev.preventDefault();
-  if (ev.ctrlKey) { v.zoom = Math.max(0.1, Math.min(20, v.zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15))); draw(); }
-  else showImage(v.index + Math.sign(ev.deltaY));
-}, { passive: false });
-canvas.addEventListener("keydown", (ev) => {
-  const v = state.viewer;
-  if (!v) return;
-  const keys = { ArrowDown: 1, ArrowRight: 1, PageDown: 10, ArrowUp: -1, ArrowLeft: -1, PageUp: -10 };
-  if (ev.key in keys) { ev.preventDefault(); showImage(v.index + keys[ev.key]); }
-  else if (ev.key === "+" || ev.key === "=") { v.zoom *= 1.2; draw(); }
-  else if (ev.key === "-") { v.zoom /= 1.2; draw(); }
-  else if (ev.key === "Home") showImage(0);
-  else if (ev.key === "End") showImage(v.images.length - 1);
-});
-
-function stopCine() { if (cineTimer) { clearInterval(cineTimer); cineTimer = null; $("cine").textContent = "▶ Cine"; } }
-$("cine").addEventListener("click", () => {
-  const v = state.viewer;
-  if (cineTimer) { stopCine(); return; }
-  $("cine").textContent = "■ Stop";
-  cineTimer = setInterval(() => showImage((v.index + 1) % v.images.length), 1000 / 15);
-});
-window.addEventListener("resize", () => { canvas.width = canvas.clientWidth; canvas.height = canvas.clientHeight; draw(); });
 
 // --- upload: files or zips through STOW-RS (PS3.18 10.5) ----------------------------------
 async function unzip(file) {
@@ -396,12 +172,22 @@ $("upload").addEventListener("change", async (ev) => {
   } catch (e) { status(`upload failed: ${e.message}`); }
 });
 
+// --- reading a study --------------------------------------------------------------------------
+async function openStudy(study, series) {
+  show("viewer-view");
+  viewerReady = true;
+  state.study = study;
+  const viewer = getViewer();
+  showSendBox();  // beside the images, not before them
+  await viewer.open(study, series);
+}
+
 // --- routing -------------------------------------------------------------------------------
 async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   try {
-    if (parts[0] === "study" && parts[1]) await loadStudy(parts[1]);
-    else if (parts[0] === "viewer" && parts[2]) await loadViewer(parts[1], parts[2]);
+    if (parts[0] === "study" && parts[1]) await openStudy(parts[1]);
+    else if (parts[0] === "viewer" && parts[2]) await openStudy(parts[1], parts[2]);
     else await loadStudies();
   } catch (e) { status(e.message); }
 }
