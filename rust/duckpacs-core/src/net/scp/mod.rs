@@ -51,6 +51,8 @@ pub struct Peer {
     pub calling_ae: String,
     pub called_ae: String,
     pub addr: Option<SocketAddr>,
+    /// The TLS session it came over (None on the plain listener).
+    pub tls: Option<super::tls::TlsSession>,
 }
 
 impl Peer {
