@@ -24,7 +24,7 @@ from duckpacs.config import Settings
 from duckpacs.dicom import status, transcode
 from duckpacs.net.access import AccessPolicy
 from duckpacs.net.commitment import Commitment
-from duckpacs.net.tls import identity_refusal, listener_files
+from duckpacs.net.tls import DialArgs, dial_args, identity_refusal, listener_files
 
 log = logs.get("dimse")
 
@@ -85,9 +85,12 @@ class ArchiveHost:
     def transcode(self, stream: bytes, transfer_syntax: str) -> bytes:
         return transcode.dataset_in(stream, transfer_syntax)
 
-    def destination(self, ae_title: str) -> tuple[str, int] | None:
+    def destination(self, ae_title: str) -> tuple[str, int, DialArgs | None] | None:
+        """A C-MOVE destination's address, and the TLS to dial it with if it wants TLS."""
         peer = self.settings.peer_by_ae_title(ae_title.strip())
-        return (peer.host, peer.port) if peer is not None else None
+        if peer is None:
+            return None
+        return (peer.host, peer.port, dial_args(self.settings, peer))
 
     def rare(
         self, peer: dict[str, Any], command: dict[str, Any], data: bytes, transfer_syntax: str

@@ -11,7 +11,7 @@
 //! - `find(level, matching, return_keys)` -> list of dicts keyword -> text / None / list;
 //! - `locate(level, matching)` -> list of `(uid, sop_class, ts, pack, offset, length)`;
 //! - `transcode(stream, transfer_syntax)` -> dataset bytes;
-//! - `destination(ae_title)` -> `(host, port)` or None;
+//! - `destination(ae_title)` -> `(host, port, tls)` or None, `tls` as `send_stored` takes it;
 //! - `rare(peer, command, dataset, transfer_syntax)` -> `(status, dataset or None,
 //!   (event_type, info) or None)`;
 //! - `report_elsewhere(peer, command, event_type, info)`.
@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use duckpacs_core::net::dimse::Command;
 use duckpacs_core::net::scp::{
-    ArchivePolicy, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row, RowValue,
+    ArchivePolicy, Destination, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row,
+    RowValue,
 };
 use duckpacs_core::net::storescu::Sent;
 use duckpacs_core::net::tls::{self, TlsSession};
@@ -230,14 +231,22 @@ impl Host for PyHost {
         })
     }
 
-    fn destination(&self, ae_title: &str) -> Option<(String, u16)> {
+    fn destination(&self, ae_title: &str) -> Option<Destination> {
         Python::attach(|py| {
             let found = self
                 .0
                 .call_method1(py, "destination", (ae_title,))
                 .map_err(|e| failure("destination", e))
                 .ok()?;
-            found.extract::<Option<(String, u16)>>(py).ok().flatten()
+            let (host, port, tls) = found
+                .extract::<Option<(String, u16, Option<TlsArgs>)>>(py)
+                .map_err(|e| failure("destination", e))
+                .ok()
+                .flatten()?;
+            let tls = tls_dial(py, tls)
+                .map_err(|e| failure("destination", e))
+                .ok()?;
+            Some(Destination { host, port, tls })
         })
     }
 
