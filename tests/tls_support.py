@@ -33,6 +33,8 @@ class Pki:
     server: Identity
     client: Identity
     other_client: Identity
+    # A third-party archive (Orthanc) as a TLS peer.
+    peer: Identity
     rogue_ca: Path
     rogue_client: Identity
 
@@ -72,6 +74,7 @@ def make_pki(folder: Path) -> Pki:
         server=_leaf(folder, "server", "duckpacs.test", ca),
         client=_leaf(folder, "client", "MODALITY", ca),
         other_client=_leaf(folder, "other", "SOMEONE-ELSE", ca),
+        peer=_leaf(folder, "peer", "ORTHANC", ca),
         rogue_ca=rogue[0],
         rogue_client=_leaf(folder, "rogue", "MODALITY", rogue),
     )
