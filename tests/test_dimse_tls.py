@@ -368,3 +368,25 @@ def test_c_move_to_a_tls_destination(tmp_path: Path, node: Any, pki: Pki) -> Non
     ref = a.archive.locate("IMAGE", {"SOPInstanceUID": str(dcmread(ct).SOPInstanceUID)})[0]
     stored, _ts = a.archive.read_dataset(ref)
     assert dataset_sha(moved[0].read_bytes()) == hashlib.sha256(stored).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"tls": "maybe"}, "peers.x.tls = 'maybe' is invalid"),
+        ({"tls_fingerprint": "abc"}, "tls_fingerprint = 'abc' is invalid"),
+        ({"tls_name": 5}, "tls_name = 5 is invalid"),
+    ],
+)
+def test_bad_peer_tls_keys_are_named(tmp_path: Path, spec: dict[str, Any], words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        make_settings(tmp_path, peers={"x": {"ae_title": "X", "host": "h", "port": 1, **spec}})
+
+
+def test_peer_fingerprint_is_normalised(tmp_path: Path) -> None:
+    colons = ":".join(["AB"] * 32)
+    settings = make_settings(
+        tmp_path, peers={"x": {"ae_title": "X", "host": "h", "port": 1, "tls_fingerprint": colons}}
+    )
+    assert settings.peers["x"].tls_fingerprint == "ab" * 32
+    assert settings.peers["x"].tls is False
