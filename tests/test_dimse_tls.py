@@ -198,6 +198,18 @@ def test_callers_without_a_valid_certificate_are_refused(node: Any, pki: Pki, wh
     assert echoscu(a.tls_port, *tls_args(pki.client, pki)).returncode == 0
 
 
+def test_garbage_on_the_tls_port_is_closed_and_the_listener_goes_on(node: Any, pki: Pki) -> None:
+    a = node(modality_peer())
+    with socket.create_connection(("127.0.0.1", a.tls_port), timeout=10) as raw:
+        raw.sendall(b"\x01\x00\x00\x00\x00\x10not a TLS record at all")
+        # A TLS alert at most, then the end of the stream.
+        got = b""
+        while chunk := raw.recv(4096):
+            got += chunk
+        assert len(got) < 64
+    assert echoscu(a.tls_port, *tls_args(pki.client, pki)).returncode == 0
+
+
 def test_plain_listener_serves_beside_the_tls_one(node: Any, pki: Pki) -> None:
     a = node(modality_peer())
     assert echoscu(a.port).returncode == 0

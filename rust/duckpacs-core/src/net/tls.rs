@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -224,7 +224,15 @@ fn subject_common_name(der: &[u8]) -> Option<String> {
 pub struct TlsStream<S: Transport> {
     conn: Connection,
     sock: S,
+    /// The read timeout the association asked for: one `read` waits at most this long for
+    /// plaintext, however the peer dribbles the record's bytes (see [`SLACK`]).
+    read_timeout: Option<Duration>,
 }
+
+/// How far a `read` may overrun its timeout before the socket's timeout is shortened to
+/// what is left: waiting for the rest of a record costs nothing extra in the normal case,
+/// and a peer sending a byte at a time cannot stretch ARTIM or the idle timer by more.
+const SLACK: Duration = Duration::from_secs(1);
 
 impl<S: Transport> TlsStream<S> {
     /// Accept a TLS session on `sock` (server side) and complete the handshake, waiting at
@@ -248,17 +256,50 @@ impl<S: Transport> TlsStream<S> {
         TlsStream::handshake(Connection::Client(conn), sock, timeout)
     }
 
+    /// The whole handshake within `timeout` (ARTIM), however slowly the peer sends.
     fn handshake(conn: Connection, mut sock: S, timeout: Duration) -> io::Result<Self> {
-        sock.set_read_timeout(Some(timeout))?;
         sock.set_write_timeout(Some(timeout))?;
-        let mut stream = TlsStream { conn, sock };
+        let mut stream = TlsStream {
+            conn,
+            sock,
+            read_timeout: Some(timeout),
+        };
+        let deadline = Instant::now() + timeout;
         while stream.conn.is_handshaking() {
-            stream.conn.complete_io(&mut stream.sock)?;
+            stream.flush_records()?;
+            if !stream.conn.is_handshaking() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ));
+            }
+            stream.sock.set_read_timeout(Some(left))?;
+            if stream.conn.read_tls(&mut stream.sock)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed the connection during the TLS handshake",
+                ));
+            }
+            stream.process()?;
         }
         // TLS 1.3 servers send session tickets right after the handshake: send them now,
         // so that no write is left pending when the association's first read comes.
         stream.flush_records()?;
+        stream.sock.set_read_timeout(Some(timeout))?;
         Ok(stream)
+    }
+
+    /// Decrypt what was read; on a TLS error, send the alert rustls queued (best effort).
+    fn process(&mut self) -> io::Result<()> {
+        if let Err(e) = self.conn.process_new_packets() {
+            let _ = self.flush_records();
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(())
     }
 
     /// The session as the policy sees it (the peer's leaf certificate, if it sent one).
@@ -285,6 +326,23 @@ impl<S: Transport> TlsStream<S> {
 
 impl<S: Transport> Read for TlsStream<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = Instant::now();
+        let mut shortened = false;
+        let result = self.read_plaintext(buf, started, &mut shortened);
+        if shortened {
+            self.sock.set_read_timeout(self.read_timeout)?;
+        }
+        result
+    }
+}
+
+impl<S: Transport> TlsStream<S> {
+    fn read_plaintext(
+        &mut self,
+        buf: &mut [u8],
+        started: Instant,
+        shortened: &mut bool,
+    ) -> io::Result<usize> {
         loop {
             match self.conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
@@ -297,12 +355,17 @@ impl<S: Transport> Read for TlsStream<S> {
             }
             // Alerts or a key update answer may be waiting to go out first.
             self.flush_records()?;
-            self.conn.read_tls(&mut self.sock)?;
-            if let Err(e) = self.conn.process_new_packets() {
-                // The alert rustls queued tells the peer why; best effort.
-                let _ = self.flush_records();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            let elapsed = started.elapsed();
+            if let Some(timeout) = self.read_timeout.filter(|_| elapsed >= SLACK) {
+                let left = timeout.saturating_sub(elapsed);
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                self.sock.set_read_timeout(Some(left))?;
+                *shortened = true;
             }
+            self.conn.read_tls(&mut self.sock)?;
+            self.process()?;
         }
     }
 }
@@ -330,7 +393,9 @@ impl<S: Transport> Write for TlsStream<S> {
 
 impl<S: Transport> Transport for TlsStream<S> {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.sock.set_read_timeout(timeout)
+        self.sock.set_read_timeout(timeout)?;
+        self.read_timeout = timeout;
+        Ok(())
     }
     fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.sock.set_write_timeout(timeout)
