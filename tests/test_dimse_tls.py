@@ -330,6 +330,7 @@ def test_tls_peer_without_our_certificate_or_ca(tmp_path: Path, node: Any, pki: 
     # No certificate of ours: B requires one, the handshake fails, the error says so.
     done = cli(caller_config(tmp_path, pki, b, None), "echo", "site_b")
     assert done.returncode != 0
+    assert "TLS handshake failed" in done.stderr and "certificate" in done.stderr
     # tls = true without dimse.tls_ca: a configuration error naming the setting.
     peers = {
         "site_b": {"ae_title": "DUCKPACS", "host": "127.0.0.1", "port": b.tls_port, "tls": True}

@@ -15,6 +15,7 @@ from pynetdicom import AE
 from pynetdicom.transport import AssociationSocket
 
 from duckpacs.errors import NetworkError
+from duckpacs.net.tls import handshake_problem
 
 _original_create_socket = AssociationSocket._create_socket
 
@@ -61,7 +62,10 @@ def associate(
         raise NetworkError(f"cannot associate with {where}: {e}") from e
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "did not accept an association"
-        raise NetworkError(f"{where} {why}")
+        problem = None
+        if tls_args is not None and not assoc.is_rejected:
+            problem = handshake_problem(peer.host, peer.port, tls_args, timeout)
+        raise NetworkError(f"{where} {why}" + (f": {problem}" if problem else ""))
     try:
         yield assoc
     finally:

@@ -11,6 +11,8 @@ listener, the Rust SCUs and the pynetdicom SCUs need, checked once with one clea
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,26 @@ def pynetdicom_args(args: DialArgs) -> tuple[ssl.SSLContext, str]:
         except (OSError, ssl.SSLError) as e:
             raise ConfigError(f"dimse.tls_cert {cert} with dimse.tls_key {key}: {e}") from e
     return context, name
+
+
+def handshake_problem(
+    host: str, port: int, tls_args: tuple[ssl.SSLContext, str], timeout: float = 5.0
+) -> str | None:
+    """Why a TLS handshake with ``host:port`` fails, or None: said after an association
+    failed, since pynetdicom only says that it did. With TLS 1.3 a server's refusal of our
+    certificate arrives after the handshake, so wait briefly for an alert too."""
+    context, name = tls_args
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=name) as conn,
+        ):
+            conn.settimeout(min(timeout, 2.0))
+            with contextlib.suppress(TimeoutError):
+                conn.recv(1)
+    except (ssl.SSLError, OSError) as e:
+        return f"TLS handshake failed: {e}"
+    return None
 
 
 def identity_refusal(peer: Peer | None, tls: dict[str, Any] | None) -> str | None:
