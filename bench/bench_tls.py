@@ -85,6 +85,11 @@ def store(port: int, aet: str, files: list[Path], tls: list[str], pid: int) -> R
     return time.perf_counter() - started, cpu_seconds(pid) - cpu
 
 
+def part10_file(path: Path) -> bool:
+    with path.open("rb") as f:
+        return path.is_file() and f.read(132)[128:] == b"DICM"
+
+
 def line(name: str, files: list[Path], plain: Run, secure: Run) -> str:
     mb = sum(f.stat().st_size for f in files) / 1e6
     (pw, pc), (sw, sc) = plain, secure
@@ -105,7 +110,7 @@ def main() -> int:
         tls = ["+tls", str(pki.client.key), str(pki.client.cert), "+cf", str(pki.ca)]
         sets = {"CT 512x512": synth_ct(work / "ct", args.ct)}
         if MR_DIR.is_dir():
-            sets["MR (Toshiba)"] = sorted(p for p in MR_DIR.rglob("*") if p.is_file())
+            sets["MR (Toshiba)"] = sorted(p for p in MR_DIR.rglob("*") if part10_file(p))
         print(f"{len(sets)} sets; one storescu association each; TCP_NODELAY=1")
         for name, files in sets.items():
             with duckpacs_serve(work / f"duckpacs-{len(name)}-plain", pki) as (port, _tls, pid):

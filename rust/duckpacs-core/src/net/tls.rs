@@ -224,9 +224,44 @@ fn subject_common_name(der: &[u8]) -> Option<String> {
 pub struct TlsStream<S: Transport> {
     conn: Connection,
     sock: S,
+    /// Bytes read from the socket that rustls has not taken yet: rustls asks for at most
+    /// 4 KiB at a time, so a large dataset would cost a system call per 4 KiB without it.
+    incoming: Incoming,
     /// The read timeout the association asked for: one `read` waits at most this long for
     /// plaintext, however the peer dribbles the record's bytes (see [`SLACK`]).
     read_timeout: Option<Duration>,
+}
+
+/// A read buffer between the socket and rustls (one `read` of up to 64 KiB per refill).
+struct Incoming {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Incoming {
+    fn new() -> Self {
+        Incoming {
+            buf: vec![0; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Hand `rustls` what is buffered, refilling from `sock` (one read) when empty.
+    fn feed(&mut self, conn: &mut Connection, sock: &mut dyn Read) -> io::Result<usize> {
+        if self.start == self.end {
+            let n = sock.read(&mut self.buf)?;
+            if n == 0 {
+                // End of stream: let rustls see it too.
+                return conn.read_tls(&mut io::empty());
+            }
+            (self.start, self.end) = (0, n);
+        }
+        let n = conn.read_tls(&mut &self.buf[self.start..self.end])?;
+        self.start += n;
+        Ok(n)
+    }
 }
 
 /// How far a `read` may overrun its timeout before the socket's timeout is shortened to
@@ -262,6 +297,7 @@ impl<S: Transport> TlsStream<S> {
         let mut stream = TlsStream {
             conn,
             sock,
+            incoming: Incoming::new(),
             read_timeout: Some(timeout),
         };
         let deadline = Instant::now() + timeout;
@@ -278,7 +314,7 @@ impl<S: Transport> TlsStream<S> {
                 ));
             }
             stream.sock.set_read_timeout(Some(left))?;
-            if stream.conn.read_tls(&mut stream.sock)? == 0 {
+            if stream.incoming.feed(&mut stream.conn, &mut stream.sock)? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the peer closed the connection during the TLS handshake",
@@ -364,7 +400,7 @@ impl<S: Transport> TlsStream<S> {
                 self.sock.set_read_timeout(Some(left))?;
                 *shortened = true;
             }
-            self.conn.read_tls(&mut self.sock)?;
+            self.incoming.feed(&mut self.conn, &mut self.sock)?;
             self.process()?;
         }
     }
