@@ -46,7 +46,8 @@ def make_settings(
     for name, spec in (peers or {}).items():
         lines.append(f"[peers.{name}]")
         for key, value in spec.items():
-            lines.append(f"{key} = {value!r}".replace("'", '"'))
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            lines.append(f"{key} = {shown}".replace("'", '"'))
     path = data_dir / "duckpacs.toml"
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -311,6 +311,8 @@ class DimseServer:
     ``host`` answers what only the orchestrator knows (``duckpacs.net.scp.ArchiveHost``):
     ``admit``, ``find``, ``locate``, ``transcode``, ``destination``, ``rare``,
     ``report_elsewhere``. Listens as soon as it is made; raises ``OSError`` when it cannot.
+    ``tls``: (certificate, key, CA or None) PEM files: DICOM TLS on this port (PS3.15 B.9),
+    with a CA clients must show a certificate it issued; bad files raise ``ConfigError``.
     """
 
     def __init__(
@@ -325,6 +327,7 @@ class DimseServer:
         max_associations: int = 32,
         artim: float = 30.0,
         idle: float = 60.0,
+        tls: tuple[str, str, str | None] | None = None,
     ) -> None: ...
     @property
     def port(self) -> int: ...
@@ -342,11 +345,13 @@ def send_stored(
     transcode: Callable[[bytes, str], bytes],
     timeout: float = 30.0,
     progress: Callable[[int, int, str | None], None] | None = None,
+    tls: tuple[str, str | None, str | None, str] | None = None,
 ) -> dict[str, Any]:
     """C-STORE stored instances to a peer on one association (``duckpacs send``);
     ``progress(done, total, failure)`` after each answer (``failure`` None when stored); returns
     ``completed``, ``warning``, ``failed`` and ``failures`` [(uid, reason)]. Raises
-    ``NetworkError`` when no association can be made."""
+    ``NetworkError`` when no association can be made. ``tls``: (CA, our certificate, our
+    key, server name) to go over DICOM TLS (``duckpacs.net.tls.dial_args``)."""
 
 def get_study(
     host: str,
@@ -357,6 +362,7 @@ def get_study(
     offers: Sequence[tuple[str, str]],
     receiver: Callable[[str, bytes], int],
     timeout: float = 30.0,
+    tls: tuple[str, str | None, str | None, str] | None = None,
 ) -> dict[str, Any]:
     """C-GET of a study; each sub-operation goes to ``receiver(uid, part10) -> status``.
     Returns ``accepted``, ``status``, ``completed``, ``failed``, ``warning``, ``received``,

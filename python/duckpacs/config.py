@@ -54,6 +54,13 @@ def _port(value: Any) -> int:
     return number
 
 
+def _optional_port(value: Any) -> int:
+    number = _integer(value, "an integer from 1 to 65535, or 0 for none")
+    if not 0 <= number <= 65535:
+        raise ValueError("an integer from 1 to 65535, or 0 for none")
+    return number
+
+
 def _integer(value: Any, allowed: str) -> int:
     if isinstance(value, bool):
         raise ValueError(allowed)
@@ -323,6 +330,34 @@ OPTIONS: tuple[Option, ...] = (
         "seconds associations may take to finish when the archive stops, then they are aborted",
     ),
     Option(
+        "dimse.tls_port",
+        "DUCKPACS_DIMSE_TLS_PORT",
+        _optional_port,
+        0,
+        "DICOM TLS listening port beside the plain one (0: none; PS3.15 B.9)",
+    ),
+    Option(
+        "dimse.tls_cert",
+        "DUCKPACS_DIMSE_TLS_CERT",
+        _optional_file,
+        "",
+        "PEM certificate (and chain) for DICOM TLS, shown to callers and to TLS peers",
+    ),
+    Option(
+        "dimse.tls_key",
+        "DUCKPACS_DIMSE_TLS_KEY",
+        _optional_file,
+        "",
+        "PEM private key of dimse.tls_cert",
+    ),
+    Option(
+        "dimse.tls_ca",
+        "DUCKPACS_DIMSE_TLS_CA",
+        _optional_file,
+        "",
+        "PEM CA certificates: TLS peers must chain to them; set, callers need a certificate too",
+    ),
+    Option(
         "archive.on_conflict",
         "DUCKPACS_ON_CONFLICT",
         _on_conflict,
@@ -451,7 +486,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
-PEER_KEYS = {"ae_title", "host", "port", "permissions"}
+PEER_KEYS = {"ae_title", "host", "port", "permissions", "tls", "tls_name", "tls_fingerprint"}
 ROUTE_KEYS = {"name", "match", "to", "trigger", "stable_seconds"}
 RETENTION_KEYS = {"name", "match", "keep_days"}
 TRIGGERS = ("instance", "stable-study")
@@ -468,6 +503,11 @@ class Peer:
     host: str
     port: int
     permissions: frozenset[str]
+    # DICOM TLS (PS3.15 B.9): we dial it over TLS; when it calls us, its certificate must
+    # carry this Common Name or SHA-256 fingerprint (lowercase hex), if given.
+    tls: bool = False
+    tls_name: str = ""
+    tls_fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -723,6 +763,7 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
                 fields[key] = parse(raw)
             except ValueError as e:
                 raise ConfigError(f"{where}.{key} = {raw!r} is invalid: expected {e}") from None
+        fields.update(_peer_tls(where, spec))
         host = spec["host"]
         if not isinstance(host, str) or not host.strip():
             raise ConfigError(
@@ -734,6 +775,33 @@ def _parse_peers(table: Any, path: Path | None) -> dict[str, Peer]:
     if duplicate:
         raise ConfigError(f"{path}: AE title {duplicate!r} is used by more than one peer")
     return peers
+
+
+def _peer_tls(where: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A peer's TLS keys: ``tls`` (bool), ``tls_name``, ``tls_fingerprint`` (SHA-256 of its
+    certificate, hex with or without colons)."""
+    fields: dict[str, Any] = {}
+    if "tls" in spec:
+        try:
+            fields["tls"] = _boolean(spec["tls"])
+        except ValueError as e:
+            raise ConfigError(f"{where}.tls = {spec['tls']!r} is invalid: expected {e}") from None
+    name = spec.get("tls_name", "")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.tls_name = {name!r} is invalid: expected a Common Name")
+    fields["tls_name"] = name.strip()
+    raw = spec.get("tls_fingerprint", "")
+    fingerprint = raw.replace(":", "").strip().lower() if isinstance(raw, str) else None
+    if fingerprint is None or (
+        fingerprint
+        and (len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint))
+    ):
+        raise ConfigError(
+            f"{where}.tls_fingerprint = {raw!r} is invalid: expected a SHA-256 fingerprint "
+            "(64 hex digits, colons allowed)"
+        )
+    fields["tls_fingerprint"] = fingerprint
+    return fields
 
 
 def _entries(document: dict[str, Any], kind: str, path: Path | None) -> list[dict[str, Any]]:
@@ -879,6 +947,13 @@ max_associations = 32
 idle_timeout = 60
 # Seconds associations may take to finish when the archive stops ($DUCKPACS_SHUTDOWN_GRACE).
 shutdown_grace = 10
+# DICOM TLS (PS3.15 B.9) on a port of its own beside the plain one (0: off). tls_cert and
+# tls_key are ours; with tls_ca, callers must show a certificate issued by it, and peers
+# marked tls = true are dialed over TLS and checked against it.
+# tls_port = 2762
+# tls_cert = "/etc/duckpacs/dicom-cert.pem"
+# tls_key = "/etc/duckpacs/dicom-key.pem"
+# tls_ca = "/etc/duckpacs/dicom-ca.pem"
 
 [http]
 port = 8042           # $DUCKPACS_HTTP_PORT
@@ -901,6 +976,13 @@ cors_origins = []
 # host = "192.168.1.20"
 # port = 104
 # permissions = ["echo", "store"]
+#
+# [peers.remote_site]     # over DICOM TLS both ways
+# ae_title = "SITE_B"
+# host = "pacs.site-b.example.org"
+# port = 2762
+# tls = true
+# tls_name = "pacs.site-b.example.org"   # Common Name its certificate must carry
 #
 # [peers.viewer]
 # ae_title = "WORKSTATION"

@@ -11,6 +11,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from duckpacs.cli.context import print_json, settings
 from duckpacs.cli.peers import resolve_peer
 from duckpacs.errors import NetworkError
+from duckpacs.net.tls import client_context, handshake_problem
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -30,11 +31,15 @@ def cmd_echo(args: argparse.Namespace) -> int:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = args.timeout
     ae.add_requested_context(Verification)
     started = time.perf_counter()
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-    where = f"{peer.ae_title} at {peer.host}:{peer.port}"
+    tls_args = client_context(s, peer)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=tls_args)
+    where = f"{peer.ae_title} at {peer.host}:{peer.port}" + (" over TLS" if tls_args else "")
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "did not accept an association"
-        raise NetworkError(f"{where} {why}")
+        problem = None
+        if tls_args is not None and not assoc.is_rejected:
+            problem = handshake_problem(peer.host, peer.port, tls_args, args.timeout)
+        raise NetworkError(f"{where} {why}" + (f": {problem}" if problem else ""))
     status = assoc.send_c_echo()
     assoc.release()
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)

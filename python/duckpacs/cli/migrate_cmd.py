@@ -30,6 +30,7 @@ from duckpacs.ingest.migrate import (
     verify,
 )
 from duckpacs.ingest.migrate.reconcile import Verdict
+from duckpacs.net.tls import dial_args
 
 PEER_LITERAL = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
 JOURNAL_NAME = ".duckpacs-migrate.sqlite"
@@ -147,7 +148,9 @@ def resolve_peer(args: argparse.Namespace) -> RemotePeer:
     if peer is None:
         known = ", ".join(sorted(s.peers)) or "none configured"
         raise ConfigError(f"--from {args.peer}: unknown peer (known: {known}; or AET@host:port)")
-    return RemotePeer(peer.ae_title, peer.host, peer.port, calling, args.timeout, max_pdu)
+    return RemotePeer(
+        peer.ae_title, peer.host, peer.port, calling, args.timeout, max_pdu, dial_args(s, peer)
+    )
 
 
 def move_destination(args: argparse.Namespace, peer: RemotePeer) -> MoveDestination:

@@ -31,6 +31,7 @@ from duckpacs.config import Settings
 from duckpacs.dicom import status
 from duckpacs.errors import DuckpacsError
 from duckpacs.net import scu
+from duckpacs.net.tls import client_context
 
 log = logs.get("dimse")
 
@@ -149,7 +150,7 @@ class Commitment:
         try:
             with scu.associate(
                 self.settings.ae_title, peer, [build_context(StorageCommitmentPushModel)],
-                ext_neg=[role],
+                ext_neg=[role], tls_args=client_context(self.settings, peer),
             ) as assoc:  # fmt: skip
                 result, _reply = assoc.send_n_event_report(
                     info, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE_UID

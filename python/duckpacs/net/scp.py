@@ -7,6 +7,10 @@ asked, through :class:`ArchiveHost`, once per association who may do what (the a
 of docs/ARCHITECTURE.md, with their A-ASSOCIATE-RJ reasons), and per request what only it
 knows: the index queries (DuckDB), transcoding for a peer that refuses the stored transfer
 syntax, the move destinations, and the rare services (Storage Commitment).
+
+With ``dimse.tls_port`` a second Rust server takes DICOM over TLS (PS3.15 B.9) on that port,
+over the same archive and the same :class:`ArchiveHost`, which then also checks that a
+caller claiming a peer's AE title shows that peer's certificate (``duckpacs.net.tls``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from duckpacs.config import Settings
 from duckpacs.dicom import status, transcode
 from duckpacs.net.access import AccessPolicy
 from duckpacs.net.commitment import Commitment
+from duckpacs.net.tls import DialArgs, dial_args, identity_refusal, listener_files
 
 log = logs.get("dimse")
 
@@ -45,12 +50,20 @@ class ArchiveHost:
         self.policy = AccessPolicy.from_settings(settings)
         self.commitment = Commitment(settings, archive)
 
-    def admit(self, calling: str, called: str, address: str | None) -> tuple[bool, ...] | int:
-        """The caller's permissions (echo, store, find, get, move), or a rejection reason."""
+    def admit(
+        self, calling: str, called: str, address: str | None, tls: dict[str, Any] | None = None
+    ) -> tuple[bool, ...] | int:
+        """The caller's permissions (echo, store, find, get, move), or a rejection reason.
+        ``tls``: None on the plain listener, else the client certificate's ``common_name``
+        and ``fingerprint``."""
         if called.strip() != self.settings.ae_title:
             return CALLED_AE_NOT_RECOGNISED
         permissions = self.policy.permissions(calling)
         if not permissions:
+            return CALLING_AE_NOT_RECOGNISED
+        refusal = identity_refusal(self.settings.peer_by_ae_title(calling.strip()), tls)
+        if refusal is not None:
+            logs.event(log, "association refused", calling=calling.strip(), reason=refusal)
             return CALLING_AE_NOT_RECOGNISED
         if self.settings["dimse.check_peer_host"] and not self.policy.accept_any:
             peer = self.settings.peer_by_ae_title(calling.strip())
@@ -72,9 +85,12 @@ class ArchiveHost:
     def transcode(self, stream: bytes, transfer_syntax: str) -> bytes:
         return transcode.dataset_in(stream, transfer_syntax)
 
-    def destination(self, ae_title: str) -> tuple[str, int] | None:
+    def destination(self, ae_title: str) -> tuple[str, int, DialArgs | None] | None:
+        """A C-MOVE destination's address, and the TLS to dial it with if it wants TLS."""
         peer = self.settings.peer_by_ae_title(ae_title.strip())
-        return (peer.host, peer.port) if peer is not None else None
+        if peer is None:
+            return None
+        return (peer.host, peer.port, dial_args(self.settings, peer))
 
     def rare(
         self, peer: dict[str, Any], command: dict[str, Any], data: bytes, transfer_syntax: str
@@ -96,27 +112,51 @@ class DimseListener:
         self.settings = settings
         self.host = ArchiveHost(settings, archive)
         self._server: Any = None
+        self._tls_server: Any = None
         self.address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None
 
-    def start(self, bind: str | None = None, port: int | None = None) -> tuple[str, int]:
+    def _serve(self, bind: str, port: int, tls: tuple[str, str, str | None] | None) -> Any:
+        s = self.settings
+        idle = float(s["dimse.idle_timeout"])
+        return _core.DimseServer(
+            self.host.archive.writer, self.host.archive.store_backend, self.host,
+            s.ae_title, bind, port,
+            max_pdu=s["dimse.max_pdu"], max_associations=s["dimse.max_associations"],
+            artim=min(idle, 30.0), idle=idle, tls=tls,
+        )  # fmt: skip
+
+    def start(
+        self, bind: str | None = None, port: int | None = None, tls_port: int | None = None
+    ) -> tuple[str, int]:
+        """Start the plain listener and, when configured, the TLS one (``tls_address``).
+        Bad TLS files raise :class:`ConfigError` before anything listens."""
         s = self.settings
         bind = s["dimse.bind"] if bind is None else bind
-        idle = float(s["dimse.idle_timeout"])
-        self._server = _core.DimseServer(
-            self.host.archive.writer, self.host.archive.store_backend, self.host,
-            s.ae_title, bind, s["dimse.port"] if port is None else port,
-            max_pdu=s["dimse.max_pdu"], max_associations=s["dimse.max_associations"],
-            artim=min(idle, 30.0), idle=idle,
-        )  # fmt: skip
+        tls = listener_files(s)
+        self._server = self._serve(bind, s["dimse.port"] if port is None else port, None)
         self.address = (bind, int(self._server.port))
+        if tls is not None:
+            try:
+                tls_server = self._serve(
+                    bind, s["dimse.tls_port"] if tls_port is None else tls_port, tls
+                )
+            except BaseException:
+                self.stop(0.0)
+                raise
+            self._tls_server = tls_server
+            self.tls_address = (bind, int(tls_server.port))
         return self.address
 
     def load(self) -> tuple[int, int]:
-        """(connections negotiating, associations established) right now."""
-        return self._server.load() if self._server is not None else (0, 0)
+        """(connections negotiating, associations established) right now, both listeners."""
+        loads = [srv.load() for srv in (self._server, self._tls_server) if srv is not None]
+        return (sum(p for p, _ in loads), sum(e for _, e in loads))
 
     def stop(self, grace: float = 10.0) -> None:
-        if self._server is not None:
-            self._server.stop(grace)
-            self._server = None
+        for name in ("_tls_server", "_server"):
+            server = getattr(self, name)
+            if server is not None:
+                server.stop(grace)
+                setattr(self, name, None)
         self.host.commitment.stop()

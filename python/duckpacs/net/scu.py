@@ -15,6 +15,7 @@ from pynetdicom import AE
 from pynetdicom.transport import AssociationSocket
 
 from duckpacs.errors import NetworkError
+from duckpacs.net.tls import handshake_problem
 
 _original_create_socket = AssociationSocket._create_socket
 
@@ -39,10 +40,13 @@ def associate(
     ext_neg: Sequence[Any] = (),
     evt_handlers: Sequence[Any] = (),
     max_pdu: int | None = None,
+    tls_args: tuple[Any, str] | None = None,
 ) -> Iterator[Any]:
     """An established association to ``peer`` (anything with ``ae_title``, ``host`` and
     ``port``), released on leaving the block. ``contexts``: pynetdicom presentation
-    contexts. Raises :class:`NetworkError` saying why when it cannot be established."""
+    contexts; ``tls_args``: (SSL context, server name) for DICOM TLS
+    (``duckpacs.net.tls.client_context``). Raises :class:`NetworkError` saying why when it
+    cannot be established."""
     ae = AE(ae_title=our_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     if max_pdu is not None:
@@ -52,12 +56,16 @@ def associate(
         assoc = ae.associate(
             peer.host, peer.port, contexts=list(contexts), ae_title=peer.ae_title,
             ext_neg=list(ext_neg) or None, evt_handlers=list(evt_handlers) or None,
+            tls_args=tls_args,
         )  # fmt: skip
     except (OSError, ValueError, RuntimeError) as e:
         raise NetworkError(f"cannot associate with {where}: {e}") from e
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "did not accept an association"
-        raise NetworkError(f"{where} {why}")
+        problem = None
+        if tls_args is not None and not assoc.is_rejected:
+            problem = handshake_problem(peer.host, peer.port, tls_args, timeout)
+        raise NetworkError(f"{where} {why}" + (f": {problem}" if problem else ""))
     try:
         yield assoc
     finally:

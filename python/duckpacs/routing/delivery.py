@@ -26,6 +26,7 @@ from duckpacs import _core, logs
 from duckpacs.config import Settings
 from duckpacs.dicom import transcode
 from duckpacs.errors import DuckpacsError, NetworkError
+from duckpacs.net.tls import dial_args
 from duckpacs.routing.queue import Job, Queue
 
 log = logs.get("route")
@@ -124,6 +125,7 @@ class Deliverer:
                 transcode.dataset_in,
                 timeout=TIMEOUT,
                 progress=progress,
+                tls=dial_args(self.settings, peer),
             )
         except NetworkError as e:
             return self._unreachable(jobs, str(e))

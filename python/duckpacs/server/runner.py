@@ -21,7 +21,7 @@ from duckpacs import logs
 from duckpacs.archive import ipc
 from duckpacs.archive.facade import Archive
 from duckpacs.config import Settings
-from duckpacs.errors import NetworkError
+from duckpacs.errors import ConfigError, NetworkError
 from duckpacs.policy.service import PolicyService
 from duckpacs.routing.engine import Router
 from duckpacs.server.control import Control
@@ -87,6 +87,9 @@ class Service:
             self.stop()
             reason = e.strerror or str(e)
             raise NetworkError(f"cannot listen: {reason} (is another archive running?)") from e
+        except ConfigError:
+            self.stop()
+            raise
         self.local = ipc.LocalService(self.archive, s.data_dir, secrets.token_bytes(32))
         self.local.start()
         self.http.start()
@@ -94,6 +97,9 @@ class Service:
         logs.event(log, "duckpacs started", version=duckpacs.__version__, data=s.data_dir)
         host, port = self.dimse_address
         logs.event(log, "DIMSE listening", ae_title=s.ae_title, addr=f"{host}:{port}")
+        if self.dimse.tls_address is not None:
+            tls_host, tls_port = self.dimse.tls_address
+            logs.event(log, "DIMSE TLS listening", addr=f"{tls_host}:{tls_port}")
         log.info("press Ctrl-C (or send SIGTERM) to stop")
         # Last: scripts (and the tests) wait for this line before talking to us.
         logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")

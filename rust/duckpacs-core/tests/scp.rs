@@ -12,7 +12,8 @@ use std::time::Duration;
 use duckpacs_core::archive::{Known, Lookup, OnConflict, Writer};
 use duckpacs_core::net::dimse::priority;
 use duckpacs_core::net::scp::{
-    ArchivePolicy, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row, RowValue,
+    ArchivePolicy, Destination, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row,
+    RowValue,
 };
 use duckpacs_core::net::{
     connect, Command, Proposal, Reply, Server, ServerConfig, Status, Timeouts,
@@ -68,7 +69,7 @@ impl Host for TestHost {
     fn transcode(&self, _: &[u8], ts: &str) -> Result<Vec<u8>, String> {
         Err(format!("no codec for {ts} here"))
     }
-    fn destination(&self, _: &str) -> Option<(String, u16)> {
+    fn destination(&self, _: &str) -> Option<Destination> {
         None
     }
     fn rare(&self, _: &Peer, _: &Command, _: &[u8], _: &str) -> RareReply {

@@ -4,12 +4,14 @@
 //! Python object answering what only the orchestrator knows (see `duckpacs.net.scp`); its
 //! methods are called with the GIL from the association's thread:
 //!
-//! - `admit(calling_ae, called_ae, address)` -> `(echo, store, find, get, move)` booleans,
-//!   or an int: the PS3.8 9.3.4 rejection reason (3 calling, 7 called AE not recognised);
+//! - `admit(calling_ae, called_ae, address, tls)` -> `(echo, store, find, get, move)`
+//!   booleans, or an int: the PS3.8 9.3.4 rejection reason (3 calling, 7 called AE not
+//!   recognised). `tls` is None on the plain listener, else a dict with the client
+//!   certificate's `common_name` and `fingerprint` (SHA-256 hex), both None without one;
 //! - `find(level, matching, return_keys)` -> list of dicts keyword -> text / None / list;
 //! - `locate(level, matching)` -> list of `(uid, sop_class, ts, pack, offset, length)`;
 //! - `transcode(stream, transfer_syntax)` -> dataset bytes;
-//! - `destination(ae_title)` -> `(host, port)` or None;
+//! - `destination(ae_title)` -> `(host, port, tls)` or None, `tls` as `send_stored` takes it;
 //! - `rare(peer, command, dataset, transfer_syntax)` -> `(status, dataset or None,
 //!   (event_type, info) or None)`;
 //! - `report_elsewhere(peer, command, event_type, info)`.
@@ -21,10 +23,12 @@ use std::time::Duration;
 
 use duckpacs_core::net::dimse::Command;
 use duckpacs_core::net::scp::{
-    ArchivePolicy, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row, RowValue,
+    ArchivePolicy, Destination, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row,
+    RowValue,
 };
 use duckpacs_core::net::storescu::Sent;
-use duckpacs_core::net::{Server, ServerConfig, Timeouts};
+use duckpacs_core::net::tls::{self, TlsSession};
+use duckpacs_core::net::{Server, ServerConfig, Timeouts, TlsDial};
 use duckpacs_core::store::Location;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -37,13 +41,52 @@ struct PyHost(Py<PyAny>);
 /// What the host's `rare` returns: (status, response dataset, (event type, information)).
 type RareAnswer = (u16, Option<Vec<u8>>, Option<(u16, Vec<u8>)>);
 
+fn tls_dict<'py>(
+    py: Python<'py>,
+    tls: Option<&TlsSession>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(session) = tls else {
+        return Ok(None);
+    };
+    let d = PyDict::new(py);
+    let cert = session.peer.as_ref();
+    d.set_item("common_name", cert.and_then(|c| c.common_name.clone()))?;
+    d.set_item("fingerprint", cert.map(|c| c.fingerprint.clone()))?;
+    Ok(Some(d))
+}
+
 fn peer_dict<'py>(py: Python<'py>, peer: &Peer) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("calling_ae", &peer.calling_ae)?;
     d.set_item("called_ae", &peer.called_ae)?;
     d.set_item("address", peer.addr.map(|a| a.ip().to_string()))?;
     d.set_item("port", peer.addr.map(|a| a.port()))?;
+    d.set_item("tls", tls_dict(py, peer.tls.as_ref())?)?;
     Ok(d)
+}
+
+fn config_error(py: Python<'_>, e: tls::TlsSetupError) -> PyErr {
+    crate::errors::py_error(py, "ConfigError", format!("DICOM TLS: {e}"))
+}
+
+/// Our TLS client settings from `(ca, certificate, key, server name)`: the peer's
+/// certificate must chain to `ca` and carry `server name`; ours is shown when both given.
+type TlsArgs = (String, Option<String>, Option<String>, String);
+
+fn tls_dial(py: Python<'_>, tls: Option<TlsArgs>) -> PyResult<Option<TlsDial>> {
+    let Some((ca, cert, key, server_name)) = tls else {
+        return Ok(None);
+    };
+    let identity = match (&cert, &key) {
+        (Some(c), Some(k)) => Some((std::path::Path::new(c), std::path::Path::new(k))),
+        _ => None,
+    };
+    let config =
+        tls::client_config(std::path::Path::new(&ca), identity).map_err(|e| config_error(py, e))?;
+    Ok(Some(TlsDial {
+        config,
+        server_name,
+    }))
 }
 
 fn command_dict<'py>(py: Python<'py>, c: &Command) -> PyResult<Bound<'py, PyDict>> {
@@ -92,9 +135,13 @@ impl Host for PyHost {
     fn admit(&self, peer: &Peer) -> Result<Permissions, Refusal> {
         Python::attach(|py| {
             let addr = peer.addr.map(|a| a.ip().to_string());
+            let tls = tls_dict(py, peer.tls.as_ref()).map_err(|e| {
+                failure("admit", e);
+                Refusal::NoReason
+            })?;
             let answer = self
                 .0
-                .call_method1(py, "admit", (&peer.calling_ae, &peer.called_ae, addr))
+                .call_method1(py, "admit", (&peer.calling_ae, &peer.called_ae, addr, tls))
                 .map_err(|e| {
                     failure("admit", e);
                     Refusal::NoReason
@@ -184,14 +231,22 @@ impl Host for PyHost {
         })
     }
 
-    fn destination(&self, ae_title: &str) -> Option<(String, u16)> {
+    fn destination(&self, ae_title: &str) -> Option<Destination> {
         Python::attach(|py| {
             let found = self
                 .0
                 .call_method1(py, "destination", (ae_title,))
                 .map_err(|e| failure("destination", e))
                 .ok()?;
-            found.extract::<Option<(String, u16)>>(py).ok().flatten()
+            let (host, port, tls) = found
+                .extract::<Option<(String, u16, Option<TlsArgs>)>>(py)
+                .map_err(|e| failure("destination", e))
+                .ok()
+                .flatten()?;
+            let tls = tls_dial(py, tls)
+                .map_err(|e| failure("destination", e))
+                .ok()?;
+            Some(Destination { host, port, tls })
         })
     }
 
@@ -256,7 +311,9 @@ pub struct DimseServer {
 #[pymethods]
 impl DimseServer {
     #[new]
-    #[pyo3(signature = (writer, store, host, ae_title, bind, port, max_pdu=262144, max_associations=32, artim=30.0, idle=60.0))]
+    /// `tls`: `(certificate, key, ca or None)` PEM files for a DICOM TLS listener; with a
+    /// CA, clients must present a certificate it issued (mutual TLS).
+    #[pyo3(signature = (writer, store, host, ae_title, bind, port, max_pdu=262144, max_associations=32, artim=30.0, idle=60.0, tls=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -270,7 +327,19 @@ impl DimseServer {
         max_associations: usize,
         artim: f64,
         idle: f64,
+        tls: Option<(String, String, Option<String>)>,
     ) -> PyResult<Self> {
+        let tls = match tls {
+            Some((cert, key, ca)) => Some(
+                tls::server_config(
+                    std::path::Path::new(&cert),
+                    std::path::Path::new(&key),
+                    ca.as_deref().map(std::path::Path::new),
+                )
+                .map_err(|e| config_error(py, e))?,
+            ),
+            None => None,
+        };
         let timeouts = Timeouts {
             artim: Duration::from_secs_f64(artim.max(0.1)),
             idle: (idle > 0.0).then(|| Duration::from_secs_f64(idle)),
@@ -295,7 +364,10 @@ impl DimseServer {
         };
         let addr = format!("{bind}:{port}");
         let server = py
-            .detach(|| Server::bind(addr.as_str(), config, Arc::new(policy)))
+            .detach(|| match tls {
+                Some(tls) => Server::bind_tls(addr.as_str(), config, Arc::new(policy), tls),
+                None => Server::bind(addr.as_str(), config, Arc::new(policy)),
+            })
             .map_err(|e| PyErr::new::<pyo3::exceptions::PyOSError, _>(e.to_string()))?;
         let port = server.local_addr().port();
         Ok(DimseServer {
@@ -335,9 +407,10 @@ impl DimseServer {
 /// after each C-STORE is answered: `failure` is `None` when the peer stored it (success or
 /// warning), else why not, so a caller can record each outcome before the next is sent.
 /// Returns `{"completed", "warning", "failed", "failures": [(uid, reason)]}`; raises
-/// `NetworkError` when no association can be made.
+/// `NetworkError` when no association can be made. `tls`: `(ca, certificate, key, server
+/// name)` to send over DICOM TLS (certificate and key may be None).
 #[pyfunction]
-#[pyo3(signature = (store, host, port, our_ae, peer_ae, items, transcode, timeout=30.0, progress=None))]
+#[pyo3(signature = (store, host, port, our_ae, peer_ae, items, transcode, timeout=30.0, progress=None, tls=None))]
 #[allow(clippy::too_many_arguments)]
 fn send_stored<'py>(
     py: Python<'py>,
@@ -350,8 +423,10 @@ fn send_stored<'py>(
     transcode: Py<PyAny>,
     timeout: f64,
     progress: Option<Py<PyAny>>,
+    tls: Option<TlsArgs>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let store = store.inner()?;
+    let tls = tls_dial(py, tls)?;
     let items: Vec<Located> = items
         .into_iter()
         .map(|(uid, class, ts, pack, offset, length)| Located {
@@ -379,7 +454,8 @@ fn send_stored<'py>(
         })
     };
     let outcome = py.detach(|| {
-        let mut assoc = duckpacs_core::net::connect((host, port), &proposal, timeouts)?;
+        let mut assoc =
+            duckpacs_core::net::connect_with((host, port), &proposal, timeouts, tls.as_ref())?;
         let mut sent = Vec::with_capacity(items.len());
         for (n, item) in items.iter().enumerate() {
             let r = duckpacs_core::net::storescu::send_stored(
@@ -443,9 +519,10 @@ fn send_stored<'py>(
 /// built from the request and the context's transfer syntax). `offers`: (SOP class,
 /// transfer syntax) pairs to propose, one context each, with the SCP role. Returns
 /// `{"accepted", "status", "completed", "failed", "warning", "received", "errors",
-/// "ended"}`; raises `NetworkError` when no association can be made.
+/// "ended"}`; raises `NetworkError` when no association can be made. `tls` as for
+/// `send_stored`.
 #[pyfunction]
-#[pyo3(signature = (host, port, our_ae, peer_ae, study_uid, offers, receiver, timeout=30.0))]
+#[pyo3(signature = (host, port, our_ae, peer_ae, study_uid, offers, receiver, timeout=30.0, tls=None))]
 #[allow(clippy::too_many_arguments)]
 fn get_study<'py>(
     py: Python<'py>,
@@ -457,7 +534,9 @@ fn get_study<'py>(
     offers: Vec<(String, String)>,
     receiver: Py<PyAny>,
     timeout: f64,
+    tls: Option<TlsArgs>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let tls = tls_dial(py, tls)?;
     let timeouts = Timeouts {
         artim: Duration::from_secs_f64(timeout.max(0.1)),
         idle: Some(Duration::from_secs_f64(timeout.max(0.1))),
@@ -481,6 +560,7 @@ fn get_study<'py>(
             study_uid,
             &offers,
             timeouts,
+            tls.as_ref(),
             &mut sink,
         )
     });

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from duckpacs.errors import NetworkError
 from duckpacs.ingest.migrate.scope import Answer, Scope
+from duckpacs.net.tls import DialArgs, pynetdicom_args
 
 PENDING = (0xFF00, 0xFF01)
 # Final C-FIND statuses that mean "there was more" (PS3.4 C.4.1.1.4): Cancel, any warning,
@@ -57,6 +58,8 @@ class RemotePeer:
     # Largest PDU we accept (PS3.8 D.1; 0 = no limit). pynetdicom's default, 16 KiB, splits
     # each received instance into many PDUs, and one association handles each in turn.
     max_pdu: int = 262144
+    # DICOM TLS to this peer: duckpacs.net.tls.dial_args (None: plain TCP).
+    tls: DialArgs | None = None
 
     def ae(self) -> AE:
         """A pynetdicom AE calling as us, with this peer's timeouts and PDU size."""
@@ -66,6 +69,8 @@ class RemotePeer:
         return ae
 
     def associate(self, ae: AE, **kwargs: Any) -> Association:
+        if self.tls is not None:
+            kwargs["tls_args"] = pynetdicom_args(self.tls)
         assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, **kwargs)
         if not assoc.is_established:
             raise NetworkError(

@@ -124,7 +124,7 @@ def get_study(
 
     result = _core.get_study(
         peer.host, peer.port, peer.calling_ae, peer.ae_title, study_uid,
-        storage_offers(sop_classes), keep, timeout=peer.timeout,
+        storage_offers(sop_classes), keep, timeout=peer.timeout, tls=peer.tls,
     )  # fmt: skip
     got.received = len(got.uids)
     if not result["accepted"]:

@@ -6,11 +6,22 @@
 
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 
 use super::assoc::requestor::Proposal;
 use super::association::{Association, Received, Timeouts};
 use super::dimse::{priority, Command, CommandField, Status, VERIFICATION_SOP_CLASS};
 use super::error::{Error, Result};
+use super::tls::TlsStream;
+
+/// How to dial a peer that wants DICOM over TLS (PS3.15 B.1, B.9): our client settings
+/// (the CA its certificate must chain to, our certificate if any) and the name its
+/// certificate must carry (the host name or IP address we dial).
+#[derive(Clone)]
+pub struct TlsDial {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: String,
+}
 
 /// Open a TCP connection to `addr` (each resolved address in turn, ARTIM as the connect
 /// timeout, TCP_NODELAY on) and negotiate `proposal` over it.
@@ -19,6 +30,17 @@ pub fn connect(
     proposal: &Proposal,
     timeouts: Timeouts,
 ) -> Result<Association> {
+    connect_with(addr, proposal, timeouts, None)
+}
+
+/// [`connect`], over TLS when `tls` is given: the handshake (within ARTIM) comes before
+/// the A-ASSOCIATE-RQ.
+pub fn connect_with(
+    addr: impl ToSocketAddrs,
+    proposal: &Proposal,
+    timeouts: Timeouts,
+    tls: Option<&TlsDial>,
+) -> Result<Association> {
     let during = "connecting";
     let addrs = addr.to_socket_addrs().map_err(|e| Error::io(during, e))?;
     let mut last = None;
@@ -26,6 +48,16 @@ pub fn connect(
         match TcpStream::connect_timeout(&a, timeouts.artim) {
             Ok(stream) => {
                 stream.set_nodelay(true).map_err(|e| Error::io(during, e))?;
+                let Some(tls) = tls else {
+                    return Association::request(Box::new(stream), proposal, timeouts);
+                };
+                let stream = TlsStream::connect(
+                    Arc::clone(&tls.config),
+                    &tls.server_name,
+                    stream,
+                    timeouts.artim,
+                )
+                .map_err(|e| Error::io("the TLS handshake", e))?;
                 return Association::request(Box::new(stream), proposal, timeouts);
             }
             Err(e) => last = Some(e),

@@ -6,7 +6,7 @@
 
 use super::assoc::requestor::Proposal;
 use super::association::Timeouts;
-use super::client::{connect, Reply};
+use super::client::{connect_with, Reply, TlsDial};
 use super::dimse::command::priority;
 use super::dimse::sink::LimitedVec;
 use super::dimse::{Command, Status};
@@ -42,7 +42,9 @@ pub type Incoming<'a> = (&'a str, &'a str, &'a str, Vec<u8>);
 
 /// C-GET of `study_uid` from the peer at `addr`; `offers` are the (SOP class, transfer
 /// syntax) pairs to propose for the sub-operations; `sink` keeps one instance and returns
-/// the C-STORE status to answer with (an `Err` answers 0xA700 and is noted).
+/// the C-STORE status to answer with (an `Err` answers 0xA700 and is noted). With `tls`
+/// the association runs over DICOM TLS.
+#[allow(clippy::too_many_arguments)]
 pub fn get_study(
     addr: (&str, u16),
     our_ae: &str,
@@ -50,6 +52,7 @@ pub fn get_study(
     study_uid: &str,
     offers: &[(String, String)],
     timeouts: Timeouts,
+    tls: Option<&TlsDial>,
     sink: &mut dyn FnMut(Incoming<'_>) -> std::result::Result<u16, String>,
 ) -> Result<Got> {
     let mut proposal = Proposal::new(our_ae, peer_ae).with_context(
@@ -66,7 +69,7 @@ pub fn get_study(
     for class in classes {
         proposal = proposal.with_role(class, true, true);
     }
-    let mut assoc = connect(addr, &proposal, timeouts)?;
+    let mut assoc = connect_with(addr, &proposal, timeouts, tls)?;
     let mut got = Got::default();
     let Some(ctx) = assoc
         .negotiated()

@@ -25,13 +25,14 @@ pub mod scp;
 pub mod server;
 pub mod service;
 pub mod storescu;
+pub mod tls;
 pub mod transport;
 
 pub use assoc::acceptor::{Acceptance, ContextDecision, TransferSyntaxes};
 pub use assoc::requestor::Proposal;
 pub use assoc::{Negotiated, PresentationContext, Role};
 pub use association::{Association, Connection, Received, Timeouts};
-pub use client::{connect, Reply};
+pub use client::{connect, connect_with, Reply, TlsDial};
 pub use dimse::{Command, CommandField, DatasetSink, Status};
 pub use error::{Error, Result, Timer};
 pub use server::{Load, Server, ServerConfig};

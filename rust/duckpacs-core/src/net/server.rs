@@ -27,7 +27,8 @@ use super::association::{Association, Connection, Received, Timeouts};
 use super::error::Error;
 use super::pdu::{Abort, Rejection};
 use super::service::{Accepted, AssociationRequest, Policy, Service};
-use super::transport::SharedTcp;
+use super::tls::{TlsSession, TlsStream};
+use super::transport::{SharedTcp, Transport};
 
 /// Listener settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,8 @@ struct Registry {
 struct Shared {
     config: ServerConfig,
     policy: Arc<dyn Policy>,
+    /// Set on a TLS listener (PS3.15 B.1, B.9): each connection starts with a handshake.
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: AtomicBool,
     /// Set when established associations are to be aborted.
     interrupt: Arc<AtomicBool>,
@@ -156,10 +159,33 @@ impl Server {
         config: ServerConfig,
         policy: Arc<dyn Policy>,
     ) -> io::Result<Server> {
+        Server::start_with(listener, config, policy, None)
+    }
+
+    /// Listen on `addr` for DICOM over TLS: every connection completes a TLS handshake
+    /// (within ARTIM) before the association starts.
+    pub fn bind_tls(
+        addr: impl ToSocketAddrs,
+        config: ServerConfig,
+        policy: Arc<dyn Policy>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Server> {
+        Server::start_with(TcpListener::bind(addr)?, config, policy, Some(tls))
+    }
+
+    /// Serve on a listener the caller bound, over TLS when `tls` is given.
+    pub fn start_with(
+        listener: TcpListener,
+        config: ServerConfig,
+        policy: Arc<dyn Policy>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
+        let secure = tls.is_some();
         let shared = Arc::new(Shared {
             config,
             policy,
+            tls,
             stop: AtomicBool::new(false),
             interrupt: Arc::new(AtomicBool::new(false)),
             registry: Mutex::new(Registry::default()),
@@ -170,7 +196,10 @@ impl Server {
         let acceptor = thread::Builder::new()
             .name("dicom-accept".into())
             .spawn(move || accept_loop(listener, s))?;
-        log::info!("DICOM listener on {addr}");
+        log::info!(
+            "DICOM listener on {addr}{}",
+            if secure { " (TLS)" } else { "" }
+        );
         Ok(Server {
             addr,
             shared,
@@ -298,10 +327,43 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream) {
     }
 }
 
+/// The connection's transport: the TCP stream, or on a TLS listener the stream after a
+/// completed handshake (the client's certificate already checked against the CA).
+fn secure(
+    shared: &Shared,
+    stream: Arc<TcpStream>,
+    peer: Option<SocketAddr>,
+) -> Option<(Box<dyn Transport>, Option<TlsSession>)> {
+    let Some(tls) = &shared.tls else {
+        return Some((Box::new(SharedTcp(stream)), None));
+    };
+    let peer = peer.map_or("?".into(), |p| p.to_string());
+    match TlsStream::accept(
+        Arc::clone(tls),
+        SharedTcp(stream),
+        shared.config.timeouts.artim,
+    ) {
+        Ok(s) => {
+            let session = s.session();
+            log::debug!(
+                "TLS session with {peer}: client certificate {:?}",
+                session.peer
+            );
+            Some((Box::new(s), Some(session)))
+        }
+        Err(e) => {
+            log::warn!("connection from {peer} closed: TLS handshake failed: {e}");
+            None
+        }
+    }
+}
+
 /// One connection: negotiation, then the association's messages until it ends.
 fn serve(shared: &Shared, id: u64, stream: Arc<TcpStream>, peer: Option<SocketAddr>) {
     let config = &shared.config;
-    let transport = Box::new(SharedTcp(stream));
+    let Some((transport, tls)) = secure(shared, stream, peer) else {
+        return;
+    };
     let mut conn = Connection::new(transport, config.timeouts, config.max_pdu);
     conn.set_interrupt(Arc::clone(&shared.interrupt));
     let rq = match conn.read_request() {
@@ -333,6 +395,7 @@ fn serve(shared: &Shared, id: u64, stream: Arc<TcpStream>, peer: Option<SocketAd
     let request = AssociationRequest {
         rq: &rq,
         peer_addr: peer,
+        tls: tls.as_ref(),
     };
     let Accepted {
         acceptance,

@@ -11,12 +11,15 @@ use super::association::Association;
 use super::dimse::{Command, CommandField, Status};
 use super::error::Result;
 use super::pdu::{AssociateRq, ProposedContext, Rejection, RoleSelection};
+use super::tls::TlsSession;
 
 /// An incoming association request as the policy sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct AssociationRequest<'a> {
     pub rq: &'a AssociateRq,
     pub peer_addr: Option<SocketAddr>,
+    /// The TLS session it came over (None on a plain listener).
+    pub tls: Option<&'a TlsSession>,
 }
 
 impl AssociationRequest<'_> {

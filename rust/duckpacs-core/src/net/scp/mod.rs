@@ -47,12 +47,22 @@ pub struct Permissions {
     pub move_: bool,
 }
 
+/// A C-MOVE destination: its address, and how to dial it over TLS when it wants TLS.
+#[derive(Clone)]
+pub struct Destination {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<crate::net::client::TlsDial>,
+}
+
 /// The association being decided or served, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub calling_ae: String,
     pub called_ae: String,
     pub addr: Option<SocketAddr>,
+    /// The TLS session it came over (None on the plain listener).
+    pub tls: Option<super::tls::TlsSession>,
 }
 
 impl Peer {
@@ -105,8 +115,8 @@ pub trait Host: Send + Sync {
     /// The dataset of `stream` (a stored Part 10 stream) transcoded to `transfer_syntax`,
     /// for a peer that accepted no context with the stored one (PS3.5 A.1-A.2).
     fn transcode(&self, stream: &[u8], transfer_syntax: &str) -> Result<Vec<u8>, String>;
-    /// Where a C-MOVE destination AE title is (host, port), if it is a configured peer.
-    fn destination(&self, ae_title: &str) -> Option<(String, u16)>;
+    /// Where a C-MOVE destination AE title is, if it is a configured peer.
+    fn destination(&self, ae_title: &str) -> Option<Destination>;
     /// A request of a rare service (N-ACTION), with its dataset in `transfer_syntax`.
     fn rare(
         &self,

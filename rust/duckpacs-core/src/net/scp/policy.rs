@@ -128,6 +128,7 @@ impl Policy for ArchivePolicy {
             calling_ae: request.calling_ae().to_string(),
             called_ae: request.called_ae().to_string(),
             addr: request.peer_addr,
+            tls: request.tls.cloned(),
         };
         let permissions = match self.host.admit(&peer) {
             Ok(p) => p,

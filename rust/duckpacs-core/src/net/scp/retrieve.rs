@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::find::{cancelled, read_identifier};
 use super::{Context, Located, Tally};
 use crate::net::association::{Association, Timeouts};
-use crate::net::client::connect;
+use crate::net::client::connect_with;
 use crate::net::dimse::command::SubOperations;
 use crate::net::dimse::{Command, Status};
 use crate::net::error::Result;
@@ -263,7 +263,7 @@ impl crate::net::Service for MoveScp {
         }
         let destination = command.move_destination.clone().unwrap_or_default();
         let destination = destination.trim().to_string();
-        let Some((host, port)) = self.ctx.host.destination(&destination) else {
+        let Some(target) = self.ctx.host.destination(&destination) else {
             assoc.skip_dataset()?;
             log::warn!(
                 "C-MOVE refused reason=\"unknown destination {destination}\" {}",
@@ -279,7 +279,9 @@ impl crate::net::Service for MoveScp {
             return assoc.send(context_id, &command.response(Status::SUCCESS), None);
         }
         let proposal = storescu::proposal(&self.ctx.our_ae, &destination, &items);
-        let mut dest = match connect((host.as_str(), port), &proposal, self.timeouts) {
+        let (host, port) = (target.host.as_str(), target.port);
+        let dialed = connect_with((host, port), &proposal, self.timeouts, target.tls.as_ref());
+        let mut dest = match dialed {
             Ok(a) => a,
             Err(e) => {
                 log::warn!(
