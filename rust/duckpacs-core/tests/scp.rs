@@ -74,8 +74,7 @@ impl Host for TestHost {
     fn rare(&self, _: &Peer, _: &Command, _: &[u8], _: &str) -> RareReply {
         RareReply {
             status: 0x0211,
-            dataset: None,
-            report: None,
+            ..RareReply::default()
         }
     }
     fn report_elsewhere(&self, _: &Peer, _: &Command, _: u16, _: &[u8]) {}

@@ -11,7 +11,8 @@
 //! - `transcode(stream, transfer_syntax)` -> dataset bytes;
 //! - `destination(ae_title)` -> `(host, port)` or None;
 //! - `rare(peer, command, dataset, transfer_syntax)` -> `(status, dataset or None,
-//!   (event_type, info) or None)`;
+//!   (event_type, info) or None, pending datasets, error comment or None, affected SOP
+//!   Instance UID or None)`;
 //! - `report_elsewhere(peer, command, event_type, info)`.
 //!
 //! An exception raised by a callback is logged and answered as a failure of that request.
@@ -34,8 +35,16 @@ use crate::store::Store;
 
 struct PyHost(Py<PyAny>);
 
-/// What the host's `rare` returns: (status, response dataset, (event type, information)).
-type RareAnswer = (u16, Option<Vec<u8>>, Option<(u16, Vec<u8>)>);
+/// What the host's `rare` returns: (status, response dataset, (event type, information),
+/// pending answers, error comment, affected SOP Instance UID).
+type RareAnswer = (
+    u16,
+    Option<Vec<u8>>,
+    Option<(u16, Vec<u8>)>,
+    Vec<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+);
 
 fn peer_dict<'py>(py: Python<'py>, peer: &Peer) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -204,8 +213,7 @@ impl Host for PyHost {
     ) -> RareReply {
         let failed = RareReply {
             status: 0x0110,
-            dataset: None,
-            report: None,
+            ..RareReply::default()
         };
         Python::attach(|py| {
             let args = (
@@ -215,11 +223,15 @@ impl Host for PyHost {
                 transfer_syntax,
             );
             let answer = self.0.call_method1(py, "rare", args)?;
-            let (status, dataset, report): RareAnswer = answer.extract(py)?;
+            let (status, dataset, report, pending, comment, instance_uid): RareAnswer =
+                answer.extract(py)?;
             Ok::<_, PyErr>(RareReply {
                 status,
                 dataset,
                 report,
+                pending,
+                comment,
+                instance_uid,
             })
         })
         .unwrap_or_else(|e| {
