@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "duckpacs.cli.send_cmd",
     "duckpacs.cli.queue_cmd",
     "duckpacs.cli.protect_cmd",
+    "duckpacs.cli.worklist_cmd",
     "duckpacs.cli.reindex_cmd",
     "duckpacs.cli.user_cmds",
     "duckpacs.cli.anonymize_cmd",

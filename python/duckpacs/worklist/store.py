@@ -121,8 +121,9 @@ class Worklist:
 
     # Entries
 
-    def add(self, values: dict[str, str], source: str = "cli", placer_order: str = "") -> int:
-        """A new SCHEDULED entry; its id. Needs a patient and a modality or station."""
+    @staticmethod
+    def check(values: dict[str, str]) -> dict[str, str]:
+        """``values`` cleaned, or WorklistError saying why they cannot be an entry."""
         unknown = set(values) - set(KEYS)
         if unknown:
             raise WorklistError(f"unknown worklist attribute(s): {', '.join(sorted(unknown))}")
@@ -134,6 +135,11 @@ class Worklist:
         date = clean.get("ScheduledProcedureStepStartDate", "")
         if date and _today_start(date, clean.get("ScheduledProcedureStepStartTime", "")) is None:
             raise WorklistError(f"ScheduledProcedureStepStartDate {date!r} is not YYYYMMDD")
+        return clean
+
+    def add(self, values: dict[str, str], source: str = "cli", placer_order: str = "") -> int:
+        """A new SCHEDULED entry; its id. Needs a patient and a modality or station."""
+        clean = self.check(values)
         # The modality puts it in the images (PS3.4 Table K.6-1: required, type 1), so the
         # study the archive receives can be linked back to its order.
         clean["StudyInstanceUID"] = clean.get("StudyInstanceUID") or generate_uid()
