@@ -281,3 +281,26 @@ def test_bad_worklist_queries_and_mpps_requests(server: tuple[Any, int], tmp_pat
     assert send(hl7_port, orm("ORD11"))["code"] == "AA"
     _log, answers = findscu(running.dimse_port, tmp_path / "q", "PatientID=P100")
     assert len(answers) == 1
+
+
+def test_admin_page_worklist(server: tuple[Any, int], tmp_path: Path) -> None:
+    import requests
+
+    running, _hl7_port = server
+    base = f"http://127.0.0.1:{running.http_port}"
+    assert "Modality Worklist" in requests.get(base + "/admin", timeout=30).text
+    entry = {"PatientID": "W1", "PatientName": "Web^Added", "Modality": "US",
+             "ScheduledProcedureStepStartDate": "20261204"}  # fmt: skip
+    added = requests.post(base + "/api/admin/worklist", json=entry, timeout=30)
+    assert added.status_code == 201, added.text
+    bad = requests.post(base + "/api/admin/worklist", json={"PatientID": "W2"}, timeout=30)
+    assert bad.status_code == 400 and "Modality" in bad.text
+    listed = requests.get(base + "/api/admin/worklist", timeout=30).json()
+    assert [e["PatientID"] for e in listed] == ["W1"]
+    _log, found = findscu(running.dimse_port, tmp_path / "q", "PatientID=W1",
+                          f"{STEP}Modality=US")  # fmt: skip
+    assert len(found) == 1
+    removed = requests.post(base + "/api/admin/worklist/remove",
+                            json={"ids": [added.json()["id"]]}, timeout=30)  # fmt: skip
+    assert removed.json() == {"removed": 1}
+    assert requests.get(base + "/api/admin/worklist", timeout=30).json() == []
