@@ -41,9 +41,9 @@ const QR_MOVE: [&str; 2] = ["1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.
 const QR_GET: [&str; 2] = ["1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"];
 /// Standard services that are not storage and that duckpacs does not provide.
 const NOT_PROVIDED: [&str; 5] = [
-    "1.2.840.10008.3.1.2.3.",    // study management other than MPPS (checked first)
-    "1.2.840.10008.5.1.1.",      // Print Management
-    "1.2.840.10008.5.1.4.34.",   // Unified Procedure Step
+    "1.2.840.10008.3.1.2.3.", // study management other than MPPS (checked first)
+    "1.2.840.10008.5.1.1.",   // Print Management
+    "1.2.840.10008.5.1.4.34.", // Unified Procedure Step
     "1.2.840.10008.5.1.4.1.2.4", // Composite Instance Root Retrieve
     "1.2.840.10008.5.1.4.1.2.5", // Composite Instance Retrieve Without Bulk Data
 ];
