@@ -3,8 +3,9 @@
 
 Each message is answered before the next is read on its connection. Nothing a peer sends
 stops the listener: a block that is not HL7 gets an AR with the reason, a block without the
-MLLP start character or over the size limit closes that connection only, and an error while
-applying a message is answered AE and logged.
+MLLP start character or over the size limit closes that connection only (so does
+``IDLE_SECONDS`` of silence), and an error while applying a message is answered AE and
+logged.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from duckpacs.worklist.store import Worklist
 
 log = logs.get("hl7")
 
+# A connection silent this long is closed (a RIS reconnects; a half-open socket is freed).
+IDLE_SECONDS = 600.0
 # Largest message accepted (an order or ADT is a few KB; reports with documents are not ours).
 MAX_MESSAGE = 1 << 20
 
@@ -74,9 +77,12 @@ class Hl7Listener:
         try:
             while True:
                 try:
-                    block = await reader.readblock()
+                    block = await asyncio.wait_for(reader.readblock(), IDLE_SECONDS)
                 except asyncio.IncompleteReadError:
                     return  # the peer closed
+                except TimeoutError:
+                    logs.event(log, "HL7 connection idle, closed", peer=peer)
+                    return
                 except (InvalidBlockError, ValueError) as e:
                     logs.event(log, "HL7 connection closed", reason=str(e), peer=peer)
                     return
