@@ -5,6 +5,7 @@ worklist queries and MPPS requests their PS3.4 statuses, and the listeners stay 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import warnings
@@ -24,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from duckpacs.worklist.store import Worklist
-from tests.helpers import dcmtk_env, free_port, require_tool, running_server
+from tests.helpers import dcmtk_env, duckpacs_cmd, free_port, require_tool, running_server
 
 CT = get_testdata_file("CT_small.dcm")
 AET = "DUCKPACS"
@@ -100,11 +101,13 @@ def mpps_association(port: int) -> Any:
     return assoc
 
 
-def store_ct(port: int) -> Dataset:
-    done = subprocess.run([require_tool("storescu"), "-aec", AET, "127.0.0.1", str(port), CT],
-                          capture_output=True, text=True, env=dcmtk_env(), timeout=60)  # fmt: skip
+def store_ct(port: int, path: str | Path = CT) -> Dataset:
+    done = subprocess.run(
+        [require_tool("storescu"), "-aec", AET, "127.0.0.1", str(port), str(path)],
+        capture_output=True, text=True, env=dcmtk_env(), timeout=60,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return dcmread(CT)
+    return dcmread(path)
 
 
 def test_order_query_perform_complete(server: tuple[Any, int], tmp_path: Path) -> None:
@@ -170,6 +173,22 @@ def test_order_query_perform_complete(server: tuple[Any, int], tmp_path: Path) -
     # Completed: no longer on the modality's worklist.
     _log, after = findscu(running.dimse_port, tmp_path / "q4", *CT_KEYS)
     assert after == []
+
+    # The series reported before its images arrived is linked once they are stored.
+    late = dcmread(CT)
+    late.SeriesInstanceUID = "1.2.826.0.1.3680043.2.1125.77.404"
+    late.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.77.405"
+    late.save_as(tmp_path / "late.dcm")
+    store_ct(running.dimse_port, tmp_path / "late.dcm")
+    listed = subprocess.run(
+        duckpacs_cmd("worklist", "list", "--json", "--data", str(running.data_dir)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    (shown,) = json.loads(listed.stdout)
+    assert {s["series_uid"]: s["held"] for s in shown["performed_series"]} == {
+        ct.SeriesInstanceUID: 1, late.SeriesInstanceUID: 1,
+    }  # fmt: skip
 
 
 def test_patient_update_merge_and_cancel(server: tuple[Any, int], tmp_path: Path) -> None:

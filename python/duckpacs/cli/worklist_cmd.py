@@ -84,8 +84,25 @@ def _add(worklist: Any, values: dict[str, str], source: str) -> int:
         raise ConfigError(str(e)) from e
 
 
+def _relink(args: argparse.Namespace, worklist: Any) -> None:
+    """Performed series stored since their N-SET are linked now (needs the archive's index;
+    an archive with no index yet has no series to link)."""
+    from duckpacs.archive.client import open_client
+    from duckpacs.errors import DuckpacsError
+    from duckpacs.worklist.mpps import relink
+
+    if not worklist.unheld_series():
+        return
+    try:
+        archive = open_client(settings(args))
+    except (DuckpacsError, OSError):
+        return
+    relink(worklist, archive.find)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     worklist = _worklist(args)
+    _relink(args, worklist)
     entries = worklist.entries(include_done=not args.active)
     for entry in entries:
         entry["performed_series"] = (

@@ -109,6 +109,9 @@ class Admin:
         require(request, "admin")
         worklist = self._worklist()
         if request.method == "GET":
+            from duckpacs.worklist.mpps import relink
+
+            relink(worklist, self.control.archive.find)
             return JSONResponse(worklist.entries())
         values = {k: str(v) for k, v in (await _body(request)).items() if v not in (None, "")}
         try:

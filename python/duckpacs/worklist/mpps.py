@@ -14,6 +14,7 @@ other than IN PROGRESS at creation or one not defined for N-SET, 0x0118 another 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -42,6 +43,24 @@ Reply = tuple[int, str | None, str | None]
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
+
+
+def held_in(find: Callable[..., list[dict[str, Any]]], series_uid: str) -> str | None:
+    """The Study Instance UID the archive holds ``series_uid`` in, or None."""
+    rows = find("SERIES", {"SeriesInstanceUID": series_uid}, ["StudyInstanceUID"])
+    return str(rows[0].get("StudyInstanceUID") or "") if rows else None
+
+
+def relink(worklist: Worklist, find: Callable[..., list[dict[str, Any]]]) -> int:
+    """Link the performed series that arrived after their N-SET (a modality often reports
+    before its images are stored); how many were linked now."""
+    linked = 0
+    for mpps_uid, series_uid in worklist.unheld_series():
+        study = held_in(find, series_uid)
+        if study is not None:
+            worklist.mark_held(mpps_uid, series_uid, study)
+            linked += 1
+    return linked
 
 
 class Mpps:
@@ -122,8 +141,6 @@ class Mpps:
             series_uid = _text(item, "SeriesInstanceUID")
             if not series_uid:
                 continue
-            rows = self.archive.find("SERIES", {"SeriesInstanceUID": series_uid},
-                                     ["StudyInstanceUID"])  # fmt: skip
-            held_in = str(rows[0].get("StudyInstanceUID") or "") if rows else ""
-            out.append((series_uid, held_in or study, bool(rows)))
+            held = held_in(self.archive.find, series_uid)
+            out.append((series_uid, held or study, held is not None))
         return out

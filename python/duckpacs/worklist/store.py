@@ -260,6 +260,20 @@ class Worklist:
                 [(uid, s, st, int(h)) for s, st, h in series],
             )
 
+    def unheld_series(self) -> list[tuple[str, str]]:
+        """(MPPS UID, series UID) of performed series the archive did not hold when linked."""
+        with self._con() as con:
+            rows = con.execute("SELECT mpps_uid, series_uid FROM mpps_series WHERE held = 0")
+            return [(r["mpps_uid"], r["series_uid"]) for r in rows.fetchall()]
+
+    def mark_held(self, mpps_uid: str, series_uid: str, study_uid: str) -> None:
+        with self._con() as con:
+            con.execute(
+                "UPDATE mpps_series SET held = 1, study_uid = ? "
+                "WHERE mpps_uid = ? AND series_uid = ?",
+                (study_uid, mpps_uid, series_uid),
+            )
+
     def performed_series(self, uid: str) -> list[dict[str, Any]]:
         with self._con() as con:
             rows = con.execute(
