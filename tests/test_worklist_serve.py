@@ -323,3 +323,25 @@ def test_admin_page_worklist(server: tuple[Any, int], tmp_path: Path) -> None:
                             json={"ids": [added.json()["id"]]}, timeout=30)  # fmt: skip
     assert removed.json() == {"removed": 1}
     assert requests.get(base + "/api/admin/worklist", timeout=30).json() == []
+
+
+def test_complete_on_arrival(tmp_path: Path) -> None:
+    """A modality without MPPS: its entry completes once the archive holds the study."""
+    ct = dcmread(CT)
+    env = {"DUCKPACS_WORKLIST_COMPLETE_ON_ARRIVAL": "true", "DUCKPACS_ACCEPT_ANY": "true"}
+    with running_server(tmp_path / "data", env=env) as running:
+        add = duckpacs_cmd("worklist", "add", "--data", str(running.data_dir),
+                           "--patient-id", "P5", "--modality", "CT",
+                           "--study-uid", ct.StudyInstanceUID)  # fmt: skip
+        assert subprocess.run(add, capture_output=True, timeout=60).returncode == 0
+        other = duckpacs_cmd("worklist", "add", "--data", str(running.data_dir),
+                             "--patient-id", "P6", "--modality", "CT")  # fmt: skip
+        assert subprocess.run(other, capture_output=True, timeout=60).returncode == 0
+        _log, before = findscu(running.dimse_port, tmp_path / "q", "PatientID")
+        assert sorted(a.PatientID for a in before) == ["P5", "P6"]
+        store_ct(running.dimse_port)
+        _log, after = findscu(running.dimse_port, tmp_path / "q", "PatientID")
+        assert [a.PatientID for a in after] == ["P6"]
+        status = {e["PatientID"]: e["status"]
+                  for e in Worklist(running.data_dir / "worklist.sqlite").entries()}  # fmt: skip
+        assert status == {"P5": "COMPLETED", "P6": "SCHEDULED"}

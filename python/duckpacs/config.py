@@ -401,6 +401,13 @@ OPTIONS: tuple[Option, ...] = (
         "hours a completed, discontinued or cancelled entry is kept (0: for ever)",
     ),
     Option(
+        "worklist.complete_on_arrival",
+        "DUCKPACS_WORKLIST_COMPLETE_ON_ARRIVAL",
+        _boolean,
+        False,
+        "complete an entry once the archive holds its study (for modalities without MPPS)",
+    ),
+    Option(
         "hl7.port",
         "DUCKPACS_HL7_PORT",
         _optional_port,

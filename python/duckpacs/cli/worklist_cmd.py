@@ -85,19 +85,21 @@ def _add(worklist: Any, values: dict[str, str], source: str) -> int:
 
 
 def _relink(args: argparse.Namespace, worklist: Any) -> None:
-    """Performed series stored since their N-SET are linked now (needs the archive's index;
-    an archive with no index yet has no series to link)."""
+    """Performed series stored since their N-SET are linked now, and entries whose study
+    arrived complete (``worklist.complete_on_arrival``). Needs the archive's index; an
+    archive with no index yet holds nothing to link."""
     from duckpacs.archive.client import open_client
     from duckpacs.errors import DuckpacsError
     from duckpacs.worklist.mpps import relink
 
-    if not worklist.unheld_series():
+    if not worklist.unheld_series() and not worklist.complete_on_arrival:
         return
     try:
         archive = open_client(settings(args))
     except (DuckpacsError, OSError):
         return
     relink(worklist, archive.find)
+    worklist.complete_arrived(archive.find)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

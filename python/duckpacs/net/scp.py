@@ -96,7 +96,7 @@ class ArchiveHost:
             return code, dataset, report, [], None, None
         if field == C_FIND_RQ:  # the listener sends only worklist queries here
             code, answers, comment = worklist_find.handle(
-                self.worklist, peer, data, transfer_syntax
+                self.worklist, peer, data, transfer_syntax, self.archive.find
             )
             return code, None, None, answers, comment, None
         if field in (N_CREATE_RQ, N_SET_RQ):

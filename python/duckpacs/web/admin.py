@@ -112,6 +112,7 @@ class Admin:
             from duckpacs.worklist.mpps import relink
 
             relink(worklist, self.control.archive.find)
+            worklist.complete_arrived(self.control.archive.find)
             return JSONResponse(worklist.entries())
         values = {k: str(v) for k, v in (await _body(request)).items() if v not in (None, "")}
         try:

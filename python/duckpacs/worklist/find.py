@@ -9,6 +9,7 @@ empty). Values that do not fit ASCII are answered in UTF-8 (``ISO_IR 192``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
@@ -110,8 +111,15 @@ def _step(items: Any, entry: dict[str, Any]) -> Dataset:
     return item
 
 
-def handle(worklist: Worklist, peer: dict[str, Any], data: bytes, transfer_syntax: str) -> Reply:
-    """(final status, pending answers, error comment) for one worklist C-FIND-RQ."""
+def handle(
+    worklist: Worklist,
+    peer: dict[str, Any],
+    data: bytes,
+    transfer_syntax: str,
+    find: Callable[..., list[dict[str, Any]]] | None = None,
+) -> Reply:
+    """(final status, pending answers, error comment) for one worklist C-FIND-RQ; ``find``
+    (the archive's) lets entries whose study has arrived complete first."""
     try:
         identifier = read(data, transfer_syntax)
         query = parse_query(identifier)
@@ -122,6 +130,8 @@ def handle(worklist: Worklist, peer: dict[str, Any], data: bytes, transfer_synta
         reason = f"identifier cannot be read: {e}"
         logs.event(log, "worklist C-FIND refused", reason=reason, peer=peer["calling_ae"])
         return status.CANNOT_UNDERSTAND, [], reason
+    if find is not None:
+        worklist.complete_arrived(find)
     found = [e for e in worklist.entries(include_done=False) if matches(query, e)]
     logs.event(log, "worklist C-FIND", matches=len(found), peer=peer["calling_ae"])
     return status.SUCCESS, [encode(answer(identifier, e), transfer_syntax) for e in found], None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +95,25 @@ def _today_start(date: str, start_time: str) -> float | None:
 class Worklist:
     """Entries and performed steps in ``path`` (one short connection per operation)."""
 
-    def __init__(self, path: Path, expire_hours: int = 72, keep_done_hours: int = 24) -> None:
+    def __init__(
+        self,
+        path: Path,
+        expire_hours: int = 72,
+        keep_done_hours: int = 24,
+        complete_on_arrival: bool = False,
+    ) -> None:
         self.path = path
         self.expire_hours = expire_hours
         self.keep_done_hours = keep_done_hours
+        self.complete_on_arrival = complete_on_arrival
         with self._con() as con:
             con.executescript(_SCHEMA)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Worklist:
         return cls(settings.data_dir / FILENAME, settings["worklist.expire_hours"],
-                   settings["worklist.keep_done_hours"])  # fmt: skip
+                   settings["worklist.keep_done_hours"],
+                   settings["worklist.complete_on_arrival"])  # fmt: skip
 
     @contextlib.contextmanager
     def _con(self) -> Iterator[sqlite3.Connection]:
@@ -232,6 +240,20 @@ class Worklist:
                     con.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
                 gone += len(late)
         return gone
+
+    def complete_arrived(self, find: Callable[..., list[dict[str, Any]]]) -> int:
+        """With ``complete_on_arrival``: entries whose study the archive holds (by Study
+        Instance UID) are COMPLETED, for modalities that send no MPPS; how many."""
+        if not self.complete_on_arrival:
+            return 0
+        waiting = {e["StudyInstanceUID"]: e["id"] for e in self.entries(include_done=False)}
+        if not waiting:
+            return 0
+        rows = find("STUDY", {"StudyInstanceUID": "\\".join(waiting)}, ["StudyInstanceUID"])
+        arrived = {str(r.get("StudyInstanceUID") or "") for r in rows} & set(waiting)
+        for uid in arrived:
+            self.set_status(int(waiting[uid]), COMPLETED)
+        return len(arrived)
 
     # Performed procedure steps
 
