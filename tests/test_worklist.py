@@ -66,6 +66,24 @@ def test_sequence_matching_and_status(tmp_path: Path) -> None:
     assert matches(Query(step_status="STARTED"), wl.entries()[0])
 
 
+@pytest.mark.parametrize(
+    ("dates", "times", "expected"),
+    [
+        ("20261203-20261204", "1700-0800", False),  # 3 Dec 17:00 to 4 Dec 08:00:59
+        ("20261203-20261204", "1700-0930", True),  # up to 4 Dec 09:30:59
+        ("20261204-20261205", "1000-1200", False),  # from 4 Dec 10:00
+        ("20261204-20261205", "0900-0800", True),  # 4 Dec 09:00 to 5 Dec 08:00
+        ("-20261204", "-0900", False),
+        ("20261204-", "0930-", True),
+    ],
+)
+def test_date_and_time_ranges_combine(dates: str, times: str, expected: bool) -> None:
+    entry = {**{k: "" for k in find.KEYS}, **ENTRY, "status": "SCHEDULED"}
+    query = Query(step={"ScheduledProcedureStepStartDate": dates,
+                        "ScheduledProcedureStepStartTime": times})  # fmt: skip
+    assert matches(query, entry) is expected
+
+
 def test_answer_has_the_asked_keys_only_and_utf8() -> None:
     identifier = Dataset()
     identifier.PatientName = ""

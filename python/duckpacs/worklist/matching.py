@@ -4,7 +4,9 @@ attribute matching of C.2.2.2).
 - an empty value matches everything (universal matching, C.2.2.2.3);
 - ``*`` and ``?`` are wildcards in text values other than dates and times (C.2.2.2.4);
   person names match without regard to case, as most RIS do (C.2.2.2.4 leaves it open);
-- dates and times match a single value or a range ``a-b``, ``-b``, ``a-`` (C.2.2.2.5);
+- dates and times match a single value or a range ``a-b``, ``-b``, ``a-`` (C.2.2.2.5); a
+  start date range with a start time range is one date-time range (C.2.2.2.5.1: from the
+  first date at the first time to the last date at the last time);
 - UIDs match a list of UIDs separated by backslashes (C.2.2.2.2);
 - the Scheduled Procedure Step Sequence's one item matches its own attributes against the
   entry's step (sequence matching, C.2.2.2.6).
@@ -95,9 +97,30 @@ def step_status(entry: dict[str, Any]) -> str:
     return "STARTED" if entry["status"] == "IN PROGRESS" else entry["status"]
 
 
+DATE_KEY, TIME_KEY = "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime"
+
+
+def _combined(date_range: str, time_range: str, date: str, start_time: str) -> bool:
+    """Date and time ranges as one date-time range (C.2.2.2.5.1)."""
+    if not date:
+        return False
+    d_low, d_high = date_range.split("-")
+    t_low, t_high = time_range.split("-")
+    have = date + _norm_time(start_time.replace(":", "") or "000000", False)
+    low = d_low + _norm_time(t_low, False) if d_low else ""
+    high = d_high + _norm_time(t_high, True) if d_high else ""
+    return (not low or have >= low) and (not high or have <= high)
+
+
 def matches(query: Query, entry: dict[str, Any]) -> bool:
     if query.step_status and not value_matches("", query.step_status, step_status(entry)):
         return False
+    date_range, time_range = query.step.get(DATE_KEY, ""), query.step.get(TIME_KEY, "")
+    if "-" in date_range and "-" in time_range:
+        if not _combined(date_range, time_range, entry[DATE_KEY], entry[TIME_KEY]):
+            return False
+        step = {k: v for k, v in query.step.items() if k not in (DATE_KEY, TIME_KEY)}
+        query = Query(top=query.top, step=step)
     for key, wanted in query.top.items():
         if key in TOP_KEYS and not value_matches(key, wanted, entry[key]):
             return False
