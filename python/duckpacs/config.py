@@ -55,9 +55,10 @@ def _port(value: Any) -> int:
 
 
 def _optional_port(value: Any) -> int:
-    number = _integer(value, "an integer from 1 to 65535, or 0 for none")
+    allowed = "0 (off) or an integer from 1 to 65535"
+    number = _integer(value, allowed)
     if not 0 <= number <= 65535:
-        raise ValueError("an integer from 1 to 65535, or 0 for none")
+        raise ValueError(allowed)
     return number
 
 
@@ -229,6 +230,14 @@ def _attempts(value: Any) -> int:
     allowed = "an integer from 1 to 1000"
     number = _integer(value, allowed)
     if not 1 <= number <= 1000:
+        raise ValueError(allowed)
+    return number
+
+
+def _hours(value: Any) -> int:
+    allowed = "a number of hours from 0 (never) to 87600"
+    number = _integer(value, allowed)
+    if not 0 <= number <= 87600:
         raise ValueError(allowed)
     return number
 
@@ -412,6 +421,41 @@ OPTIONS: tuple[Option, ...] = (
         _attempts,
         10,
         "refusals of one instance by a destination before it is marked failed",
+    ),
+    Option(
+        "worklist.expire_hours",
+        "DUCKPACS_WORKLIST_EXPIRE_HOURS",
+        _hours,
+        72,
+        "hours after its scheduled start a step never started leaves the worklist (0: never)",
+    ),
+    Option(
+        "worklist.keep_done_hours",
+        "DUCKPACS_WORKLIST_KEEP_DONE_HOURS",
+        _hours,
+        24,
+        "hours a completed, discontinued or cancelled entry is kept (0: for ever)",
+    ),
+    Option(
+        "worklist.complete_on_arrival",
+        "DUCKPACS_WORKLIST_COMPLETE_ON_ARRIVAL",
+        _boolean,
+        False,
+        "complete an entry once the archive holds its study (for modalities without MPPS)",
+    ),
+    Option(
+        "hl7.port",
+        "DUCKPACS_HL7_PORT",
+        _optional_port,
+        0,
+        "HL7 v2 over MLLP listening port (orders and patient updates); 0 leaves it off",
+    ),
+    Option(
+        "hl7.bind",
+        "DUCKPACS_HL7_BIND",
+        _bind_address,
+        "0.0.0.0",
+        "address the HL7 listener binds to",
     ),
     Option("http.port", "DUCKPACS_HTTP_PORT", _port, 8042, "HTTP listening port"),
     Option(

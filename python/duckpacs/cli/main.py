@@ -51,6 +51,7 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
         "protect": "protect a study from recycling and retention (--list shows them)",
         "unprotect": "lift a study's protection",
     },
+    "worklist_cmd": {"worklist": "Modality Worklist entries"},
     "reindex_cmd": {
         "reindex": "rebuild the index from the store (after loss or damage of index.duckdb)",
     },

@@ -6,7 +6,8 @@ C-FIND answers, C-GET/C-MOVE sub-operations, on native threads without the GIL. 
 asked, through :class:`ArchiveHost`, once per association who may do what (the access rules
 of docs/ARCHITECTURE.md, with their A-ASSOCIATE-RJ reasons), and per request what only it
 knows: the index queries (DuckDB), transcoding for a peer that refuses the stored transfer
-syntax, the move destinations, and the rare services (Storage Commitment).
+syntax, the move destinations, and the rare services (Storage Commitment, Modality Worklist
+C-FIND, MPPS N-CREATE/N-SET: ``duckpacs.worklist``).
 
 With ``dimse.tls_port`` a second Rust server takes DICOM over TLS (PS3.15 B.9) on that port,
 over the same archive and the same :class:`ArchiveHost`, which then also checks that a
@@ -25,8 +26,16 @@ from duckpacs.dicom import status, transcode
 from duckpacs.net.access import AccessPolicy
 from duckpacs.net.commitment import Commitment
 from duckpacs.net.tls import DialArgs, dial_args, identity_refusal, listener_files
+from duckpacs.worklist import find as worklist_find
+from duckpacs.worklist.mpps import Mpps
+from duckpacs.worklist.store import Worklist
 
 log = logs.get("dimse")
+
+# What ``rare`` answers: (status, response dataset, (event type, event information),
+# pending answers, error comment, Affected SOP Instance UID of the response).
+RareAnswer = tuple[int, bytes | None, tuple[int, bytes] | None, list[bytes], str | None, str | None]
+C_FIND_RQ, N_SET_RQ, N_ACTION_RQ, N_CREATE_RQ = 0x0020, 0x0120, 0x0130, 0x0140
 
 # A-ASSOCIATE-RJ reasons, service-user source (PS3.8 9.3.4).
 CALLING_AE_NOT_RECOGNISED = 3
@@ -49,6 +58,8 @@ class ArchiveHost:
         self.archive = archive
         self.policy = AccessPolicy.from_settings(settings)
         self.commitment = Commitment(settings, archive)
+        self.worklist = Worklist.from_settings(settings)
+        self.mpps = Mpps(self.worklist, archive)
 
     def admit(
         self, calling: str, called: str, address: str | None, tls: dict[str, Any] | None = None
@@ -94,10 +105,20 @@ class ArchiveHost:
 
     def rare(
         self, peer: dict[str, Any], command: dict[str, Any], data: bytes, transfer_syntax: str
-    ) -> tuple[int, bytes | None, tuple[int, bytes] | None]:
-        if command.get("field") == 0x0130:  # N-ACTION-RQ
-            return self.commitment.handle(peer, command, data, transfer_syntax)
-        return status.UNRECOGNIZED_OPERATION, None, None
+    ) -> RareAnswer:
+        field = command.get("field")
+        if field == N_ACTION_RQ:
+            code, dataset, report = self.commitment.handle(peer, command, data, transfer_syntax)
+            return code, dataset, report, [], None, None
+        if field == C_FIND_RQ:  # the listener sends only worklist queries here
+            code, answers, comment = worklist_find.handle(
+                self.worklist, peer, data, transfer_syntax, self.archive.find
+            )
+            return code, None, None, answers, comment, None
+        if field in (N_CREATE_RQ, N_SET_RQ):
+            code, comment, uid = self.mpps.handle(peer, command, data, transfer_syntax)
+            return code, None, None, [], comment, uid
+        return status.UNRECOGNIZED_OPERATION, None, None, [], None, None
 
     def report_elsewhere(
         self, peer: dict[str, Any], command: dict[str, Any], event_type: int, _info: bytes

@@ -47,6 +47,7 @@ class Service:
         self.policy: PolicyService | None = None
         self.stopping = threading.Event()
         self.dimse_address: tuple[str, int] | None = None
+        self.hl7: Any = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,8 @@ class Service:
             raise
         self.local = ipc.LocalService(self.archive, s.data_dir, secrets.token_bytes(32))
         self.local.start()
+        if s["hl7.port"]:
+            self._start_hl7()
         self.http.start()
         http_host, http_port = self.http.address
         logs.event(log, "duckpacs started", version=duckpacs.__version__, data=s.data_dir)
@@ -103,6 +106,19 @@ class Service:
         log.info("press Ctrl-C (or send SIGTERM) to stop")
         # Last: scripts (and the tests) wait for this line before talking to us.
         logs.event(log, "HTTP listening", url=f"http://{http_host}:{http_port}/")
+
+    def _start_hl7(self) -> None:
+        from duckpacs.hl7.listener import Hl7Listener
+        from duckpacs.worklist.store import Worklist
+
+        s = self.settings
+        self.hl7 = Hl7Listener(Worklist.from_settings(s), s.ae_title)
+        try:
+            host, port = self.hl7.start(s["hl7.bind"], s["hl7.port"])
+        except OSError as e:
+            self.stop()
+            raise NetworkError(f"cannot listen for HL7: {e.strerror or e}") from e
+        logs.event(log, "HL7 listening", addr=f"{host}:{port}")
 
     def _web_reader(self) -> FacadeReader:
         """DICOMweb's view of the archive: the same Archive as DIMSE (STOW-RS through the one
@@ -118,6 +134,9 @@ class Service:
         )
 
     def stop(self) -> None:
+        if self.hl7 is not None:
+            self.hl7.stop()
+            self.hl7 = None
         if self.dimse is not None:
             # Stop accepting; associations in flight finish (or are aborted after the grace).
             self.dimse.stop(float(self.settings["dimse.shutdown_grace"]))

@@ -1,5 +1,6 @@
 """The admin page's routes: the forwarding queue (what waits, what failed and why; retry,
-drop), storage figures, and "send to..." for a study, all for the ``admin`` role.
+drop), storage figures, "send to..." for a study, and the Modality Worklist's entries (list,
+schedule, remove), all for the ``admin`` role.
 
 ``/admin`` is a static page (``static/admin.html`` and ``admin.js``) calling the JSON API
 below; "send to..." is ``POST /api/studies/{study}/send``, under ``/api/studies/`` so the
@@ -65,6 +66,8 @@ class Admin:
             Route("/api/admin/queue/drop", self.drop, methods=["POST"]),
             Route("/api/peers", self.peers),
             Route("/api/studies/{study}/send", self.send, methods=["POST"]),
+            Route("/api/admin/worklist", self.worklist, methods=["GET", "POST"]),
+            Route("/api/admin/worklist/remove", self.worklist_remove, methods=["POST"]),
         ]
 
     def page(self, request: Request) -> Response:
@@ -94,6 +97,39 @@ class Admin:
     def peers(self, request: Request) -> Response:
         require(request, "admin")
         return JSONResponse(self.control.peers())
+
+    def _worklist(self) -> Any:
+        from duckpacs.worklist.store import Worklist
+
+        return Worklist.from_settings(self.control.settings)
+
+    async def worklist(self, request: Request) -> Response:
+        """GET: the Modality Worklist's entries; POST {keyword: value}: schedule one (the
+        same checks as ``duckpacs worklist add``)."""
+        from duckpacs.worklist.store import WorklistError
+
+        require(request, "admin")
+        worklist = self._worklist()
+        if request.method == "GET":
+            from duckpacs.worklist.mpps import relink
+
+            relink(worklist, self.control.archive.find)
+            worklist.complete_arrived(self.control.archive.find)
+            return JSONResponse(worklist.entries())
+        values = {k: str(v) for k, v in (await _body(request)).items() if v not in (None, "")}
+        try:
+            entry_id = worklist.add(values, source="web")
+        except WorklistError as e:
+            raise HttpError(400, str(e)) from None
+        return JSONResponse({"id": entry_id}, status_code=201)
+
+    async def worklist_remove(self, request: Request) -> Response:
+        require(request, "admin")
+        ids = (await _body(request)).get("ids") or []
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise HttpError(400, "ids must be a list of worklist entry numbers")
+        worklist = self._worklist()
+        return JSONResponse({"removed": sum(1 for i in ids if worklist.remove(i))})
 
     async def send(self, request: Request) -> Response:
         require(request, "admin")

@@ -1,7 +1,8 @@
 //! The archive's DIMSE services (`net::scp`) end to end on 127.0.0.1, over a real store and
 //! write path in a temporary folder, with the orchestrator played by a test host: C-STORE
 //! into the archive (and nothing stored from a truncated dataset), C-FIND answers and
-//! C-CANCEL during them, C-GET of what was stored, a sub-operation the peer cannot take.
+//! C-CANCEL during them, C-GET of what was stored, a sub-operation the peer cannot take,
+//! the rare services (a worklist C-FIND's answers, an N-CREATE's chosen UID and comment).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use duckpacs_core::archive::{Known, Lookup, OnConflict, Writer};
-use duckpacs_core::net::dimse::priority;
+use duckpacs_core::net::dimse::{priority, CommandField};
 use duckpacs_core::net::scp::{
     ArchivePolicy, Destination, Host, Located, Peer, Permissions, Query, RareReply, Refusal, Row,
     RowValue,
@@ -26,6 +27,8 @@ const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 const GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 const EXPLICIT: &str = "1.2.840.10008.1.2.1";
 const JPEG_LOSSLESS: &str = "1.2.840.10008.1.2.4.70";
+const WORKLIST: &str = "1.2.840.10008.5.1.4.31";
+const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
 
 struct NoIndex;
 impl Lookup for NoIndex {
@@ -72,11 +75,26 @@ impl Host for TestHost {
     fn destination(&self, _: &str) -> Option<Destination> {
         None
     }
-    fn rare(&self, _: &Peer, _: &Command, _: &[u8], _: &str) -> RareReply {
-        RareReply {
-            status: 0x0211,
-            dataset: None,
-            report: None,
+    /// A worklist C-FIND answers `rows` patients; an N-CREATE without a UID gets one.
+    fn rare(&self, _: &Peer, c: &Command, _: &[u8], _: &str) -> RareReply {
+        match c.field {
+            CommandField::C_FIND_RQ => RareReply {
+                status: 0x0000,
+                pending: (0..self.rows)
+                    .map(|i| explicit(0x0010_0020, b"LO", format!("P{i:03}").as_bytes()))
+                    .collect(),
+                ..RareReply::default()
+            },
+            CommandField::N_CREATE_RQ if c.affected_sop_instance_uid.is_none() => RareReply {
+                status: 0x0120,
+                comment: Some("PerformedProcedureStepStatus missing".into()),
+                instance_uid: Some("1.2.3.99".into()),
+                ..RareReply::default()
+            },
+            _ => RareReply {
+                status: 0x0211,
+                ..RareReply::default()
+            },
         }
     }
     fn report_elsewhere(&self, _: &Peer, _: &Command, _: u16, _: &[u8]) {}
@@ -414,4 +432,52 @@ fn a_dataset_cut_short_stores_nothing_and_the_server_goes_on() {
         .unwrap();
     assert_eq!(rsp.status_or_success(), Status::SUCCESS);
     other.release().unwrap();
+}
+
+#[test]
+fn worklist_answers_and_mpps_replies_come_from_the_host() {
+    let (_a, addr) = archive(3, Duration::ZERO);
+    let proposal = Proposal::new("SCU", "DUCKPACS")
+        .with_context(WORKLIST, &[EXPLICIT])
+        .with_context(MPPS, &[EXPLICIT]);
+    let mut assoc = connect(addr, &proposal, timeouts()).unwrap();
+    let wl = assoc.negotiated().context_for(WORKLIST, None).unwrap().id;
+    let mpps = assoc.negotiated().context_for(MPPS, None).unwrap().id;
+    let id = assoc.next_message_id();
+    let identifier = explicit(0x0010_0020, b"LO", b"");
+    assoc
+        .send_bytes(
+            wl,
+            &Command::c_find_rq(id, WORKLIST, priority::MEDIUM),
+            &identifier,
+        )
+        .unwrap();
+    let mut answers = 0;
+    loop {
+        let Reply::Response(rsp) = assoc.next_reply(id).unwrap() else {
+            panic!()
+        };
+        if rsp.status_or_success() == Status::PENDING {
+            answers += 1;
+            assoc.skip_dataset().unwrap();
+            continue;
+        }
+        assert_eq!(rsp.status_or_success(), Status::SUCCESS);
+        break;
+    }
+    assert_eq!(answers, 3);
+    let id = assoc.next_message_id();
+    assoc
+        .send_bytes(mpps, &Command::n_create_rq(id, MPPS, None), &identifier)
+        .unwrap();
+    let Reply::Response(rsp) = assoc.next_reply(id).unwrap() else {
+        panic!()
+    };
+    assert_eq!(rsp.status_or_success(), Status(0x0120));
+    assert_eq!(rsp.affected_sop_instance_uid.as_deref(), Some("1.2.3.99"));
+    assert_eq!(
+        rsp.error_comment.as_deref(),
+        Some("PerformedProcedureStepStatus missing")
+    );
+    assoc.release().unwrap();
 }

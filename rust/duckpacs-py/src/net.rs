@@ -13,7 +13,8 @@
 //! - `transcode(stream, transfer_syntax)` -> dataset bytes;
 //! - `destination(ae_title)` -> `(host, port, tls)` or None, `tls` as `send_stored` takes it;
 //! - `rare(peer, command, dataset, transfer_syntax)` -> `(status, dataset or None,
-//!   (event_type, info) or None)`;
+//!   (event_type, info) or None, pending datasets, error comment or None, affected SOP
+//!   Instance UID or None)`;
 //! - `report_elsewhere(peer, command, event_type, info)`.
 //!
 //! An exception raised by a callback is logged and answered as a failure of that request.
@@ -38,8 +39,16 @@ use crate::store::Store;
 
 struct PyHost(Py<PyAny>);
 
-/// What the host's `rare` returns: (status, response dataset, (event type, information)).
-type RareAnswer = (u16, Option<Vec<u8>>, Option<(u16, Vec<u8>)>);
+/// What the host's `rare` returns: (status, response dataset, (event type, information),
+/// pending answers, error comment, affected SOP Instance UID).
+type RareAnswer = (
+    u16,
+    Option<Vec<u8>>,
+    Option<(u16, Vec<u8>)>,
+    Vec<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+);
 
 fn tls_dict<'py>(
     py: Python<'py>,
@@ -259,8 +268,7 @@ impl Host for PyHost {
     ) -> RareReply {
         let failed = RareReply {
             status: 0x0110,
-            dataset: None,
-            report: None,
+            ..RareReply::default()
         };
         Python::attach(|py| {
             let args = (
@@ -270,11 +278,15 @@ impl Host for PyHost {
                 transfer_syntax,
             );
             let answer = self.0.call_method1(py, "rare", args)?;
-            let (status, dataset, report): RareAnswer = answer.extract(py)?;
+            let (status, dataset, report, pending, comment, instance_uid): RareAnswer =
+                answer.extract(py)?;
             Ok::<_, PyErr>(RareReply {
                 status,
                 dataset,
                 report,
+                pending,
+                comment,
+                instance_uid,
             })
         })
         .unwrap_or_else(|e| {

@@ -1,4 +1,5 @@
-// duckpacs admin page: the forwarding queue (/api/admin/queue) and storage figures.
+// duckpacs admin page: the forwarding queue (/api/admin/queue), storage figures and the
+// Modality Worklist (/api/admin/worklist).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -84,8 +85,23 @@ function selected() {
   return [...document.querySelectorAll("#jobs tbody input:checked")].map((b) => Number(b.value));
 }
 
+const WORKLIST_FIELDS = ["PatientID", "PatientName", "Modality", "ScheduledStationAETitle",
+  "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime", "RequestedProcedureDescription"];
+
+function showWorklist(entries) {
+  $("worklist").tBodies[0].replaceChildren(...entries.map((e) => {
+    const tr = document.createElement("tr");
+    cells(tr, [e.id, e.status, e.PatientID, e.PatientName, e.AccessionNumber, e.Modality,
+      e.ScheduledStationAETitle, e.ScheduledProcedureStepStartDate, e.ScheduledProcedureStepStartTime,
+      e.RequestedProcedureDescription,
+      button("Remove", () => call("/api/admin/worklist/remove", { ids: [e.id] }))]);
+    return tr;
+  }));
+}
+
 async function load() {
   fail("");
+  showWorklist(await call("/api/admin/worklist"));
   const params = new URLSearchParams({ state: $("state").value, to: $("to").value.trim(), limit: "500" });
   const data = await call(`/api/admin/queue?${params}`);
   showStorage(data.storage);
@@ -101,6 +117,15 @@ $("retry-selected").addEventListener("click", () => {
 $("drop-selected").addEventListener("click", () => {
   const ids = selected();
   if (ids.length) call("/api/admin/queue/drop", { ids }).then(load).catch((e) => fail(e.message));
+});
+$("worklist-add").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const entry = {};
+  for (const k of WORKLIST_FIELDS) entry[k] = $(`wl-${k}`).value.trim();
+  call("/api/admin/worklist", entry).then(() => {
+    for (const k of WORKLIST_FIELDS) $(`wl-${k}`).value = "";
+    return load();
+  }).catch((e) => fail(e.message));
 });
 load().catch((e) => fail(e.message));
 setInterval(() => load().catch((e) => fail(e.message)), 5000);

@@ -7,7 +7,8 @@
 //! our C-STORE SCU). What needs the orchestrator goes through [`Host`], which the Python
 //! binding implements: who may do what (once per association), the index queries
 //! (DuckDB), transcoding for a peer that refuses the stored transfer syntax, the move
-//! destinations of the configuration, and the rare services (Storage Commitment today).
+//! destinations of the configuration, and the rare services (Storage Commitment, Modality
+//! Worklist C-FIND, MPPS N-CREATE/N-SET).
 //!
 //! - [`policy`]: the association policy (contexts, roles, permissions);
 //! - [`identifier`]: C-FIND/C-GET/C-MOVE identifiers in, C-FIND answers out (with the
@@ -91,11 +92,19 @@ pub struct Located {
     pub location: Location,
 }
 
-/// The host's answer to a rare request (N-ACTION today).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The host's answer to a rare request (N-ACTION, N-CREATE, N-SET, worklist C-FIND).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RareReply {
     /// Status of the response to the request.
     pub status: u16,
+    /// Answers sent with status Pending (0xFF00) before the final response: a worklist
+    /// C-FIND's matches (PS3.4 K.4.1.2), each in the context's transfer syntax.
+    pub pending: Vec<Vec<u8>>,
+    /// Error Comment (0000,0902) of the final response, for a failure the peer should read.
+    pub comment: Option<String>,
+    /// Affected SOP Instance UID of the response when the host chose it (an N-CREATE-RQ
+    /// without one: the SCP assigns it, PS3.7 10.1.5.1.2).
+    pub instance_uid: Option<String>,
     /// A dataset for the response, in the context's transfer syntax.
     pub dataset: Option<Vec<u8>>,
     /// An N-EVENT-REPORT to send after the response (Storage Commitment's result, PS3.4
@@ -117,7 +126,8 @@ pub trait Host: Send + Sync {
     fn transcode(&self, stream: &[u8], transfer_syntax: &str) -> Result<Vec<u8>, String>;
     /// Where a C-MOVE destination AE title is, if it is a configured peer.
     fn destination(&self, ae_title: &str) -> Option<Destination>;
-    /// A request of a rare service (N-ACTION), with its dataset in `transfer_syntax`.
+    /// A request of a rare service (N-ACTION, N-CREATE, N-SET, a worklist C-FIND), with its
+    /// dataset in `transfer_syntax`.
     fn rare(
         &self,
         peer: &Peer,

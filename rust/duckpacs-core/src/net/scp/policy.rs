@@ -3,9 +3,11 @@
 //!
 //! Contexts (PS3.8 9.3.3.2): Verification, the Patient and Study Root Query/Retrieve models
 //! (C-GET and C-MOVE only with that permission, else "abstract syntax not supported", 3),
-//! Storage Commitment Push, and every other abstract syntax as a storage SOP class, standard
-//! or private, in any transfer syntax the peer proposes (kept byte for byte), except the
-//! services duckpacs does not provide (worklist, MPPS, print, UPS), refused with 3. Role
+//! Storage Commitment Push, Modality Worklist FIND and Modality Performed Procedure Step
+//! (answered by the host as rare services), and every other abstract syntax as a storage
+//! SOP class, standard or private, in any transfer syntax the peer proposes (kept byte for
+//! byte), except the services duckpacs does not provide (other study management, print,
+//! UPS), refused with 3. Role
 //! selection (PS3.7 D.3.3.4) is granted as proposed, so a C-GET requestor can take its
 //! sub-operations. Echo, find, store and commitment without permission are refused per
 //! request with 0x0124 (PS3.7 C.5).
@@ -30,15 +32,18 @@ use crate::store::Store;
 
 const VERIFICATION: &str = "1.2.840.10008.1.1";
 const COMMITMENT: &str = "1.2.840.10008.1.20.1";
+/// Modality Worklist Information Model - FIND (PS3.4 K.6.1.2.2).
+pub const WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
+/// Modality Performed Procedure Step SOP Class (PS3.4 F.7.3).
+const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
 const QR_FIND: [&str; 2] = ["1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"];
 const QR_MOVE: [&str; 2] = ["1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"];
 const QR_GET: [&str; 2] = ["1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"];
 /// Standard services that are not storage and that duckpacs does not provide.
-const NOT_PROVIDED: [&str; 6] = [
-    "1.2.840.10008.5.1.4.31",    // Modality Worklist Information Model - FIND
-    "1.2.840.10008.3.1.2.3.",    // MPPS and other study management
-    "1.2.840.10008.5.1.1.",      // Print Management
-    "1.2.840.10008.5.1.4.34.",   // Unified Procedure Step
+const NOT_PROVIDED: [&str; 5] = [
+    "1.2.840.10008.3.1.2.3.", // study management other than MPPS (checked first)
+    "1.2.840.10008.5.1.1.",   // Print Management
+    "1.2.840.10008.5.1.4.34.", // Unified Procedure Step
     "1.2.840.10008.5.1.4.1.2.4", // Composite Instance Root Retrieve
     "1.2.840.10008.5.1.4.1.2.5", // Composite Instance Retrieve Without Bulk Data
 ];
@@ -51,7 +56,7 @@ const UNCOMPRESSED: [&str; 3] = [
 fn decide(abstract_syntax: &str, p: &Permissions) -> ContextDecision {
     let service = || ContextDecision::Accept(TransferSyntaxes::new(&UNCOMPRESSED, false));
     let refuse = ContextDecision::Refuse(ContextResult::AbstractSyntaxNotSupported);
-    if abstract_syntax == VERIFICATION || abstract_syntax == COMMITMENT {
+    if [VERIFICATION, COMMITMENT, WORKLIST_FIND, MPPS].contains(&abstract_syntax) {
         return service();
     }
     if QR_FIND.contains(&abstract_syntax) {
@@ -83,6 +88,23 @@ impl Service for Echo {
         }
         log::info!("C-ECHO status=success {}", self.0.peer.describe());
         assoc.send(context_id, &command.response(Status::SUCCESS), None)
+    }
+}
+
+/// C-FIND by information model: the Query/Retrieve models are the index's (Rust end to
+/// end), the Modality Worklist model is the host's.
+struct Finds {
+    archive: FindScp,
+    worklist: RareScp,
+}
+
+impl Service for Finds {
+    fn handle(&mut self, assoc: &mut Association, context_id: u8, command: Command) -> Result<()> {
+        if command.affected_sop_class_uid.as_deref() == Some(WORKLIST_FIND) {
+            self.worklist.handle(assoc, context_id, command)
+        } else {
+            self.archive.handle(assoc, context_id, command)
+        }
     }
 }
 
@@ -167,7 +189,13 @@ impl Policy for ArchivePolicy {
                     writer: self.writer.clone(),
                 },
             )
-            .route(CommandField::C_FIND_RQ, FindScp { ctx: ctx.clone() })
+            .route(
+                CommandField::C_FIND_RQ,
+                Finds {
+                    archive: FindScp { ctx: ctx.clone() },
+                    worklist: RareScp { ctx: ctx.clone() },
+                },
+            )
             .route(
                 CommandField::C_GET_RQ,
                 GetScp {
@@ -183,6 +211,8 @@ impl Policy for ArchivePolicy {
                     timeouts: self.timeouts,
                 },
             )
+            .route(CommandField::N_CREATE_RQ, RareScp { ctx: ctx.clone() })
+            .route(CommandField::N_SET_RQ, RareScp { ctx: ctx.clone() })
             .route(CommandField::N_ACTION_RQ, RareScp { ctx });
         let service = Served {
             router,

@@ -1,13 +1,17 @@
-//! The rare services, answered by the host: N-ACTION today (Storage Commitment Push Model,
-//! PS3.4 J), with its N-EVENT-REPORT sent on the same association while the requester keeps
-//! it open, else handed back to the host to deliver on a new one (J.3.3).
+//! The rare services, answered by the host: N-ACTION (Storage Commitment Push Model, PS3.4
+//! J), with its N-EVENT-REPORT sent on the same association while the requester keeps it
+//! open, else handed back to the host to deliver on a new one (J.3.3); N-CREATE and N-SET
+//! (Modality Performed Procedure Step, PS3.4 F.7); C-FIND on the Modality Worklist model
+//! (PS3.4 K), whose matches the host returns encoded and which are sent here as pending
+//! responses, with C-CANCEL looked for between them (PS3.7 9.3.2.3).
 
 use std::sync::Arc;
 
-use super::Context;
+use super::find::cancelled;
+use super::{Context, Tally};
 use crate::net::association::Association;
 use crate::net::dimse::sink::LimitedVec;
-use crate::net::dimse::{Command, Status};
+use crate::net::dimse::{Command, CommandField, Status};
 use crate::net::error::{Error, Result};
 
 /// Largest action information accepted (a commitment request lists UIDs: a few MB at most).
@@ -32,10 +36,14 @@ impl crate::net::Service for RareScp {
                 Err(e) => return Err(e),
             }
         }
-        if !self
-            .ctx
-            .allows(self.ctx.permissions.store, &command.field.to_string())
-        {
+        // A worklist query is a query; N-ACTION, N-CREATE and N-SET report what a modality
+        // stored or did, so they go with the store permission.
+        let permitted = if command.field == CommandField::C_FIND_RQ {
+            self.ctx.permissions.find
+        } else {
+            self.ctx.permissions.store
+        };
+        if !self.ctx.allows(permitted, &command.field.to_string()) {
             return assoc.send(context_id, &command.response(Status::NOT_AUTHORIZED), None);
         }
         let ts = assoc
@@ -46,7 +54,24 @@ impl crate::net::Service for RareScp {
             .ctx
             .host
             .rare(&self.ctx.peer, &command, &info.data, &ts);
+        if command.field == CommandField::C_FIND_RQ {
+            Tally::add(&self.ctx.tally.finds, 1);
+        }
+        let mut pending = command.response(Status::PENDING);
+        pending.has_dataset = true;
+        for answer in &reply.pending {
+            if cancelled(assoc, command.message_id)? {
+                return assoc.send(context_id, &command.response(Status::CANCEL), None);
+            }
+            assoc.send_bytes(context_id, &pending, answer)?;
+        }
         let mut rsp = command.response(Status(reply.status));
+        if let Some(comment) = &reply.comment {
+            rsp = rsp.with_error_comment(comment);
+        }
+        if let Some(uid) = &reply.instance_uid {
+            rsp.affected_sop_instance_uid = Some(uid.clone());
+        }
         match &reply.dataset {
             Some(d) => {
                 rsp.has_dataset = true;
