@@ -1,0 +1,162 @@
+"""Deleting through the trash: hidden from queries at once, restorable, kept across
+`reindex`, a kill and a restart (the journal is in the store), emptied by `compact` after
+`archive.trash_days`, every delete and restore in the audit log, and the same through a
+running server's local socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from duckpacs.archive.facade import Archive
+from duckpacs.archive.trash import Trash, epoch_us
+from tests.crash_support import duckpacs, find_uids, start_server
+from tests.test_storage_policy import audit_lines, fill, present
+
+
+def _bytes(archive: Archive, study: str) -> dict[str, bytes]:
+    return {
+        r.sop_instance_uid: archive.read(r.location)
+        for r in archive.locate("study", {"StudyInstanceUID": study})
+    }
+
+
+def test_discard_hides_at_once_and_restore_brings_back_the_same_bytes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+        before = _bytes(archive, s["a"])
+        summary = archive.discard("study", {"StudyInstanceUID": s["a"]}, user="u", source="t")
+        assert summary["instances"] == 3 and summary["studies"] == [s["a"]]
+        assert present(archive) == {s["b"]}
+        assert archive.locate("study", {"StudyInstanceUID": s["a"]}) == []
+        assert archive.lookup(next(iter(before))) is None
+        assert [b["batch"] for b in archive.trash_list()] == [summary["batch"]]
+        back = archive.restore(summary["batch"], user="u", source="t")
+        assert back["restored"] == 3 and back["state"] == "restored"
+        assert _bytes(archive, s["a"]) == before
+        assert archive.trash_list() == []
+    assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0
+
+
+def test_series_and_image_levels(tmp_path: Path) -> None:
+    with Archive.open(tmp_path / "data") as archive:
+        s = fill(archive, ["a"])
+        refs = archive.locate("study", {"StudyInstanceUID": s["a"]})
+        one = refs[0].sop_instance_uid
+        assert (
+            archive.discard("image", {"SOPInstanceUID": one}, user="u", source="t")["instances"]
+            == 1
+        )
+        assert len(archive.locate("study", {"StudyInstanceUID": s["a"]})) == 2
+        series = archive.find("series", {"StudyInstanceUID": s["a"]}, ["SeriesInstanceUID"])
+        gone = archive.discard(
+            "series", {"SeriesInstanceUID": series[0]["SeriesInstanceUID"]}, user="u", source="t"
+        )
+        assert gone["instances"] == 2
+        assert present(archive) == set()
+        nothing = archive.discard("study", {"StudyInstanceUID": "1.2.3"}, user="u", source="t")
+        assert nothing["instances"] == 0 and len(archive.trash_list()) == 2
+
+
+def test_trash_survives_reindex_and_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+        batch = archive.discard("study", {"StudyInstanceUID": s["a"]}, user="u", source="t")
+    assert duckpacs("reindex", "--data", str(data)).returncode == 0
+    (data / "index.duckdb").unlink()  # rebuilt from the store at the next opening
+    with Archive.open(data) as archive:
+        assert present(archive) == {s["b"]}
+        archive.restore(batch["batch"], user="u", source="t")
+    assert duckpacs("reindex", "--data", str(data)).returncode == 0
+    with Archive.open(data) as archive:
+        assert present(archive) == {s["a"], s["b"]}
+
+
+def test_a_delete_killed_before_the_index_followed_is_finished_at_opening(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+        rows = archive.index.instances_at(
+            [r.sop_instance_uid for r in archive.locate("study", {"StudyInstanceUID": s["a"]})]
+        )
+    # What a kill right after the journal line leaves: the line, and the index unchanged.
+    trash = Trash(data)
+    trash.append({"op": "trash", "batch": "killed", "at_us": 1, "user": "u", "from": "t",
+                  "level": "study", "query": {}, "studies": [s["a"]], "bytes": 0,
+                  "instances": [[u, r[3], epoch_us(r[4])] for u, r in rows.items()]})  # fmt: skip
+    with trash.path.open("ab") as f:
+        f.write(b'{"op":"trash","batch":"torn"')  # and a line torn by a kill
+    with Archive.open(data) as archive:
+        assert archive.caught_up.removed == 3
+        assert present(archive) == {s["b"]}
+        assert [b["batch"] for b in archive.trash_list()] == ["killed"]
+        archive.restore("killed", user="u", source="t")
+        assert present(archive) == {s["a"], s["b"]}
+
+
+def test_compact_empties_the_trash_after_trash_days(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+        archive.discard("study", {"StudyInstanceUID": s["a"]}, user="u", source="t")
+    kept = duckpacs("compact", "--json", "--data", str(data))
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["trash_purged"]["instances"] == 0
+    env = dict(os.environ, DUCKPACS_TRASH_DAYS="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "duckpacs.cli.main", "compact", "--json", "--data", str(data)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert report["trash_purged"] == {"batches": 1, "instances": 3}
+    stats = json.loads(duckpacs("stats", "--json", "--data", str(data)).stdout)
+    assert stats["instances"] == 3
+    assert Trash(data).batches()[0].state == "purged"
+    assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0
+
+
+def test_cli_lists_then_deletes_and_audits(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+    listed = duckpacs("delete", f"StudyInstanceUID={s['a']}", "--data", str(data))
+    assert listed.returncode == 0 and "1 study(s) match" in listed.stdout
+    with Archive.open(data) as archive:
+        assert present(archive) == {s["a"], s["b"]}  # listing deletes nothing
+    empty = duckpacs("delete", "PatientID=", "--yes", "--data", str(data))
+    assert empty.returncode != 0 and "at least one TAG=VALUE" in empty.stderr
+    done = duckpacs("delete", f"StudyInstanceUID={s['a']}", "--yes", "--json", "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    batch = json.loads(done.stdout)["batch"]
+    listed_trash = json.loads(duckpacs("trash", "list", "--json", "--data", str(data)).stdout)
+    assert [b["batch"] for b in listed_trash] == [batch]
+    assert duckpacs("trash", "restore", batch, "--data", str(data)).returncode == 0
+    lines = [x for x in audit_lines(data / "audit.log") if str(x["path"]).startswith("/trash/")]
+    assert [x["method"] for x in lines] == ["DELETE", "RESTORE"]
+    assert all(x["user"] and x["from"] and x["time"] and x["batch"] == batch for x in lines)
+    assert lines[0]["studies"] == [s["a"]] and lines[0]["instances"] == 3
+
+
+def test_delete_through_a_running_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+    server = start_server(data)
+    try:
+        assert len(find_uids(server.dimse_port, s["a"])) == 3
+        done = duckpacs("delete", f"StudyInstanceUID={s['a']}", "--yes", "--json",
+                        "--data", str(data))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert find_uids(server.dimse_port, s["a"]) == []  # C-FIND no longer sees them
+        batch = json.loads(done.stdout)["batch"]
+        assert duckpacs("trash", "restore", batch, "--data", str(data)).returncode == 0
+        assert len(find_uids(server.dimse_port, s["a"])) == 3
+    finally:
+        assert server.stop() == 0
