@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
+
 from duckpacs.archive.facade import Archive
 from duckpacs.archive.trash import Trash, epoch_us
+from duckpacs.web.auth import UserStore
 from tests.crash_support import duckpacs, find_uids, start_server
 from tests.test_storage_policy import audit_lines, fill, present
 
@@ -160,3 +163,54 @@ def test_delete_through_a_running_server(tmp_path: Path) -> None:
         assert len(find_uids(server.dimse_port, s["a"])) == 3
     finally:
         assert server.stop() == 0
+
+
+def test_web_delete_is_for_admins_and_hides_from_qido_and_wado(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = UserStore(data / "users.json")
+    store.set_user("ada", "admin-pass-123", ["admin"])
+    store.set_user("vera", "viewer-pass-1", ["viewer"])
+    (data / "duckpacs.toml").write_text('[dimse]\naccept_any = true\n[http]\nanonymous = "off"\n')
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+        one = archive.locate("study", {"StudyInstanceUID": s["b"]})[0].sop_instance_uid
+        series = archive.find("study", {"StudyInstanceUID": s["b"]}, ["SeriesInstanceUID"])
+    server = start_server(data)
+    base = f"http://127.0.0.1:{server.http_port}"
+    ada, vera = ("ada", "admin-pass-123"), ("vera", "viewer-pass-1")
+    study_url = f"{base}/api/studies/{s['a']}"
+    qido = f"{base}/dicom-web/studies?StudyInstanceUID={s['a']}"
+    wado = f"{base}/dicom-web/studies/{s['a']}"
+    try:
+        assert requests.delete(study_url, auth=vera, timeout=30).status_code == 403
+        assert requests.get(qido, auth=vera, timeout=30).json()  # still there
+        done = requests.delete(study_url, auth=ada, timeout=30)
+        assert done.status_code == 200 and done.json()["instances"] == 3
+        assert requests.get(qido, auth=vera, timeout=30).status_code in (200, 204)
+        assert not (requests.get(qido, auth=vera, timeout=30).content or b"[]").strip(b"[] \n")
+        assert requests.get(wado, auth=vera, timeout=30).status_code == 404
+        assert requests.delete(study_url, auth=ada, timeout=30).status_code == 404
+        image = f"{base}/api/studies/{s['b']}/series/{series[0]['SeriesInstanceUID']}"
+        assert (
+            requests.delete(f"{image}/instances/{one}", auth=ada, timeout=30).json()["instances"]
+            == 1
+        )
+        assert requests.get(f"{base}/api/admin/trash", auth=vera, timeout=30).status_code == 403
+        batches = requests.get(f"{base}/api/admin/trash", auth=ada, timeout=30).json()
+        assert len(batches) == 2
+        restore = f"{base}/api/admin/trash/{batches[0]['batch']}/restore"
+        assert requests.post(restore, auth=vera, timeout=30).status_code == 403
+        assert requests.post(restore, auth=ada, timeout=30).json()["restored"] == 3
+        assert requests.post(restore, auth=ada, timeout=30).status_code == 409
+        assert requests.get(wado, auth=vera, timeout=30).status_code == 200
+    finally:
+        assert server.stop() == 0
+    lines = audit_lines(data / "audit.log")
+    deletes = [(x["user"], x["status"]) for x in lines if x["method"] == "DELETE"]
+    assert ("vera", 403) in deletes and ("ada", 200) in deletes
+    trash_lines = [x for x in lines if str(x["path"]).startswith("/trash/")]
+    assert [(x["method"], x["user"], x["auth"]) for x in trash_lines] == [
+        ("DELETE", "ada", "web"), ("DELETE", "ada", "web"), ("RESTORE", "ada", "web"),
+    ]  # fmt: skip
+    assert all(str(x["from"]).startswith("web 127.0.0.1") for x in trash_lines)

@@ -188,6 +188,32 @@ class Trash:
                     os.close(dir_fd)
 
 
+def audit(
+    trash: Trash, action: str, summary: Mapping[str, Any], *, user: str, source: str,
+    auth: str = "cli",
+) -> None:  # fmt: skip
+    """One line in the data folder's audit log per delete or restore: who, when (the log's
+    own time), what (batch, level, query, studies, instances, bytes) and from where."""
+    from duckpacs.web.audit import AUDIT_FILENAME, AuditLog  # the log's one writer class
+
+    log = AuditLog(trash.path.parent.parent / AUDIT_FILENAME)
+    try:
+        log.record(
+            user=user, auth=auth, client=source, method=action.upper(),
+            path=f"/trash/{action}", status=200, batch=summary.get("batch"),
+            level=summary.get("level"), query=query_text(summary.get("query")),
+            studies=summary.get("studies"), instances=summary.get("instances"),
+            bytes=summary.get("bytes"),
+        )  # fmt: skip
+    finally:
+        log.close()
+
+
+def query_text(query: Any) -> str:
+    """A batch's query as ``TAG=VALUE`` words."""
+    return " ".join(f"{k}={v}" for k, v in (query or {}).items())
+
+
 # --- keeping the index and the store in line with the journal -------------------------
 
 

@@ -16,15 +16,14 @@ import getpass
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from duckpacs.archive import ipc, layout
 from duckpacs.archive.client import open_client
+from duckpacs.archive.trash import Trash, audit, query_text
 from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.config import Settings
 from duckpacs.errors import QueryError
-from duckpacs.web.audit import AUDIT_FILENAME, AuditLog
 
 LEVELS = ("study", "series", "image")
 _SHOWN = {
@@ -66,26 +65,6 @@ def who() -> tuple[str, str]:
     return getpass.getuser(), f"cli@{socket.gethostname()} pid {os.getpid()}"
 
 
-def audit(data_dir: Path, action: str, summary: dict[str, Any], *, user: str, source: str,
-          auth: str = "cli") -> None:  # fmt: skip
-    """One audit line per delete or restore: who, when (the log's time), what, from where."""
-    log = AuditLog(Path(data_dir) / AUDIT_FILENAME)
-    try:
-        log.record(
-            user=user, auth=auth, client=source, method=action.upper(),
-            path=f"/trash/{action}", status=200, batch=summary.get("batch"),
-            level=summary.get("level"), query=_query_text(summary.get("query")),
-            studies=summary.get("studies"), instances=summary.get("instances"),
-            bytes=summary.get("bytes"),
-        )  # fmt: skip
-    finally:
-        log.close()
-
-
-def _query_text(query: Any) -> str:
-    return " ".join(f"{k}={v}" for k, v in (query or {}).items())
-
-
 @contextlib.contextmanager
 def trash_door(s: Settings) -> Iterator[Any]:
     """The archive that carries out trash calls: the running server, else this process."""
@@ -123,7 +102,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     with trash_door(s) as door:
         summary = door.discard(args.level, query, user=user, source=source)
     if summary["instances"]:
-        audit(s.data_dir, "delete", summary, user=user, source=source)
+        audit(Trash(s.data_dir), "delete", summary, user=user, source=source)
     if args.json:
         print_json({**summary, "deleted": True})
     elif not summary["instances"]:
@@ -147,7 +126,7 @@ def cmd_trash_list(args: argparse.Namespace) -> int:
     for b in batches:
         print(
             f"{b['batch']}  {b['deleted_at']}  by {b['user']}  {b['level']} "
-            f"{_query_text(b['query'])}  {b['instances']} instance(s)"
+            f"{query_text(b['query'])}  {b['instances']} instance(s)"
         )
     print(f"{len(batches)} batch(es) in the trash (kept {s['archive.trash_days']} days)")
     return 0
@@ -158,7 +137,7 @@ def cmd_trash_restore(args: argparse.Namespace) -> int:
     user, source = who()
     with trash_door(s) as door:
         summary = door.restore(args.batch, user=user, source=source)
-    audit(s.data_dir, "restore", summary, user=user, source=source)
+    audit(Trash(s.data_dir), "restore", summary, user=user, source=source)
     if args.json:
         print_json(summary)
         return 0

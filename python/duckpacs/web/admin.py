@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from duckpacs.web.auth import Principal, require
 from duckpacs.web.errors import HttpError
+from duckpacs.web.trash_api import TrashApi
 
 
 def _page() -> Path:
@@ -65,6 +66,7 @@ class Admin:
             Route("/api/admin/queue/drop", self.drop, methods=["POST"]),
             Route("/api/peers", self.peers),
             Route("/api/studies/{study}/send", self.send, methods=["POST"]),
+            *TrashApi(self.control.archive).routes(),
         ]
 
     def page(self, request: Request) -> Response:

@@ -1,4 +1,4 @@
-// duckpacs admin page: the forwarding queue (/api/admin/queue) and storage figures.
+// duckpacs admin page: the forwarding queue (/api/admin/queue), storage figures, the trash.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -84,8 +84,27 @@ function selected() {
   return [...document.querySelectorAll("#jobs tbody input:checked")].map((b) => Number(b.value));
 }
 
+// The trash (/api/admin/trash): deleted batches, restorable until compaction empties them.
+async function remove(url) {
+  const r = await fetch(url, { method: "DELETE", credentials: "same-origin", headers: { ...UI_HEADER } });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`${r.status}: ${data.error || r.statusText}`);
+  return data;
+}
+
+function showTrash(batches) {
+  $("trash").tBodies[0].replaceChildren(...batches.map((b) => {
+    const tr = document.createElement("tr");
+    const what = `${b.level} ${Object.entries(b.query).map(([k, v]) => `${k}=${v}`).join(" ")}`;
+    const restore = button("Restore", () => call(`/api/admin/trash/${encodeURIComponent(b.batch)}/restore`, {}));
+    cells(tr, [b.batch, new Date(b.deleted_at).toLocaleString(), b.user, b.from, what, b.instances, size(b.bytes), restore]);
+    return tr;
+  }));
+}
+
 async function load() {
   fail("");
+  showTrash(await call("/api/admin/trash"));
   const params = new URLSearchParams({ state: $("state").value, to: $("to").value.trim(), limit: "500" });
   const data = await call(`/api/admin/queue?${params}`);
   showStorage(data.storage);
@@ -93,6 +112,13 @@ async function load() {
   showJobs(data.jobs);
 }
 
+$("delete-study").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const uid = $("delete-uid").value.trim();
+  if (!uid || !window.confirm(`Move study ${uid} to the trash?`)) return;
+  remove(`/api/studies/${encodeURIComponent(uid)}`).then(() => { $("delete-uid").value = ""; return load(); })
+    .catch((e) => fail(e.message));
+});
 $("filter").addEventListener("submit", (ev) => { ev.preventDefault(); load().catch((e) => fail(e.message)); });
 $("retry-selected").addEventListener("click", () => {
   const ids = selected();
