@@ -196,6 +196,9 @@ def test_web_delete_is_for_admins_and_hides_from_qido_and_wado(tmp_path: Path) -
             requests.delete(f"{image}/instances/{one}", auth=ada, timeout=30).json()["instances"]
             == 1
         )
+        usage = requests.get(f"{base}/api/admin/queue", auth=ada, timeout=30).json()["storage"]
+        assert (usage["instances"], usage["studies"], usage["trash_instances"]) == (2, 1, 4)
+        assert usage["trash_bytes"] > 0 and usage["trash_days"] == 7
         assert requests.get(f"{base}/api/admin/trash", auth=vera, timeout=30).status_code == 403
         batches = requests.get(f"{base}/api/admin/trash", auth=ada, timeout=30).json()
         assert len(batches) == 2

@@ -51,8 +51,11 @@ function showStorage(s) {
   const limits = [];
   if (s.max_bytes) limits.push(`limit ${size(s.max_bytes)}`);
   if (s.min_free_bytes) limits.push(`keep ${size(s.min_free_bytes)} free`);
-  $("storage").textContent = `${size(s.stored_bytes)} stored, ${size(s.free_bytes)} free on disk, `
-    + `${size(s.reclaimable_bytes)} reclaimable by compaction; ${limits.join(", ") || "no limits"} `
+  const reclaimable = Math.max(0, s.reclaimable_bytes - s.trash_bytes);
+  $("storage").textContent = `${s.instances} instances in ${s.studies} studies, `
+    + `${size(s.stored_bytes)} stored at rest, ${size(s.free_bytes)} free on disk; `
+    + `trash ${s.trash_instances} instances (${size(s.trash_bytes)}, kept ${s.trash_days} days); `
+    + `${size(reclaimable)} reclaimable by compaction; ${limits.join(", ") || "no limits"} `
     + `(${s.on_limit}); ${s.protected} protected studies. `
     + (s.refusing ? `Refusing new instances: ${s.refusing}` : "Accepting new instances.");
 }
