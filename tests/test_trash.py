@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from duckpacs.archive.facade import Archive
@@ -18,6 +19,7 @@ from duckpacs.archive.trash import Trash, epoch_us
 from duckpacs.web.auth import UserStore
 from tests.crash_support import duckpacs, find_uids, start_server
 from tests.test_storage_policy import audit_lines, fill, present
+from tests.web_support.server import CHROMIUM, browser_available
 
 
 def _bytes(archive: Archive, study: str) -> dict[str, bytes]:
@@ -217,3 +219,41 @@ def test_web_delete_is_for_admins_and_hides_from_qido_and_wado(tmp_path: Path) -
         ("DELETE", "ada", "web"), ("DELETE", "ada", "web"), ("RESTORE", "ada", "web"),
     ]  # fmt: skip
     assert all(str(x["from"]).startswith("web 127.0.0.1") for x in trash_lines)
+
+
+@pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
+def test_admin_page_deletes_and_restores_a_study(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    data = tmp_path / "data"
+    data.mkdir()
+    UserStore(data / "users.json").set_user("ada", "admin-pass-123", ["admin"])
+    (data / "duckpacs.toml").write_text('[dimse]\naccept_any = true\n[http]\nanonymous = "off"\n')
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+    server = start_server(data)
+    base = f"http://127.0.0.1:{server.http_port}"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            try:
+                page.goto(base + "/")
+                page.fill("#login-user", "ada")
+                page.fill("#login-password", "admin-pass-123")
+                page.click("#login-submit")
+                page.wait_for_selector("#studies tbody tr")
+                page.goto(base + "/admin")
+                page.on("dialog", lambda d: d.accept())
+                page.fill("#delete-uid", s["a"])
+                page.click("#delete-study button")
+                page.wait_for_selector("#trash tbody tr")
+                assert "trash 3 instances" in page.text_content("#storage")
+                page.click("#trash tbody tr button")
+                page.wait_for_function("document.querySelectorAll('#trash tbody tr').length === 0")
+            finally:
+                browser.close()
+        qido = requests.get(f"{base}/dicom-web/studies", auth=("ada", "admin-pass-123"), timeout=30)
+        assert len(qido.json()) == 2  # restored
+    finally:
+        assert server.stop() == 0
