@@ -205,24 +205,25 @@ class Archive:
         batch's summary (``instances`` 0 when nothing matched, and no batch is written)."""
         bin_ = self._trash()
         self._visible()
-        refs = self.locate(level, query)
-        if not refs:
-            return {"batch": "", "instances": 0, "bytes": 0, "studies": []}
-        uids = [r.sop_instance_uid for r in refs]
-        studies = sorted(
-            {str(row.get("StudyInstanceUID") or "")
-             for row in self.find(level, query, ["StudyInstanceUID"])} - {""}
-        )  # fmt: skip
-        indexed = self.index.instances_at(uids)
-        keys = [[uid, row[3], trash.epoch_us(row[4])] for uid, row in indexed.items()]
-        line = {
-            "op": "trash", "batch": bin_.new_batch_id(), "at_us": epoch_us_now(),
-            "user": user, "from": source, "level": level, "query": query,
-            "studies": studies, "bytes": sum(r.location.length for r in refs),
-            "instances": keys,
-        }  # fmt: skip
-        bin_.append(line)
-        self.index.remove(list(indexed))
+        # The committer waits meanwhile: a row it commits now (an instance arriving under
+        # one of these UIDs) is a newer record, not in the batch, and must stay.
+        with self._flush_lock:
+            refs = [InstanceRef.from_row(r) for r in self.index.locations(level, query)]
+            if not refs:
+                return {"batch": "", "instances": 0, "bytes": 0, "studies": []}
+            uids = [r.sop_instance_uid for r in refs]
+            found = self.index.find(level, query, ["StudyInstanceUID"])
+            studies = sorted({str(row.get("StudyInstanceUID") or "") for row in found} - {""})
+            indexed = self.index.instances_at(uids)
+            keys = [[uid, row[3], trash.epoch_us(row[4])] for uid, row in indexed.items()]
+            line = {
+                "op": "trash", "batch": bin_.new_batch_id(), "at_us": epoch_us_now(),
+                "user": user, "from": source, "level": level, "query": query,
+                "studies": studies, "bytes": sum(r.location.length for r in refs),
+                "instances": keys,
+            }  # fmt: skip
+            bin_.append(line)
+            self.index.remove(list(indexed))
         batch = bin_.find(str(line["batch"]))
         return batch.summary()
 
