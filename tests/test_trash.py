@@ -248,9 +248,14 @@ def test_admin_page_deletes_and_restores_a_study(tmp_path: Path) -> None:
                 page.fill("#delete-uid", s["a"])
                 page.click("#delete-study button")
                 page.wait_for_selector("#trash tbody tr")
-                assert "trash 3 instances" in page.text_content("#storage")
+                page.wait_for_function(  # the storage line follows the trash table
+                    "() => document.getElementById('storage').textContent"
+                    ".includes('trash 3 instances')"
+                )
                 page.click("#trash tbody tr button")
-                page.wait_for_function("document.querySelectorAll('#trash tbody tr').length === 0")
+                page.wait_for_function(
+                    "() => document.querySelectorAll('#trash tbody tr').length === 0"
+                )
             finally:
                 browser.close()
         qido = requests.get(f"{base}/dicom-web/studies", auth=("ada", "admin-pass-123"), timeout=30)
