@@ -167,6 +167,14 @@ def _max_associations(value: Any) -> int:
     return number
 
 
+def _trash_days(value: Any) -> int:
+    allowed = "a number of days from 0 to 3650"
+    number = _integer(value, allowed)
+    if not 0 <= number <= 3650:
+        raise ValueError(allowed)
+    return number
+
+
 def _timeout(value: Any) -> int:
     allowed = "a number of seconds from 1 to 86400"
     number = _integer(value, allowed)
@@ -372,6 +380,13 @@ OPTIONS: tuple[Option, ...] = (
         _on_conflict,
         "keep-first",
         "a known SOP Instance UID with different bytes: keep-first (warn) or replace",
+    ),
+    Option(
+        "archive.trash_days",
+        "DUCKPACS_TRASH_DAYS",
+        _trash_days,
+        7,
+        "days deleted instances stay restorable; `duckpacs compact` reclaims them after that",
     ),
     Option(
         "archive.max_bytes",

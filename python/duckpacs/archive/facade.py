@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
-from duckpacs.archive import layout, part10, recovery
+from duckpacs.archive import layout, part10, recovery, trash
 from duckpacs.archive.types import InstanceRef, Location, Outcome, StoreResult, epoch_us_now
 from duckpacs.dicom import status
-from duckpacs.errors import ArchiveIndexError
+from duckpacs.errors import ArchiveIndexError, StorageError
 from duckpacs.index import Index
 
 log = logs.get("archive")
@@ -86,6 +86,7 @@ class Archive:
         self.on_conflict = on_conflict
         self.flush_interval = flush_interval
         self.caught_up = recovery.CatchUp()  # what opening it caught up (see open)
+        self.trash: trash.Trash | None = None  # the data folder's trash (see open)
         self._lookups = index.reader()
         self.writer = _core.ArchiveWriter(store, self._lookups.locate_uids, on_conflict, flush_rows)
         self._flush_lock = threading.Lock()
@@ -123,6 +124,7 @@ class Archive:
             raise
         archive = cls(index, store, on_conflict, **options)
         archive.caught_up = caught_up
+        archive.trash = trash.Trash(data_dir)
         return archive
 
     # --- the write path ---------------------------------------------------------------
@@ -188,6 +190,74 @@ class Archive:
         finally:
             self.store_backend.settle(tombstones)
         return removed
+
+    def _trash(self) -> trash.Trash:
+        if self.trash is None:
+            raise StorageError("this archive was opened without its data folder: no trash")
+        return self.trash
+
+    def discard(
+        self, level: str, query: dict[str, Any], *, user: str, source: str
+    ) -> dict[str, Any]:
+        """Move every instance below the entities matching ``query`` at ``level`` to the
+        trash (:mod:`duckpacs.archive.trash`): the journal line is durable first, then the
+        index rows go, so queries and retrievals stop seeing them at once. Returns the
+        batch's summary (``instances`` 0 when nothing matched, and no batch is written)."""
+        bin_ = self._trash()
+        self._visible()
+        # The committer waits meanwhile: a row it commits now (an instance arriving under
+        # one of these UIDs) is a newer record, not in the batch, and must stay.
+        with self._flush_lock:
+            refs = [InstanceRef.from_row(r) for r in self.index.locations(level, query)]
+            if not refs:
+                return {"batch": "", "instances": 0, "bytes": 0, "studies": []}
+            uids = [r.sop_instance_uid for r in refs]
+            found = self.index.find(level, query, ["StudyInstanceUID"])
+            studies = sorted({str(row.get("StudyInstanceUID") or "") for row in found} - {""})
+            indexed = self.index.instances_at(uids)
+            keys = [[uid, row[3], trash.epoch_us(row[4])] for uid, row in indexed.items()]
+            line = {
+                "op": "trash", "batch": bin_.new_batch_id(), "at_us": epoch_us_now(),
+                "user": user, "from": source, "level": level, "query": query,
+                "studies": studies, "bytes": sum(r.location.length for r in refs),
+                "instances": keys,
+            }  # fmt: skip
+            bin_.append(line)
+            self.index.remove(list(indexed))
+        batch = bin_.find(str(line["batch"]))
+        return batch.summary()
+
+    def restore(self, batch_id: str, *, user: str, source: str) -> dict[str, Any]:
+        """Index a trashed batch's records again, then record the restore. An instance
+        whose SOP Instance UID was stored again since stays out (``superseded``)."""
+        bin_ = self._trash()
+        batch = bin_.find(batch_id)
+        if batch.state != "trashed":
+            raise StorageError(f"trash batch {batch_id} is already {batch.state}")
+        self._visible()
+        keys = set(batch.keys)
+        entries = [
+            e
+            for e in self.store_backend.tail({}, headers=False)["instances"]
+            if trash.entry_key(e) in keys
+        ]
+        live = self.index.instances_at(sorted({str(e["sop_instance_uid"]) for e in entries}))
+        chosen = [e for e in entries if str(e["sop_instance_uid"]) not in live]
+        with self._flush_lock:
+            if chosen:
+                recovery.bulk.append_records(
+                    self.index, recovery.with_headers(self.store_backend, chosen)
+                )
+            bin_.append({"op": "restore", "batch": batch_id, "at_us": epoch_us_now(),
+                         "user": user, "from": source})  # fmt: skip
+        summary = bin_.find(batch_id).summary()
+        summary["restored"] = len(chosen)
+        summary["superseded"] = len(entries) - len(chosen)
+        return summary
+
+    def trash_list(self) -> list[dict[str, Any]]:
+        """Every batch still in the trash, oldest first."""
+        return [b.summary() for b in self._trash().active()]
 
     def relocate(self, moved: Sequence[tuple[_core.Location, _core.Location]]) -> int:
         """Point index rows at records the store moved (densifying): pending rows are

@@ -4,8 +4,9 @@
 DuckDB admits one writing process, and while ``serve`` runs it is that process. Tools such
 as ``duckpacs find`` and ``duckpacs send`` therefore ask it over a Unix socket in the data
 folder (``multiprocessing.connection`` with a random authkey in ``DATA/index.key``, readable
-by the archive's owner only). Only reads cross it: ``lookup``, ``find`` and ``locate``;
-every write goes through the server's own :class:`~duckpacs.archive.facade.Archive`.
+by the archive's owner only). Reads cross it (``lookup``, ``find``, ``locate``), and the
+trash's calls (``discard``, ``restore``, ``trash_list``), which the server's own
+:class:`~duckpacs.archive.facade.Archive` carries out: every write goes through it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from duckpacs.errors import ArchiveIndexError, DuckpacsError
 
 log = logs.get("index")
 
-_CALLS = ("lookup", "find", "locate")
+_CALLS = ("lookup", "find", "locate", "trash_list")
+_TRASH_CALLS = ("discard", "restore")  # (..., user, source): the caller says who asks
 # Unix socket paths are limited to 107 bytes (sun_path).
 _MAX_SOCKET_PATH = 100
 
@@ -70,6 +72,9 @@ class LocalService:
                 Path(self.address).unlink()
 
     def call(self, method: str, *args: Any) -> Any:
+        if method in _TRASH_CALLS:
+            *rest, user, source = args
+            return getattr(self.archive, method)(*rest, user=user, source=source)
         if method not in _CALLS:
             raise ArchiveIndexError(f"unknown call {method!r}")
         return getattr(self.archive, method)(*args)
@@ -170,4 +175,18 @@ class RemoteArchive:
 
     def locate(self, level: str, query: dict[str, Any]) -> list[InstanceRef]:
         result: list[InstanceRef] = self._call("locate", level, query)
+        return result
+
+    def discard(
+        self, level: str, query: dict[str, Any], *, user: str, source: str
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("discard", level, query, user, source)
+        return result
+
+    def restore(self, batch_id: str, *, user: str, source: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("restore", batch_id, user, source)
+        return result
+
+    def trash_list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("trash_list")
         return result

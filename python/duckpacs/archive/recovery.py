@@ -13,7 +13,9 @@ first applies every record past the marks, then hands the index over:
   orphan that compaction reclaims;
 - a different instance under an indexed UID follows ``archive.on_conflict``: ``replace``
   takes it when it arrived later, ``keep-first`` keeps the indexed one;
-- a tombstone drops the row of the instance it deletes.
+- a tombstone drops the row of the instance it deletes;
+- a record in the trash (:mod:`duckpacs.archive.trash`) stays out, and a row of one (a
+  delete killed before the index followed its journal line) is dropped.
 
 When ``index.duckdb`` is missing while the store holds records, or DuckDB cannot use it (a
 torn file), the file is set aside (``index.duckdb.damaged-<time>``) and the index is rebuilt
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
-from duckpacs.archive import layout
+from duckpacs.archive import layout, trash
 from duckpacs.errors import ArchiveLockedError, IndexUnusableError
 
 # reindex as a module, not its names: duckpacs.index.reindex needs duckpacs.archive.types,
@@ -78,7 +80,9 @@ def open_for_writing(
         _rebuild(data_dir)
         index = _open_locked(data_dir, wait)
     try:
-        return index, catch_up(index, layout.store_dir(data_dir), on_conflict)
+        done = catch_up(index, layout.store_dir(data_dir), on_conflict)
+        done.removed += trash.reconcile(trash.Trash(data_dir), index)
+        return index, done
     except BaseException:
         index.close()
         raise
@@ -113,7 +117,8 @@ def _rebuild(data_dir: Path) -> None:
     started = time.monotonic()
     with _core.Store.open(store_dir) as store:
         tail = store.tail({}, headers=True)
-        total = len(tail["instances"])
+        records = trash.Trash(data_dir).visible(tail["instances"])
+        total = len(records)
         last = [time.monotonic()]
 
         def progress(done: int) -> None:
@@ -123,7 +128,7 @@ def _rebuild(data_dir: Path) -> None:
 
         stats = reindex.rebuild(
             data_dir,
-            reindex.store_records(tail["instances"]),
+            reindex.store_records(records),
             progress=progress,
             marks=tail["ends"],
         )
@@ -143,13 +148,14 @@ def catch_up(index: Index, store_dir: Path, on_conflict: str = "keep-first") -> 
         tail = store.tail(index.marks(), headers=False)
         done.damaged = int(tail["damaged"])
         done.removed = index.remove_locations(tail["tombstoned"])
-        entries = list(tail["instances"])
+        # Records in the trash stay out (a densifier may have moved one past the marks).
+        entries = trash.Trash(store_dir.parent).visible(tail["instances"])
         packs = set(tail["ends"])
         chosen, moved = _choose(entries, index, on_conflict, packs, done)
         if moved:  # compaction moved them and was killed before the index followed
             done.relocated = index.relocate(moved)
         if chosen:
-            _, rejected = bulk.append_records(index, _with_headers(store, chosen))
+            _, rejected = bulk.append_records(index, with_headers(store, chosen))
             done.indexed = len(chosen) - rejected
         index.set_marks(tail["ends"])
     done.seconds = round(time.monotonic() - started, 3)
@@ -210,12 +216,16 @@ def _choose(
     return list(chosen.values()), moved
 
 
-def orphan_copies(index: Index, store: _core.Store) -> list[tuple[int, int, int]]:
+def orphan_copies(
+    index: Index, store: _core.Store, trash_keys: set[trash.Key] | None = None
+) -> list[tuple[int, int, int]]:
     """Live store records no index row points at, whose SOP Instance UID the index holds
     elsewhere: the losers of a race between senders of one instance before the write path
     let one caller at a time handle a UID (a store written since has none). Compaction
     deletes them so that `stats`, `verify` and the index count the same instances."""
     entries = list(store.tail({}, headers=False)["instances"])
+    hidden = trash_keys or set()
+    entries = [e for e in entries if trash.entry_key(e) not in hidden]  # kept for restore
     known = index.instances_at(sorted({str(e["sop_instance_uid"]) for e in entries}))
     out = []
     for entry in entries:
@@ -232,7 +242,7 @@ def _later(entry: Mapping[str, Any], indexed_at: datetime | None) -> bool:
     return us > int(indexed_at.timestamp() * 1_000_000)
 
 
-def _with_headers(store: _core.Store, entries: list[dict[str, Any]]) -> Iterator[Any]:
+def with_headers(store: _core.Store, entries: list[dict[str, Any]]) -> Iterator[Any]:
     """The chosen entries with their header bytes, read one by one (bounded memory)."""
     for entry in entries:
         yield from reindex.store_records(

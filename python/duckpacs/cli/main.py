@@ -47,6 +47,10 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
     "queue_cmd": {
         "queue": "the forwarding queue: per destination what waits and what failed; retry, drop",
     },
+    "delete_cmd": {
+        "delete": "move studies, series or instances to the trash (lists them without --yes)",
+        "trash": "list or restore deleted instances",
+    },
     "protect_cmd": {
         "protect": "protect a study from recycling and retention (--list shows them)",
         "unprotect": "lift a study's protection",

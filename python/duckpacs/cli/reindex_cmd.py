@@ -12,6 +12,7 @@ import sys
 import time
 
 from duckpacs.archive import layout
+from duckpacs.archive.trash import Trash
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import StorageError
 from duckpacs.index.bulk import BATCH_RECORDS
@@ -46,7 +47,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with layout.open_store(data) as store:
         tail = store.tail({}, headers=True)  # every live record, and where each pack ends
-        scan = tail["instances"]
+        scan = Trash(data).visible(tail["instances"])  # the trash stays out
         total = len(scan)
         show = sys.stderr.isatty()
 

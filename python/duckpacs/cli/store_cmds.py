@@ -15,6 +15,7 @@ from typing import Any
 
 from duckpacs import _core
 from duckpacs.archive import layout, recovery
+from duckpacs.archive.trash import Trash, purge_expired
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ArchiveLockedError, StorageError
 from duckpacs.index import Index
@@ -200,12 +201,15 @@ def cmd_compact(args: argparse.Namespace) -> int:
     data = data_with_store(args)
     with _open_index_for_compaction(s.data_dir, s["archive.on_conflict"]) as index:
         with layout.open_store(data, writer_id=layout.MAINTENANCE_WRITER) as store:
-            orphans = recovery.orphan_copies(index, store)
+            bin_ = Trash(s.data_dir)
+            purged = purge_expired(bin_, store, s["archive.trash_days"])
+            orphans = recovery.orphan_copies(index, store, bin_.hidden_keys())
             for location in orphans:
                 store.delete(location)
             densified = _densify(store, index) if args.densify else None
             report = store.compact(min_dead_ratio=args.min_dead, progress=_progress("compact"))
         report["orphan_copies"] = len(orphans)
+        report["trash_purged"] = purged
         # The store has already committed the move; the index follows it at once so that
         # every indexed location stays readable (a kill in between is repaired by the next
         # opening for writing: duckpacs.archive.recovery re-points the rows).
@@ -227,6 +231,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
         f"rewrote {report['packs_rewritten']} pack(s), moved {len(report['moved'])} "
         f"instance(s), reclaimed {_size(saved)}"
     )
+    if purged["instances"]:
+        print(
+            f"emptied {purged['batches']} trash batch(es) older than "
+            f"{s['archive.trash_days']} days: {purged['instances']} instance(s)"
+        )
     if orphans:
         print(f"deleted {len(orphans)} orphan copies (a second record of an archived instance)")
     return 0

@@ -1,6 +1,7 @@
 """Removing a whole study on the storage policy's behalf, with its audit record.
 
-There is no trash yet: the study is deleted through the archive's door
+The policy bypasses the trash (:mod:`duckpacs.archive.trash`), as it removes to free
+space: the study is deleted through the archive's door
 (:meth:`duckpacs.archive.facade.Archive.delete`: durable tombstones, then the index rows),
 and its store space returns to the disk at the next ``duckpacs compact``. Every removal is
 one line in the audit log (``DATA/audit.log``, the web layer's, :mod:`duckpacs.web.audit`)

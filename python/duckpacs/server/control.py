@@ -44,9 +44,22 @@ class Control:
         return {
             "destinations": self.router.queue.summary(),
             "jobs": [j.as_json() for j in jobs],
-            "storage": self.policy.status(),
+            "storage": {**self.policy.status(), **self.usage()},
             "peers": self.peers(),
         }
+
+    def usage(self) -> dict[str, Any]:
+        """What the archive holds and what its trash keeps (the admin page's disk usage)."""
+        self.archive.flush()
+        counts = self.archive.index.stats()
+        batches = self.archive.trash_list()
+        return {
+            "instances": counts["instances"], "studies": counts["studies"],
+            "trash_batches": len(batches),
+            "trash_instances": sum(b["instances"] for b in batches),
+            "trash_bytes": sum(b["bytes"] for b in batches),
+            "trash_days": self.settings["archive.trash_days"],
+        }  # fmt: skip
 
     def retry(self, *, ids: Sequence[int] = (), destination: str = "", study: str = "") -> int:
         count = self.router.queue.retry(

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from duckpacs.web.auth import Principal, require
 from duckpacs.web.errors import HttpError
+from duckpacs.web.trash_api import TrashApi
 
 
 def _page() -> Path:
@@ -68,6 +69,7 @@ class Admin:
             Route("/api/studies/{study}/send", self.send, methods=["POST"]),
             Route("/api/admin/worklist", self.worklist, methods=["GET", "POST"]),
             Route("/api/admin/worklist/remove", self.worklist_remove, methods=["POST"]),
+            *TrashApi(self.control.archive).routes(),
         ]
 
     def page(self, request: Request) -> Response:

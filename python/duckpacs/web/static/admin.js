@@ -1,5 +1,5 @@
-// duckpacs admin page: the forwarding queue (/api/admin/queue), storage figures and the
-// Modality Worklist (/api/admin/worklist).
+// duckpacs admin page: the forwarding queue (/api/admin/queue), storage figures, the
+// Modality Worklist (/api/admin/worklist) and the trash (/api/admin/trash).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -52,8 +52,11 @@ function showStorage(s) {
   const limits = [];
   if (s.max_bytes) limits.push(`limit ${size(s.max_bytes)}`);
   if (s.min_free_bytes) limits.push(`keep ${size(s.min_free_bytes)} free`);
-  $("storage").textContent = `${size(s.stored_bytes)} stored, ${size(s.free_bytes)} free on disk, `
-    + `${size(s.reclaimable_bytes)} reclaimable by compaction; ${limits.join(", ") || "no limits"} `
+  const reclaimable = Math.max(0, s.reclaimable_bytes - s.trash_bytes);
+  $("storage").textContent = `${s.instances} instances in ${s.studies} studies, `
+    + `${size(s.stored_bytes)} stored at rest, ${size(s.free_bytes)} free on disk; `
+    + `trash ${s.trash_instances} instances (${size(s.trash_bytes)}, kept ${s.trash_days} days); `
+    + `${size(reclaimable)} reclaimable by compaction; ${limits.join(", ") || "no limits"} `
     + `(${s.on_limit}); ${s.protected} protected studies. `
     + (s.refusing ? `Refusing new instances: ${s.refusing}` : "Accepting new instances.");
 }
@@ -99,9 +102,28 @@ function showWorklist(entries) {
   }));
 }
 
+// The trash (/api/admin/trash): deleted batches, restorable until compaction empties them.
+async function remove(url) {
+  const r = await fetch(url, { method: "DELETE", credentials: "same-origin", headers: { ...UI_HEADER } });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`${r.status}: ${data.error || r.statusText}`);
+  return data;
+}
+
+function showTrash(batches) {
+  $("trash").tBodies[0].replaceChildren(...batches.map((b) => {
+    const tr = document.createElement("tr");
+    const what = `${b.level} ${Object.entries(b.query).map(([k, v]) => `${k}=${v}`).join(" ")}`;
+    const restore = button("Restore", () => call(`/api/admin/trash/${encodeURIComponent(b.batch)}/restore`, {}));
+    cells(tr, [b.batch, new Date(b.deleted_at).toLocaleString(), b.user, b.from, what, b.instances, size(b.bytes), restore]);
+    return tr;
+  }));
+}
+
 async function load() {
   fail("");
   showWorklist(await call("/api/admin/worklist"));
+  showTrash(await call("/api/admin/trash"));
   const params = new URLSearchParams({ state: $("state").value, to: $("to").value.trim(), limit: "500" });
   const data = await call(`/api/admin/queue?${params}`);
   showStorage(data.storage);
@@ -109,6 +131,13 @@ async function load() {
   showJobs(data.jobs);
 }
 
+$("delete-study").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const uid = $("delete-uid").value.trim();
+  if (!uid || !window.confirm(`Move study ${uid} to the trash?`)) return;
+  remove(`/api/studies/${encodeURIComponent(uid)}`).then(() => { $("delete-uid").value = ""; return load(); })
+    .catch((e) => fail(e.message));
+});
 $("filter").addEventListener("submit", (ev) => { ev.preventDefault(); load().catch((e) => fail(e.message)); });
 $("retry-selected").addEventListener("click", () => {
   const ids = selected();
