@@ -156,10 +156,15 @@ def test_c_store_and_c_get_of_a_large_instance_stream(tmp_path: Path, big_file: 
     assert rendered_growth < 2 * BOUND, f"rendering grew the server by {rendered_growth >> 20} MB"
 
 
-def _get_json(port: int, suffix: str) -> object:
+def _instance_url(port: int, suffix: str = "") -> str:
+    """The big instance's WADO-RS URL (PS3.18 10.4), with ``suffix`` after it."""
     study, series, sop = uid("big-study"), uid("big-series"), uid("big", FRAMES, ROWS, COLS)
-    url = (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
-           f"/instances/{sop}{suffix}")  # fmt: skip
+    return (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
+            f"/instances/{sop}{suffix}")  # fmt: skip
+
+
+def _get_json(port: int, suffix: str) -> object:
+    url = _instance_url(port, suffix)
     request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
     with urllib.request.urlopen(request, timeout=300) as response:
         return json.loads(response.read())
@@ -167,9 +172,7 @@ def _get_json(port: int, suffix: str) -> object:
 
 def _rendered_frame(port: int, frame: int) -> bytes:
     """WADO-RS Retrieve Rendered Frame (PS3.18 10.4.1.1.3) as PNG."""
-    study, series, sop = uid("big-study"), uid("big-series"), uid("big", FRAMES, ROWS, COLS)
-    url = (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
-           f"/instances/{sop}/frames/{frame}/rendered")  # fmt: skip
+    url = _instance_url(port, f"/frames/{frame}/rendered")
     request = urllib.request.Request(url, headers={"Accept": "image/png"})
     with urllib.request.urlopen(request, timeout=300) as response:
         return bytes(response.read())
@@ -181,9 +184,7 @@ def _pixels(png: bytes) -> np.ndarray:
 
 def _wado_instance(port: int, target: Path, syntax: str | None = None) -> bytes:
     """WADO-RS Retrieve Instance (PS3.18 10.4) into ``target``; returns the boundary."""
-    study, series, sop = uid("big-study"), uid("big-series"), uid("big", FRAMES, ROWS, COLS)
-    url = (f"http://127.0.0.1:{port}/dicom-web/studies/{study}/series/{series}"
-           f"/instances/{sop}")  # fmt: skip
+    url = _instance_url(port)
     accept = 'multipart/related; type="application/dicom"'
     if syntax is not None:
         accept += f"; transfer-syntax={syntax}"
@@ -213,21 +214,29 @@ def _part_body(path: Path, boundary: bytes, target: Path) -> Path:
     return target
 
 
-def _import_peak(data: Path, source: Path) -> int:
-    """Peak RSS of `duckpacs import` in a process of its own."""
+def _peak(*args: str) -> int:
+    """Peak RSS of one ``duckpacs`` command in a process of its own (which must succeed)."""
     code = (
-        "import json, sys\n"
+        "import sys\n"
         "from duckpacs.cli.main import main\n"
         "rc = main(sys.argv[1:])\n"
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-        "print(json.dumps({'rc': rc, 'peak': int(hwm.split()[1]) * 1024}))\n"
+        "print(rc, int(hwm.split()[1]) * 1024)\n"
     )
-    cmd = [sys.executable, "-c", code, "import", "--data", str(data), "--json", str(source)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["rc"] == 0
-    return int(result["peak"])
+    rc, peak = run.stdout.strip().splitlines()[-1].split()
+    assert rc == "0", run.stdout
+    return int(peak)
+
+
+def _import_peak(data: Path, source: Path) -> int:
+    return _peak("import", "--data", str(data), "--json", str(source))
+
+
+def _export_peak(data: Path, out: Path) -> int:
+    return _peak("export", "--data", str(data), "--out", str(out))
 
 
 def test_import_of_a_large_file_stores_it_from_disk(tmp_path: Path, big_file: Path) -> None:
@@ -248,22 +257,6 @@ def test_export_of_a_large_instance_streams(tmp_path: Path, big_file: Path) -> N
     (copy,) = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert copy.relative_to(tmp_path / "out").parts[0] == "BIG"  # patient/study/series/...
     assert _sha(copy) == _sha(big_file)
-
-
-def _export_peak(data: Path, out: Path) -> int:
-    code = (
-        "import sys\n"
-        "from duckpacs.cli.main import main\n"
-        "rc = main(sys.argv[1:])\n"
-        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-        "print(rc, int(hwm.split()[1]) * 1024)\n"
-    )
-    cmd = [sys.executable, "-c", code, "export", "--data", str(data), "--out", str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    rc, peak = run.stdout.strip().splitlines()[-1].split()
-    assert rc == "0"
-    return int(peak)
 
 
 def _sha(path: Path) -> str:
