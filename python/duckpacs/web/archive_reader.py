@@ -174,15 +174,14 @@ class FacadeReader:
 
     def stream_instance(self, location: InstanceLocation) -> Iterator[bytes]:
         handle = location.handle
-        if len(handle) < 3 or handle[2] < STREAM_AT:
+        if not _large(handle):
             yield self.read_instance(location)
             return
         yield from self.archive.stream(handle)
 
     def frame_dataset(self, location: InstanceLocation, number: int) -> tuple[Dataset, int]:
         handle = location.handle
-        large = len(handle) == 3 and handle[2] >= STREAM_AT
-        if not large or UID(location.transfer_syntax).is_compressed or self.header is None:
+        if not _large(handle) or UID(location.transfer_syntax).is_compressed or self.header is None:
             return pydicom.dcmread(io.BytesIO(self.read_instance(location))), number
         ds = pydicom.dcmread(io.BytesIO(self.header(handle)), force=True)
         ds.PixelData = self.read_frame(location, number)
@@ -195,7 +194,7 @@ class FacadeReader:
 
     def large_header(self, location: InstanceLocation) -> bytes | None:
         handle = location.handle
-        if len(handle) != 3 or handle[2] < STREAM_AT or self.header is None:
+        if not _large(handle) or self.header is None:
             return None
         header = self.header(handle)
         stream = self.archive.stream(handle)
@@ -272,3 +271,8 @@ def _pixel_element_header(data: bytes, syntax: str) -> bytes | None:
     if syntax == "1.2.840.10008.1.2":
         return data[:8] if len(data) >= 8 else None
     return data[:12] if len(data) >= 12 and data[4:6] in (b"OB", b"OW") else None
+
+
+def _large(handle: Any) -> bool:
+    """Whether a store location (pack, offset, length) is a record to stream, not read whole."""
+    return isinstance(handle, tuple) and len(handle) == 3 and handle[2] >= STREAM_AT
