@@ -12,6 +12,8 @@ packages=()
 command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || packages+=(orthanc)
 # IOD checks of our output (DICOMDIR, scans) by dciodvfy.
 command -v dciodvfy >/dev/null 2>&1 || packages+=(dicom3tools)
+# PostgreSQL: bench/bench_pg_index.py starts a temporary cluster (the shared index, issue 26).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 # strace: `make test-dist` traces the executable's file opens.
 command -v strace >/dev/null 2>&1 || packages+=(strace)
 [ ${#packages[@]} -eq 0 ] && exit 0
