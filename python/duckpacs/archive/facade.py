@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
-from duckpacs.archive import layout, part10, recovery, trash
+from duckpacs.archive import corrections, layout, part10, recovery, trash
 from duckpacs.archive.types import InstanceRef, Location, Outcome, StoreResult, epoch_us_now
 from duckpacs.dicom import status
 from duckpacs.errors import ArchiveIndexError, StorageError
@@ -254,6 +254,14 @@ class Archive:
         summary["restored"] = len(chosen)
         summary["superseded"] = len(entries) - len(chosen)
         return summary
+
+    def correct(
+        self, level: str, query: dict[str, Any], changes: dict[str, str],
+        kind: str = "modify", *, user: str, source: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Give the instances below the entities matching ``query`` new patient or study
+        values: a version each, the received records kept (:mod:`.corrections`)."""
+        return corrections.correct(self, level, query, changes, kind=kind, user=user, source=source)
 
     def trash_list(self) -> list[dict[str, Any]]:
         """Every batch still in the trash, oldest first."""
