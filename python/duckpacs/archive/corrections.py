@@ -127,6 +127,7 @@ class Corrections(Journal):
 
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir, JOURNAL_FILENAME)
+        self._cached: tuple[tuple[int, int], set[tuple[str, int]]] | None = None
 
     def all(self) -> list[Correction]:
         found: dict[str, Correction] = {}
@@ -160,6 +161,18 @@ class Corrections(Journal):
 
     def versions(self) -> set[Key]:
         return set(self.history().previous)
+
+    def version_arrivals(self) -> set[tuple[str, int]]:
+        """(SOP Instance UID, received µs) of every version, read again only when the
+        journal changed (the routing rules ask at each pass)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return set()
+        stamp = (st.st_size, st.st_mtime_ns)
+        if self._cached is None or self._cached[0] != stamp:
+            self._cached = (stamp, {(k[0], k[2]) for k in self.versions()})
+        return self._cached[1]
 
     def unfinished(self) -> list[Correction]:
         return [c for c in self.all() if c.versions is None]
@@ -301,7 +314,8 @@ def _index_versions(archive: Any, written: list[dict[str, Any]]) -> list[Key]:
         return []
     with archive._flush_lock:
         now = archive.index.instances_at([str(w["sop_instance_uid"]) for w in written])
-        applied, stale = [], []
+        applied: list[dict[str, Any]] = []
+        stale: list[dict[str, Any]] = []
         for w in written:
             row = now.get(str(w["sop_instance_uid"]))
             current = row and (str(w["sop_instance_uid"]), row[3], epoch_us(row[4]))
@@ -313,6 +327,32 @@ def _index_versions(archive: Any, written: list[dict[str, Any]]) -> list[Key]:
                 archive.index, recovery.with_headers(archive.store_backend, applied)
             )
     return [entry_key(w) for w in applied]
+
+
+def plain_id(value: str, flag: str) -> str:
+    value = value.strip()
+    if not value or any(c in value for c in "*?\\"):
+        raise QueryError(f"{flag} needs one Patient ID, without wildcards (got {value!r})")
+    return value
+
+
+def merge_changes(client: Any, into: str, given: dict[str, str | None]) -> dict[str, str]:
+    """The surviving patient's values for a merge: Patient ID ``into``, and the name, birth
+    date and sex given (not None), else those of its newest archived study. With no
+    archived study, what is not given stays as each merged study has it, but a name must
+    be given."""
+    changes = {"PatientID": into}
+    missing = [k for k in rewrite.PATIENT_DEMOGRAPHICS if given.get(k) is None]
+    if missing:
+        rows = client.find("study", {"PatientID": into}, [*missing, "StudyDate"])
+        if not rows and "PatientName" in missing:
+            raise QueryError(f"no archived study of patient {into}: give its name with --name "
+                             "(and --birth-date, --sex)")  # fmt: skip
+        if rows:
+            newest = max(rows, key=lambda r: str(r.get("StudyDate") or ""))
+            changes.update({k: str(newest.get(k) or "") for k in missing})
+    changes.update({k: v for k, v in given.items() if v is not None})
+    return rewrite.check_changes(changes)
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:

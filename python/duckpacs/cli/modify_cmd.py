@@ -16,11 +16,10 @@ archived studies unless given (``--name``, ``--birth-date``, ``--sex``).
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from duckpacs.archive.client import open_client
-from duckpacs.archive.corrections import audit, summary_line
-from duckpacs.archive.rewrite import EDITABLE, PATIENT_DEMOGRAPHICS, check_changes
+from duckpacs.archive.corrections import audit, merge_changes, plain_id, summary_line
+from duckpacs.archive.rewrite import EDITABLE, check_changes
 from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.cli.delete_cmd import trash_door, who
 from duckpacs.errors import QueryError
@@ -59,29 +58,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     m.add_argument("--yes", action="store_true", help="apply (else only show the change)")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=cmd_merge)
-
-
-def _plain_id(value: str, flag: str) -> str:
-    value = value.strip()
-    if not value or any(c in value for c in "*?\\"):
-        raise QueryError(f"{flag} needs one Patient ID, without wildcards (got {value!r})")
-    return value
-
-
-def merge_changes(client: Any, into: str, given: dict[str, str | None]) -> dict[str, str]:
-    """The surviving patient's values: given ones, else those of its archived studies."""
-    changes = {"PatientID": into}
-    missing = [k for k in PATIENT_DEMOGRAPHICS if given.get(k) is None]
-    if missing:
-        rows = client.find("study", {"PatientID": into}, [*missing, "StudyDate"])
-        if not rows and "PatientName" in missing:
-            raise QueryError(f"no archived study of patient {into}: give its name with --name "
-                             "(and --birth-date, --sex)")  # fmt: skip
-        newest = max(rows, key=lambda r: str(r.get("StudyDate") or ""), default={})
-        for k in missing:
-            changes[k] = str(newest.get(k) or "")
-    changes.update({k: v for k, v in given.items() if v is not None})
-    return check_changes(changes)
 
 
 def _run(args: argparse.Namespace, kind: str, query: dict[str, str],
@@ -125,8 +101,8 @@ def cmd_modify(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    source = _plain_id(args.source, "--from")
-    into = _plain_id(args.into, "--into")
+    source = plain_id(args.source, "--from")
+    into = plain_id(args.into, "--into")
     if source == into:
         raise QueryError("--from and --into name the same patient")
     given = {"PatientName": args.name, "PatientBirthDate": args.birth_date,

@@ -97,7 +97,7 @@ def _originals(data_dir: Path, index: Index, locations: list[Any]) -> list[Any]:
     if not history.previous:
         return locations
     indexed = index.instances_at([str(row[0]) for row in locations])
-    wanted = {}
+    wanted: dict[tuple[str, str, int], str] = {}
     for uid, row in indexed.items():
         key = (uid, row[3], epoch_us(row[4]))
         if key in history.previous:
@@ -107,9 +107,10 @@ def _originals(data_dir: Path, index: Index, locations: list[Any]) -> list[Any]:
     where: dict[str, tuple[int, int, int]] = {}
     with layout.open_store(data_dir) as store:
         for entry in store.tail({}, headers=False)["instances"]:
-            uid = wanted.get(entry_key(entry))
-            if uid is not None:
-                where[uid] = tuple(entry["location"])  # type: ignore[assignment]
+            found = wanted.get(entry_key(entry))
+            if found is not None:
+                pack, offset, length = entry["location"]
+                where[found] = (int(pack), int(offset), int(length))
     missing = sorted(set(wanted.values()) - set(where))
     if missing:
         raise StorageError(
