@@ -63,8 +63,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def _run(args: argparse.Namespace, kind: str, query: dict[str, str],
          changes: dict[str, str]) -> int:  # fmt: skip
     s = settings(args)
-    client = open_client(s)
-    matches = client.find("study", query, _SHOWN)
+    # Not kept: a read-only index open in this process would stop the door below from
+    # opening it for writing.
+    matches = open_client(s).find("study", query, _SHOWN)
     if not args.yes:
         before = {k: sorted({str(m.get(k) or "") for m in matches}) for k in changes}
         shown = {"changes": changes, "before": before}
