@@ -219,8 +219,9 @@ def test_trash_restore_and_compaction_of_a_corrected_study(tmp_path: Path) -> No
         archive.restore(batch["batch"], user="u", source="t")
         assert [r["PatientID"] for r in archive.find("study", {"StudyInstanceUID": s["a"]},
                                                      ["PatientID"])] == ["NEW-7"]  # fmt: skip
-    # Compaction keeps the originals: they are the instances' history, not orphan copies.
-    done = duckpacs("compact", "--min-dead", "0", "--json", "--data", str(data))
+    # Compaction (and densifying, which moves records) keeps the originals: they are the
+    # instances' history, not orphan copies.
+    done = duckpacs("compact", "--densify", "--min-dead", "0", "--json", "--data", str(data))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["orphan_copies"] == 0
     assert exported(data, tmp_path / "orig", s["a"], "--original") == before
@@ -279,3 +280,27 @@ def test_cli_modify_and_merge_list_then_apply_and_audit(tmp_path: Path) -> None:
     assert [(x["method"], x["instances"]) for x in lines] == [("MODIFY", 3), ("MERGE", 3)]
     assert "PatientName: Route^OLD-1 -> Roe^Rick" in str(lines[0]["changes"])
     assert lines[1]["query"] == "PatientID=OLD-1" and str(lines[1]["from"]).startswith("cli@")
+
+
+def test_routing_rules_do_not_forward_corrected_instances_again(tmp_path: Path) -> None:
+    from duckpacs.config import Route
+    from duckpacs.routing.queue import Queue
+    from duckpacs.routing.rules import Rules
+
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        queue = Queue(data / "queue.sqlite")
+        rules = Rules(archive.index, queue, [Route("all", {}, ("pacs",))],
+                      corrections.Corrections(data).version_arrivals)  # fmt: skip
+        rules.start()
+        s = fill(archive, ["a"])
+        assert rules.poll() == 3
+        first = {j.sop_instance_uid for j in queue.jobs(states=())}
+        archive.correct("study", {"StudyInstanceUID": s["a"]}, NEW, user="u", source="t")
+        assert rules.poll() == 3  # the corrected rows are read...
+        assert len(queue.jobs(states=())) == 3  # ...and not queued again
+        fill(archive, ["b"])  # while a new arrival still is
+        assert rules.poll() == 3
+        jobs = queue.jobs(states=())
+        assert len(jobs) == 6 and first < {j.sop_instance_uid for j in jobs}
+        queue.close()
