@@ -267,7 +267,9 @@ def _sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_modify_of_a_large_instance_rewrites_its_header_only(tmp_path: Path, big_file: Path) -> None:
+def test_modify_of_a_large_instance_rewrites_its_header_only(
+    tmp_path: Path, big_file: Path
+) -> None:
     """A correction of the large instance keeps memory bounded (its header is re-encoded,
     the pixel data streamed from the store), keeps the pixel data bytes, and the received
     file stays available with `export --original`."""

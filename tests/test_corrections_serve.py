@@ -92,13 +92,21 @@ def test_modify_through_serve_seen_by_cfind_getscu_wado_and_original_export(
         }
     server = start_server(data)
     base = f"http://127.0.0.1:{server.http_port}"
+    metadata = f"{base}/dicom-web/studies/{s['a']}/metadata"
+
+    def names_in_metadata() -> set[str]:  # what the viewer reads
+        found = requests.get(metadata, auth=VERA, timeout=30).json()
+        return {x["00100010"]["Value"][0]["Alphabetic"] for x in found}
+
     try:
+        assert names_in_metadata() == {"Route^ROUTE-1"}  # now in the server's cache
         done = duckpacs("modify", "--study", s["a"], "PatientName=Fixed^Name",
                         "PatientID=FIX-1", "--yes", "--json", "--data", str(data))  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["instances"] == 3
         found = c_find(server.dimse_port, PatientID="FIX-1")
         assert [(f.StudyInstanceUID, str(f.PatientName)) for f in found] == [(s["a"], "Fixed^Name")]
+        assert names_in_metadata() == {"Fixed^Name"}
         got = getscu(server.dimse_port, s["a"], tmp_path / "got")
         assert {d.SOPInstanceUID for d in got} == set(received)
         assert {(str(d.PatientName), d.PatientID) for d in got} == {("Fixed^Name", "FIX-1")}
