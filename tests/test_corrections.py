@@ -304,3 +304,30 @@ def test_routing_rules_do_not_forward_corrected_instances_again(tmp_path: Path) 
         jobs = queue.jobs(states=())
         assert len(jobs) == 6 and first < {j.sop_instance_uid for j in jobs}
         queue.close()
+
+
+def test_a_correction_that_fails_halfway_leaves_every_instance_as_it_was(tmp_path: Path) -> None:
+    """A deflated instance (which cannot be corrected in place) last in a study: the
+    versions written before it are tombstoned, the journal says none was applied, the
+    index and the store still agree on the old values."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from tests.routing_support import instance
+    from tests.synthetic import encode
+
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a"])
+        ds = instance(s["a"], 9)
+        assert archive.store(encode(ds, DeflatedExplicitVRLittleEndian)).status == 0
+        archive.flush()
+        with pytest.raises(StorageError, match="deflated"):
+            archive.correct("study", {"StudyInstanceUID": s["a"]}, NEW, user="u", source="t")
+        assert {r["PatientID"] for r in archive.find("image", {}, ["PatientID"])} == {"ROUTE-1"}
+        (c,) = corrections.Corrections(data).all()
+        assert c.versions == [] and len(c.keys) == 4
+        expected = answers(archive)
+    assert duckpacs("reindex", "--data", str(data)).returncode == 0
+    with Archive.open(data) as archive:
+        assert answers(archive) == expected
+    assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0

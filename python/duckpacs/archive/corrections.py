@@ -257,23 +257,34 @@ def correct(
             "before": before, "studies": studies, "instances": [list(k) for k in keys],
         }  # fmt: skip
         journal.append(line)
-        versions = _write_versions(archive, refs, dict(zip(indexed, keys, strict=True)), changes)
-        journal.append({"op": "done", "batch": line["batch"], "at_us": epoch_us_now(),
-                        "versions": [list(v) for v in versions]})  # fmt: skip
+        done = {"op": "done", "batch": line["batch"]}
+        try:
+            written = _write_versions(archive, refs, dict(zip(indexed, keys, strict=True)),
+                                      changes)  # fmt: skip
+        except Exception:  # nothing reached the index and the versions are tombstoned
+            journal.append({**done, "at_us": epoch_us_now(), "versions": []})
+            raise
+        try:
+            # A failure in here (the index refusing rows) leaves the done line out: the
+            # next opening finishes the correction from the store (see the module).
+            versions = _index_versions(archive, written)
+        finally:
+            if written:
+                archive.store_backend.settle([w["location"] for w in written])
+        journal.append({**done, "at_us": epoch_us_now(), "versions": [list(v) for v in versions]})
     found = next(c for c in journal.all() if c.batch == line["batch"])
     return found.summary()
 
 
 def _write_versions(
     archive: Any, refs: list[Any], keys: dict[str, Key], changes: dict[str, str]
-) -> list[Key]:
-    """Store a version of each instance that lacks a value of ``changes``, then point the
-    index at them. A version whose instance changed meanwhile (deleted, replaced) is
-    tombstoned instead: only the record the index still showed gets superseded."""
+) -> list[dict[str, Any]]:
+    """Store a version of each instance that lacks a value of ``changes``, held below the
+    store's low-water mark until the caller settles them. On an error (a record unreadable,
+    a disk full) the versions written so far are tombstoned before it is raised."""
     store = archive.store_backend
     folder = rewrite.spool_dir(Path(store.path))
     written: list[dict[str, Any]] = []
-    held = []
     try:
         for ref in refs:
             old = keys.get(ref.sop_instance_uid)
@@ -286,12 +297,13 @@ def _write_versions(
             meta = dict(store.meta(tuple(ref.location)))
             location = _put_version(store, folder, ref.location, len(header), new_header,
                                     old[2] or epoch_us_now(), meta.get("source_ae"))  # fmt: skip
-            held.append(location)
             written.append({**dict(store.meta(location)), "location": location, "old": old})
-        return _index_versions(archive, written)
-    finally:
-        if held:
-            store.settle(held)
+    except Exception:
+        for w in written:
+            store.delete(tuple(w["location"]))
+        store.settle([w["location"] for w in written])
+        raise
+    return written
 
 
 def _put_version(store: Any, folder: Path, location: Any, header_len: int, header: bytes,
@@ -308,6 +320,8 @@ def _put_version(store: Any, folder: Path, location: Any, header_len: int, heade
 
 
 def _index_versions(archive: Any, written: list[dict[str, Any]]) -> list[Key]:
+    """Point the index at the versions. One whose instance changed meanwhile (deleted,
+    replaced) is tombstoned instead: only a record the index still showed is superseded."""
     from duckpacs.archive import recovery  # recovery imports this module
 
     if not written:
