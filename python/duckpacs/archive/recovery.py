@@ -167,7 +167,7 @@ def catch_up(index: Index, store_dir: Path, on_conflict: str = "keep-first") -> 
         # the marks).
         entries = corrections.visible(store_dir.parent, tail["instances"])
         packs = set(tail["ends"])
-        versions = corrections.Corrections(store_dir.parent).versions()
+        versions = corrections.Corrections(store_dir.parent).history().previous
         chosen, moved = _choose(entries, index, on_conflict, packs, done, versions)
         if moved:  # compaction moved them and was killed before the index followed
             done.relocated = index.relocate(moved)
@@ -195,7 +195,7 @@ def _choose(
     on_conflict: str,
     packs: set[int],
     done: CatchUp,
-    versions: set[trash.Key] | None = None,
+    versions: Mapping[trash.Key, trash.Key] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Move]]:
     """The tail's instance records that the index must take, one per SOP Instance UID, and
     the rows to re-point: indexed in a pack that no longer exists (compacted away) while the
@@ -221,8 +221,12 @@ def _choose(
             chosen[uid] = entry
         elif tuple(indexed[:3]) == tuple(entry["location"]):
             continue
-        elif indexed[3] != entry["sha256"] and trash.entry_key(entry) in (versions or ()):
-            chosen[uid] = entry  # a correction's version replaces what it supersedes
+        elif (versions or {}).get(trash.entry_key(entry)) == (
+            uid,
+            indexed[3],
+            trash.epoch_us(indexed[4]),
+        ):
+            chosen[uid] = entry  # a correction's version replaces the record it supersedes
         elif indexed[3] == entry["sha256"] and indexed[0] not in packs:
             pack, offset, length = entry["location"]
             moved.append(((indexed[0], indexed[1], indexed[2]), (pack, offset, length)))
