@@ -198,11 +198,13 @@ def finish(data_dir: Path, entries: Sequence[Mapping[str, Any]]) -> int:
         return 0
     named = {k for c in journal.all() for k in [*c.keys, *(c.versions or [])]}
     for c in unfinished:
-        old = {uid: (sha, recv) for uid, sha, recv in c.keys}
+        # A version's received time is its old record's, or the batch's when that was
+        # unknown (records written before the store kept provenance).
+        received = {uid: recv or c.at_us for uid, _sha, recv in c.keys}
         versions = []
         for e in entries:
             key = entry_key(e)
-            if key[0] in old and key[2] == old[key[0]][1] and key not in named:
+            if received.get(key[0]) == key[2] and key not in named:
                 versions.append(key)
                 named.add(key)
         journal.append({"op": "done", "batch": c.batch, "at_us": epoch_us_now(),
@@ -260,7 +262,7 @@ def correct(
         done = {"op": "done", "batch": line["batch"]}
         try:
             written = _write_versions(archive, refs, dict(zip(indexed, keys, strict=True)),
-                                      changes)  # fmt: skip
+                                      changes, int(line["at_us"]))  # fmt: skip
         except Exception:  # nothing reached the index and the versions are tombstoned
             journal.append({**done, "at_us": epoch_us_now(), "versions": []})
             raise
@@ -277,7 +279,7 @@ def correct(
 
 
 def _write_versions(
-    archive: Any, refs: list[Any], keys: dict[str, Key], changes: dict[str, str]
+    archive: Any, refs: list[Any], keys: dict[str, Key], changes: dict[str, str], at_us: int
 ) -> list[dict[str, Any]]:
     """Store a version of each instance that lacks a value of ``changes``, held below the
     store's low-water mark until the caller settles them. On an error (a record unreadable,
@@ -296,7 +298,7 @@ def _write_versions(
                 continue  # already carries the new values
             meta = dict(store.meta(tuple(ref.location)))
             location = _put_version(store, folder, ref.location, len(header), new_header,
-                                    old[2] or epoch_us_now(), meta.get("source_ae"))  # fmt: skip
+                                    old[2] or at_us, meta.get("source_ae"))  # fmt: skip
             written.append({**dict(store.meta(location)), "location": location, "old": old})
     except Exception:
         for w in written:
