@@ -331,3 +331,32 @@ def test_a_correction_that_fails_halfway_leaves_every_instance_as_it_was(tmp_pat
     with Archive.open(data) as archive:
         assert answers(archive) == expected
     assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm"],
+)
+def test_each_transfer_syntax_keeps_its_encoding_and_pixel_bytes(tmp_path: Path, name: str) -> None:
+    from pydicom.data import get_testdata_file
+
+    source = Path(str(get_testdata_file(name)))
+    original = dcmread(source)
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        assert archive.store(source.read_bytes()).status == 0
+        archive.flush()
+        study = str(original.StudyInstanceUID)
+        done = archive.correct("study", {"StudyInstanceUID": study},
+                               {"PatientName": "Syntax^Kept"}, user="u", source="t")  # fmt: skip
+        assert done["instances"] == 1
+        (now,) = current(archive, study).values()
+    ds = dcmread(io.BytesIO(now))
+    assert str(ds.PatientName) == "Syntax^Kept"
+    assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert ds.SOPInstanceUID == original.SOPInstanceUID
+    assert ds.PixelData == original.PixelData
+    assert exported(data, tmp_path / "orig", study, "--original") == {
+        str(original.SOPInstanceUID): sha(source.read_bytes())
+    }
+    assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0

@@ -117,6 +117,12 @@ def test_modify_through_serve_seen_by_cfind_getscu_wado_and_original_export(
         assert {str(dcmread(io.BytesIO(p.body)).PatientName) for p in parts} == {"Fixed^Name"}
         qido = requests.get(f"{base}/dicom-web/studies?PatientID=FIX-1", auth=VERA, timeout=30)
         assert [x["0020000D"]["Value"][0] for x in qido.json()] == [s["a"]]
+        merged = duckpacs("merge-patient", "--from", "FIX-1", "--into", "ROUTE-1", "--yes",
+                          "--json", "--data", str(data))  # fmt: skip
+        assert merged.returncode == 0, merged.stderr
+        assert json.loads(merged.stdout)["changes"]["PatientName"] == "Route^ROUTE-1"
+        found = c_find(server.dimse_port, PatientID="ROUTE-1")
+        assert {f.StudyInstanceUID for f in found} == {s["a"], s["b"]}
     finally:
         assert server.stop() == 0
     out = tmp_path / "orig"
@@ -126,8 +132,10 @@ def test_modify_through_serve_seen_by_cfind_getscu_wado_and_original_export(
     assert {
         p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.glob("*.dcm")
     } == received
-    line = next(x for x in audit_lines(data / "audit.log") if x["method"] == "MODIFY")
-    assert "PatientID: ROUTE-1 -> FIX-1" in str(line["changes"])
+    lines = [x for x in audit_lines(data / "audit.log") if str(x["path"]).startswith("/corr")]
+    assert [x["method"] for x in lines] == ["MODIFY", "MERGE"]
+    assert "PatientID: ROUTE-1 -> FIX-1" in str(lines[0]["changes"])
+    assert "PatientID: FIX-1 -> ROUTE-1" in str(lines[1]["changes"])
 
 
 def test_web_modify_and_merge_are_for_admins(tmp_path: Path) -> None:
