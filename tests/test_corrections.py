@@ -360,3 +360,52 @@ def test_each_transfer_syntax_keeps_its_encoding_and_pixel_bytes(tmp_path: Path,
         str(original.SOPInstanceUID): sha(source.read_bytes())
     }
     assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0
+
+
+def test_corrections_while_the_densifier_moves_records(tmp_path: Path) -> None:
+    """The server's densifier rewrites originals and versions (all in the arrival encoding)
+    while corrections run: each correction applies whole or not at all (a record moved under
+    it is an error that changes nothing), and afterwards the index, `reindex`, `verify
+    --deep` and `export --original` all agree."""
+    import time
+
+    from duckpacs.errors import DuckpacsError
+    from duckpacs.server.densify import Densifier
+    from tests.densify_crash_child import instance
+
+    data = tmp_path / "data"
+    originals = [instance(i) for i in range(24)]
+    with Archive.open(data) as archive:
+        assert all(r.status == 0 for r in archive.store_many(originals))
+        archive.flush()
+        study = str(dcmread(io.BytesIO(originals[0]), stop_before_pixels=True).StudyInstanceUID)
+        q = {"StudyInstanceUID": study}
+        densifier = Densifier(archive, idle=0.0, poll=0.01, rest=0.05)
+        densifier.start()
+        applied = []
+        try:
+            for n in range(6):
+                try:
+                    archive.correct("study", q, {"PatientName": f"Dense^{n}"}, user="u",
+                                    source="t")  # fmt: skip
+                    applied.append(f"Dense^{n}")
+                except DuckpacsError:
+                    pass  # a record moved under it: nothing changed
+            deadline = time.monotonic() + 120
+            store = archive.store_backend
+            while store.stats()["arrival_instances"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            densifier.stop()
+        assert applied, "no correction got through"
+        rows = archive.find("image", q, ["PatientName", "SOPInstanceUID"])
+        assert len(rows) == 24 and {str(r["PatientName"]) for r in rows} == {applied[-1]}
+        for data_now in current(archive, study).values():
+            assert str(dcmread(io.BytesIO(data_now)).PatientName) == applied[-1]
+        expected = answers(archive)
+    assert duckpacs("verify", "--deep", "--data", str(data)).returncode == 0
+    assert duckpacs("reindex", "--data", str(data)).returncode == 0
+    with Archive.open(data) as archive:
+        assert answers(archive) == expected
+    received = {str(dcmread(io.BytesIO(b)).SOPInstanceUID): sha(b) for b in originals}
+    assert exported(data, tmp_path / "orig", study, "--original") == received
