@@ -6,6 +6,11 @@ path (``duckpacs._core.ArchiveWriter``, see ``rust/duckpacs-core/src/archive``):
 per instance, one caller per SOP Instance UID at a time, one duplicate rule, a durable
 record, and the index row pending until the committer thread here writes it to DuckDB.
 
+A correction of patient or study data (:meth:`Archive.correct`) is not an arrival: it
+writes a version of an indexed instance straight to the store and keeps the record it
+supersedes, which neither duplicate rule allows (:mod:`duckpacs.archive.corrections` says
+why that is its own door).
+
 Findable before acknowledged (PS3.4 B.2.3): an instance is reported stored only once its row
 is pending; every query (:meth:`find`, :meth:`locate`) first commits pending rows, so it sees
 everything acknowledged before it. After a crash, the next opening catches the index up with
