@@ -12,7 +12,6 @@ the studies and each attribute's old and new values.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,13 +27,9 @@ from duckpacs.web.trash_api import _who
 
 
 async def _object(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise HttpError(400, "expected a JSON object") from None
-    if not isinstance(body, dict):
-        raise HttpError(400, "expected a JSON object")
-    return body
+    from duckpacs.web.admin import _body  # the admin page's reader (admin imports us)
+
+    return await _body(request)
 
 
 class CorrectionApi:
