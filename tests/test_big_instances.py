@@ -265,3 +265,37 @@ def _sha(path: Path) -> str:
         while piece := f.read(1 << 20):
             h.update(piece)
     return h.hexdigest()
+
+
+def test_modify_of_a_large_instance_rewrites_its_header_only(
+    tmp_path: Path, big_file: Path
+) -> None:
+    """A correction of the large instance keeps memory bounded (its header is re-encoded,
+    the pixel data streamed from the store), keeps the pixel data bytes, and the received
+    file stays available with `export --original`."""
+    data, small = tmp_path / "big", tmp_path / "small"
+    _import_peak(data, big_file)
+    small_file = Path(get_testdata_file("CT_small.dcm"))
+    _import_peak(small, small_file)
+
+    def study_of(path: Path) -> str:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+
+    def modify_peak(where: Path, study: str) -> int:
+        return _peak("modify", "--study", study, "PatientName=Big^Corrected", "--yes",
+                     "--data", str(where))  # fmt: skip
+
+    growth = modify_peak(data, study_of(big_file)) - modify_peak(small, study_of(small_file))
+    assert growth < BOUND, f"modify of {SIZE >> 20} MB took {growth >> 20} MB more than a small one"
+    _peak("export", "--data", str(data), "--out", str(tmp_path / "now"))
+    _peak("export", "--original", "--data", str(data), "--out", str(tmp_path / "orig"))
+    (now,) = [p for p in (tmp_path / "now").rglob("*") if p.is_file()]
+    (orig,) = [p for p in (tmp_path / "orig").rglob("*") if p.is_file()]
+    assert _sha(orig) == _sha(big_file)
+    header = pydicom.dcmread(now, stop_before_pixels=True)
+    assert str(header.PatientName) == "Big^Corrected"
+    with now.open("rb") as a, big_file.open("rb") as b:  # pixel data onward byte for byte
+        a.seek(now.stat().st_size - SIZE)
+        b.seek(big_file.stat().st_size - SIZE)
+        while piece := a.read(1 << 20):
+            assert piece == b.read(1 << 20)

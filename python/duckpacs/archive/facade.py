@@ -6,6 +6,11 @@ path (``duckpacs._core.ArchiveWriter``, see ``rust/duckpacs-core/src/archive``):
 per instance, one caller per SOP Instance UID at a time, one duplicate rule, a durable
 record, and the index row pending until the committer thread here writes it to DuckDB.
 
+A correction of patient or study data (:meth:`Archive.correct`) is not an arrival: it
+writes a version of an indexed instance straight to the store and keeps the record it
+supersedes, which neither duplicate rule allows (:mod:`duckpacs.archive.corrections` says
+why that is its own door).
+
 Findable before acknowledged (PS3.4 B.2.3): an instance is reported stored only once its row
 is pending; every query (:meth:`find`, :meth:`locate`) first commits pending rows, so it sees
 everything acknowledged before it. After a crash, the next opening catches the index up with
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
-from duckpacs.archive import layout, part10, recovery, trash
+from duckpacs.archive import corrections, layout, part10, recovery, trash
 from duckpacs.archive.types import InstanceRef, Location, Outcome, StoreResult, epoch_us_now
 from duckpacs.dicom import status
 from duckpacs.errors import ArchiveIndexError, StorageError
@@ -254,6 +259,14 @@ class Archive:
         summary["restored"] = len(chosen)
         summary["superseded"] = len(entries) - len(chosen)
         return summary
+
+    def correct(
+        self, level: str, query: dict[str, Any], changes: dict[str, str],
+        kind: str = "modify", *, user: str, source: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Give the instances below the entities matching ``query`` new patient or study
+        values: a version each, the received records kept (:mod:`.corrections`)."""
+        return corrections.correct(self, level, query, changes, kind=kind, user=user, source=source)
 
     def trash_list(self) -> list[dict[str, Any]]:
         """Every batch still in the trash, oldest first."""

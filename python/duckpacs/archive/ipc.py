@@ -5,7 +5,8 @@ DuckDB admits one writing process, and while ``serve`` runs it is that process. 
 as ``duckpacs find`` and ``duckpacs send`` therefore ask it over a Unix socket in the data
 folder (``multiprocessing.connection`` with a random authkey in ``DATA/index.key``, readable
 by the archive's owner only). Reads cross it (``lookup``, ``find``, ``locate``), and the
-trash's calls (``discard``, ``restore``, ``trash_list``), which the server's own
+trash's calls (``discard``, ``restore``, ``trash_list``) and corrections (``correct``),
+which the server's own
 :class:`~duckpacs.archive.facade.Archive` carries out: every write goes through it.
 """
 
@@ -27,7 +28,7 @@ from duckpacs.errors import ArchiveIndexError, DuckpacsError
 log = logs.get("index")
 
 _CALLS = ("lookup", "find", "locate", "trash_list")
-_TRASH_CALLS = ("discard", "restore")  # (..., user, source): the caller says who asks
+_TRASH_CALLS = ("discard", "restore", "correct")  # (..., user, source): who asks
 # Unix socket paths are limited to 107 bytes (sun_path).
 _MAX_SOCKET_PATH = 100
 
@@ -189,4 +190,11 @@ class RemoteArchive:
 
     def trash_list(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("trash_list")
+        return result
+
+    def correct(
+        self, level: str, query: dict[str, Any], changes: dict[str, str],
+        kind: str = "modify", *, user: str, source: str,
+    ) -> dict[str, Any]:  # fmt: skip
+        result: dict[str, Any] = self._call("correct", level, query, changes, kind, user, source)
         return result

@@ -15,7 +15,10 @@ first applies every record past the marks, then hands the index over:
   takes it when it arrived later, ``keep-first`` keeps the indexed one;
 - a tombstone drops the row of the instance it deletes;
 - a record in the trash (:mod:`duckpacs.archive.trash`) stays out, and a row of one (a
-  delete killed before the index followed its journal line) is dropped.
+  delete killed before the index followed its journal line) is dropped;
+- a record a correction superseded (:mod:`duckpacs.archive.corrections`) stays out, and a
+  correction's version replaces the row of the record it supersedes, whatever
+  ``archive.on_conflict`` says; a correction killed halfway is finished first.
 
 When ``index.duckdb`` is missing while the store holds records, or DuckDB cannot use it (a
 torn file), the file is set aside (``index.duckdb.damaged-<time>``) and the index is rebuilt
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core, logs
-from duckpacs.archive import layout, trash
+from duckpacs.archive import corrections, layout, trash
 from duckpacs.errors import ArchiveLockedError, IndexUnusableError
 
 # reindex as a module, not its names: duckpacs.index.reindex needs duckpacs.archive.types,
@@ -80,12 +83,22 @@ def open_for_writing(
         _rebuild(data_dir)
         index = _open_locked(data_dir, wait)
     try:
+        _finish_corrections(data_dir)
         done = catch_up(index, layout.store_dir(data_dir), on_conflict)
         done.removed += trash.reconcile(trash.Trash(data_dir), index)
         return index, done
     except BaseException:
         index.close()
         raise
+
+
+def _finish_corrections(data_dir: Path) -> None:
+    """Finish the corrections a kill interrupted (a full scan of the store, only then)."""
+    if not corrections.Corrections(data_dir).unfinished():
+        return
+    store_dir = layout.store_dir(data_dir)
+    with _core.Store.open(store_dir) as store:
+        corrections.finish(data_dir, list(store.tail({}, headers=False)["instances"]))
 
 
 def _open_locked(data_dir: Path, wait: float) -> Index:
@@ -117,7 +130,9 @@ def _rebuild(data_dir: Path) -> None:
     started = time.monotonic()
     with _core.Store.open(store_dir) as store:
         tail = store.tail({}, headers=True)
-        records = trash.Trash(data_dir).visible(tail["instances"])
+        entries = list(tail["instances"])  # the scan is an iterator: read it once
+        corrections.finish(data_dir, entries)
+        records = corrections.visible(data_dir, entries)
         total = len(records)
         last = [time.monotonic()]
 
@@ -148,10 +163,12 @@ def catch_up(index: Index, store_dir: Path, on_conflict: str = "keep-first") -> 
         tail = store.tail(index.marks(), headers=False)
         done.damaged = int(tail["damaged"])
         done.removed = index.remove_locations(tail["tombstoned"])
-        # Records in the trash stay out (a densifier may have moved one past the marks).
-        entries = trash.Trash(store_dir.parent).visible(tail["instances"])
+        # Records in the trash or superseded stay out (a densifier may have moved one past
+        # the marks).
+        entries = corrections.visible(store_dir.parent, tail["instances"])
         packs = set(tail["ends"])
-        chosen, moved = _choose(entries, index, on_conflict, packs, done)
+        versions = corrections.Corrections(store_dir.parent).history().previous
+        chosen, moved = _choose(entries, index, on_conflict, packs, done, versions)
         if moved:  # compaction moved them and was killed before the index followed
             done.relocated = index.relocate(moved)
         if chosen:
@@ -178,6 +195,7 @@ def _choose(
     on_conflict: str,
     packs: set[int],
     done: CatchUp,
+    versions: Mapping[trash.Key, trash.Key] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Move]]:
     """The tail's instance records that the index must take, one per SOP Instance UID, and
     the rows to re-point: indexed in a pack that no longer exists (compacted away) while the
@@ -203,6 +221,12 @@ def _choose(
             chosen[uid] = entry
         elif tuple(indexed[:3]) == tuple(entry["location"]):
             continue
+        elif (versions or {}).get(trash.entry_key(entry)) == (
+            uid,
+            indexed[3],
+            trash.epoch_us(indexed[4]),
+        ):
+            chosen[uid] = entry  # a correction's version replaces the record it supersedes
         elif indexed[3] == entry["sha256"] and indexed[0] not in packs:
             pack, offset, length = entry["location"]
             moved.append(((indexed[0], indexed[1], indexed[2]), (pack, offset, length)))

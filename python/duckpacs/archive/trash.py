@@ -28,7 +28,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,12 +94,65 @@ class Batch:
         }
 
 
-class Trash:
+class Journal:
+    """A JSON-lines journal of the store (``DATA/store/<filename>``): lines appended with
+    one ``write`` and fsynced, a line torn by a crash skipped on reading. The trash and the
+    corrections (:mod:`duckpacs.archive.corrections`) each keep one."""
+
+    def __init__(self, data_dir: Path, filename: str) -> None:
+        self.path = Path(data_dir) / STORE_DIRNAME / filename
+        self._lock = threading.Lock()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path.parent.parent
+
+    def _lines(self) -> Iterable[dict[str, Any]]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        for text in raw.split(b"\n"):
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue  # an empty line, or one torn by a crash (see the module docstring)
+            if isinstance(line, dict):
+                yield line
+
+    # --- writing ----------------------------------------------------------------------
+
+    def new_batch_id(self) -> str:
+        return secrets.token_hex(6)
+
+    def append(self, line: dict[str, Any]) -> None:
+        """Append one line and make it durable before returning."""
+        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # a torn last line stays a line of its own
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:  # the new name must survive a power loss too
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+
+
+class Trash(Journal):
     """The trash journal of the archive at ``data_dir`` (see the module docstring)."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / STORE_DIRNAME / JOURNAL_FILENAME
-        self._lock = threading.Lock()
+        super().__init__(data_dir, JOURNAL_FILENAME)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -147,46 +200,6 @@ class Trash:
                 return b
         raise StorageError(f"{self.path}: no trash batch {batch_id!r} (see `duckpacs trash list`)")
 
-    def _lines(self) -> Iterable[dict[str, Any]]:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        for text in raw.split(b"\n"):
-            try:
-                line = json.loads(text)
-            except ValueError:
-                continue  # an empty line, or one torn by a crash (see the module docstring)
-            if isinstance(line, dict):
-                yield line
-
-    # --- writing ----------------------------------------------------------------------
-
-    def new_batch_id(self) -> str:
-        return secrets.token_hex(6)
-
-    def append(self, line: dict[str, Any]) -> None:
-        """Append one line and make it durable before returning."""
-        data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            created = not self.path.exists()
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    data = b"\n" + data  # a torn last line stays a line of its own
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if created:  # the new name must survive a power loss too
-                dir_fd = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-
 
 def audit(
     trash: Trash, action: str, summary: Mapping[str, Any], *, user: str, source: str,
@@ -229,19 +242,29 @@ def reconcile(trash: Trash, index: Any) -> int:
     return int(index.remove(doomed)) if doomed else 0
 
 
-def purge_expired(trash: Trash, store: Any, days: int) -> dict[str, int]:
+def purge_expired(
+    trash: Trash, store: Any, days: int,
+    older: Callable[[Iterable[Key]], set[Key]] | None = None,
+) -> dict[str, int]:  # fmt: skip
     """Tombstone the records of batches older than ``days`` days (``duckpacs compact``
     reclaims their space in the same run), then mark the batches purged. A kill in between
-    leaves the batch active: the next compaction finds the records already gone."""
+    leaves the batch active: the next compaction finds the records already gone.
+
+    ``older(keys)`` names the records corrections superseded on the way to ``keys`` (their
+    history, :mod:`duckpacs.archive.corrections`): they go too, first, so that a kill never
+    leaves a superseded record live without its version."""
     expired = trash.expired(days)
     if not expired:
         return {"batches": 0, "instances": 0}
     doomed = {key for b in expired for key in b.keys}
+    history = older(doomed) if older else set()
+    entries = list(store.tail({}, headers=False)["instances"])
     deleted = 0
-    for entry in store.tail({}, headers=False)["instances"]:
-        if entry_key(entry) in doomed:
-            store.delete(tuple(entry["location"]))
-            deleted += 1
+    for keys in (history, doomed):
+        for entry in entries:
+            if entry_key(entry) in keys:
+                store.delete(tuple(entry["location"]))
+                deleted += keys is doomed
     for b in expired:
         trash.append({"op": "purge", "batch": b.batch, "at_us": epoch_us_now()})
     return {"batches": len(expired), "instances": deleted}

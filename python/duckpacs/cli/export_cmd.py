@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="store_true",
         help="apply the PS3.15 Annex E Basic Profile (consistent UID remapping)",
     )
+    p.add_argument(
+        "--original",
+        action="store_true",
+        help="write the bytes first received for each instance, before any correction "
+        "(`duckpacs modify`); by default the current version",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_export)
 
@@ -65,6 +71,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         as_zip=args.zip,
         dicomdir=args.dicomdir,
         anonymize=args.anonymize,
+        original=args.original,
         progress=progress,
     )
     if args.json:

@@ -51,6 +51,10 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
         "delete": "move studies, series or instances to the trash (lists them without --yes)",
         "trash": "list or restore deleted instances",
     },
+    "modify_cmd": {
+        "modify": "correct a study's patient or study data (lists the change without --yes)",
+        "merge-patient": "move every study of one Patient ID to another (lists them without --yes)",
+    },
     "protect_cmd": {
         "protect": "protect a study from recycling and retention (--list shows them)",
         "unprotect": "lift a study's protection",

@@ -11,8 +11,7 @@ import argparse
 import sys
 import time
 
-from duckpacs.archive import layout
-from duckpacs.archive.trash import Trash
+from duckpacs.archive import corrections, layout
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import StorageError
 from duckpacs.index.bulk import BATCH_RECORDS
@@ -47,7 +46,9 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with layout.open_store(data) as store:
         tail = store.tail({}, headers=True)  # every live record, and where each pack ends
-        scan = Trash(data).visible(tail["instances"])  # the trash stays out
+        entries = list(tail["instances"])  # the scan is an iterator: read it once
+        corrections.finish(data, entries)  # a correction a kill interrupted
+        scan = corrections.visible(data, entries)  # the trash and superseded records stay out
         total = len(scan)
         show = sys.stderr.isatty()
 

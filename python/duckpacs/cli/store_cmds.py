@@ -15,6 +15,7 @@ from typing import Any
 
 from duckpacs import _core
 from duckpacs.archive import layout, recovery
+from duckpacs.archive.corrections import Corrections
 from duckpacs.archive.trash import Trash, purge_expired
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ArchiveLockedError, StorageError
@@ -202,8 +203,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
     with _open_index_for_compaction(s.data_dir, s["archive.on_conflict"]) as index:
         with layout.open_store(data, writer_id=layout.MAINTENANCE_WRITER) as store:
             bin_ = Trash(s.data_dir)
-            purged = purge_expired(bin_, store, s["archive.trash_days"])
-            orphans = recovery.orphan_copies(index, store, bin_.hidden_keys())
+            history = Corrections(s.data_dir).history()
+            purged = purge_expired(bin_, store, s["archive.trash_days"], history.older)
+            # What corrections superseded is the instances' history, not an orphan copy.
+            kept = bin_.hidden_keys() | set(history.successor)
+            orphans = recovery.orphan_copies(index, store, kept)
             for location in orphans:
                 store.delete(location)
             densified = _densify(store, index) if args.densify else None

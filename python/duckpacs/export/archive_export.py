@@ -17,9 +17,11 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from duckpacs import _core
-from duckpacs.archive import layout
+from duckpacs.archive import corrections, layout
+from duckpacs.archive.trash import entry_key, epoch_us
 from duckpacs.errors import StorageError
 from duckpacs.export.anonymize import Anonymizer, AnonymizeReport, anonymize_bytes
 from duckpacs.export.dicomdir import DicomdirResult, write_dicomdir
@@ -67,12 +69,16 @@ STREAM_AT = 8 * 1024 * 1024
 
 
 def _instances(
-    data_dir: Path, level: str, query: Mapping[str, str], stream: bool
+    data_dir: Path, level: str, query: Mapping[str, str], stream: bool, original: bool = False
 ) -> Iterator[tuple[str, bytes | _core.InstanceStream]]:
     """(SOP Instance UID, stored bytes) of every instance under the matches; with
-    ``stream``, a large one comes as a stream of its stored bytes instead."""
+    ``stream``, a large one comes as a stream of its stored bytes instead. With
+    ``original``, the first-received record of a corrected instance instead of its
+    current version (:mod:`duckpacs.archive.corrections`)."""
     with Index.open(data_dir, read_only=True) as index:
         locations = index.locations(level, dict(query))
+        if original and locations:
+            locations = _originals(data_dir, index, locations)
     if not locations:
         return
     with layout.open_store(data_dir) as store:
@@ -83,6 +89,35 @@ def _instances(
                 yield uid, store.open_instance((pack, offset, length))
             else:
                 yield uid, store.get((pack, offset, length))
+
+
+def _originals(data_dir: Path, index: Index, locations: list[Any]) -> list[Any]:
+    """``locations`` with each corrected instance's row pointing at its original record."""
+    history = corrections.Corrections(data_dir).history()
+    if not history.previous:
+        return locations
+    indexed = index.instances_at([str(row[0]) for row in locations])
+    wanted: dict[tuple[str, str, int], str] = {}
+    for uid, row in indexed.items():
+        key = (uid, row[3], epoch_us(row[4]))
+        if key in history.previous:
+            wanted[history.original(key)] = uid
+    if not wanted:
+        return locations
+    where: dict[str, tuple[int, int, int]] = {}
+    with layout.open_store(data_dir) as store:
+        for entry in store.tail({}, headers=False)["instances"]:
+            found = wanted.get(entry_key(entry))
+            if found is not None:
+                pack, offset, length = entry["location"]
+                where[found] = (int(pack), int(offset), int(length))
+    missing = sorted(set(wanted.values()) - set(where))
+    if missing:
+        raise StorageError(
+            f"the original record of {missing[0]} is not in the store "
+            f"({len(missing)} instance(s)); `duckpacs verify` checks the store"
+        )
+    return [(*row[:3], *where[str(row[0])]) if str(row[0]) in where else row for row in locations]
 
 
 def _copy_out(source: _core.InstanceStream, stage: Path, uid: str, layout: str) -> tuple[str, int]:
@@ -139,12 +174,15 @@ def export(
     as_zip: bool = False,
     dicomdir: bool = False,
     anonymize: bool = False,
+    original: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Write the instances matching ``query`` (C-FIND rules, PS3.4 C.2.2.2) at ``level``.
 
     ``out`` is a new or empty folder, or with ``as_zip`` the zip file to create. With
     ``dicomdir`` the files get ISO 9660 names and a DICOMDIR (``layout`` is then ignored).
+    The current version of each instance is written; with ``original``, the bytes first
+    received for it (they differ once a correction changed it).
 
     Raises
     ------
@@ -161,7 +199,10 @@ def export(
         result.anonymized = AnonymizeReport()
     with tempfile.TemporaryDirectory(prefix="duckpacs-export-") as tmp, progress:
         stage = Path(tmp) / "files" if (dicomdir or as_zip) else out
-        for uid, found in _instances(data_dir, level, query or {}, stream=anonymizer is None):
+        found_all = _instances(
+            data_dir, level, query or {}, stream=anonymizer is None, original=original
+        )
+        for uid, found in found_all:
             if not isinstance(found, bytes):
                 rel, size = _copy_out(found, stage, uid, layout)
                 result.files.append(rel)

@@ -17,6 +17,7 @@ from typing import Any
 from hl7.mllp import InvalidBlockError, start_hl7_server
 
 from duckpacs import logs
+from duckpacs.errors import DuckpacsError
 from duckpacs.hl7 import messages
 from duckpacs.worklist.store import Worklist
 
@@ -28,11 +29,18 @@ IDLE_SECONDS = 600.0
 MAX_MESSAGE = 1 << 20
 
 
+def _peer_text(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "")
+
+
 class Hl7Listener:
     """Listens on (bind, port) until :meth:`stop`; :attr:`address` once started."""
 
-    def __init__(self, worklist: Worklist, application: str) -> None:
+    def __init__(self, worklist: Worklist, application: str, archive: Any = None) -> None:
         self.worklist = worklist
+        self.archive = archive  # the server's: ADT A08/A40 correct archived studies too
         self.application = application
         self.address: tuple[str, int] | None = None
         self._loop = asyncio.new_event_loop()
@@ -102,7 +110,12 @@ class Hl7Listener:
             return messages.reject(str(e), self.application)
         kind, event = messages.message_type(msg)
         try:
-            outcome = messages.apply(self.worklist, msg)
+            door = None
+            if self.archive is not None:
+                door = messages.ArchiveDoor(self.archive, f"hl7 {_peer_text(peer)}")
+            outcome = messages.apply(self.worklist, msg, door)
+        except DuckpacsError as e:  # a bad value or ID in the message: the sender's to fix
+            outcome = messages.Outcome("AE", str(e))
         except Exception as e:  # noqa: BLE001 (answered AE; the listener goes on)
             log.exception("HL7 %s^%s failed", kind, event)
             outcome = messages.Outcome("AE", f"internal error: {e}")

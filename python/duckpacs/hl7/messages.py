@@ -3,8 +3,15 @@
 Parsing is python-hl7's (``hl7.parse``); this module only reads fields and decides.
 
 - ADT^A01 / A04 / A08: the patient's name, birth date and sex (PID-5, PID-7, PID-8) on every
-  worklist entry of PID-3. Archived studies are not changed here.
-- ADT^A40: the entries of the prior patient (MRG-1) move to PID-3, with PID's attributes.
+  worklist entry of PID-3. An A08 (update patient information) also corrects the archived
+  studies of PID-3 with the values it carries (an empty field is "not sent", not "erase").
+- ADT^A40: the entries of the prior patient (MRG-1) move to PID-3, with PID's attributes;
+  so do the archived studies of MRG-1 (Patient ID, and name, birth date and sex from PID,
+  else from the surviving patient's archived studies).
+
+Archived studies change through the archive's corrections (:mod:`duckpacs.archive.
+corrections`: a new version per instance, the received bytes kept, an audit line per
+message), when the listener runs inside ``serve`` with the server's archive.
 - ORM^O01 and OMI^O23: ORC-1 ``NW`` (new order) adds a SCHEDULED entry; ``CA``, ``DC``,
   ``OC`` cancel the entries of the order (ORC-2, else ORC-3). Fields as IHE RAD TF-2 reads
   them: OBR-18 Accession Number, OBR-19 Requested Procedure ID, OBR-20 Scheduled Procedure
@@ -73,21 +80,63 @@ def _patient(msg: hl7.Message) -> dict[str, str]:
     }
 
 
-def _patient_update(worklist: Worklist, msg: hl7.Message) -> Outcome:
+@dataclass(frozen=True)
+class ArchiveDoor:
+    """The server's archive and who the corrections are recorded as coming from."""
+
+    archive: Any
+    source: str
+
+
+def _correct(door: ArchiveDoor | None, kind: str, query: dict[str, str],
+             changes: dict[str, str]) -> str:  # fmt: skip
+    """Apply a correction to the archived studies; the acknowledgement's words for it."""
+    if door is None:
+        return ""
+    from duckpacs.archive import corrections  # the archive only when a server runs us
+
+    summary = door.archive.correct("study", query, changes, kind, user="hl7",
+                                   source=door.source)  # fmt: skip
+    if summary["batch"]:
+        corrections.audit(corrections.require_data_dir(door.archive), kind, summary,
+                          user="hl7", source=door.source, auth="hl7")  # fmt: skip
+    return f"; {summary['instances']} archived instances of {len(summary['studies'])} studies"
+
+
+def _patient_update(worklist: Worklist, msg: hl7.Message, door: ArchiveDoor | None) -> Outcome:
     patient = _patient(msg)
     if not patient["PatientID"]:
         return Outcome("AE", "PID-3 (patient identifier) missing")
     changed = worklist.update_patient(patient["PatientID"], patient)
-    return Outcome("AA", f"{changed} worklist entries updated")
+    archived = ""
+    sent = {k: v for k, v in patient.items() if v and k != "PatientID"}
+    if message_type(msg)[1] == "A08" and sent:
+        archived = _correct(door, "modify", {"PatientID": patient["PatientID"]}, sent)
+    return Outcome("AA", f"{changed} worklist entries updated{archived}")
 
 
-def _merge(worklist: Worklist, msg: hl7.Message) -> Outcome:
+def _merge(worklist: Worklist, msg: hl7.Message, door: ArchiveDoor | None) -> Outcome:
     patient = _patient(msg)
     prior = _field(msg, "MRG", 1)
     if not patient["PatientID"] or not prior:
         return Outcome("AE", "A40 needs PID-3 (surviving patient) and MRG-1 (prior patient)")
     moved = worklist.update_patient(prior, patient)
-    return Outcome("AA", f"{moved} worklist entries moved from {prior} to {patient['PatientID']}")
+    archived = ""
+    if door is not None:
+        from duckpacs.archive import corrections
+
+        into = corrections.plain_id(patient["PatientID"], "PID-3")
+        given = {k: patient[k] or None for k in ("PatientName", "PatientBirthDate",
+                                                 "PatientSex")}  # fmt: skip
+        if given["PatientName"] or door.archive.find("study", {"PatientID": into}, []):
+            changes = corrections.merge_changes(door.archive, into, given)
+        else:  # nothing to take the name from: the merged studies keep theirs
+            changes = {"PatientID": into, **{k: v for k, v in given.items() if v}}
+        query = {"PatientID": corrections.plain_id(prior, "MRG-1")}
+        archived = _correct(door, "merge", query, changes)
+    return Outcome(
+        "AA", f"{moved} worklist entries moved from {prior} to {patient['PatientID']}{archived}"
+    )
 
 
 def _order_values(msg: hl7.Message) -> dict[str, str]:
@@ -139,13 +188,14 @@ def _order(worklist: Worklist, msg: hl7.Message) -> Outcome:
     return Outcome("AA", f"worklist entry {entry_id} scheduled for order {order}")
 
 
-def apply(worklist: Worklist, msg: hl7.Message) -> Outcome:
-    """What ``msg`` does to the worklist, as the acknowledgement's code and text."""
+def apply(worklist: Worklist, msg: hl7.Message, door: ArchiveDoor | None = None) -> Outcome:
+    """What ``msg`` does to the worklist (and, with ``door``, to the archived studies), as
+    the acknowledgement's code and text."""
     kind, event = message_type(msg)
     if kind == "ADT" and event in PATIENT_EVENTS:
-        return _patient_update(worklist, msg)
+        return _patient_update(worklist, msg, door)
     if kind == "ADT" and event == "A40":
-        return _merge(worklist, msg)
+        return _merge(worklist, msg, door)
     if (kind, event) in ORDER_TYPES:
         return _order(worklist, msg)
     return Outcome("AR", f"message type {kind}^{event} not supported")

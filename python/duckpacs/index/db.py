@@ -390,6 +390,8 @@ class Index:
             self._advance_marks(marks)
 
     def _advance_marks(self, marks: Mapping[int, int]) -> None:
+        if not marks:  # DuckDB's executemany refuses an empty list
+            return
         self._con.executemany(
             """INSERT INTO store_marks VALUES (?, ?) ON CONFLICT (pack)
             DO UPDATE SET indexed_to = greatest(indexed_to, excluded.indexed_to)""",

@@ -18,6 +18,7 @@ from typing import Any
 
 from duckpacs import logs
 from duckpacs.archive import layout
+from duckpacs.archive.corrections import Corrections
 from duckpacs.archive.facade import Archive
 from duckpacs.archive.types import InstanceRef
 from duckpacs.config import Settings
@@ -57,7 +58,8 @@ class Router:
         self.settings = settings
         self.archive = archive
         self.queue = open_queue(settings)
-        self.rules = Rules(archive.index, self.queue, settings.routes)
+        self.rules = Rules(archive.index, self.queue, settings.routes,
+                           Corrections(settings.data_dir).version_arrivals)  # fmt: skip
         self.lock = deliverer_lock(settings)
         self.retry = Retry.of(settings)
         self._stopping = threading.Event()

@@ -12,6 +12,14 @@ instance. A rule with ``trigger = "instance"`` queues each matching instance. On
 whole study once no instance of it has arrived for ``stable_seconds``; an instance that
 arrives for the study later watches it again, and then only the newcomers go.
 
+A correction (``duckpacs modify``, ``merge-patient``, HL7 A08/A40) gives the instances it
+changes new index rows, which the rules read like arrivals. They are not forwarded again:
+the destinations already hold the instance under that SOP Instance UID, and most keep the
+first copy of a UID they have (as we do), so a resend would be refused or would silently
+differ from site to site. ``duckpacs send`` pushes the corrected study where it is wanted.
+The rules know a correction's row by its SOP Instance UID and received time, which the
+corrections journal names (:mod:`duckpacs.archive.corrections`).
+
 The cursor names the last row read (iid and SOP Instance UID). The index hands out iids
 above its largest one when it opens, so if that row was deleted before a restart, the rows
 after it may carry iids the rules have already passed. The rules then read again every
@@ -22,6 +30,7 @@ twice) and go on from the newest one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from duckpacs import logs
@@ -43,10 +52,15 @@ def origin_of(route: Route) -> str:
 class Rules:
     """The rules of the configuration over one archive's index and queue."""
 
-    def __init__(self, index: Index, queue: Queue, routes: list[Route]) -> None:
+    def __init__(
+        self, index: Index, queue: Queue, routes: list[Route],
+        corrected: Callable[[], set[tuple[str, int]]] | None = None,
+    ) -> None:  # fmt: skip
         self.index = index
         self.queue = queue
         self.routes = routes
+        # (SOP Instance UID, received µs) of correction rows: not arrivals (see the module)
+        self.corrected = corrected or set
         self._cursor: Cursor | None = None
         self._rescan_since: int | None = None
 
@@ -95,9 +109,12 @@ class Rules:
         armed: list[tuple[str, str]] = []
         touched: list[tuple[str, str]] = []
         studies = sorted({r[2] for r in rows})
+        versions = self.corrected()
+        skipped = {r[1] for r in rows if (r[1], r[3]) in versions} if versions else set()
         for route in self.routes:
             query, calling_ae = self._split(route)
             matched = self.index.matching_arrivals(query, calling_ae, after, upto)
+            matched = [m for m in matched if m[0] not in skipped]
             if route.trigger == "instance":
                 jobs += [
                     (d, uid, study, origin_of(route)) for uid, study in matched for d in route.to

@@ -112,7 +112,7 @@ class Service:
         from duckpacs.worklist.store import Worklist
 
         s = self.settings
-        self.hl7 = Hl7Listener(Worklist.from_settings(s), s.ae_title)
+        self.hl7 = Hl7Listener(Worklist.from_settings(s), s.ae_title, self.archive)
         try:
             host, port = self.hl7.start(s["hl7.bind"], s["hl7.port"])
         except OSError as e:

@@ -21,6 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from duckpacs.web.auth import Principal, require
+from duckpacs.web.correction_api import CorrectionApi
 from duckpacs.web.errors import HttpError
 from duckpacs.web.trash_api import TrashApi
 
@@ -70,6 +71,7 @@ class Admin:
             Route("/api/admin/worklist", self.worklist, methods=["GET", "POST"]),
             Route("/api/admin/worklist/remove", self.worklist_remove, methods=["POST"]),
             *TrashApi(self.control.archive).routes(),
+            *CorrectionApi(self.control.archive).routes(),
         ]
 
     def page(self, request: Request) -> Response:

@@ -40,7 +40,7 @@ from duckpacs.web.reader import ArchiveReader
 from duckpacs.web.study_api import StudyApi
 
 log = logs.get("web")
-PATIENT_DATA = re.compile(r"^/(dicom-web/|wado|api/studies/)")
+PATIENT_DATA = re.compile(r"^/(dicom-web/|wado|api/studies/|api/patients/)")
 UID_PATH = re.compile(r"/(studies|series|instances)/([0-9.]+)")
 
 

@@ -77,20 +77,24 @@ class Metadata(Service):
         return StreamingResponse(batched(chunks()), media_type=DICOM_JSON)
 
     def _metadata_json(self, loc: InstanceLocation, prefix: str) -> bytes:
-        """One instance's DICOM JSON, serialised once and cached (instances never change).
+        """One instance's DICOM JSON, serialised once and cached per stored record: a
+        corrected instance (:mod:`duckpacs.archive.corrections`) or one replaced under
+        ``archive.on_conflict = "replace"`` is another record, so never answered from the
+        cache of the one it supersedes.
 
         Bulk data URIs are cached relative to the instance; a quote can only appear unescaped
         in JSON as structure, so inserting the level's prefix after ``"BulkDataURI":"`` can
         never touch a data value.
         """
-        blob = self._metadata_cache.get(loc.sop_instance_uid)
+        key = f"{loc.sop_instance_uid}@{loc.handle}"
+        blob = self._metadata_cache.get(key)
         if blob is None:
             head = self.archive.large_header(loc)
             if head is None:
                 blob = instance_json(self.archive.read_instance(loc), loc.transfer_syntax)
             else:  # without reading gigabytes of pixels
                 blob = header_json(head, loc.transfer_syntax)
-            self._metadata_cache.put(loc.sop_instance_uid, blob)
+            self._metadata_cache.put(key, blob)
         if prefix:
             blob = blob.replace(b'"BulkDataURI":"', b'"BulkDataURI":"' + prefix.encode())
         return blob
