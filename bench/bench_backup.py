@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench.bench_recovery import instance
 from pydicom.uid import generate_uid
 
-from bench.bench_recovery import instance
 from duckpacs import _core
 from duckpacs.archive import recovery
 

@@ -124,8 +124,10 @@ def test_backup_refuses_nonsense_and_explains_itself(tmp_path: Path) -> None:
     nothing = duckpacs("backup", "--to", str(tmp_path / "bk"), "--data", str(tmp_path / "none"))
     assert nothing.returncode == 1 and "no store" in nothing.stderr
     helped = duckpacs("backup", "--help")
-    assert helped.returncode == 0 and "--to DIR" in helped.stdout and "only what is new" in (
-        helped.stdout
+    assert (
+        helped.returncode == 0
+        and "--to DIR" in helped.stdout
+        and "only what is new" in (helped.stdout)
     )
     assert "--force" in duckpacs("restore", "--help").stdout
     plain = duckpacs("backup", "--to", str(tmp_path / "bk"), "--data", str(data))

@@ -7,6 +7,7 @@ runs, its densifier is not left paused by a killed backup."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -45,10 +46,8 @@ def killed_backup(data: Path, dest: Path, rnd: random.Random) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     time.sleep(rnd.uniform(0.1, 0.45))
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it had finished
         os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:  # it had finished
-        pass
     child.wait(timeout=60)
 
 

@@ -40,6 +40,11 @@ def running_server(data_dir: Path) -> ipc.RemoteArchive | None:
         authkey = key.read_bytes()
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise ArchiveLockedError(
+            f"{key}: not readable by this user; run the backup as the archive's user (the "
+            "running server's local socket answers only it)"
+        ) from None
     remote = ipc.RemoteArchive(ipc.socket_path(data_dir), authkey)
     return remote if remote.reachable() else None  # a key left by a killed server
 
