@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 from duckpacs.archive.facade import Archive
@@ -134,3 +138,23 @@ def test_backup_refuses_nonsense_and_explains_itself(tmp_path: Path) -> None:
     assert plain.returncode == 0 and plain.stdout.startswith("backup 1 complete")
     doc = json.loads((tmp_path / "bk" / manifest.MANIFEST).read_text())
     assert doc["format"] == "duckpacs-backup" and doc["generation"] == 1
+
+
+def test_progress_shows_the_rate_and_eta_on_a_terminal(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        fill(archive, ["a"])
+    terminal, child_side = pty.openpty()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "duckpacs.cli.main", "backup", "--to", str(tmp_path / "bk"),
+             "--data", str(data)],
+            stdout=subprocess.PIPE, stderr=child_side, timeout=120, check=True,
+        )  # fmt: skip
+        os.close(child_side)
+        ready, _, _ = select.select([terminal], [], [], 10)
+        shown = os.read(terminal, 65536).decode() if ready else ""
+    finally:
+        os.close(terminal)
+    assert "100%" in shown and "MB/s" in shown and "ETA" in shown, shown
+    assert run.stdout.startswith(b"backup 1 complete")

@@ -41,7 +41,9 @@ CHECK_BYTES = 16  # a record's trailer: DRECEND\0 and the xxh3 of the record
 Progress = Callable[[int, int], None]  # (bytes copied, bytes to copy)
 # Files of a data folder a backup keeps besides the packs (the index is rebuilt instead).
 DATA_FILES = ("users.json", "audit.log")
-STORE_JOURNALS = "*.jsonl"  # store/trash.jsonl and any other journal kept beside the packs
+# Beside the packs, store/ holds journals (store/trash.jsonl, and whatever else a feature
+# keeps there): every regular file in it is kept, except locks and temporary files.
+SKIPPED_SUFFIXES = (".lock", ".tmp", ".partial")
 
 
 @dataclass
@@ -209,7 +211,8 @@ def small_files(settings: Settings, data: Path) -> list[tuple[str, Path]]:
         found.append(("duckpacs.toml", Path(config)))
     found += [(name, data / name) for name in DATA_FILES if (data / name).is_file()]
     store = layout.store_dir(data)
-    found += [(f"store/{p.name}", p) for p in sorted(store.glob(STORE_JOURNALS)) if p.is_file()]
+    found += [(f"store/{p.name}", p) for p in sorted(store.iterdir())
+              if p.is_file() and not p.name.endswith(SKIPPED_SUFFIXES)]  # fmt: skip
     found += [(p.name, p) for p in sorted(data.glob("*.sqlite"))]
     migrate = data / "migrate"
     if migrate.is_dir():
