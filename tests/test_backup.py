@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from duckpacs.archive import ipc
 from duckpacs.archive.facade import Archive
 from duckpacs.backup import manifest, status
+from duckpacs.server.densify import Densifier
 from duckpacs.web.auth import UserStore
 from tests.backup_support import answers, backup, content, restore, verify_deep
 from tests.crash_support import duckpacs, write_study
+from tests.routing_support import wait_until
 from tests.test_storage_policy import fill
 
 
@@ -158,3 +161,24 @@ def test_progress_shows_the_rate_and_eta_on_a_terminal(tmp_path: Path) -> None:
         os.close(terminal)
     assert "100%" in shown and "MB/s" in shown and "ETA" in shown, shown
     assert run.stdout.startswith(b"backup 1 complete")
+
+
+def test_the_server_holds_its_densifier_for_a_backup_connection_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        densifier = Densifier(archive)
+        service = ipc.LocalService(archive, data, b"k" * 32, pause_rewrites=densifier.pause)
+        service.start()
+        try:
+            client = ipc.RemoteArchive(service.address, b"k" * 32)
+            assert client.backup_begin() == {"rewrites_paused": True}
+            assert densifier.paused
+            client.backup_end()
+            assert not densifier.paused
+            client.backup_begin()
+            client.close()  # as a killed backup's socket closes
+            wait_until(lambda: not densifier.paused, "the hold to end with its connection")
+        finally:
+            service.stop()
+    assert status.age(data, 2)["backup_stale"] is True  # never backed up
+    assert status.age(data, 0)["backup_stale"] is False  # 0: never warns

@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import duckpacs
+from duckpacs import logs
 from duckpacs.archive import layout
 from duckpacs.backup import hold, manifest, status
 from duckpacs.backup.manifest import FileCopy, Manifest, PackCopy
 from duckpacs.config import Settings
 from duckpacs.errors import ConfigError, StorageError
 
+log = logs.get("backup")
 CHUNK = 8 << 20
 CHECK_BYTES = 16  # a record's trailer: DRECEND\0 and the xxh3 of the record
 Progress = Callable[[int, int], None]  # (bytes copied, bytes to copy)
@@ -97,7 +99,10 @@ def take(settings: Settings, dest: Path, progress: Progress | None = None) -> di
         "mb_per_second": round(copied / 1e6 / seconds, 1) if seconds > 0 else 0.0,
         "files": sorted(new.files),
     }  # fmt: skip
-    status.record(data, summary)
+    try:
+        status.record(data, summary)
+    except OSError as e:  # the backup is complete all the same; only the admin page lags
+        logs.event(log, "backup complete, but not noted in the data folder", reason=e, level=30)
     return summary
 
 

@@ -83,6 +83,11 @@ class Densifier:
 
         return release
 
+    @property
+    def paused(self) -> bool:
+        with self._held:
+            return self._pauses > 0
+
     def _begin_step(self) -> bool:
         with self._held:
             if self._pauses:
