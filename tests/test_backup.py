@@ -14,7 +14,7 @@ from pathlib import Path
 
 from duckpacs.archive import ipc
 from duckpacs.archive.facade import Archive
-from duckpacs.backup import manifest, status
+from duckpacs.backup import hold, manifest, status
 from duckpacs.server.densify import Densifier
 from duckpacs.web.auth import UserStore
 from tests.backup_support import answers, backup, content, restore, verify_deep
@@ -182,3 +182,14 @@ def test_the_server_holds_its_densifier_for_a_backup_connection_only(tmp_path: P
             service.stop()
     assert status.age(data, 2)["backup_stale"] is True  # never backed up
     assert status.age(data, 0)["backup_stale"] is False  # 0: never warns
+
+
+def test_with_no_server_a_backup_keeps_compaction_out(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Archive.open(data) as archive:
+        fill(archive, ["a"])
+    with hold.rewrites_held(data) as held_by:
+        assert held_by == "locks"
+        compact = duckpacs("compact", "--data", str(data))
+        assert compact.returncode != 0 and "compact.lock: locked" in compact.stderr
+    assert duckpacs("compact", "--data", str(data)).returncode == 0

@@ -72,7 +72,7 @@ def _store_locks(packs: Path) -> Iterator[None]:
     fds: list[int] = []
     try:
         for name in _REWRITER_LOCKS:
-            fd = os.open(packs / name, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock(packs / name)
             fds.append(fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,3 +85,12 @@ def _store_locks(packs: Path) -> Iterator[None]:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    """A lock file opened for flock: read-only when it exists (a backup needs no write
+    access to the store), created as the store would create it otherwise."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
