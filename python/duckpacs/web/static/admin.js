@@ -62,6 +62,7 @@ function showStorage(s) {
 }
 
 function age(seconds) {
+  if (seconds < 60) return "less than a minute";
   if (seconds < 3600) return `${Math.round(seconds / 60)} minutes`;
   if (seconds < 172800) return `${Math.round(seconds / 3600)} hours`;
   return `${Math.round(seconds / 86400)} days`;
