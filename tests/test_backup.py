@@ -130,6 +130,11 @@ def test_backup_refuses_nonsense_and_explains_itself(tmp_path: Path) -> None:
     assert inside.returncode == 2 and "inside the data folder" in inside.stderr
     nothing = duckpacs("backup", "--to", str(tmp_path / "bk"), "--data", str(tmp_path / "none"))
     assert nothing.returncode == 1 and "no store" in nothing.stderr
+    (tmp_path / "home" / "files").mkdir(parents=True)
+    (tmp_path / "home" / "files" / "letter.txt").write_text("keep me")
+    foreign = duckpacs("backup", "--to", str(tmp_path / "home"), "--data", str(data))
+    assert foreign.returncode == 2 and "no duckpacs backup" in foreign.stderr
+    assert (tmp_path / "home" / "files" / "letter.txt").read_text() == "keep me"
     helped = duckpacs("backup", "--help")
     assert (
         helped.returncode == 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from duckpacs.errors import ArchiveLockedError, StorageError
+from duckpacs.errors import ArchiveLockedError, ConfigError, StorageError
 
 MANIFEST = "MANIFEST.json"
 LOCK = "backup.lock"
@@ -147,6 +147,20 @@ def sync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_folder(folder: Path) -> None:
+    """A backup goes into a new or empty folder, or one a backup run wrote before (it has
+    the lock file, made first): never into a folder of other files, whose ``packs/`` or
+    ``files/`` a run would clean."""
+    folder = Path(folder)
+    if not folder.exists() or (folder / MANIFEST).exists() or (folder / LOCK).exists():
+        return
+    if any(folder.iterdir()):
+        raise ConfigError(
+            f"--to {folder}: the folder holds other files and no duckpacs backup; "
+            "choose a new or empty folder"
+        )
 
 
 @contextlib.contextmanager

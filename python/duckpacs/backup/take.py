@@ -72,6 +72,7 @@ def take(settings: Settings, dest: Path, progress: Progress | None = None) -> di
     dest = Path(dest).resolve()
     if dest == data or data in dest.parents:
         raise ConfigError(f"--to {dest}: the backup must not be inside the data folder {data}")
+    manifest.check_folder(dest)
     _mkdir(dest)
     clock = time.monotonic()
     with manifest.locked(dest):
