@@ -74,7 +74,7 @@ function showBackup(s) {
     ? `Last backup ${age(s.backup_age_seconds)} ago (${s.backup_at}) to ${s.backup_destination}, `
       + `${size(s.backup_bytes)}.`
     : "No backup yet: run duckpacs backup --to DIR.";
-  if (s.backup_stale && s.backup_warn_days) line.textContent += ` Older than ${s.backup_warn_days} days.`;
+  if (s.backup_stale && s.backup_at) line.textContent += ` Older than ${s.backup_warn_days} days.`;
   line.classList.toggle("warning", s.backup_stale);
 }
 
