@@ -37,15 +37,29 @@ def generation(dest: Path) -> int:
         return 0
 
 
-def killed_backup(data: Path, dest: Path, rnd: random.Random) -> None:
-    """Start `duckpacs backup` in a session of its own and SIGKILL the group at a random
-    moment (before, during or after its copy; sometimes it finishes first)."""
+def copied_bytes(dest: Path) -> int:
+    folder = dest / "packs"
+    return sum(p.stat().st_size for p in folder.iterdir()) if folder.is_dir() else 0
+
+
+def killed_backup(data: Path, dest: Path, rnd: random.Random, *, mid_copy: bool) -> None:
+    """Start `duckpacs backup` in a session of its own and SIGKILL the group: at a random
+    moment (before, during or after its copy; sometimes it finishes first), or, with
+    ``mid_copy``, as soon as its pack copies have grown (while it copies)."""
+    before = copied_bytes(dest)
     child = subprocess.Popen(
         [sys.executable, "-m", "duckpacs.cli.main", "backup", "--to", str(dest),
          "--data", str(data)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    time.sleep(rnd.uniform(0.1, 0.45))
+    if mid_copy:
+        deadline = time.monotonic() + 60
+        while child.poll() is None and time.monotonic() < deadline:
+            if copied_bytes(dest) > before:
+                break
+            time.sleep(0.001)
+    else:
+        time.sleep(rnd.uniform(0.1, 0.6))
     with contextlib.suppress(ProcessLookupError):  # it had finished
         os.killpg(child.pid, signal.SIGKILL)
     child.wait(timeout=60)
@@ -87,10 +101,13 @@ def test_sigkill_during_backup_leaves_the_previous_backup_restorable(
     everything: dict[str, str] = {}
     states: dict[int, dict[str, str]] = {}  # backup generation -> the archive when it began
     try:
+        everything |= add_study(data, server, tmp_path / "in", seed=899)
+        states[1] = dict(everything)
+        backup(data, dest)  # each round's run is incremental: a kill hits a second run
         for n in range(ROUNDS):
             everything |= add_study(data, server, tmp_path / f"in{n}", seed=900 + n)
             states[generation(dest) + 1] = dict(everything)
-            killed_backup(data, dest, rnd)
+            killed_backup(data, dest, rnd, mid_copy=n % 2 == 1)
             check_complete_backup(dest, tmp_path / "restored", states)
         states[generation(dest) + 1] = dict(everything)
         final = backup(data, dest)
