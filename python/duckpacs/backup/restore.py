@@ -3,8 +3,8 @@ folder of its own.
 
 Each pack is copied up to the length the manifest records (bytes a killed later run left
 past it are not read), each small file is checked against its SHA-256, then the index is
-rebuilt from the restored store as ``duckpacs reindex`` does: the trash journal keeps
-deleted instances out.
+rebuilt from the restored store as an archive that lost ``index.duckdb`` does: the trash
+journal keeps deleted instances out.
 A folder that already holds something is refused unless the caller says ``force``, which
 moves it aside whole (``NEWDIR.replaced-<time>``): nothing is overwritten.
 """
@@ -18,12 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from duckpacs.archive import layout
-from duckpacs.archive.trash import Trash
+from duckpacs.archive import layout, recovery
 from duckpacs.backup import manifest
 from duckpacs.backup.take import CHUNK, Progress
 from duckpacs.errors import IntegrityError, StorageError
-from duckpacs.index.reindex import rebuild, store_records
 
 
 def restore(
@@ -56,7 +54,7 @@ def restore(
         "backup_finished_at": found.finished_at, "generation": found.generation,
         "packs": len(found.packs), "bytes": done, "files": sorted(found.files),
         "instances": counts["instances"], "studies": counts["studies"],
-        "damaged_records": counts["damaged"], "moved_aside": str(aside) if aside else None,
+        "moved_aside": str(aside) if aside else None,
         "copy_seconds": round(copied, 3),
         "index_seconds": round(time.monotonic() - started - copied, 3),
         "seconds": round(time.monotonic() - started, 3),
@@ -64,14 +62,15 @@ def restore(
 
 
 def _rebuild_index(data: Path) -> dict[str, Any]:
-    """The index of the restored store, as ``duckpacs reindex`` builds it (the trash's
-    records left out), with the marks at the packs' ends."""
-    with layout.open_store(data) as store:
-        tail = store.tail({}, headers=True)
-        stats = dict(rebuild(data, store_records(Trash(data).visible(tail["instances"])),
-                             marks=tail["ends"]))  # fmt: skip
-    stats["damaged"] = int(tail["damaged"])
-    return stats
+    """The index of the restored store, built by the archive's own rebuild (the one an
+    opening runs when ``index.duckdb`` is lost), so whatever leaves records out of it (the
+    trash, and any other journal of the store) is applied the same way."""
+    recovery.rebuild_index(data)
+    index, _ = recovery.open_for_writing(data)
+    try:
+        return dict(index.stats())
+    finally:
+        index.close()
 
 
 def _make_room(data: Path, force: bool) -> Path | None:

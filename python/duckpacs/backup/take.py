@@ -2,16 +2,19 @@
 
 1. Open the store read-only (which first finishes a rewrite a killed process left behind),
    then hold pack rewriting (:mod:`duckpacs.backup.hold`).
-2. Plan from the store's own log (:meth:`duckpacs._core.Store.tail`): for each pack, the end
+2. Copy the small files into ``files/GEN``: the store's journals (trash, corrections) up to
+   their last whole line, users, configuration, audit log, SQLite databases through
+   SQLite's backup API. First, so that every record a journal line names was durable
+   before the packs' ends are read (a line written later is simply not in this backup).
+3. Plan from the store's own log (:meth:`duckpacs._core.Store.tail`): for each pack, the end
    of its last whole, checked record. A pack the previous backup copied and that is still the
    same file (inode, and the trailer bytes before the copied length) is read only past that
    length, so a second run reads and copies only what is new. A record being appended at
    that moment is not whole yet and stays out; every instance acknowledged before the run
    began was durable before it, so it is in.
-3. Copy: the new range of each pack, appended to its copy; a new pack (or one whose name
+4. Copy: the new range of each pack, appended to its copy; a new pack (or one whose name
    came back as another file) whole, under a name the previous manifest does not use.
-4. Release the hold; copy the small files (store journals, users, configuration, audit
-   log, SQLite databases through SQLite's backup API) into ``files/GEN``.
+   Then release the hold.
 5. fsync everything, write the manifest last (:func:`duckpacs.backup.manifest.commit`), then
    delete what it no longer names (packs compaction or densifying removed; old files).
 """
@@ -81,9 +84,11 @@ def take(settings: Settings, dest: Path, progress: Progress | None = None) -> di
                        duckpacs=duckpacs.__version__)  # fmt: skip
         _mkdir(dest / manifest.PACKS)
         with layout.open_store(data) as store, hold.rewrites_held(data) as held_by:
+            # The journals before the packs' ends are read: every line names records that
+            # were durable before it was written, so the packs copied next hold them all.
+            new.files = _copy_files(settings, data, dest, new.generation)
             steps, records, damaged = _plan(store, packs_dir, prev, new.generation)
             copied = _copy_packs(steps, packs_dir, dest, new, progress)
-        new.files = _copy_files(settings, data, dest, new.generation)
         manifest.sync_dir(dest / manifest.PACKS)
         new.finished_at = now_iso()
         manifest.commit(dest, new)
