@@ -167,7 +167,7 @@ def _max_associations(value: Any) -> int:
     return number
 
 
-def _trash_days(value: Any) -> int:
+def _days(value: Any) -> int:
     allowed = "a number of days from 0 to 3650"
     number = _integer(value, allowed)
     if not 0 <= number <= 3650:
@@ -384,9 +384,16 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "archive.trash_days",
         "DUCKPACS_TRASH_DAYS",
-        _trash_days,
+        _days,
         7,
         "days deleted instances stay restorable; `duckpacs compact` reclaims them after that",
+    ),
+    Option(
+        "backup.warn_days",
+        "DUCKPACS_BACKUP_WARN_DAYS",
+        _days,
+        2,
+        "the admin page warns when the last `duckpacs backup` is older (0 = never warns)",
     ),
     Option(
         "archive.max_bytes",

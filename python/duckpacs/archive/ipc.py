@@ -8,6 +8,10 @@ by the archive's owner only). Reads cross it (``lookup``, ``find``, ``locate``),
 trash's calls (``discard``, ``restore``, ``trash_list``) and corrections (``correct``),
 which the server's own
 :class:`~duckpacs.archive.facade.Archive` carries out: every write goes through it.
+
+``backup_begin`` / ``backup_end`` hold the server's pack rewriting (the densifier) for a
+backup (:mod:`duckpacs.backup`). The hold belongs to the connection: a backup that is
+killed lets go of it when its socket closes, so densifying never stays paused.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -29,6 +34,7 @@ log = logs.get("index")
 
 _CALLS = ("lookup", "find", "locate", "trash_list")
 _TRASH_CALLS = ("discard", "restore", "correct")  # (..., user, source): who asks
+_HOLD_CALLS = ("backup_begin", "backup_end")  # per connection (see the module docstring)
 # Unix socket paths are limited to 107 bytes (sun_path).
 _MAX_SOCKET_PATH = 100
 
@@ -44,8 +50,16 @@ def socket_path(data_dir: Path) -> str:
 class LocalService:
     """Answers read calls from local tools with the server's archive (see the module)."""
 
-    def __init__(self, archive: Any, data_dir: Path, authkey: bytes) -> None:
+    def __init__(
+        self,
+        archive: Any,
+        data_dir: Path,
+        authkey: bytes,
+        pause_rewrites: Callable[[], Callable[[], None]] | None = None,
+    ) -> None:
         self.archive = archive
+        # Holds pack rewriting until the returned release is called (None: nothing rewrites).
+        self.pause_rewrites = pause_rewrites
         self.address = socket_path(data_dir)
         self._key_file = Path(data_dir) / KEY_FILENAME
         if not self.address.startswith("\0"):
@@ -93,7 +107,25 @@ class LocalService:
                 continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
+    def _hold(self, method: str, holds: list[Callable[[], None]]) -> dict[str, Any]:
+        """backup_begin / backup_end for one connection's ``holds``."""
+        if method == "backup_begin":
+            if self.pause_rewrites is not None:
+                holds.append(self.pause_rewrites())
+            return {"rewrites_paused": self.pause_rewrites is not None}
+        while holds:
+            holds.pop()()
+        return {}
+
     def _serve(self, conn: Connection) -> None:
+        holds: list[Callable[[], None]] = []
+        try:
+            self._answer(conn, holds)
+        finally:
+            while holds:  # the client went away (or was killed) holding them
+                holds.pop()()
+
+    def _answer(self, conn: Connection, holds: list[Callable[[], None]]) -> None:
         with conn:
             while True:
                 try:
@@ -101,7 +133,11 @@ class LocalService:
                 except (EOFError, OSError):
                     return
                 try:
-                    reply: tuple[Any, ...] = ("ok", self.call(method, *args))
+                    if method in _HOLD_CALLS:
+                        result = self._hold(method, holds)
+                    else:
+                        result = self.call(method, *args)
+                    reply: tuple[Any, ...] = ("ok", result)
                 except DuckpacsError as e:
                     reply = ("error", type(e).__name__, str(e))
                 except Exception as e:  # reported to the client, which fails that call
@@ -198,3 +234,20 @@ class RemoteArchive:
     ) -> dict[str, Any]:  # fmt: skip
         result: dict[str, Any] = self._call("correct", level, query, changes, kind, user, source)
         return result
+
+    def backup_begin(self) -> dict[str, Any]:
+        """Hold the server's pack rewriting until :meth:`backup_end` or this connection
+        closes (see the module docstring)."""
+        result: dict[str, Any] = self._call("backup_begin")
+        return result
+
+    def backup_end(self) -> None:
+        self._call("backup_end")
+
+    def close(self) -> None:
+        """Close this thread's connection (which also ends its holds)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()

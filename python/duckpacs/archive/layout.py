@@ -13,6 +13,7 @@ The one owner of the folder's layout, and the only module that opens the Rust st
       policy.sqlite           protected studies (duckpacs.policy)
       migrate/                journals of migrations, per peer
       users.json, audit.log   web users and the audit log
+      backup.json             the last completed `duckpacs backup` (duckpacs.backup.status)
       index.sock, index.key   the running server's local socket for command-line tools
 
 Store writer ids: each process that appends to the store does so under its own id (an

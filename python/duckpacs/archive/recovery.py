@@ -272,3 +272,9 @@ def with_headers(store: _core.Store, entries: list[dict[str, Any]]) -> Iterator[
         yield from reindex.store_records(
             [{**entry, "header": store.header_bytes(entry["location"])}]
         )
+
+
+def rebuild_index(data_dir: Path) -> None:
+    """Build the index of a data folder that has none from its store alone, as ``reindex``
+    and an opening after the loss of ``index.duckdb`` do (``duckpacs restore``)."""
+    _rebuild(data_dir)

@@ -60,6 +60,10 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
         "unprotect": "lift a study's protection",
     },
     "worklist_cmd": {"worklist": "Modality Worklist entries"},
+    "backup_cmd": {
+        "backup": "copy the archive into a backup folder while it runs (again: only what is new)",
+        "restore": "make a data folder from a backup folder (index rebuilt)",
+    },
     "reindex_cmd": {
         "reindex": "rebuild the index from the store (after loss or damage of index.duckdb)",
     },

@@ -1,6 +1,6 @@
 """What the web's admin page may ask of the running server: the forwarding queue, sending
-a study through it ("send to..."), and where storage stands. The same operations as
-``duckpacs queue`` and ``duckpacs send``, on the same queue."""
+a study through it ("send to..."), and where storage stands (with the last backup's age).
+The same operations as ``duckpacs queue`` and ``duckpacs send``, on the same queue."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckpacs.archive.facade import Archive
+from duckpacs.backup import status as backup_status
 from duckpacs.config import Settings
 from duckpacs.errors import QueryError
 from duckpacs.policy.service import PolicyService
@@ -59,6 +60,7 @@ class Control:
             "trash_instances": sum(b["instances"] for b in batches),
             "trash_bytes": sum(b["bytes"] for b in batches),
             "trash_days": self.settings["archive.trash_days"],
+            **backup_status.age(self.settings.data_dir, self.settings["backup.warn_days"]),
         }  # fmt: skip
 
     def retry(self, *, ids: Sequence[int] = (), destination: str = "", study: str = "") -> int:

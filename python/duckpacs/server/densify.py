@@ -7,6 +7,10 @@ small step (:meth:`duckpacs._core.Store.densify_step`, about ``budget`` bytes on
 thread) and looks again, so an arrival waits behind at most one step. The thread runs at
 the lowest CPU priority. The index follows every move (:meth:`Archive.relocate`) before the
 store lets the moved records count as indexed.
+
+A backup (:mod:`duckpacs.backup`) holds it with :meth:`Densifier.pause` while it copies
+packs: densifying deletes the packs it rewrites, and a backup must not copy one that is
+half replaced. Arrivals are never paused: appends do not disturb a copy.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from duckpacs import logs
@@ -45,6 +50,9 @@ class Densifier:
         # Moves (and records to settle) of a finished pack the index has not applied yet.
         self._owed: tuple[list[Any], list[Any]] | None = None
         self.bytes_in = 0  # stored bytes densified (read from the victims) so far
+        self._pauses = 0  # holders of pause() not yet released
+        self._stepping = False
+        self._held = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="densify", daemon=True)
 
     def start(self) -> None:
@@ -56,6 +64,42 @@ class Densifier:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def pause(self) -> Callable[[], None]:
+        """Stop densifying until the returned release is called (more than once is fine):
+        returns once the step under way, if any, has finished. A job started before it
+        stays open (its victim intact, its output past the journal's start uncommitted)."""
+        with self._held:
+            self._pauses += 1
+            while self._stepping:
+                self._held.wait()
+        released = threading.Event()
+
+        def release() -> None:
+            with self._held:
+                if not released.is_set():
+                    released.set()
+                    self._pauses -= 1
+                    self._held.notify_all()
+
+        return release
+
+    @property
+    def paused(self) -> bool:
+        with self._held:
+            return self._pauses > 0
+
+    def _begin_step(self) -> bool:
+        with self._held:
+            if self._pauses:
+                return False
+            self._stepping = True
+            return True
+
+    def _end_step(self) -> None:
+        with self._held:
+            self._stepping = False
+            self._held.notify_all()
+
     def _run(self) -> None:
         _lowest_priority()
         store = self.archive.store_backend
@@ -64,10 +108,14 @@ class Densifier:
             now, appends = time.monotonic(), store.appends
             if appends != seen:
                 seen, quiet_since = appends, now
-            if now - quiet_since < self.idle:
+            if now - quiet_since < self.idle or not self._begin_step():
                 self._stop.wait(self.poll)
                 continue
-            if not self._step():
+            try:
+                worked = self._step()
+            finally:
+                self._end_step()
+            if not worked:
                 # Nothing to do (or an error logged): rest, but wake for new arrivals.
                 deadline = time.monotonic() + self.rest
                 while store.appends == seen and time.monotonic() < deadline:

@@ -91,7 +91,10 @@ class Service:
         except ConfigError:
             self.stop()
             raise
-        self.local = ipc.LocalService(self.archive, s.data_dir, secrets.token_bytes(32))
+        self.local = ipc.LocalService(
+            self.archive, s.data_dir, secrets.token_bytes(32),
+            pause_rewrites=self.densifier.pause if self.densifier else None,
+        )  # fmt: skip
         self.local.start()
         if s["hl7.port"]:
             self._start_hl7()

@@ -61,6 +61,23 @@ function showStorage(s) {
     + (s.refusing ? `Refusing new instances: ${s.refusing}` : "Accepting new instances.");
 }
 
+function age(seconds) {
+  if (seconds < 60) return "less than a minute";
+  if (seconds < 3600) return `${Math.round(seconds / 60)} minutes`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} hours`;
+  return `${Math.round(seconds / 86400)} days`;
+}
+
+function showBackup(s) {
+  const line = $("backup");
+  line.textContent = s.backup_at
+    ? `Last backup ${age(s.backup_age_seconds)} ago (${s.backup_at}) to ${s.backup_destination}, `
+      + `${size(s.backup_bytes)}.`
+    : "No backup yet: run duckpacs backup --to DIR.";
+  if (s.backup_stale && s.backup_at) line.textContent += ` Older than ${s.backup_warn_days} days.`;
+  line.classList.toggle("warning", s.backup_stale);
+}
+
 function showDestinations(list) {
   $("destinations").tBodies[0].replaceChildren(...list.map((d) => {
     const tr = document.createElement("tr");
@@ -127,6 +144,7 @@ async function load() {
   const params = new URLSearchParams({ state: $("state").value, to: $("to").value.trim(), limit: "500" });
   const data = await call(`/api/admin/queue?${params}`);
   showStorage(data.storage);
+  showBackup(data.storage);
   showDestinations(data.destinations);
   showJobs(data.jobs);
 }
