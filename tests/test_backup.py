@@ -198,3 +198,30 @@ def test_with_no_server_a_backup_keeps_compaction_out(tmp_path: Path) -> None:
         compact = duckpacs("compact", "--data", str(data))
         assert compact.returncode != 0 and "compact.lock: locked" in compact.stderr
     assert duckpacs("compact", "--data", str(data)).returncode == 0
+
+
+def test_a_corrected_study_restores_corrected_with_its_original(tmp_path: Path) -> None:
+    """The corrections journal travels with the packs: the restored archive answers with
+    the new values, and `export --original` still gives the bytes first received."""
+    data, dest, new = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
+    with Archive.open(data) as archive:
+        s = fill(archive, ["a", "b"])
+        archive.correct("study", {"StudyInstanceUID": s["a"]}, {"PatientName": "Fixed^Name"},
+                        user="t", source="test")  # fmt: skip
+    backup(data, dest)
+    restore(dest, new)
+    assert answers(new) == answers(data)
+    assert content(new) == content(data)
+    with Archive.open(new) as archive:
+        found = archive.find("study", {"PatientName": "Fixed^Name"}, ["PatientName"])
+        assert [r["StudyInstanceUID"] for r in found] == [s["a"]]
+    originals = []
+    for root in (data, new):
+        out = tmp_path / f"orig-{root.name}"
+        done = duckpacs("export", f"StudyInstanceUID={s['a']}", "--original", "--layout",
+                        "flat", "--out", str(out), "--data", str(root))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        originals.append({p.name: p.read_bytes() for p in out.glob("*.dcm")})
+    assert originals[0] and originals[0] == originals[1]
+    assert all(b"Fixed^Name" not in body for body in originals[1].values())
+    verify_deep(new)
