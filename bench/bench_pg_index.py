@@ -51,6 +51,15 @@ from bench_index import FAMILY, GIVEN, MODALITIES, batches, generate, index_all,
 from duckpacs.index import Index  # noqa: E402
 
 ECHO_TIME, REPETITION_TIME, PRIVATE = 0x00180081, 0x00180080, 0x00191001
+# The C-FIND queries of bench_index.py, asked of both sides with the same values.
+QUERIES = (
+    "study level, PatientName wildcard",
+    "study level, StudyDate range + modality",
+    "series level, by StudyInstanceUID",
+    "image level, EchoTime (non-key) within a study",
+    "whole archive, private (0019,1001) non-key",
+    "whole archive, count of an EchoTime value",
+)
 TABLES = ("instances", "attributes", "studies", "series", "patients")
 PG_INDEXES = (
     # The unique key is what lets two nodes that receive the same instance store it once.
@@ -356,14 +365,7 @@ def embedded_queries(index: Index, p: Picks) -> dict[str, Callable[[], int]]:
     def count() -> int:
         return int(index.count("image", {"EchoTime": f"{p.rng.uniform(2, 120):.2f}"}))
 
-    return {
-        "study level, PatientName wildcard": study_name,
-        "study level, StudyDate range + modality": study_date,
-        "series level, by StudyInstanceUID": series,
-        "image level, EchoTime (non-key) within a study": echo,
-        "whole archive, private (0019,1001) non-key": private,
-        "whole archive, count of an EchoTime value": count,
-    }
+    return dict(zip(QUERIES, (study_name, study_date, series, echo, private, count), strict=True))
 
 
 _FETCH = "SELECT iid, tag, value FROM attributes WHERE iid = ANY(%s) AND parent = '' AND tag = %s"
@@ -443,14 +445,7 @@ def postgres_queries(pg: psycopg.Connection[Any], p: Picks) -> dict[str, Callabl
             )[0][0]
         )
 
-    return {
-        "study level, PatientName wildcard": study_name,
-        "study level, StudyDate range + modality": study_date,
-        "series level, by StudyInstanceUID": series,
-        "image level, EchoTime (non-key) within a study": echo,
-        "whole archive, private (0019,1001) non-key": private,
-        "whole archive, count of an EchoTime value": count,
-    }
+    return dict(zip(QUERIES, (study_name, study_date, series, echo, private, count), strict=True))
 
 
 def compare_ingest(index: Index, uri: str, layout: Any, args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ from tests.crash_support import (
 )
 from tests.routing_support import storescu as send
 from tests.routing_support import wait_until
-from tests.web_support.server import CHROMIUM, browser_available
+from tests.web_support.server import browser_available, logged_in_page
 
 
 class TimedIngest:
@@ -191,8 +191,6 @@ def test_admin_page_shows_the_backup_age_to_admins_only(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
 def test_admin_page_warns_when_the_last_backup_is_old(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     data = tmp_path / "data"
     data.mkdir()
     UserStore(data / "users.json").set_user("ada", "admin-pass-123", ["admin"])
@@ -203,32 +201,22 @@ def test_admin_page_warns_when_the_last_backup_is_old(tmp_path: Path) -> None:
     try:
         send(server.dimse_port, files, "CRASHSCU")
         backup(data, tmp_path / "backup")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page()
-            try:
-                page.goto(base + "/")
-                page.fill("#login-user", "ada")
-                page.fill("#login-password", "admin-pass-123")
-                page.click("#login-submit")
-                page.wait_for_selector("#studies tbody tr")
-                page.goto(base + "/admin")
-                page.wait_for_function(
-                    "() => document.getElementById('backup').textContent.includes('Last backup')"
-                )
-                line = page.locator("#backup")
-                assert str(tmp_path / "backup") in line.text_content()
-                assert "warning" not in (line.get_attribute("class") or "")
-                doc = json.loads((data / STATUS_FILE).read_text())
-                doc["finished_at_epoch"] -= 3 * 86400
-                (data / STATUS_FILE).write_text(json.dumps(doc))
-                page.reload()
-                page.wait_for_function(
-                    "() => document.getElementById('backup').classList.contains('warning')"
-                )
-                assert "3 days ago" in line.text_content()
-                assert "Older than 2 days" in line.text_content()
-            finally:
-                browser.close()
+        with logged_in_page(base, "ada", "admin-pass-123") as page:
+            page.goto(base + "/admin")
+            page.wait_for_function(
+                "() => document.getElementById('backup').textContent.includes('Last backup')"
+            )
+            line = page.locator("#backup")
+            assert str(tmp_path / "backup") in line.text_content()
+            assert "warning" not in (line.get_attribute("class") or "")
+            doc = json.loads((data / STATUS_FILE).read_text())
+            doc["finished_at_epoch"] -= 3 * 86400
+            (data / STATUS_FILE).write_text(json.dumps(doc))
+            page.reload()
+            page.wait_for_function(
+                "() => document.getElementById('backup').classList.contains('warning')"
+            )
+            assert "3 days ago" in line.text_content()
+            assert "Older than 2 days" in line.text_content()
     finally:
         assert server.stop() == 0

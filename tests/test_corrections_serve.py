@@ -30,7 +30,7 @@ from tests.dimse_support import dcmtk_tool
 from tests.helpers import dcmtk_env, free_port, running_server
 from tests.test_storage_policy import audit_lines, fill
 from tests.test_worklist_serve import hl7_message, send
-from tests.web_support.server import CHROMIUM, browser_available
+from tests.web_support.server import browser_available, logged_in_page
 
 ADA, VERA = ("ada", "admin-pass-123"), ("vera", "viewer-pass-1")
 
@@ -287,8 +287,6 @@ def _cli() -> list[str]:
 
 @pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
 def test_admin_page_corrects_a_study_and_merges_patients(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     data = tmp_path / "data"
     users(data)
     with Archive.open(data) as archive:
@@ -297,35 +295,25 @@ def test_admin_page_corrects_a_study_and_merges_patients(tmp_path: Path) -> None
     server = start_server(data)
     base = f"http://127.0.0.1:{server.http_port}"
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page()
+        with logged_in_page(base, ADA[0], ADA[1]) as page:
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            try:
-                page.goto(base + "/")
-                page.fill("#login-user", ADA[0])
-                page.fill("#login-password", ADA[1])
-                page.click("#login-submit")
-                page.wait_for_selector("#studies tbody tr")
-                page.goto(base + "/admin")
-                page.on("dialog", lambda d: d.accept())
-                page.fill("#modify-uid", s["a"])
-                page.fill("#modify-PatientName", "Page^Fixed")
-                page.click("#modify-study button")
-                page.wait_for_function(
-                    "() => document.getElementById('correct-result').textContent"
-                    ".includes('3 instance(s) of 1 study(ies) corrected')"
-                )
-                page.fill("#merge-from", "PAGE-1")
-                page.fill("#merge-into", "PAGE-2")
-                page.click("#merge-patient button")
-                page.wait_for_function(
-                    "() => document.getElementById('correct-result').textContent"
-                    ".includes('corrected: PatientID: PAGE-1 → PAGE-2')"
-                )
-            finally:
-                browser.close()
+            page.goto(base + "/admin")
+            page.on("dialog", lambda d: d.accept())
+            page.fill("#modify-uid", s["a"])
+            page.fill("#modify-PatientName", "Page^Fixed")
+            page.click("#modify-study button")
+            page.wait_for_function(
+                "() => document.getElementById('correct-result').textContent"
+                ".includes('3 instance(s) of 1 study(ies) corrected')"
+            )
+            page.fill("#merge-from", "PAGE-1")
+            page.fill("#merge-into", "PAGE-2")
+            page.click("#merge-patient button")
+            page.wait_for_function(
+                "() => document.getElementById('correct-result').textContent"
+                ".includes('corrected: PatientID: PAGE-1 → PAGE-2')"
+            )
             assert not [e for e in errors if "Content Security Policy" in e]
     finally:
         assert server.stop() == 0

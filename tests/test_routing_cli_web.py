@@ -16,7 +16,7 @@ from tests.crash_support import duckpacs, start_server
 from tests.helpers import free_port
 from tests.routing_support import instance, peer_toml, receiver, wait_until, write_config
 from tests.synthetic import encode, uid
-from tests.web_support.server import CHROMIUM, browser_available
+from tests.web_support.server import browser_available, logged_in_page
 
 
 def fill(data: Path, name: str, count: int = 3) -> str:
@@ -135,8 +135,6 @@ def test_admin_page_queue_and_send_to(tmp_path: Path, users: Path) -> None:
 
 @pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
 def test_browser_send_to_and_the_queue_page(tmp_path: Path, users: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     data = users
     study = fill(data, "browser")
     with receiver(tmp_path / "recv", "RECV") as r:
@@ -144,31 +142,21 @@ def test_browser_send_to_and_the_queue_page(tmp_path: Path, users: Path) -> None
         server = start_server(data)
         base = f"http://127.0.0.1:{server.http_port}"
         try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                page = browser.new_page()
-                try:
-                    page.goto(base + "/")
-                    page.fill("#login-user", "ada")
-                    page.fill("#login-password", USERS["ada"][0])
-                    page.click("#login-submit")
-                    page.wait_for_selector("#studies tbody tr")
-                    page.goto(f"{base}/#/study/{study}")
-                    page.wait_for_selector("#send-box:not([hidden])")
-                    assert page.input_value("#send-to") == "recv"
-                    page.click("#send")
-                    page.wait_for_function(
-                        "() => document.getElementById('status').textContent.startsWith('Queued 3')"
-                    )
-                    wait_until(lambda: len(r.copies()) == 3, "the study at the receiver")
-                    page.goto(base + "/admin")
-                    page.wait_for_function(
-                        "() => (() => { const c = document.querySelector('#destinations tbody tr');"
-                        " return c && c.cells[0].textContent === 'recv'"
-                        " && c.cells[4].textContent === '3'; })()"
-                    )
-                    assert "stored" in page.text_content("#storage")
-                finally:
-                    browser.close()
+            with logged_in_page(base, "ada", USERS["ada"][0]) as page:
+                page.goto(f"{base}/#/study/{study}")
+                page.wait_for_selector("#send-box:not([hidden])")
+                assert page.input_value("#send-to") == "recv"
+                page.click("#send")
+                page.wait_for_function(
+                    "() => document.getElementById('status').textContent.startsWith('Queued 3')"
+                )
+                wait_until(lambda: len(r.copies()) == 3, "the study at the receiver")
+                page.goto(base + "/admin")
+                page.wait_for_function(
+                    "() => (() => { const c = document.querySelector('#destinations tbody tr');"
+                    " return c && c.cells[0].textContent === 'recv'"
+                    " && c.cells[4].textContent === '3'; })()"
+                )
+                assert "stored" in page.text_content("#storage")
         finally:
             server.stop()

@@ -19,7 +19,7 @@ from duckpacs.archive.trash import Trash, epoch_us
 from duckpacs.web.auth import UserStore
 from tests.crash_support import duckpacs, find_uids, start_server
 from tests.test_storage_policy import audit_lines, fill, present
-from tests.web_support.server import CHROMIUM, browser_available
+from tests.web_support.server import browser_available, logged_in_page
 
 
 def _bytes(archive: Archive, study: str) -> dict[str, bytes]:
@@ -223,8 +223,6 @@ def test_web_delete_is_for_admins_and_hides_from_qido_and_wado(tmp_path: Path) -
 
 @pytest.mark.skipif(not browser_available(), reason="needs playwright and /usr/bin/chromium")
 def test_admin_page_deletes_and_restores_a_study(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     data = tmp_path / "data"
     data.mkdir()
     UserStore(data / "users.json").set_user("ada", "admin-pass-123", ["admin"])
@@ -234,30 +232,19 @@ def test_admin_page_deletes_and_restores_a_study(tmp_path: Path) -> None:
     server = start_server(data)
     base = f"http://127.0.0.1:{server.http_port}"
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page()
-            try:
-                page.goto(base + "/")
-                page.fill("#login-user", "ada")
-                page.fill("#login-password", "admin-pass-123")
-                page.click("#login-submit")
-                page.wait_for_selector("#studies tbody tr")
-                page.goto(base + "/admin")
-                page.on("dialog", lambda d: d.accept())
-                page.fill("#delete-uid", s["a"])
-                page.click("#delete-study button")
-                page.wait_for_selector("#trash tbody tr")
-                page.wait_for_function(  # the storage line follows the trash table
-                    "() => document.getElementById('storage').textContent"
-                    ".includes('trash 3 instances')"
-                )
-                page.click("#trash tbody tr button")
-                page.wait_for_function(
-                    "() => document.querySelectorAll('#trash tbody tr').length === 0"
-                )
-            finally:
-                browser.close()
+        with logged_in_page(base, "ada", "admin-pass-123") as page:
+            page.goto(base + "/admin")
+            page.on("dialog", lambda d: d.accept())
+            page.fill("#delete-uid", s["a"])
+            page.click("#delete-study button")
+            page.wait_for_selector("#trash tbody tr")
+            page.wait_for_function(  # the storage line follows the trash table
+                "() => document.getElementById('storage').textContent.includes('trash 3 instances')"
+            )
+            page.click("#trash tbody tr button")
+            page.wait_for_function(
+                "() => document.querySelectorAll('#trash tbody tr').length === 0"
+            )
         qido = requests.get(f"{base}/dicom-web/studies", auth=("ada", "admin-pass-123"), timeout=30)
         assert len(qido.json()) == 2  # restored
     finally:

@@ -148,3 +148,23 @@ def browser_available() -> bool:
     except ImportError:
         return False
     return Path(CHROMIUM).exists()
+
+
+@contextmanager
+def logged_in_page(base: str, user: str, password: str) -> Iterator[Any]:
+    """A Chromium page of the web UI at ``base``, logged in as ``user`` with the study list
+    shown (Playwright, Debian's Chromium); the browser closes on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(base + "/")
+            page.fill("#login-user", user)
+            page.fill("#login-password", password)
+            page.click("#login-submit")
+            page.wait_for_selector("#studies tbody tr")
+            yield page
+        finally:
+            browser.close()
