@@ -26,7 +26,7 @@ class Viewer {
     window.addEventListener("resize", () => this.viewports.forEach((v) => v.resize()));
   }
 
-  layout(count) {
+  layout(count, fill = true) {
     count = LAYOUTS[count] || 1;
     const box = $("viewports");
     while (this.viewports.length < count) this.viewports.push(new Viewport(this, this.viewports.length));
@@ -36,10 +36,23 @@ class Viewer {
     this.visible = this.viewports.slice(0, count);
     this.visible.forEach((v) => v.resize());
     if (!this.visible.includes(this.active)) this.activate(this.visible[0]);
-    // Fill empty viewports with the next series of the study, as a reader expects.
-    const shown = new Set(this.visible.filter((v) => v.series).map((v) => v.series.uid));
-    const rest = (this.seriesRows || []).filter((r) => !shown.has(val(r, "0020000E")));
-    for (const v of this.visible) if (!v.series && rest.length) this.load(v, this.study, val(rest.shift(), "0020000E"));
+    if (fill) this.fillEmpty();
+  }
+
+  // Fill empty viewports with the next series of the study, as a reader expects. Called
+  // again when the study's series list arrives, so a layout chosen before it is filled too.
+  fillEmpty() {
+    const shown = new Set(this.visible.map((v) => v.filling || v.series?.uid));
+    const rest = (this.seriesRows || []).map((r) => val(r, "0020000E")).filter((uid) => !shown.has(uid));
+    for (const v of this.visible) {
+      if (v.series || v.filling || !rest.length) continue;
+      // The viewport stays the user's: a series dropped on it while this one loads wins.
+      const study = this.study, uid = rest.shift();
+      v.filling = uid;
+      this.openSeries(study, uid)
+        .then((s) => (v.series || this.study !== study ? null : v.setSeries(s)))
+        .finally(() => { v.filling = null; });
+    }
   }
 
   activate(v) {
@@ -67,6 +80,7 @@ class Viewer {
     const fresh = this.study !== study;
     this.study = study;
     if (fresh) {
+      this.seriesRows = null;  // the last study's; fillEmpty must wait for this one's
       this.marks = new Map();
       this.listMeasurements();
       for (const v of this.viewports) { v.series = null; v.image = null; v.draw(); }
@@ -87,6 +101,7 @@ class Viewer {
     this.seriesRows = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
     this.fillPanel(study, this.seriesRows);
     if (!seriesUid && this.seriesRows.length) await this.load(target, study, val(this.seriesRows[0], "0020000E"));
+    this.fillEmpty();
     if (info) this.listPriors(info, study);
     if (fresh) await this.loadObjects(study);
     return rows;
@@ -121,7 +136,7 @@ class Viewer {
 
   // A prior in the second viewport (the layout grows to two), its series listed under it.
   async openPrior(study) {
-    if (this.visible.length < 2) this.layout(2);
+    if (this.visible.length < 2) this.layout(2, false);
     const rows = await json(`${DW}/studies/${study}/series?includefield=SeriesDescription`);
     rows.sort((a, b) => (Number(val(a, "00200011")) || 0) - (Number(val(b, "00200011")) || 0));
     const images = rows.filter((r) => !NON_IMAGE.has(val(r, "00080060")));
