@@ -41,7 +41,7 @@ from duckpacs.errors import ArchiveLockedError, IndexUnusableError
 
 # reindex as a module, not its names: duckpacs.index.reindex needs duckpacs.archive.types,
 # so when a command imports it first (`duckpacs reindex`), this runs while it is half loaded.
-from duckpacs.index import Index, bulk, reindex
+from duckpacs.index import Index, backend, bulk, reindex
 from duckpacs.index.db import index_path
 
 log = logs.get("index")
@@ -105,7 +105,7 @@ def _open_locked(data_dir: Path, wait: float) -> Index:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return Index.open(data_dir)
+            return backend.open_index(data_dir)
         except ArchiveLockedError as e:
             if time.monotonic() >= deadline:
                 raise ArchiveLockedError(

@@ -25,7 +25,11 @@ FLAG_KEYS = {
 def settings(args: argparse.Namespace) -> config.Settings:
     """The effective settings for this invocation (flags > env > file > defaults)."""
     flags = {key: getattr(args, attr, None) for attr, key in FLAG_KEYS.items()}
-    return config.load(config_path=getattr(args, "config", None), flags=flags)
+    loaded = config.load(config_path=getattr(args, "config", None), flags=flags)
+    from duckpacs.index import backend  # the index every command of this process opens
+
+    backend.configure(loaded)
+    return loaded
 
 
 def print_json(value: Any) -> None:

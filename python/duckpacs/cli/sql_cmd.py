@@ -33,7 +33,7 @@ from pathlib import Path
 
 from duckpacs.cli.context import settings
 from duckpacs.errors import ConfigError
-from duckpacs.index import Index
+from duckpacs.index import Index, backend
 from duckpacs.index.output import Rows
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -67,7 +67,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if fmt == "parquet" and not args.output:
         raise ConfigError("--format parquet needs --output FILE")
     output = Path(args.output) if args.output else None
-    with Index.open(s.data_dir, read_only=True) as index:
+    with backend.open_index(s.data_dir, read_only=True) as index:
         if fmt in ("csv", "parquet"):
             export(index, args.query, fmt, output)
             return 0
