@@ -72,6 +72,7 @@ class PgIndex:
         self._lock = threading.RLock()
         self._local: duckdb.DuckDBPyConnection | None = None  # batch conversion (writers)
         self._view_casts = ""
+        self._sql_db: Connection | None = None  # see _user_sql
 
     @classmethod
     def open(cls, config: PgConfig, read_only: bool = False) -> PgIndex:
@@ -104,6 +105,8 @@ class PgIndex:
 
     def close(self) -> None:
         self._db.close()
+        if self._sql_db is not None:
+            self._sql_db.close()
         if self._local is not None:
             self._local.close()
             self._local = None
@@ -498,9 +501,9 @@ class PgIndex:
             try:
                 with con.transaction():
                     con.execute("SET TRANSACTION READ ONLY")
-                    # With parameters psycopg uses the extended protocol: one statement only,
-                    # so nothing can end the read-only transaction and write after it.
-                    cur = con.execute(text.replace("%", "%%"), ())
+                    # A prepared statement is one statement (the extended protocol): nothing
+                    # can end the read-only transaction and write after it.
+                    cur = con.execute(text, prepare=True)
                     if cur.description is None:
                         raise QueryError("SQL: the statement returns no result")
                     rows = [tuple(r) for r in cur.fetchall()]
@@ -517,7 +520,13 @@ class PgIndex:
             except psycopg.Error as e:
                 raise QueryError(f"SQL: {str(e).strip().splitlines()[0]}") from e
 
-        return self._db.run(run)
+        return self._user_sql().run(run)
+
+    def _user_sql(self) -> Connection:
+        """The connection typed SQL runs on: read-only by default, apart from the writes."""
+        if self._sql_db is None:
+            self._sql_db = Connection(self.config, read_only=True)
+        return self._sql_db
 
     def export(self, text: str, path: str | Path, fmt: str) -> None:
         """Write the result of read-only SQL (as :meth:`sql`) to ``path``: ``csv`` by
@@ -540,7 +549,7 @@ class PgIndex:
                         out.write(block)
 
         try:
-            self._db.run(run)
+            self._user_sql().run(run)
             if fmt == "parquet":
                 writer = duckdb.connect(":memory:")
                 try:
