@@ -121,8 +121,13 @@ def test_find_count_and_locations_agree(
 def test_tables_and_stats_agree(pair: tuple[Index, Any]) -> None:
     duck, pg = pair
     assert pg.stats() == duck.stats()
-    for table, order in (("patients", "patient_id"), ("studies", "study_instance_uid"),
-                         ("series", "series_instance_uid"), ("instances", "sop_instance_uid")):  # fmt: skip
+    tables = {
+        "patients": "patient_id",
+        "studies": "study_instance_uid",
+        "series": "series_instance_uid",
+        "instances": "sop_instance_uid",
+    }
+    for table, order in tables.items():
         want = duck.table(table, order).to_pylist()
         got = pg.table(table, order).to_pylist()
         for row in want + got:

@@ -13,13 +13,14 @@ from duckpacs import _core
 from duckpacs.archive import ipc, layout, part10
 from duckpacs.archive.types import InstanceRef, Location
 from duckpacs.config import Settings
-from duckpacs.index import Index, backend
+from duckpacs.index import backend
+from duckpacs.index.base import IndexBackend
 
 
 class _LocalIndex:
     """The index opened read-only, answering like the server does."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: IndexBackend) -> None:
         self.index = index
 
     def find(

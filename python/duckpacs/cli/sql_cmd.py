@@ -33,7 +33,8 @@ from pathlib import Path
 
 from duckpacs.cli.context import settings
 from duckpacs.errors import ConfigError
-from duckpacs.index import Index, backend
+from duckpacs.index import backend
+from duckpacs.index.base import IndexBackend
 from duckpacs.index.output import Rows
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -80,7 +81,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(index: Index, query: str, fmt: str, output: Path | None) -> None:
+def export(index: IndexBackend, query: str, fmt: str, output: Path | None) -> None:
     """Have DuckDB write the result as ``fmt`` to ``output``, or to stdout through a
     temporary file (its writers write files)."""
     if output is not None:

@@ -28,7 +28,8 @@ from duckpacs.export.dicomdir import DicomdirResult, write_dicomdir
 from duckpacs.files import part10
 from duckpacs.files.progress import Progress
 from duckpacs.files.sources import Reject
-from duckpacs.index import Index, backend
+from duckpacs.index import backend
+from duckpacs.index.base import IndexBackend
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -91,7 +92,7 @@ def _instances(
                 yield uid, store.get((pack, offset, length))
 
 
-def _originals(data_dir: Path, index: Index, locations: list[Any]) -> list[Any]:
+def _originals(data_dir: Path, index: IndexBackend, locations: list[Any]) -> list[Any]:
     """``locations`` with each corrected instance's row pointing at its original record."""
     history = corrections.Corrections(data_dir).history()
     if not history.previous:

@@ -41,6 +41,11 @@ def configure(settings: Any) -> None:
     )
 
 
+def node() -> str:
+    """This process's node id in a shared index ("" with the embedded one)."""
+    return str(_configured.node) if _configured is not None else ""
+
+
 def is_postgres() -> bool:
     return _configured is not None
 

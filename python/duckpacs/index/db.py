@@ -201,6 +201,9 @@ class Index:
         with self._lock:
             self._con.close()
 
+    def ping(self) -> None:
+        """Nothing to reach: the file is in this process (see PgIndex.ping)."""
+
     def __enter__(self) -> Index:
         return self
 

@@ -21,15 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from duckpacs.errors import ArchiveIndexError, ConfigError
+from duckpacs.errors import ConfigError, IndexUnavailableError
 
 T = TypeVar("T")
 
 EXTRA_HINT = "pip install 'duckpacs[postgres]'"
-
-
-class IndexUnavailableError(ArchiveIndexError):
-    """PostgreSQL cannot be reached or did not answer in time (the call may be retried)."""
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,10 @@ class PgIndex:
             self._local.close()
             self._local = None
 
+    def ping(self) -> None:
+        """Raise :class:`~duckpacs.errors.IndexUnavailableError` unless PostgreSQL answers."""
+        self._pg("SELECT 1")
+
     def __enter__(self) -> PgIndex:
         return self
 
