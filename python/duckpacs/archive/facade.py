@@ -304,9 +304,11 @@ class Archive:
             except Exception as e:  # kept by the writer and handed out again next time
                 logs.event(log, "index write failed; will retry", rows=len(batch), reason=e,
                            level=40)  # fmt: skip
+                kind = ArchiveIndexError
                 if isinstance(e, IndexUnavailableError):
                     self._index_down(e)
-                raise ArchiveIndexError(f"the index could not take {len(batch)} rows: {e}") from e
+                    kind = IndexUnavailableError  # a 503 for QIDO, not a 500
+                raise kind(f"the index could not take {len(batch)} rows: {e}") from e
             self.writer.committed()
             if "index" in self._refusals:
                 self._index_back()
@@ -418,13 +420,22 @@ class Archive:
         if self._committer is not None:
             self._committer.join(timeout=30)
         try:
-            self.flush()
+            try:
+                self.flush()
+            finally:
+                # Every record is settled now: the marks move to the packs' ends, so the next
+                # opening has nothing of ours to read again.
+                marks = self.store_backend.low_water()
+                if marks:
+                    self.index.advance_marks(marks)
+        except ArchiveIndexError as e:
+            if not isinstance(e, IndexUnavailableError):
+                raise
+            # A shared index that is down: what is pending is durable in the store, past
+            # this node's marks, so the next opening indexes it (crash recovery's path).
+            logs.event(log, "index unavailable at shutdown; pending rows are indexed at the "
+                       "next start", reason=e, level=30)  # fmt: skip
         finally:
-            # Every record is settled now: the marks move to the packs' ends, so the next
-            # opening has nothing of ours to read again.
-            marks = self.store_backend.low_water()
-            if marks:
-                self.index.advance_marks(marks)
             self.writer.close()
             self._lookups.close()
             self.index.close()

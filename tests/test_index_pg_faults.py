@@ -1,0 +1,148 @@
+"""`duckpacs serve` on a PostgreSQL index when PostgreSQL goes away and comes back, and when
+serve is killed: checked from the outside, with DCMTK's storescu and C-FIND.
+
+- PostgreSQL stopped during an ingest: arrivals get a failure status (0xA700, Refused: Out
+  of Resources, PS3.4 B.2.3) instead of a success the index cannot follow, C-FIND fails
+  (0xC001) and QIDO answers 503, none of them hangs; PostgreSQL started again: arrivals are
+  accepted again by the same process (no restart) and every acknowledged instance is
+  findable.
+- SIGKILL of serve's process group during an ingest, a few rounds: after the restart every
+  acknowledged instance is findable, once (the catch-up from this node's store marks).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import crash_support as cs
+from tests.helpers import dcmtk_env, require_tool
+from tests.pg_serve_support import configure_archive
+from tests.pg_support import Cluster
+
+pytestmark = pytest.mark.interop
+
+_STATUS = re.compile(r"Received Store Response \((.+)\)")
+
+
+def store_statuses(port: int, files: list[Path]) -> list[str]:
+    """storescu of ``files`` one association each; the response text of each."""
+    out = []
+    for path in files:
+        run = subprocess.run(
+            [require_tool("storescu"), "-v", "-aet", cs.SCU_AE, "-aec", "DUCKPACS",
+             "127.0.0.1", str(port), str(path)],
+            capture_output=True, text=True, env=dcmtk_env(), timeout=60,
+        )  # fmt: skip
+        found = _STATUS.findall(run.stdout + run.stderr)
+        out.append(found[0] if found else "no response")
+    return out
+
+
+def c_find_status(port: int, study: str) -> int:
+    """The final status of an IMAGE-level C-FIND of ``study``."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind,
+    )
+
+    ae = AE(ae_title=cs.SCU_AE)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DUCKPACS")
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID = study
+    query.SOPInstanceUID = ""
+    last = -1
+    try:
+        for status, _identifier in assoc.send_c_find(
+            query, StudyRootQueryRetrieveInformationModelFind
+        ):
+            if status:
+                last = int(status.Status)
+    finally:
+        assoc.release()
+    return last
+
+
+def test_postgresql_down_refuses_then_resumes_without_restart(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    study, files = cs.write_study(tmp_path / "in", 160, 4242)
+    data = tmp_path / "archive"
+    configure_archive(data, pg_cluster)
+    server = cs.start_server(data)
+    pid = server.process.pid
+    acked: list[Path] = []
+    try:
+        first = cs.storescu(server.dimse_port, files[:100])
+        time.sleep(0.3)
+        pg_cluster.stop()  # during the ingest
+        try:
+            out, _ = first.communicate(timeout=120)
+            acked += cs.acknowledged(out)
+            # An arrival while nothing is pending may still be acknowledged (it is durable in
+            # the store, and pending): the commit that follows meets the closed server and
+            # from then on arrivals are refused.
+            probe = iter(files[100:120])
+            deadline = time.monotonic() + 30
+            while True:
+                path = next(probe)
+                status = store_statuses(server.dimse_port, [path])[0]
+                if status.startswith("Success"):
+                    acked.append(path)
+                elif status.startswith("Refused: OutOfResources"):
+                    break
+                else:
+                    raise AssertionError(f"unexpected status while down: {status}")
+                assert time.monotonic() < deadline, "arrivals never refused"
+                time.sleep(0.3)
+            down = store_statuses(server.dimse_port, files[120:123])
+            assert all(s.startswith("Refused: OutOfResources") for s in down), down
+            assert c_find_status(server.dimse_port, study) == 0xC001
+            qido = requests.get(
+                f"http://127.0.0.1:{server.http_port}/dicom-web/studies", timeout=30
+            )
+            assert qido.status_code == 503 and qido.headers["Retry-After"]
+        finally:
+            pg_cluster.start()
+        deadline = time.monotonic() + 60
+        while True:  # the same process accepts again once PostgreSQL answers
+            status = store_statuses(server.dimse_port, files[123:124])[0]
+            if status.startswith("Success"):
+                break
+            assert time.monotonic() < deadline, f"arrivals still refused: {status}"
+            time.sleep(0.5)
+        later = cs.storescu(server.dimse_port, files[124:])
+        out, _ = later.communicate(timeout=120)
+        acked += [files[123], *cs.acknowledged(out)]
+        assert server.process.poll() is None and server.process.pid == pid
+        deadline = time.monotonic() + 30
+        while True:
+            found = cs.find_uids(server.dimse_port, study)
+            missing = {cs.sop_uid(p) for p in acked} - set(found)
+            if not missing:
+                break
+            assert time.monotonic() < deadline, f"{len(missing)} acknowledged not findable"
+            time.sleep(0.5)
+        assert len(found) == len(set(found))
+        assert set(found) <= {cs.sop_uid(p) for p in files}
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("cycle", range(3))
+def test_acknowledged_c_stores_survive_sigkill_on_postgresql(
+    tmp_path: Path, pg_cluster: Cluster, cycle: int
+) -> None:
+    from tests.test_crash_recovery import dimse_cycle
+
+    configure_archive(tmp_path / "archive", pg_cluster)
+    dimse_cycle(tmp_path, seed=7000 + cycle)
