@@ -26,9 +26,12 @@ def settings(args: argparse.Namespace) -> config.Settings:
     """The effective settings for this invocation (flags > env > file > defaults)."""
     flags = {key: getattr(args, attr, None) for attr, key in FLAG_KEYS.items()}
     loaded = config.load(config_path=getattr(args, "config", None), flags=flags)
-    from duckpacs.index import backend  # the index every command of this process opens
+    # The index every command of this process opens; with the default (embedded) index
+    # nothing is imported here, so light commands start as fast as before.
+    if loaded["index.backend"] != "duckdb" or "duckpacs.index.backend" in sys.modules:
+        from duckpacs.index import backend
 
-    backend.configure(loaded)
+        backend.configure(loaded)
     return loaded
 
 

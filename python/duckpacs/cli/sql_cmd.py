@@ -18,6 +18,10 @@ Tables and views (all read-only here):
 Example: ``duckpacs sql "SELECT keyword, avg(num) FROM elements WHERE keyword = 'EchoTime'
 GROUP BY ALL"``.
 
+Dialect: DuckDB's SQL on the embedded index; on a PostgreSQL index (``[index] backend =
+"postgres"``) PostgreSQL's SQL, one statement, in a read-only transaction (same tables and
+views; ``tag`` numbers are ``bigint``, lists are arrays: ``'MR' = ANY(modalities_in_study)``).
+
 Output: ``table`` (on a terminal), ``csv`` (RFC 4180, header line; DuckDB's CSV writer),
 ``json`` (an array of objects, dates and times as text) or ``parquet`` (needs ``--output``).
 """
