@@ -146,3 +146,29 @@ def test_acknowledged_c_stores_survive_sigkill_on_postgresql(
 
     configure_archive(tmp_path / "archive", pg_cluster)
     dimse_cycle(tmp_path, seed=7000 + cycle)
+
+
+def test_reindex_rebuilds_the_postgresql_index_from_the_store(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    import psycopg
+
+    study, files = cs.write_study(tmp_path / "in", 40, 4343)
+    data = tmp_path / "archive"
+    dsn = configure_archive(data, pg_cluster)
+    server = cs.start_server(data)
+    try:
+        out, _ = cs.storescu(server.dimse_port, files).communicate(timeout=120)
+        assert len(cs.acknowledged(out)) == 40
+    finally:
+        assert server.stop() == 0
+    with psycopg.connect(dsn, password=pg_cluster.PASSWORD, autocommit=True) as con:
+        con.execute("TRUNCATE instances, attributes, series, studies, patients, store_marks")
+    run = cs.duckpacs("reindex", "--data", str(data), "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"instances": 40' in run.stdout
+    server = cs.start_server(data)
+    try:
+        assert sorted(cs.find_uids(server.dimse_port, study)) == sorted(map(cs.sop_uid, files))
+    finally:
+        assert server.stop() == 0
