@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_index import batches, generate, index_all, plan, timed  # noqa: E402
 from bench_pg_index import TABLES, Picks, embedded_queries, pg_cluster  # noqa: E402
-
 from duckpacs.index import Index  # noqa: E402
 from duckpacs.index.pg.connect import PgConfig  # noqa: E402
 from duckpacs.index.pg.db import PgIndex  # noqa: E402
