@@ -172,3 +172,23 @@ def test_reindex_rebuilds_the_postgresql_index_from_the_store(
         assert sorted(cs.find_uids(server.dimse_port, study)) == sorted(map(cs.sop_uid, files))
     finally:
         assert server.stop() == 0
+
+
+def test_an_embedded_archive_switched_to_postgresql_is_indexed_at_first_start(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    study, files = cs.write_study(tmp_path / "in", 30, 4444)
+    data = tmp_path / "archive"
+    server = cs.start_server(data)  # embedded first
+    try:
+        out, _ = cs.storescu(server.dimse_port, files).communicate(timeout=120)
+        assert len(cs.acknowledged(out)) == 30
+    finally:
+        assert server.stop() == 0
+    (data / "duckpacs.toml").unlink()
+    configure_archive(data, pg_cluster)
+    server = cs.start_server(data)
+    try:
+        assert sorted(cs.find_uids(server.dimse_port, study)) == sorted(map(cs.sop_uid, files))
+    finally:
+        assert server.stop() == 0
