@@ -252,9 +252,12 @@ class PgIndex:
         con.execute("""UPDATE _dp_stage s SET iid = n.iid FROM (
               SELECT pos, nextval('dp_iid') AS iid FROM (SELECT pos FROM _dp_stage ORDER BY pos) q
             ) n WHERE s.pos = n.pos""")
-        fresh = con.execute(f"""INSERT INTO instances (iid, {columns})
-            SELECT iid, {columns} FROM _dp_stage ORDER BY pos
-            ON CONFLICT (sop_instance_uid) DO NOTHING""").rowcount
+        fresh = con.execute(
+            f"""INSERT INTO instances (iid, node, {columns})
+            SELECT iid, %s, {columns} FROM _dp_stage ORDER BY pos
+            ON CONFLICT (sop_instance_uid) DO NOTHING""",
+            [self.config.node],
+        ).rowcount
         # A row another writer stored first (the unique key) keeps that writer's version.
         con.execute("""DELETE FROM _dp_stage s
             WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.iid = s.iid)""")
@@ -371,8 +374,12 @@ class PgIndex:
         rows = self._pg(
             """SELECT i.sop_instance_uid FROM instances i
             JOIN unnest(%s::bigint[], %s::bigint[]) AS l(pack, "offset")
-            ON i.pack = l.pack AND i."offset" = l."offset" """,
-            [[int(loc[0]) for loc in locations], [int(loc[1]) for loc in locations]],
+            ON i.pack = l.pack AND i."offset" = l."offset" WHERE i.node = %s""",
+            [
+                [int(loc[0]) for loc in locations],
+                [int(loc[1]) for loc in locations],
+                self.config.node,
+            ],
         )
         return self.remove([str(r[0]) for r in rows])
 
@@ -422,8 +429,9 @@ class PgIndex:
                     FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
                                 %s::bigint[])
                       AS m(old_pack, old_offset, new_pack, new_offset, new_length)
-                    WHERE instances.pack = m.old_pack AND instances."offset" = m.old_offset""",
-                    columns,
+                    WHERE instances.pack = m.old_pack AND instances."offset" = m.old_offset
+                      AND instances.node = %s""",
+                    [*columns, self.config.node],
                 )
                 return int(cur.rowcount)
 

@@ -10,7 +10,8 @@ compiler and ``duckpacs sql`` see the same names); only the types differ:
 - ``instances.iid`` comes from the sequence ``dp_iid`` and is indexed (PostgreSQL has no
   zone maps: without the index every non-key query scanned a million instances, 100-211 ms
   p95 in docs/CLUSTER-EVALUATION.md);
-- ``store_marks`` is keyed by ``(node, pack)``: each writing node keeps its own marks.
+- ``store_marks`` is keyed by ``(node, pack)`` and ``instances`` has a ``node`` column: each
+  writing node keeps its own marks, and store locations are matched within its own rows.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_series ON instances (series_instance_uid)",
     "CREATE INDEX IF NOT EXISTS instances_patient ON instances (patient_id)",
-    'CREATE INDEX IF NOT EXISTS instances_location ON instances (pack, "offset")',
+    'CREATE INDEX IF NOT EXISTS instances_location ON instances (node, pack, "offset")',
     "CREATE INDEX IF NOT EXISTS attributes_iid ON attributes (iid)",
     "CREATE INDEX IF NOT EXISTS attributes_tag_num ON attributes (tag, num)",
     "CREATE UNIQUE INDEX IF NOT EXISTS studies_uid ON studies (study_instance_uid)",
@@ -84,9 +85,16 @@ EXTRA: Final = (
 )
 
 
+# Which node's store holds the instance's record: store locations (pack, offset) are a
+# node's own, so tombstones and compaction touch only that node's rows.
+NODE_COLUMN: Final = (
+    "ALTER TABLE instances ADD COLUMN IF NOT EXISTS node text COLLATE \"C\" NOT NULL DEFAULT ''"
+)
+
+
 def create_statements() -> list[str]:
     """DDL of the PostgreSQL index (idempotent)."""
-    return [*_tables(), *INDEXES, *EXTRA]
+    return [*_tables(), NODE_COLUMN, *INDEXES, *EXTRA]
 
 
 def _last(column: str, order: str) -> str:
