@@ -1146,6 +1146,17 @@ cors_origins = []
 # port = 11112
 # permissions = ["echo", "find", "move", "get"]
 
+# The index: an embedded DuckDB file in the data folder (default), or PostgreSQL, shared by
+# several nodes (`pip install 'duckpacs[postgres]'`). The password is never written here:
+# it comes from $PGPASSWORD (or the variable password_env names) or password_file.
+#
+# [index]
+# backend = "postgres"
+# dsn = "postgresql://duckpacs@db.example.org:5432/duckpacs"
+# password_file = "/etc/duckpacs/pgpass"
+# node = "front-1"   # this node's id (default: hostname and a hash of the data folder)
+# timeout = 10       # seconds a statement may take before C-STORE/C-FIND fail
+
 # Forwarding: a queue in the data folder survives restarts; a destination that does not
 # answer is retried after retry_initial seconds, doubling up to retry_max; an instance a
 # destination refuses max_attempts times is marked failed (`duckpacs queue`). Each
