@@ -20,6 +20,7 @@ import re
 from typing import Final
 
 from duckpacs.index import schema
+from duckpacs.index.query.dialect import VALUE_PREFIX
 
 SCHEMA_VERSION: Final = 1  # of the PostgreSQL layout (the embedded one has its own)
 
@@ -57,6 +58,10 @@ INDEXES: Final = (
     'CREATE INDEX IF NOT EXISTS instances_location ON instances (node, pack, "offset")',
     "CREATE INDEX IF NOT EXISTS attributes_iid ON attributes (iid)",
     "CREATE INDEX IF NOT EXISTS attributes_tag_num ON attributes (tag, num)",
+    # Value matching on non-key and private attributes: a btree entry is limited to about
+    # 2.7 kB, so the first characters are indexed (the dialect adds the prefix condition).
+    f"CREATE INDEX IF NOT EXISTS attributes_tag_value ON attributes "
+    f"(tag, left(value, {VALUE_PREFIX}))",
     "CREATE UNIQUE INDEX IF NOT EXISTS studies_uid ON studies (study_instance_uid)",
     "CREATE INDEX IF NOT EXISTS studies_patient ON studies (patient_id)",
     "CREATE INDEX IF NOT EXISTS studies_date ON studies (study_date)",

@@ -14,15 +14,19 @@ and one set of PS3.4 C.2.2.2 rules. Every construct below is one the compiler it
 - ``TRY_CAST(e AS DOUBLE)`` -> ``dp_try_double(e)`` (a function of the PostgreSQL schema)
 - unsigned array casts -> ``bigint[]`` (PostgreSQL has no unsigned integers)
 - a subquery in FROM gets an alias (PostgreSQL 15 requires one)
+- ``a.value = ?`` -> also ``left(a.value, 200) = left(?, 200)`` (the indexed prefix)
 - ``?`` placeholders -> ``%s`` (psycopg), a literal ``%`` doubled
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 _SIMPLE = r"([\w.]+|lower\([\w.]+\))"
+VALUE_PREFIX = 200  # characters of attributes.value in the index (duckpacs.index.pg.schema)
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(r"list_bool_or\(list_transform\((.+?), lambda x: x LIKE \? ESCAPE '\\'\)\)"),
@@ -36,25 +40,41 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         r"(? = ANY(string_to_array(\1, \2)))",
     ),
     (re.compile(r"TRY_CAST\((.+?) AS DOUBLE\)"), r"dp_try_double(\1)"),
+    # Equality on an attribute value also through the index on its first characters
+    # (a btree entry cannot hold a whole LT/UT value); ``?^`` repeats the parameter.
+    (
+        re.compile(r"(?<![\w.])a\.value = \?"),
+        rf"(left(a.value, {VALUE_PREFIX}) = left(?, {VALUE_PREFIX}) AND a.value = ?^)",
+    ),
     (re.compile(r"::(UBIGINT|UINTEGER|BIGINT)\[\]"), "::bigint[]"),
 )
 
 
+def to_postgres(sql: str, params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
+    """``sql`` (as the compiler writes it for DuckDB) and its parameters, for PostgreSQL
+    through psycopg."""
+    text, order = _translate(sql)
+    return text, [params[i] for i in order]
+
+
 @lru_cache(maxsize=4096)
-def to_postgres(sql: str) -> str:
-    """``sql`` (as the compiler writes it for DuckDB) in PostgreSQL's dialect, with psycopg
-    placeholders."""
+def _translate(sql: str) -> tuple[str, tuple[int, ...]]:
     for pattern, replacement in _RULES:
         sql = pattern.sub(replacement, sql)
     sql = _alias_subqueries(sql)
     return _placeholders(sql)
 
 
-def _placeholders(sql: str) -> str:
-    """``?`` outside string literals -> ``%s``; every literal ``%`` doubled."""
+def _placeholders(sql: str) -> tuple[str, tuple[int, ...]]:
+    """``?`` outside string literals -> ``%s`` (``?^``: the previous parameter again); every
+    literal ``%`` doubled. Returns the text and which parameter each ``%s`` takes."""
     out: list[str] = []
+    order: list[int] = []
+    fresh = 0  # parameters taken so far
     quoted = False
-    for ch in sql:
+    i = 0
+    while i < len(sql):
+        ch = sql[i]
         if ch == "'":
             quoted = not quoted
             out.append(ch)
@@ -62,9 +82,16 @@ def _placeholders(sql: str) -> str:
             out.append("%%")
         elif ch == "?" and not quoted:
             out.append("%s")
+            if sql.startswith("?^", i):
+                order.append(fresh - 1)
+                i += 1
+            else:
+                order.append(fresh)
+                fresh += 1
         else:
             out.append(ch)
-    return "".join(out)
+        i += 1
+    return "".join(out), tuple(order)
 
 
 _FROM_SUBQUERY = re.compile(r"\bFROM \(\s*(?=SELECT|\()", re.IGNORECASE)
