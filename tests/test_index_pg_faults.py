@@ -12,6 +12,7 @@ serve is killed: checked from the outside, with DCMTK's storescu and C-FIND.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -167,6 +168,23 @@ def test_reindex_rebuilds_the_postgresql_index_from_the_store(
     run = cs.duckpacs("reindex", "--data", str(data), "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     assert '"instances": 40' in run.stdout
+    # The command-line readers, with serve stopped, query PostgreSQL directly.
+    found = cs.duckpacs("find", "--data", str(data), "--level", "image", "--json",
+                        f"StudyInstanceUID={study}", "InstanceNumber=")  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    rows = json.loads(found.stdout)
+    assert sorted(int(r["InstanceNumber"]) for r in rows) == list(range(1, 41))
+    sql = cs.duckpacs("sql", "--data", str(data), "--format", "json",
+                      "SELECT count(*) AS n FROM elements WHERE keyword = 'EchoTime'")  # fmt: skip
+    assert sql.returncode == 0, sql.stderr
+    assert json.loads(sql.stdout) == [{"n": 40}]
+    for statement in ("DELETE FROM instances", "DELETE FROM instances RETURNING iid"):
+        refused = cs.duckpacs("sql", "--data", str(data), statement)
+        assert refused.returncode != 0 and refused.stderr.startswith("duckpacs: error: SQL:")
+    assert "only reading" in refused.stderr
+    again = cs.duckpacs("sql", "--data", str(data), "--format", "json",
+                        "SELECT count(*) AS n FROM instances")  # fmt: skip
+    assert json.loads(again.stdout) == [{"n": 40}]
     server = cs.start_server(data)
     try:
         assert sorted(cs.find_uids(server.dimse_port, study)) == sorted(map(cs.sop_uid, files))
@@ -192,3 +210,61 @@ def test_an_embedded_archive_switched_to_postgresql_is_indexed_at_first_start(
         assert sorted(cs.find_uids(server.dimse_port, study)) == sorted(map(cs.sop_uid, files))
     finally:
         assert server.stop() == 0
+
+
+def _two_nodes(tmp_path: Path, cluster: Cluster) -> tuple[str, list[cs.Server]]:
+    """Two serve processes, each with its own data folder, sharing one PostgreSQL index."""
+    dsn = configure_archive(tmp_path / "a", cluster, node="node-a")
+    text = (tmp_path / "a" / "duckpacs.toml").read_text().replace("node-a", "node-b")
+    secret = tmp_path / "b-pgpass"
+    secret.write_text(cluster.PASSWORD + "\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "duckpacs.toml").write_text(
+        text.replace(str(tmp_path / "a-pgpass"), str(secret))
+    )
+    return dsn, [cs.start_server(tmp_path / "a"), cs.start_server(tmp_path / "b")]
+
+
+def _rows_by_node(dsn: str, cluster: Cluster) -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(dsn, password=cluster.PASSWORD) as con:
+        return {
+            str(u): str(n) for u, n in con.execute("SELECT sop_instance_uid, node FROM instances")
+        }
+
+
+def test_two_nodes_keep_first_across_nodes_and_store_a_shared_study_once(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    study, first = cs.write_study(tmp_path / "v1", 20, 4545)
+    _, second = cs.write_study(tmp_path / "v2", 20, 4545, rows=32)  # same UIDs, other bytes
+    _, shared = cs.write_study(tmp_path / "shared", 60, 4646)
+    dsn, (a, b) = _two_nodes(tmp_path, pg_cluster)
+    try:
+        out, _ = cs.storescu(a.dimse_port, first).communicate(timeout=120)
+        assert len(cs.acknowledged(out)) == 20
+        time.sleep(1)  # A's committer has written its rows
+        statuses = store_statuses(b.dimse_port, second[:3])
+        assert not any(s.startswith("Success") for s in statuses), statuses  # kept first
+        # The same study sent to both nodes at once: each instance stored once.
+        senders = [cs.storescu(node.dimse_port, shared) for node in (a, b)]
+        acked = set()
+        for sender in senders:
+            acked |= {cs.sop_uid(p) for p in cs.acknowledged(sender.communicate(timeout=120)[0])}
+        shared_study = cs.sop_uid(shared[0])  # any instance of it; the study UID below
+        assert shared_study
+        deadline = time.monotonic() + 30
+        while True:
+            rows = _rows_by_node(dsn, pg_cluster)
+            if {cs.sop_uid(p) for p in shared} <= set(rows):
+                break
+            assert time.monotonic() < deadline, "a shared instance is missing"
+            time.sleep(0.3)
+        assert acked == {cs.sop_uid(p) for p in shared}
+        assert all(rows[cs.sop_uid(p)] == "node-a" for p in first)  # A's version kept
+        for node in (a, b):  # found from either node
+            assert sorted(cs.find_uids(node.dimse_port, study)) == sorted(map(cs.sop_uid, first))
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0

@@ -316,7 +316,11 @@ class Archive:
 
     def _seed(self) -> None:
         """Feed the index's UIDs to the writer's filter, so new instances need no index
-        lookup (until it is done, every arrival asks the index)."""
+        lookup (until it is done, every arrival asks the index). Not for an index that other
+        nodes write too: this node's filter would not learn their UIDs, and an instance one
+        of them holds would be taken for new, whatever ``archive.on_conflict`` says."""
+        if self.index.shared:
+            return
         try:
             for chunk in self.index.uid_chunks():
                 if self._closing.is_set():

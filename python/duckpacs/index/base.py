@@ -32,6 +32,7 @@ class IndexBackend(Protocol):
 
     path: Path
     read_only: bool
+    shared: bool  # other nodes may write it too (every arrival then asks it)
 
     def close(self) -> None: ...
     def ping(self) -> None: ...

@@ -64,6 +64,8 @@ class PgIndex:
     """The PostgreSQL index of one archive, as seen from one node. Create it with
     :meth:`open`."""
 
+    shared = True  # several nodes write it: each arrival's duplicate check asks it
+
     def __init__(self, config: PgConfig, read_only: bool) -> None:
         self.config = config
         self.read_only = read_only
@@ -509,10 +511,7 @@ class PgIndex:
                     types = [_type_name(con, d.type_code) for d in cur.description]
                     return Rows(names, types, rows)
             except psycopg.errors.ReadOnlySqlTransaction as e:
-                raise QueryError(
-                    "SQL: only reading statements are allowed (the index is a view of the "
-                    "store, changed by ingest only)"
-                ) from e
+                raise QueryError(_READ_ONLY) from e
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise
             except psycopg.Error as e:
@@ -528,35 +527,45 @@ class PgIndex:
 
     def export(self, text: str, path: str | Path, fmt: str) -> None:
         """Write the result of read-only SQL (as :meth:`sql`) to ``path``: ``csv`` by
-        PostgreSQL's own ``COPY ... TO STDOUT`` (streamed), ``parquet`` by DuckDB's writer
-        reading that CSV."""
+        PostgreSQL's own ``COPY (query) TO STDOUT`` (streamed, in a read-only transaction),
+        ``parquet`` by DuckDB's writer reading that CSV. Nothing is left at ``path`` when
+        the query fails."""
         from duckpacs.index.output import FILE_FORMATS
 
         if fmt not in FILE_FORMATS:
             raise ValueError(f"unknown file format {fmt!r}")
-        self.sql(f"SELECT * FROM ({text.rstrip().rstrip(';')}) AS q LIMIT 0")  # checks it
+        psycopg = psycopg_module()
         target = Path(path)
-        csv = target if fmt == "csv" else target.with_name(target.name + ".csv.part")
+        part = target.with_name(target.name + ".part")
+        query = text.strip().rstrip(";")
 
         def run(con: Any) -> None:
-            with con.transaction():
-                con.execute("SET TRANSACTION READ ONLY")
-                copy_sql = f"COPY ({text.rstrip().rstrip(';')}) TO STDOUT WITH (FORMAT csv, HEADER)"
-                with csv.open("wb") as out, con.cursor().copy(copy_sql) as copy:
-                    for block in copy:
-                        out.write(block)
+            try:
+                with con.transaction():
+                    con.execute("SET TRANSACTION READ ONLY")
+                    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+                    with part.open("wb") as out, con.cursor().copy(copy_sql) as copy:
+                        for block in copy:
+                            out.write(block)
+            except psycopg.errors.ReadOnlySqlTransaction as e:
+                raise QueryError(_READ_ONLY) from e
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except psycopg.Error as e:
+                raise QueryError(f"SQL: {str(e).strip().splitlines()[0]}") from e
 
         try:
             self._user_sql().run(run)
-            if fmt == "parquet":
-                writer = duckdb.connect(":memory:")
-                try:
-                    writer.read_csv(str(csv)).write_parquet(str(target))
-                finally:
-                    writer.close()
+            if fmt == "csv":
+                part.replace(target)
+                return
+            writer = duckdb.connect(":memory:")
+            try:
+                writer.read_csv(str(part)).write_parquet(str(target))
+            finally:
+                writer.close()
         finally:
-            if csv != target:
-                csv.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
 
     def stats(self) -> dict[str, int]:
         names = ("patients", "studies", "series", "instances", "attributes")
@@ -676,6 +685,10 @@ class PgIndex:
         return PgReader(self.config)
 
 
+_READ_ONLY = (
+    "SQL: only reading statements are allowed (the index is a view of the store, changed by "
+    "ingest only)"
+)
 _EPOCH_US = "(extract(epoch FROM {0}) * 1000000)::bigint"
 
 
