@@ -268,3 +268,51 @@ def test_two_nodes_keep_first_across_nodes_and_store_a_shared_study_once(
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def test_a_stalled_postgresql_fails_calls_within_the_timeout_then_resumes(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    """A table lock held elsewhere stalls every statement: calls fail after ``index.timeout``
+    (3 s here) instead of hanging past a peer's timeout, and work resumes once it is gone."""
+    import psycopg
+
+    study, files = cs.write_study(tmp_path / "in", 40, 4747)
+    data = tmp_path / "archive"
+    dsn = configure_archive(data, pg_cluster)
+    server = cs.start_server(data)
+    acked: list[Path] = []
+    try:
+        out, _ = cs.storescu(server.dimse_port, files[:10]).communicate(timeout=120)
+        acked += cs.acknowledged(out)
+        blocker = psycopg.connect(dsn, password=pg_cluster.PASSWORD)
+        try:
+            blocker.execute("LOCK TABLE instances IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            assert c_find_status(server.dimse_port, study) == 0xC001
+            assert time.monotonic() - started < 20  # the timeout, not the peer's patience
+            probe = iter(files[10:30])
+            while True:  # acknowledged ones wait in the writer; then arrivals are refused
+                path = next(probe)
+                status = store_statuses(server.dimse_port, [path])[0]
+                if status.startswith("Success"):
+                    acked.append(path)
+                else:
+                    assert status.startswith("Refused: OutOfResources"), status
+                    break
+        finally:
+            blocker.rollback()
+            blocker.close()
+        deadline = time.monotonic() + 60
+        while not store_statuses(server.dimse_port, files[30:31])[0].startswith("Success"):
+            assert time.monotonic() < deadline, "arrivals still refused"
+            time.sleep(0.5)
+        acked.append(files[30])
+        deadline = time.monotonic() + 30
+        while missing := {cs.sop_uid(p) for p in acked} - set(
+            cs.find_uids(server.dimse_port, study)
+        ):
+            assert time.monotonic() < deadline, f"{len(missing)} acknowledged not findable"
+            time.sleep(0.5)
+    finally:
+        assert server.stop() == 0

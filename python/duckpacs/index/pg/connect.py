@@ -15,8 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -134,25 +133,9 @@ class Connection:
             try:
                 return work(self._con)
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                # A timeout (QueryCanceled is an OperationalError) included: the connection
+                # is replaced, so nothing of a half-finished call lingers.
                 self._drop()
-                raise IndexUnavailableError(f"PostgreSQL index: {_first(e)}") from e
-            except psycopg.errors.QueryCanceled as e:
-                raise IndexUnavailableError(f"PostgreSQL index: {_first(e)}") from e
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """A connection inside one transaction (committed at the end, rolled back on error),
-        the lock held throughout."""
-        with self._lock:
-            con = self.run(lambda c: c)
-            psycopg = psycopg_module()
-            try:
-                with con.transaction():
-                    yield con
-            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-                self._drop()
-                raise IndexUnavailableError(f"PostgreSQL index: {_first(e)}") from e
-            except psycopg.errors.QueryCanceled as e:
                 raise IndexUnavailableError(f"PostgreSQL index: {_first(e)}") from e
 
     def _drop(self) -> None:
