@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,11 @@ def test_unreachable_server_is_one_clear_line_at_serve_start(tmp_path: Path) -> 
     assert len(errors) == 1, run.stderr
     assert "PostgreSQL index" in errors[0] and str(dead) in errors[0]
     assert "pw-not-shown" not in run.stdout + run.stderr
+
+
+def test_a_database_without_an_index_is_one_clear_error_for_readers(pg_cluster: Any) -> None:
+    from duckpacs.errors import ArchiveIndexError
+    from duckpacs.index.pg.db import PgIndex
+
+    with pytest.raises(ArchiveIndexError, match="no duckpacs index in this database"):
+        PgIndex.open(pg_cluster.config(), read_only=True)

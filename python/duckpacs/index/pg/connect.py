@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from duckpacs.errors import ConfigError, IndexUnavailableError
+from duckpacs.errors import ArchiveIndexError, ConfigError, IndexUnavailableError
 
 T = TypeVar("T")
 
@@ -137,6 +137,8 @@ class Connection:
                 # is replaced, so nothing of a half-finished call lingers.
                 self._drop()
                 raise IndexUnavailableError(f"PostgreSQL index: {_first(e)}") from e
+            except psycopg.Error as e:  # the database refused the statement itself
+                raise ArchiveIndexError(f"PostgreSQL index: {_first(e)}") from e
 
     def _drop(self) -> None:
         con, self._con = self._con, None

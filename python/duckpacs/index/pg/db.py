@@ -80,13 +80,32 @@ class PgIndex:
     def open(cls, config: PgConfig, read_only: bool = False) -> PgIndex:
         """Connect (creating the tables on first use by a writer)."""
         index = cls(config, read_only)
-        if not read_only:
-            try:
+        try:
+            if not read_only:
                 index._create()
-            except BaseException:
-                index.close()
-                raise
+            index._check_version()
+        except BaseException:
+            index.close()
+            raise
         return index
+
+    def _check_version(self) -> None:
+        psycopg = psycopg_module()
+        try:
+            rows = self._pg("SELECT value FROM duckpacs_meta WHERE key = 'pg_schema_version'")
+        except ArchiveIndexError as e:
+            if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
+                raise ArchiveIndexError(
+                    f"{self.path}: no duckpacs index in this database yet (duckpacs serve "
+                    "creates it)"
+                ) from e
+            raise
+        version = int(rows[0][0]) if rows else 0
+        if version > pg_schema.SCHEMA_VERSION:
+            raise ArchiveIndexError(
+                f"{self.path}: index schema {version} is newer than this duckpacs "
+                f"({pg_schema.SCHEMA_VERSION}); upgrade duckpacs"
+            )
 
     def _create(self) -> None:
         def create(con: Any) -> None:
