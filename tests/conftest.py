@@ -30,4 +30,4 @@ from tests.dimse_support import (  # noqa: E402, F401
 )
 
 # A temporary PostgreSQL cluster for the PostgreSQL index's tests (one per session).
-from tests.pg_support import pg_cluster  # noqa: E402, F401
+from tests.pg_support import each_index_backend, pg_cluster  # noqa: E402, F401

@@ -107,3 +107,41 @@ def pg_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def each_index_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test on the embedded index and again on a PostgreSQL one (a new database),
+    in this process and in every duckpacs process it starts (through the environment)."""
+    from duckpacs import config
+    from duckpacs.index import backend
+
+    if request.param == "duckdb":
+        yield "duckdb"
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("DUCKPACS_INDEX_BACKEND", "postgres")
+    monkeypatch.setenv("DUCKPACS_INDEX_DSN", cluster.database())
+    monkeypatch.setenv("DUCKPACS_NODE", "test-node")  # the same node in every process
+    monkeypatch.setenv("PGPASSWORD", Cluster.PASSWORD)
+    backend.configure(config.load())
+    try:
+        yield "postgres"
+    finally:
+        monkeypatch.undo()
+        backend.configure(config.load())
+
+
+def drop_index(data: Path) -> None:
+    """Lose the archive's index (the next opening rebuilds it from the store): the embedded
+    file removed, or the PostgreSQL tables emptied (marks included)."""
+    import os
+
+    if os.environ.get("DUCKPACS_INDEX_BACKEND") != "postgres":
+        (data / "index.duckdb").unlink()
+        return
+    import psycopg
+
+    with psycopg.connect(os.environ["DUCKPACS_INDEX_DSN"], autocommit=True) as con:
+        con.execute("TRUNCATE instances, attributes, series, studies, patients, store_marks")
