@@ -28,3 +28,6 @@ from tests.dimse_support import (  # noqa: E402, F401
     settings_factory,
     small_disk,
 )
+
+# A temporary PostgreSQL cluster for the PostgreSQL index's tests (one per session).
+from tests.pg_support import each_index_backend, pg_cluster  # noqa: E402, F401

@@ -20,7 +20,11 @@ from duckpacs.archive import corrections, rewrite
 from duckpacs.archive.facade import Archive
 from duckpacs.errors import QueryError, StorageError
 from tests.crash_support import duckpacs
+from tests.pg_support import drop_index
 from tests.test_storage_policy import audit_lines, fill
+
+# Every test on the embedded index and again on PostgreSQL (tests/pg_support.py).
+pytestmark = pytest.mark.usefixtures("each_index_backend")
 
 NEW = {"PatientName": "Doe^Jane", "PatientID": "NEW-7", "AccessionNumber": "ACC-9"}
 SHOWN = ["PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID"]
@@ -102,7 +106,7 @@ def test_reindex_rebuild_and_restart_give_the_same_answers(tmp_path: Path) -> No
     assert duckpacs("reindex", "--data", str(data)).returncode == 0
     with Archive.open(data) as archive:
         assert answers(archive) == expected
-    (data / "index.duckdb").unlink()  # rebuilt from the store at the next opening
+    drop_index(data)  # rebuilt from the store at the next opening
     with Archive.open(data) as archive:
         assert answers(archive) == expected
         assert len(archive.locate("study", {})) == 9  # one row per instance, never two

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,25 @@ def records() -> list[truth.Record]:
     return truth.load(truth.pydicom_files())
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def open_any(request: pytest.FixtureRequest) -> Callable[[Path], Any]:
+    """Opens a new index of either backend (the tests written for both)."""
+    if request.param == "duckdb":
+        return Index.open
+    cluster = request.getfixturevalue("pg_cluster")
+    from duckpacs.index.pg.db import PgIndex
+
+    return lambda _path: PgIndex.open(cluster.config())
+
+
 def batch(records: list[truth.Record], **override: Any) -> pa.Table:
     return build_batch((r.ds, {**r.extra, **override}) for r in records)
 
 
-def test_add_batch_dedupes_with_set_operations(tmp_path: Path, records: list[truth.Record]) -> None:
-    ix = Index.open(tmp_path)
+def test_add_batch_dedupes_with_set_operations(
+    tmp_path: Path, records: list[truth.Record], open_any: Callable[[Path], Any]
+) -> None:
+    ix = open_any(tmp_path)
     unique = len(truth.latest(records))
     first = ix.add_batch(batch(records))
     assert first["added"] == unique
@@ -55,16 +69,18 @@ def test_add_batch_dedupes_with_set_operations(tmp_path: Path, records: list[tru
     ix.close()
 
 
-def test_rows_without_sop_instance_uid_are_rejected(tmp_path: Path) -> None:
+def test_rows_without_sop_instance_uid_are_rejected(
+    tmp_path: Path, open_any: Callable[[Path], Any]
+) -> None:
     ds = Dataset()
     ds.PatientName = "No^Uid"
-    with Index.open(tmp_path) as ix:
+    with open_any(tmp_path) as ix:
         assert ix.add_batch(build_batch([(ds, None)]))["rejected"] == 1
         assert ix.stats()["instances"] == 0
 
 
 def test_add_batch_accepts_the_arrow_pycapsule_interface(
-    tmp_path: Path, records: list[truth.Record]
+    tmp_path: Path, records: list[truth.Record], open_any: Callable[[Path], Any]
 ) -> None:
     class Capsule:  # any producer exporting __arrow_c_stream__, as the Rust builder does
         def __init__(self, table: pa.Table) -> None:
@@ -73,13 +89,15 @@ def test_add_batch_accepts_the_arrow_pycapsule_interface(
         def __arrow_c_stream__(self, requested_schema: object = None) -> object:
             return self.table.__arrow_c_stream__(requested_schema)
 
-    with Index.open(tmp_path) as ix:
+    with open_any(tmp_path) as ix:
         ix.add_batch(Capsule(batch(records[:10])))
         assert ix.stats()["instances"] == len(truth.latest(records[:10]))
 
 
-def test_remove_recomputes_levels(tmp_path: Path, records: list[truth.Record]) -> None:
-    with Index.open(tmp_path) as ix:
+def test_remove_recomputes_levels(
+    tmp_path: Path, records: list[truth.Record], open_any: Callable[[Path], Any]
+) -> None:
+    with open_any(tmp_path) as ix:
         ix.add_batch(batch(records))
         before = ix.stats()
         uid = str(records[0].ds.SOPInstanceUID)

@@ -7,6 +7,7 @@ present.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,24 @@ def records() -> list[truth.Record]:
     return truth.load(truth.pydicom_files() + truth.corpus_files())
 
 
-@pytest.fixture(scope="module")
-def index(records: list[truth.Record], tmp_path_factory: pytest.TempPathFactory) -> Index:
-    ix = Index.open(tmp_path_factory.mktemp("archive"))
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def index(
+    request: pytest.FixtureRequest,
+    records: list[truth.Record],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Index]:
+    """The same records in each index backend (every test runs on both)."""
+    if request.param == "postgres":
+        from duckpacs.index.pg.db import PgIndex
+
+        ix: Any = PgIndex.open(request.getfixturevalue("pg_cluster").config())
+    else:
+        ix = Index.open(tmp_path_factory.mktemp("archive"))
     half = len(records) // 2  # two batches: the level tables must merge across batches
     ix.add_batch(build_batch((r.ds, r.extra) for r in records[:half]))
     ix.add_batch(build_batch((r.ds, r.extra) for r in records[half:]))
-    return ix
+    yield ix
+    ix.close()
 
 
 def key_of(key: str) -> str | int:

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from dicomweb_client.api import DICOMwebClient
@@ -75,6 +76,40 @@ def test_import_find_sql_reindex_stats_verify_never_import_pyarrow(tmp_path: Pat
     assert sorted(m for m, _ in parquet.fetchall()) == modalities
     assert sorted(r["modality"] for r in json.loads((out / "r.json").read_text())) == modalities
     assert "(2 rows)" in (out / "r.txt").read_text()
+
+
+def test_the_postgresql_index_never_imports_pyarrow(tmp_path: Path, pg_cluster: Any) -> None:
+    """The same commands on a PostgreSQL index: its ingest converts the Arrow batch with
+    DuckDB and copies rows with psycopg, no Arrow library in Python either."""
+    import os
+
+    data, out = tmp_path / "archive", tmp_path / "out"
+    out.mkdir()
+    files = [str(get_testdata_file(name)) for name in FILES]
+    query = "SELECT modality, count(*) AS n FROM instances GROUP BY 1"
+    commands = [
+        ["import", "--data", str(data), *files],
+        ["find", "--data", str(data), "--level", "image", "EchoTime=*", "--json"],
+        ["sql", "--data", str(data), query, "--format", "parquet", "-o", str(out / "r.parquet")],
+        ["reindex", "--data", str(data)],
+        ["stats", "--data", str(data)],
+    ]
+    env = {
+        **os.environ,
+        "DUCKPACS_INDEX_BACKEND": "postgres",
+        "DUCKPACS_INDEX_DSN": pg_cluster.database(),
+        "PGPASSWORD": pg_cluster.PASSWORD,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(commands)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["codes"] == [0] * len(commands), proc.stdout + proc.stderr
+    assert report["attempts"] == [] and not report["loaded"]
+    parquet = duckdb.sql(f"SELECT sum(n) FROM read_parquet('{out / 'r.parquet'}')")
+    assert parquet.fetchall()[0][0] == len(files)
 
 
 def _mapped_files(pid: int) -> set[str]:

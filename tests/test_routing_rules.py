@@ -16,6 +16,9 @@ from duckpacs.routing.rules import Rules
 from tests.routing_support import instance
 from tests.synthetic import encode, uid
 
+# Every test on the embedded index and again on PostgreSQL (tests/pg_support.py).
+pytestmark = pytest.mark.usefixtures("each_index_backend")
+
 
 def store(archive: Archive, study: str, n: int, ae: str, **attrs: str) -> str:
     ds = instance(study, n, **attrs)

@@ -31,6 +31,9 @@ from tests.crash_support import duckpacs, start_server
 from tests.routing_support import instance, write_config
 from tests.synthetic import encode, uid
 
+# Every test on the embedded index and again on PostgreSQL (tests/pg_support.py).
+pytestmark = pytest.mark.usefixtures("each_index_backend")
+
 DAY_US = 86_400 * 1_000_000
 
 

@@ -18,8 +18,12 @@ from duckpacs.archive.facade import Archive
 from duckpacs.archive.trash import Trash, epoch_us
 from duckpacs.web.auth import UserStore
 from tests.crash_support import duckpacs, find_uids, start_server
+from tests.pg_support import drop_index
 from tests.test_storage_policy import audit_lines, fill, present
 from tests.web_support.server import browser_available, logged_in_page
+
+# Every test on the embedded index and again on PostgreSQL (tests/pg_support.py).
+pytestmark = pytest.mark.usefixtures("each_index_backend")
 
 
 def _bytes(archive: Archive, study: str) -> dict[str, bytes]:
@@ -73,7 +77,7 @@ def test_trash_survives_reindex_and_restart(tmp_path: Path) -> None:
         s = fill(archive, ["a", "b"])
         batch = archive.discard("study", {"StudyInstanceUID": s["a"]}, user="u", source="t")
     assert duckpacs("reindex", "--data", str(data)).returncode == 0
-    (data / "index.duckdb").unlink()  # rebuilt from the store at the next opening
+    drop_index(data)  # rebuilt from the store at the next opening
     with Archive.open(data) as archive:
         assert present(archive) == {s["b"]}
         archive.restore(batch["batch"], user="u", source="t")

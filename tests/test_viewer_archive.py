@@ -19,6 +19,9 @@ from tests.helpers import RunningServer, running_server
 from tests.test_viewer import PDF_BYTES, _first_part, _to_bytes, phantom, reports
 from tests.web_support.server import testdata as pydicom_file
 
+# Every test on the embedded index and again on PostgreSQL (tests/pg_support.py).
+pytestmark = pytest.mark.usefixtures("each_index_backend")
+
 STATIC = Path(web_init).parent / "static"
 
 

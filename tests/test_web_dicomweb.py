@@ -19,6 +19,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from tests.web_support.fixtures import web_fixture  # noqa: F401 (provides `web`)
 from tests.web_support.server import WebServer
 
+# Every test on the embedded index and again on PostgreSQL (tests/pg_support.py).
+pytestmark = pytest.mark.usefixtures("each_index_backend")
+
 
 def client(web: WebServer) -> DICOMwebClient:
     return DICOMwebClient(url=web.dicomweb)

@@ -256,6 +256,48 @@ def _on_conflict(value: Any) -> str:
     raise ValueError("keep-first or replace")
 
 
+def _index_backend(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("duckdb", "postgres"):
+        return value.lower()
+    raise ValueError("duckdb or postgres")
+
+
+def _dsn(value: Any) -> str:
+    """A libpq connection string (URI or key=value) without a password: the password comes
+    from the environment or a file, so it is never in a file that is shown or logged."""
+    if not isinstance(value, str):
+        raise ValueError("a PostgreSQL connection string")
+    text = value.strip()
+    lowered = text.lower()
+    in_uri = (
+        lowered.startswith(("postgresql://", "postgres://"))
+        and ":" in text.split("://", 1)[1].split("@", 1)[0]
+        and "@" in text
+    )
+    if in_uri or "password=" in lowered:
+        raise ValueError(
+            "a connection string without a password (give it in PGPASSWORD, the variable "
+            "named by index.password_env, or index.password_file)"
+        )
+    return text
+
+
+def _env_name(value: Any) -> str:
+    if isinstance(value, str) and (not value or value.replace("_", "a").isalnum()):
+        return value
+    raise ValueError("an environment variable name")
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("a number of seconds") from None
+    if not 0.1 <= number <= 3600:
+        raise ValueError("seconds between 0.1 and 3600")
+    return number
+
+
 @dataclass(frozen=True)
 class Option:
     """One scalar setting: its TOML key, environment variable, validator and default."""
@@ -373,6 +415,48 @@ OPTIONS: tuple[Option, ...] = (
         _optional_file,
         "",
         "PEM CA certificates: TLS peers must chain to them; set, callers need a certificate too",
+    ),
+    Option(
+        "index.backend",
+        "DUCKPACS_INDEX_BACKEND",
+        _index_backend,
+        "duckdb",
+        "where the index lives: duckdb (embedded file, default) or postgres (index.dsn)",
+    ),
+    Option(
+        "index.dsn",
+        "DUCKPACS_INDEX_DSN",
+        _dsn,
+        "",
+        "PostgreSQL connection string (no password in it) when index.backend = postgres",
+    ),
+    Option(
+        "index.password_env",
+        "DUCKPACS_INDEX_PASSWORD_ENV",
+        _env_name,
+        "PGPASSWORD",
+        "environment variable holding the PostgreSQL password",
+    ),
+    Option(
+        "index.password_file",
+        "DUCKPACS_INDEX_PASSWORD_FILE",
+        _optional_file,
+        "",
+        "file whose first line is the PostgreSQL password (instead of index.password_env)",
+    ),
+    Option(
+        "index.node",
+        "DUCKPACS_NODE",
+        str,
+        "",
+        "this node's id in a shared index (default: hostname and a hash of the data folder)",
+    ),
+    Option(
+        "index.timeout",
+        "DUCKPACS_INDEX_TIMEOUT",
+        _seconds,
+        10.0,
+        "seconds a PostgreSQL statement may take before the call fails (C-STORE, C-FIND)",
     ),
     Option(
         "archive.on_conflict",
@@ -736,6 +820,11 @@ def load(
         values["archive.data_dir"] = (path.parent / values["archive.data_dir"]).resolve()
     else:
         values["archive.data_dir"] = (cwd / values["archive.data_dir"]).resolve()
+    if values["index.backend"] == "postgres" and not values["index.dsn"]:
+        raise ConfigError(
+            f"{sources['index.backend']}: index.backend = postgres needs index.dsn "
+            "(a PostgreSQL connection string, e.g. postgresql://duckpacs@db.example/archive)"
+        )
     return Settings(
         values=values, sources=sources, peers=peers, config_file=path, routes=routes,
         retention=retention,
@@ -746,7 +835,8 @@ def _validate(option: Option, raw: Any, source: str) -> Any:
     try:
         return option.parse(raw)
     except ValueError as e:
-        raise ConfigError(f"{source}: {option.key} = {raw!r} is invalid: expected {e}") from None
+        shown = "<hidden>" if option.key == "index.dsn" else repr(raw)  # may hold a password
+        raise ConfigError(f"{source}: {option.key} = {shown} is invalid: expected {e}") from None
 
 
 def _find_config_file(
@@ -1055,6 +1145,17 @@ cors_origins = []
 # host = "192.168.1.30"
 # port = 11112
 # permissions = ["echo", "find", "move", "get"]
+
+# The index: an embedded DuckDB file in the data folder (default), or PostgreSQL, shared by
+# several nodes (`pip install 'duckpacs[postgres]'`). The password is never written here:
+# it comes from $PGPASSWORD (or the variable password_env names) or password_file.
+#
+# [index]
+# backend = "postgres"
+# dsn = "postgresql://duckpacs@db.example.org:5432/duckpacs"
+# password_file = "/etc/duckpacs/pgpass"
+# node = "front-1"   # this node's id (default: hostname and a hash of the data folder)
+# timeout = 10       # seconds a statement may take before C-STORE/C-FIND fail
 
 # Forwarding: a queue in the data folder survives restarts; a destination that does not
 # answer is retried after retry_initial seconds, doubling up to retry_max; an instance a

@@ -41,6 +41,11 @@ class IndexUnusableError(ArchiveIndexError):
     an archive opened for writing rebuilds it from the store (the damaged file is kept)."""
 
 
+class IndexUnavailableError(ArchiveIndexError):
+    """The index's database server (PostgreSQL) cannot be reached or did not answer in time;
+    the same call succeeds once it is back (nothing to repair)."""
+
+
 class QueryError(DuckpacsError):
     """A query names an unknown attribute or holds a malformed value (PS3.4 C.2.2.2)."""
 

@@ -13,13 +13,14 @@ from duckpacs import _core
 from duckpacs.archive import ipc, layout, part10
 from duckpacs.archive.types import InstanceRef, Location
 from duckpacs.config import Settings
-from duckpacs.index import Index
+from duckpacs.index import backend
+from duckpacs.index.base import IndexBackend
 
 
 class _LocalIndex:
     """The index opened read-only, answering like the server does."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: IndexBackend) -> None:
         self.index = index
 
     def find(
@@ -82,5 +83,5 @@ def open_client(settings: Settings) -> ClientArchive:
         # A key left by a killed server answers nothing: read the index then.
         queries = remote if remote.reachable() else None
     if queries is None:
-        queries = _LocalIndex(Index.open(data_dir, read_only=True))
+        queries = _LocalIndex(backend.open_index(data_dir, read_only=True))
     return ClientArchive(queries, layout.open_store(data_dir))

@@ -35,8 +35,8 @@ from duckpacs import _core, logs
 from duckpacs.archive import corrections, layout, part10, recovery, trash
 from duckpacs.archive.types import InstanceRef, Location, Outcome, StoreResult, epoch_us_now
 from duckpacs.dicom import status
-from duckpacs.errors import ArchiveIndexError, StorageError
-from duckpacs.index import Index
+from duckpacs.errors import ArchiveIndexError, IndexUnavailableError, StorageError
+from duckpacs.index.base import IndexBackend
 
 log = logs.get("archive")
 
@@ -76,7 +76,7 @@ class Archive:
 
     def __init__(
         self,
-        index: Index,
+        index: IndexBackend,
         store: _core.Store,
         on_conflict: str = "keep-first",
         *,
@@ -95,6 +95,8 @@ class Archive:
         self._lookups = index.reader()
         self.writer = _core.ArchiveWriter(store, self._lookups.locate_uids, on_conflict, flush_rows)
         self._flush_lock = threading.Lock()
+        self._refusal_lock = threading.Lock()
+        self._refusals: dict[str, str] = {}  # see _set_refusal
         self._closing = threading.Event()
         self._seeding = threading.Thread(target=self._seed, name="uid-filter", daemon=True)
         self._seeding.start()
@@ -180,7 +182,17 @@ class Archive:
     def refuse(self, reason: str | None) -> None:
         """Refuse every arrival with ``reason`` (a storage limit: 0xA700 over DIMSE, 507
         over STOW-RS) until called with None."""
-        self.writer.set_refusal(reason)
+        self._set_refusal("policy", reason)
+
+    def _set_refusal(self, who: str, reason: str | None) -> None:
+        """Refusals of the storage policy and of an unreachable index, kept apart so that
+        either clearing its own leaves the other's in force."""
+        with self._refusal_lock:
+            if reason is None:
+                self._refusals.pop(who, None)
+            else:
+                self._refusals[who] = reason
+            self.writer.set_refusal(next(iter(self._refusals.values()), None))
 
     def delete(self, refs: list[InstanceRef]) -> int:
         """Delete instances: a durable tombstone each, then the index rows. The tombstones
@@ -292,13 +304,23 @@ class Archive:
             except Exception as e:  # kept by the writer and handed out again next time
                 logs.event(log, "index write failed; will retry", rows=len(batch), reason=e,
                            level=40)  # fmt: skip
-                raise ArchiveIndexError(f"the index could not take {len(batch)} rows: {e}") from e
+                kind = ArchiveIndexError
+                if isinstance(e, IndexUnavailableError):
+                    self._index_down(e)
+                    kind = IndexUnavailableError  # a 503 for QIDO, not a 500
+                raise kind(f"the index could not take {len(batch)} rows: {e}") from e
             self.writer.committed()
+            if "index" in self._refusals:
+                self._index_back()
             return len(batch)
 
     def _seed(self) -> None:
         """Feed the index's UIDs to the writer's filter, so new instances need no index
-        lookup (until it is done, every arrival asks the index)."""
+        lookup (until it is done, every arrival asks the index). Not for an index that other
+        nodes write too: this node's filter would not learn their UIDs, and an instance one
+        of them holds would be taken for new, whatever ``archive.on_conflict`` says."""
+        if self.index.shared:
+            return
         try:
             for chunk in self.index.uid_chunks():
                 if self._closing.is_set():
@@ -315,8 +337,25 @@ class Archive:
             self.writer.wait(self.flush_interval)
             try:
                 self.flush()
+                if "index" in self._refusals:  # nothing pending to try it with: ask it
+                    self.index.ping()
+                    self._index_back()
             except ArchiveIndexError:
                 time.sleep(self.flush_interval)  # logged in flush; retried
+
+    def _index_down(self, e: Exception) -> None:
+        """A shared index (PostgreSQL) that is down or slow: arrivals are refused with
+        0xA700, Refused: Out of Resources (PS3.4 B.2.3, Table B.2-1), rather than
+        acknowledged into a store whose index cannot follow; what was acknowledged before
+        stays pending in the writer and is committed when the index is back."""
+        if "index" not in self._refusals:
+            logs.event(log, "index unavailable; refusing arrivals until it is back",
+                       reason=e, level=40)  # fmt: skip
+        self._set_refusal("index", f"the archive's index is unavailable ({e})")
+
+    def _index_back(self) -> None:
+        logs.event(log, "index available again; accepting arrivals", level=30)
+        self._set_refusal("index", None)
 
     # --- query and retrieve -----------------------------------------------------------
 
@@ -385,13 +424,22 @@ class Archive:
         if self._committer is not None:
             self._committer.join(timeout=30)
         try:
-            self.flush()
+            try:
+                self.flush()
+            finally:
+                # Every record is settled now: the marks move to the packs' ends, so the next
+                # opening has nothing of ours to read again.
+                marks = self.store_backend.low_water()
+                if marks:
+                    self.index.advance_marks(marks)
+        except ArchiveIndexError as e:
+            if not isinstance(e, IndexUnavailableError):
+                raise
+            # A shared index that is down: what is pending is durable in the store, past
+            # this node's marks, so the next opening indexes it (crash recovery's path).
+            logs.event(log, "index unavailable at shutdown; pending rows are indexed at the "
+                       "next start", reason=e, level=30)  # fmt: skip
         finally:
-            # Every record is settled now: the marks move to the packs' ends, so the next
-            # opening has nothing of ours to read again.
-            marks = self.store_backend.low_water()
-            if marks:
-                self.index.advance_marks(marks)
             self.writer.close()
             self._lookups.close()
             self.index.close()

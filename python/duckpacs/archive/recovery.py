@@ -41,7 +41,8 @@ from duckpacs.errors import ArchiveLockedError, IndexUnusableError
 
 # reindex as a module, not its names: duckpacs.index.reindex needs duckpacs.archive.types,
 # so when a command imports it first (`duckpacs reindex`), this runs while it is half loaded.
-from duckpacs.index import Index, bulk, reindex
+from duckpacs.index import backend, bulk, reindex
+from duckpacs.index.base import IndexBackend
 from duckpacs.index.db import index_path
 
 log = logs.get("index")
@@ -62,7 +63,7 @@ class CatchUp:
 
 def open_for_writing(
     data_dir: Path, *, wait: float = 0.0, on_conflict: str = "keep-first"
-) -> tuple[Index, CatchUp]:
+) -> tuple[IndexBackend, CatchUp]:
     """The index of the archive at ``data_dir``, read-write and caught up with its store,
     and what the catch-up applied.
 
@@ -101,11 +102,11 @@ def _finish_corrections(data_dir: Path) -> None:
         corrections.finish(data_dir, list(store.tail({}, headers=False)["instances"]))
 
 
-def _open_locked(data_dir: Path, wait: float) -> Index:
+def _open_locked(data_dir: Path, wait: float) -> IndexBackend:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return Index.open(data_dir)
+            return backend.open_index(data_dir)
         except ArchiveLockedError as e:
             if time.monotonic() >= deadline:
                 raise ArchiveLockedError(
@@ -153,7 +154,7 @@ def _rebuild(data_dir: Path) -> None:
     )  # fmt: skip
 
 
-def catch_up(index: Index, store_dir: Path, on_conflict: str = "keep-first") -> CatchUp:
+def catch_up(index: IndexBackend, store_dir: Path, on_conflict: str = "keep-first") -> CatchUp:
     """Apply every store record past the index's marks (see the module docstring)."""
     started = time.monotonic()
     done = CatchUp()
@@ -191,7 +192,7 @@ Move = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 def _choose(
     entries: list[dict[str, Any]],
-    index: Index,
+    index: IndexBackend,
     on_conflict: str,
     packs: set[int],
     done: CatchUp,
@@ -241,7 +242,7 @@ def _choose(
 
 
 def orphan_copies(
-    index: Index, store: _core.Store, trash_keys: set[trash.Key] | None = None
+    index: IndexBackend, store: _core.Store, trash_keys: set[trash.Key] | None = None
 ) -> list[tuple[int, int, int]]:
     """Live store records no index row points at, whose SOP Instance UID the index holds
     elsewhere: the losers of a race between senders of one instance before the write path

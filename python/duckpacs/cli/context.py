@@ -25,7 +25,14 @@ FLAG_KEYS = {
 def settings(args: argparse.Namespace) -> config.Settings:
     """The effective settings for this invocation (flags > env > file > defaults)."""
     flags = {key: getattr(args, attr, None) for attr, key in FLAG_KEYS.items()}
-    return config.load(config_path=getattr(args, "config", None), flags=flags)
+    loaded = config.load(config_path=getattr(args, "config", None), flags=flags)
+    # The index every command of this process opens; with the default (embedded) index
+    # nothing is imported here, so light commands start as fast as before.
+    if loaded["index.backend"] != "duckdb" or "duckpacs.index.backend" in sys.modules:
+        from duckpacs.index import backend
+
+        backend.configure(loaded)
+    return loaded
 
 
 def print_json(value: Any) -> None:

@@ -11,7 +11,7 @@ import sys
 
 from duckpacs.cli.context import parse_keys, print_json, settings
 from duckpacs.errors import ArchiveLockedError
-from duckpacs.index import Index
+from duckpacs.index import backend
 
 DEFAULT_KEYS = {
     "patient": ["PatientName", "PatientBirthDate", "NumberOfPatientRelatedStudies"],
@@ -80,7 +80,7 @@ def cmd_find(args: argparse.Namespace) -> int:
     query = parse_keys(args.keys)
     keys = [*DEFAULT_KEYS[args.level], *args.return_keys]
     try:
-        with Index.open(s.data_dir, read_only=True) as index:
+        with backend.open_index(s.data_dir, read_only=True) as index:
             rows = index.find(
                 args.level,
                 query,

@@ -18,6 +18,10 @@ Tables and views (all read-only here):
 Example: ``duckpacs sql "SELECT keyword, avg(num) FROM elements WHERE keyword = 'EchoTime'
 GROUP BY ALL"``.
 
+Dialect: DuckDB's SQL on the embedded index; on a PostgreSQL index (``[index] backend =
+"postgres"``) PostgreSQL's SQL, one statement, in a read-only transaction (same tables and
+views; ``tag`` numbers are ``bigint``, lists are arrays: ``'MR' = ANY(modalities_in_study)``).
+
 Output: ``table`` (on a terminal), ``csv`` (RFC 4180, header line; DuckDB's CSV writer),
 ``json`` (an array of objects, dates and times as text) or ``parquet`` (needs ``--output``).
 """
@@ -33,7 +37,8 @@ from pathlib import Path
 
 from duckpacs.cli.context import settings
 from duckpacs.errors import ConfigError
-from duckpacs.index import Index
+from duckpacs.index import backend
+from duckpacs.index.base import IndexBackend
 from duckpacs.index.output import Rows
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -67,7 +72,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if fmt == "parquet" and not args.output:
         raise ConfigError("--format parquet needs --output FILE")
     output = Path(args.output) if args.output else None
-    with Index.open(s.data_dir, read_only=True) as index:
+    with backend.open_index(s.data_dir, read_only=True) as index:
         if fmt in ("csv", "parquet"):
             export(index, args.query, fmt, output)
             return 0
@@ -80,7 +85,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(index: Index, query: str, fmt: str, output: Path | None) -> None:
+def export(index: IndexBackend, query: str, fmt: str, output: Path | None) -> None:
     """Have DuckDB write the result as ``fmt`` to ``output``, or to stdout through a
     temporary file (its writers write files)."""
     if output is not None:

@@ -19,7 +19,7 @@ from duckpacs.archive.corrections import Corrections
 from duckpacs.archive.trash import Trash, purge_expired
 from duckpacs.cli.context import print_json, settings
 from duckpacs.errors import ArchiveLockedError, StorageError
-from duckpacs.index import Index
+from duckpacs.index.base import IndexBackend
 
 # Writer id reserved for maintenance commands (the server's workers use small ids).
 
@@ -159,7 +159,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_index_for_compaction(data_dir: Path, on_conflict: str) -> Index:
+def _open_index_for_compaction(data_dir: Path, on_conflict: str) -> IndexBackend:
     """The index, opened for writing (and caught up with the store) before compaction
     starts: compaction moves records, so it must not run while `duckpacs serve` owns the
     index (it could not follow the moves)."""
@@ -173,7 +173,7 @@ def _open_index_for_compaction(data_dir: Path, on_conflict: str) -> Index:
     return index
 
 
-def _densify(store: _core.Store, index: Index) -> dict[str, Any]:
+def _densify(store: _core.Store, index: IndexBackend) -> dict[str, Any]:
     """Densifies everything now, a victim pack per step on every core; the index follows
     each pack's moves before its records count as indexed."""
     done: dict[str, Any] = {"packs": 0, "densified": 0, "bytes_in": 0, "bytes_out": 0,

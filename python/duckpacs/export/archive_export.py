@@ -28,7 +28,8 @@ from duckpacs.export.dicomdir import DicomdirResult, write_dicomdir
 from duckpacs.files import part10
 from duckpacs.files.progress import Progress
 from duckpacs.files.sources import Reject
-from duckpacs.index import Index
+from duckpacs.index import backend
+from duckpacs.index.base import IndexBackend
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -75,7 +76,7 @@ def _instances(
     ``stream``, a large one comes as a stream of its stored bytes instead. With
     ``original``, the first-received record of a corrected instance instead of its
     current version (:mod:`duckpacs.archive.corrections`)."""
-    with Index.open(data_dir, read_only=True) as index:
+    with backend.open_index(data_dir, read_only=True) as index:
         locations = index.locations(level, dict(query))
         if original and locations:
             locations = _originals(data_dir, index, locations)
@@ -91,7 +92,7 @@ def _instances(
                 yield uid, store.get((pack, offset, length))
 
 
-def _originals(data_dir: Path, index: Index, locations: list[Any]) -> list[Any]:
+def _originals(data_dir: Path, index: IndexBackend, locations: list[Any]) -> list[Any]:
     """``locations`` with each corrected instance's row pointing at its original record."""
     history = corrections.Corrections(data_dir).history()
     if not history.previous:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from duckpacs._core import index_batch
-from duckpacs.index.db import Index
+from duckpacs.index.base import IndexBackend
 
 StoreRecord = tuple[Mapping[str, Any], bytes]
 # Batches big enough that DuckDB's per-commit costs vanish, small enough in bytes that real
@@ -65,7 +65,7 @@ def _produce(
 
 
 def append_records(
-    index: Index,
+    index: IndexBackend,
     records: Iterable[StoreRecord],
     *,
     batch_records: int = BATCH_RECORDS,

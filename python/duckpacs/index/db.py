@@ -85,6 +85,8 @@ def _source_casts(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
 class Index:
     """The DuckDB index of one archive. Create it with :meth:`open`."""
 
+    shared = False  # one process writes it (see IndexBackend.shared)
+
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
         self._con = con
         self.path = path
@@ -200,6 +202,9 @@ class Index:
         """Close the DuckDB connection (checkpointing the write-ahead log)."""
         with self._lock:
             self._con.close()
+
+    def ping(self) -> None:
+        """Nothing to reach: the file is in this process (see PgIndex.ping)."""
 
     def __enter__(self) -> Index:
         return self

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import logs
-from duckpacs.index import bulk
+from duckpacs.index import backend, bulk
 from duckpacs.index.db import Index, index_path
 
 log = logs.get("index")
@@ -75,6 +75,8 @@ def rebuild(
     The counts of the new index (:meth:`Index.stats`) plus ``skipped`` (records the parser
     rejects, logged with their location).
     """
+    if backend.is_postgres():
+        return _rebuild_postgres(records, batch_size, progress, marks)
     final = index_path(path)
     temp = final.with_name(final.name + ".rebuild")
     for stale in (temp, temp.with_name(temp.name + ".wal")):
@@ -93,4 +95,30 @@ def rebuild(
         stats = index.stats()
     final.with_name(final.name + ".wal").unlink(missing_ok=True)
     os.replace(temp, final)
+    return {**stats, "skipped": skipped}
+
+
+def _rebuild_postgres(
+    records: Iterable[StoreRecord],
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+    marks: Mapping[int, int] | None,
+) -> dict[str, int]:
+    """Rebuild the PostgreSQL index from this node's store: every table emptied, then
+    filled from ``records`` (the archive is stopped on every node while it runs)."""
+
+    def rejected(record: Mapping[str, Any], error: str) -> None:
+        where = f"pack {record.get('pack')} offset {record.get('offset')}"
+        logs.event(log, "reindex skipped a record", where=where, error=error)
+
+    index = backend.open_index("", check_store=False)
+    try:
+        index.clear()  # type: ignore[attr-defined]
+        _, skipped = bulk.append_records(
+            index, records, batch_records=batch_size, on_rejected=rejected, progress=progress
+        )
+        index.set_marks(marks or {})
+        stats = index.stats()
+    finally:
+        index.close()
     return {**stats, "skipped": skipped}

@@ -30,7 +30,7 @@ from duckpacs.archive.facade import Archive
 from duckpacs.archive.types import Outcome
 from duckpacs.files.progress import Progress, Summary
 from duckpacs.files.sources import SourceItem
-from duckpacs.index import Index
+from duckpacs.index.base import IndexBackend
 from duckpacs.ingest import batch as batch_mod
 from duckpacs.ingest.batch import Payload
 
@@ -121,7 +121,7 @@ class Importer:
         self.counts = ImportCounts()
 
     @property
-    def index(self) -> Index:
+    def index(self) -> IndexBackend:
         return self.archive.index
 
     @property

@@ -36,7 +36,7 @@ from typing import Any
 from duckpacs import logs
 from duckpacs.config import CALLING_AE, Route
 from duckpacs.errors import ConfigError, DuckpacsError
-from duckpacs.index import Index
+from duckpacs.index.base import IndexBackend
 from duckpacs.routing.queue import Cursor, Poll, Queue
 
 log = logs.get("route")
@@ -53,7 +53,7 @@ class Rules:
     """The rules of the configuration over one archive's index and queue."""
 
     def __init__(
-        self, index: Index, queue: Queue, routes: list[Route],
+        self, index: IndexBackend, queue: Queue, routes: list[Route],
         corrected: Callable[[], set[tuple[str, int]]] | None = None,
     ) -> None:  # fmt: skip
         self.index = index

@@ -101,6 +101,10 @@ class Service:
         self.http.start()
         http_host, http_port = self.http.address
         logs.event(log, "duckpacs started", version=duckpacs.__version__, data=s.data_dir)
+        if s["index.backend"] == "postgres":
+            from duckpacs.index import backend
+
+            logs.event(log, "index on PostgreSQL", dsn=s["index.dsn"], node=backend.node())
         host, port = self.dimse_address
         logs.event(log, "DIMSE listening", ae_title=s.ae_title, addr=f"{host}:{port}")
         if self.dimse.tls_address is not None:

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from duckpacs import logs
-from duckpacs.errors import DuckpacsError, QueryError
+from duckpacs.errors import DuckpacsError, IndexUnavailableError, QueryError
 from duckpacs.web import auth
 from duckpacs.web.admin import Admin
 from duckpacs.web.audit import AUDIT_FILENAME, AuditLog
@@ -104,6 +104,10 @@ def _error_response(e: Exception, scope: Scope) -> Response:
         # A matching value the index cannot read (a date of "0", a bad range): the
         # client's error, said as the index says it.
         return _json_error(400, str(e))
+    if isinstance(e, IndexUnavailableError):
+        # The shared index (PostgreSQL) is down or slow: try again shortly (RFC 9110 15.6.4).
+        logs.event(log, "index unavailable", path=scope.get("path"), error=str(e))
+        return _json_error(503, str(e), {"Retry-After": "5"})
     if isinstance(e, DuckpacsError):
         logs.event(log, "archive error", path=scope.get("path"), error=str(e))
         return _json_error(500, str(e))
