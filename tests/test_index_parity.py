@@ -296,3 +296,59 @@ def test_store_locations_are_each_nodes_own(
     finally:
         a.close()
         b.close()
+
+
+def test_clearing_one_node_keeps_the_others_rows(
+    records: list[truth.Record], pg_cluster: Cluster
+) -> None:
+    """`duckpacs reindex` on one node of a shared index empties only that node's rows
+    before refilling them from its store: the other nodes' instances stay findable."""
+    from duckpacs.index.pg.db import PgIndex
+
+    dsn = pg_cluster.database()
+    a = PgIndex.open(pg_cluster.config("node-a", dsn))
+    b = PgIndex.open(pg_cluster.config("node-b", dsn))
+    try:
+        a.add_batch(build_batch((r.ds, r.extra) for r in records[:10]))
+        b.add_batch(build_batch((r.ds, r.extra) for r in records[10:20]))
+        a.set_marks({1: 100})
+        b.set_marks({1: 7})
+        kept = {str(r.ds.SOPInstanceUID) for r in records[10:20]}
+        gone = {str(r.ds.SOPInstanceUID) for r in records[:10]} - kept
+        a.clear()
+        assert b.known_uids(sorted(kept | gone)) == kept
+        assert a.marks() == {} and b.marks() == {1: 7}
+        assert b.stats()["instances"] == len(kept)
+        b.clear()  # the last node: the whole index is empty again
+        assert b.stats()["instances"] == 0 and b.marks() == {}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_another_nodes_instance_is_found_but_never_read_here(
+    records: list[truth.Record], pg_cluster: Cluster
+) -> None:
+    """A location is a place in the store of the node that wrote it: node b finds node a's
+    instance, but a retrieval through b is refused with a clear error, never answered with
+    whatever record b's own store holds at that pack and offset."""
+    from duckpacs.errors import ArchiveIndexError
+    from duckpacs.index.pg.db import PgIndex
+
+    dsn = pg_cluster.database()
+    a = PgIndex.open(pg_cluster.config("node-a", dsn))
+    b = PgIndex.open(pg_cluster.config("node-b", dsn))
+    try:
+        first = records[0]
+        uid = str(first.ds.SOPInstanceUID)
+        a.add_batch(build_batch([(first.ds, {**first.extra, "pack": 1, "offset": 32})]))
+        assert b.count("image", {"SOPInstanceUID": uid}) == 1
+        assert [r[0] for r in a.locations("image", {"SOPInstanceUID": uid})] == [uid]
+        assert [r[0] for r in a.instance_refs([uid])] == [uid]
+        with pytest.raises(ArchiveIndexError, match="node 'node-a'"):
+            b.locations("image", {"SOPInstanceUID": uid})
+        with pytest.raises(ArchiveIndexError, match="node 'node-a'"):
+            b.instance_refs([uid])
+    finally:
+        a.close()
+        b.close()

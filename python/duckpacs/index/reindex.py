@@ -104,8 +104,8 @@ def _rebuild_postgres(
     progress: Callable[[int], None] | None,
     marks: Mapping[int, int] | None,
 ) -> dict[str, int]:
-    """Rebuild the PostgreSQL index from this node's store: every table emptied, then
-    filled from ``records`` (the archive is stopped on every node while it runs)."""
+    """Rebuild the PostgreSQL index from this node's store: its rows emptied, then
+    filled from ``records``. On a shared index only this node's rows are replaced."""
 
     def rejected(record: Mapping[str, Any], error: str) -> None:
         where = f"pack {record.get('pack')} offset {record.get('offset')}"

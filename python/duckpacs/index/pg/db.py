@@ -41,6 +41,7 @@ from duckpacs.index.pg.connect import Connection, PgConfig, psycopg_module
 from duckpacs.index.query import compile_condition, compile_find, compile_locations
 from duckpacs.index.query.dialect import to_postgres
 from duckpacs.index.query.results import finish
+from duckpacs.index.query.sql import LOCATION_COLUMNS
 
 log = logs.get("index")
 
@@ -309,15 +310,39 @@ class PgIndex:
         return int(fresh), replaced
 
     def clear(self) -> None:
-        """Empty every table (``duckpacs reindex`` then fills them from the store)."""
+        """Remove this node's rows and marks (``duckpacs reindex`` then refills them from
+        this node's store). Other nodes' instances stay: on a shared index a reindex of one
+        node must not make the others' instances unfindable. Alone, it is one TRUNCATE."""
         self._writable()
+        node = self.config.node
 
         def clear(con: Any) -> None:
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
+                others = con.execute(
+                    "SELECT EXISTS (SELECT 1 FROM instances WHERE node <> %s)"
+                    " OR EXISTS (SELECT 1 FROM store_marks WHERE node <> %s)",
+                    [node, node],
+                ).fetchone()[0]
+                if not others:
+                    con.execute(
+                        "TRUNCATE instances, attributes, series, studies, patients, store_marks"
+                    )
+                    return
+                _stage(con)
                 con.execute(
-                    "TRUNCATE instances, attributes, series, studies, patients, store_marks"
+                    """INSERT INTO _dp_old SELECT iid, series_instance_uid, study_instance_uid,
+                      patient_id FROM instances WHERE node = %s""",
+                    [node],
                 )
+                con.execute("""INSERT INTO _dp_touched SELECT DISTINCT series_instance_uid,
+                      study_instance_uid, coalesce(patient_id, '') FROM _dp_old""")
+                con.execute("ANALYZE _dp_old")
+                con.execute("ANALYZE _dp_touched")
+                con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
+                con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
+                _refresh_levels(con)
+                con.execute("DELETE FROM store_marks WHERE node = %s", [node])
 
         self._db.run(clear)
 
@@ -513,7 +538,20 @@ class PgIndex:
         self, level: str, query: Mapping[str, Any], *, fuzzy: bool = False
     ) -> list[Location]:
         sql, params, _scope = compile_locations(level, query, fuzzy=fuzzy)  # see find
-        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self._rows(sql, params)]
+        rows = self._rows(sql.replace(LOCATION_COLUMNS, LOCATION_COLUMNS + ", i.node", 1), params)
+        return self._own([(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows], [r[6] for r in rows])
+
+    def _own(self, found: list[Location], nodes: Sequence[str]) -> list[Location]:
+        """``found``, all in this node's store. A location is a (pack, offset) of the store of
+        the node that wrote it: read from another node's store it could be another instance
+        of the same length, so an instance held by another node is refused, never read."""
+        for ref, node in zip(found, nodes, strict=True):
+            if node != self.config.node:
+                raise ArchiveIndexError(
+                    f"instance {ref[0]} is held in the store of node {node!r}, not this node's "
+                    f"({self.config.node!r}): retrieve it from that node"
+                )
+        return found
 
     def sql(self, text: str) -> Rows:
         """Run one PostgreSQL statement in a read-only transaction and return its result.
@@ -671,11 +709,11 @@ class PgIndex:
         if not sop_instance_uids:
             return []
         rows = self._pg(
-            'SELECT sop_instance_uid, sop_class_uid, transfer_syntax, pack, "offset", length '
-            "FROM instances WHERE sop_instance_uid = ANY(%s)",
+            'SELECT sop_instance_uid, sop_class_uid, transfer_syntax, pack, "offset", length, '
+            "node FROM instances WHERE sop_instance_uid = ANY(%s)",
             [list(sop_instance_uids)],
         )
-        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return self._own([(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows], [r[6] for r in rows])
 
     def stored_bytes(self) -> int:
         rows = self._pg("SELECT coalesce(sum(length), 0)::bigint FROM instances")

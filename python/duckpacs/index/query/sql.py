@@ -352,6 +352,10 @@ def compile_condition(
     return where if cond is None else all_of([where, cond])
 
 
+# What compile_locations selects, in this order (a Location).
+LOCATION_COLUMNS = 'i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.pack, i."offset", i.length'
+
+
 def compile_locations(
     level: str, query: Mapping[str, Any], *, fuzzy: bool = False, iid_range: IidRange = None
 ) -> tuple[str, list[Any], Cond | None]:
@@ -359,7 +363,7 @@ def compile_locations(
     level = level_name(level)
     where, _, scope = _where(level, query, fuzzy, False, iid_range)
     scope = None if iid_range else scope
-    columns = 'i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.pack, i."offset", i.length'
+    columns = LOCATION_COLUMNS
     order = "i.series_instance_uid, i.instance_number, i.sop_instance_uid"
     if level == "image":
         sql = f"SELECT {columns} FROM instances i WHERE {where.sql} ORDER BY {order}"
