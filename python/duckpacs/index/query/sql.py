@@ -353,7 +353,9 @@ def compile_condition(
 
 
 # What compile_locations selects, in this order (a Location).
-LOCATION_COLUMNS = 'i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.pack, i."offset", i.length'
+LOCATION_COLUMNS = (
+    'i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax, i.pack, i."offset", i.length'
+)
 
 
 def compile_locations(
