@@ -185,43 +185,42 @@ def test_dedupe_replace_and_remove_agree(
         pg.close()
 
 
-def test_marks_are_kept_per_node(pg_cluster: Cluster) -> None:
+@pytest.fixture
+def nodes(pg_cluster: Cluster) -> Iterator[tuple[Any, Any]]:
+    """Two nodes, ``node-a`` and ``node-b``, on one fresh PostgreSQL index."""
     from duckpacs.index.pg.db import PgIndex
 
     dsn = pg_cluster.database()
     a = PgIndex.open(pg_cluster.config("node-a", dsn))
     b = PgIndex.open(pg_cluster.config("node-b", dsn))
     try:
-        a.set_marks({1: 100, 2: 50})
-        b.set_marks({1: 7})
-        a.advance_marks({1: 90, 3: 10})  # never back
-        assert a.marks() == {1: 100, 2: 50, 3: 10}
-        assert b.marks() == {1: 7}
+        yield a, b
     finally:
         a.close()
         b.close()
+
+
+def test_marks_are_kept_per_node(nodes: tuple[Any, Any]) -> None:
+    a, b = nodes
+    a.set_marks({1: 100, 2: 50})
+    b.set_marks({1: 7})
+    a.advance_marks({1: 90, 3: 10})  # never back
+    assert a.marks() == {1: 100, 2: 50, 3: 10}
+    assert b.marks() == {1: 7}
 
 
 def test_two_writers_store_an_instance_once(
-    records: list[truth.Record], pg_cluster: Cluster
+    records: list[truth.Record], nodes: tuple[Any, Any]
 ) -> None:
-    from duckpacs.index.pg.db import PgIndex
-
-    dsn = pg_cluster.database()
-    a = PgIndex.open(pg_cluster.config("node-a", dsn))
-    b = PgIndex.open(pg_cluster.config("node-b", dsn))
-    try:
-        first = a.add_batch(build_batch((r.ds, r.extra) for r in records[:20]))
-        second = b.add_batch(build_batch((r.ds, r.extra) for r in records[10:30]))
-        assert first["added"] + first["unchanged"] + first["duplicates"] == 20
-        assert second["added"] == len(
-            {str(r.ds.SOPInstanceUID) for r in records[20:30]}
-            - {str(r.ds.SOPInstanceUID) for r in records[:20]}
-        )
-        assert a.stats()["instances"] == len({str(r.ds.SOPInstanceUID) for r in records[:30]})
-    finally:
-        a.close()
-        b.close()
+    a, b = nodes
+    first = a.add_batch(build_batch((r.ds, r.extra) for r in records[:20]))
+    second = b.add_batch(build_batch((r.ds, r.extra) for r in records[10:30]))
+    assert first["added"] + first["unchanged"] + first["duplicates"] == 20
+    assert second["added"] == len(
+        {str(r.ds.SOPInstanceUID) for r in records[20:30]}
+        - {str(r.ds.SOPInstanceUID) for r in records[:20]}
+    )
+    assert a.stats()["instances"] == len({str(r.ds.SOPInstanceUID) for r in records[:30]})
 
 
 def test_sql_runs_postgresql_read_only(pair: tuple[Index, Any]) -> None:
@@ -273,82 +272,59 @@ def test_writers_racing_with_the_same_instances_store_each_once(
 
 
 def test_store_locations_are_each_nodes_own(
-    records: list[truth.Record], pg_cluster: Cluster
+    records: list[truth.Record], nodes: tuple[Any, Any]
 ) -> None:
-    from duckpacs.index.pg.db import PgIndex
-
-    dsn = pg_cluster.database()
-    a = PgIndex.open(pg_cluster.config("node-a", dsn))
-    b = PgIndex.open(pg_cluster.config("node-b", dsn))
-    try:
-        first, second = records[0], records[1]
-        a.add_batch(build_batch([(first.ds, {**first.extra, "pack": 1, "offset": 0})]))
-        b.add_batch(build_batch([(second.ds, {**second.extra, "pack": 1, "offset": 0})]))
-        assert a.relocate([((1, 0, 5), (2, 8, 5))]) == 1  # a's row only
-        assert b.remove_locations([(1, 0, 5)]) == 1  # b's row only
-        assert a.known_uids([str(first.ds.SOPInstanceUID), str(second.ds.SOPInstanceUID)]) == {
-            str(first.ds.SOPInstanceUID)
-        }
-        assert a.instances_at([str(first.ds.SOPInstanceUID)])[str(first.ds.SOPInstanceUID)][:2] == (
-            2,
-            8,
-        )
-    finally:
-        a.close()
-        b.close()
+    a, b = nodes
+    first, second = records[0], records[1]
+    a.add_batch(build_batch([(first.ds, {**first.extra, "pack": 1, "offset": 0})]))
+    b.add_batch(build_batch([(second.ds, {**second.extra, "pack": 1, "offset": 0})]))
+    assert a.relocate([((1, 0, 5), (2, 8, 5))]) == 1  # a's row only
+    assert b.remove_locations([(1, 0, 5)]) == 1  # b's row only
+    assert a.known_uids([str(first.ds.SOPInstanceUID), str(second.ds.SOPInstanceUID)]) == {
+        str(first.ds.SOPInstanceUID)
+    }
+    assert a.instances_at([str(first.ds.SOPInstanceUID)])[str(first.ds.SOPInstanceUID)][:2] == (
+        2,
+        8,
+    )
 
 
 def test_clearing_one_node_keeps_the_others_rows(
-    records: list[truth.Record], pg_cluster: Cluster
+    records: list[truth.Record], nodes: tuple[Any, Any]
 ) -> None:
     """`duckpacs reindex` on one node of a shared index empties only that node's rows
     before refilling them from its store: the other nodes' instances stay findable."""
-    from duckpacs.index.pg.db import PgIndex
-
-    dsn = pg_cluster.database()
-    a = PgIndex.open(pg_cluster.config("node-a", dsn))
-    b = PgIndex.open(pg_cluster.config("node-b", dsn))
-    try:
-        a.add_batch(build_batch((r.ds, r.extra) for r in records[:10]))
-        b.add_batch(build_batch((r.ds, r.extra) for r in records[10:20]))
-        a.set_marks({1: 100})
-        b.set_marks({1: 7})
-        kept = {str(r.ds.SOPInstanceUID) for r in records[10:20]}
-        gone = {str(r.ds.SOPInstanceUID) for r in records[:10]} - kept
-        a.clear()
-        assert b.known_uids(sorted(kept | gone)) == kept
-        assert a.marks() == {} and b.marks() == {1: 7}
-        assert b.stats()["instances"] == len(kept)
-        b.clear()  # the last node: the whole index is empty again
-        assert b.stats()["instances"] == 0 and b.marks() == {}
-    finally:
-        a.close()
-        b.close()
+    a, b = nodes
+    a.add_batch(build_batch((r.ds, r.extra) for r in records[:10]))
+    b.add_batch(build_batch((r.ds, r.extra) for r in records[10:20]))
+    a.set_marks({1: 100})
+    b.set_marks({1: 7})
+    kept = {str(r.ds.SOPInstanceUID) for r in records[10:20]}
+    gone = {str(r.ds.SOPInstanceUID) for r in records[:10]} - kept
+    a.clear()
+    assert b.known_uids(sorted(kept | gone)) == kept
+    assert a.marks() == {} and b.marks() == {1: 7}
+    assert b.stats()["instances"] == len(kept)
+    b.clear()  # the last node: the whole index is empty again
+    assert b.stats()["instances"] == 0 and b.marks() == {}
 
 
 def test_another_nodes_instance_is_found_but_never_read_here(
-    records: list[truth.Record], pg_cluster: Cluster
+    records: list[truth.Record], nodes: tuple[Any, Any]
 ) -> None:
     """A location is a place in the store of the node that wrote it: node b finds node a's
     instance, but a retrieval through b is refused with a clear error, never answered with
     whatever record b's own store holds at that pack and offset."""
     from duckpacs.errors import ArchiveIndexError
-    from duckpacs.index.pg.db import PgIndex
 
-    dsn = pg_cluster.database()
-    a = PgIndex.open(pg_cluster.config("node-a", dsn))
-    b = PgIndex.open(pg_cluster.config("node-b", dsn))
-    try:
-        first = records[0]
-        uid = str(first.ds.SOPInstanceUID)
-        a.add_batch(build_batch([(first.ds, {**first.extra, "pack": 1, "offset": 32})]))
-        assert b.count("image", {"SOPInstanceUID": uid}) == 1
-        assert [r[0] for r in a.locations("image", {"SOPInstanceUID": uid})] == [uid]
-        assert [r[0] for r in a.instance_refs([uid])] == [uid]
-        with pytest.raises(ArchiveIndexError, match="node 'node-a'"):
-            b.locations("image", {"SOPInstanceUID": uid})
-        with pytest.raises(ArchiveIndexError, match="node 'node-a'"):
-            b.instance_refs([uid])
-    finally:
-        a.close()
-        b.close()
+    a, b = nodes
+    first = records[0]
+    uid = str(first.ds.SOPInstanceUID)
+    a.add_batch(build_batch([(first.ds, {**first.extra, "pack": 1, "offset": 32})]))
+    assert b.count("image", {"SOPInstanceUID": uid}) == 1
+    assert [r[0] for r in a.locations("image", {"SOPInstanceUID": uid})] == [uid]
+    assert [r[0] for r in a.instance_refs([uid])] == [uid]
+    with pytest.raises(ArchiveIndexError, match="node 'node-a'"):
+        b.locations("image", {"SOPInstanceUID": uid})
+    with pytest.raises(ArchiveIndexError, match="node 'node-a'"):
+        b.instance_refs([uid])

@@ -329,19 +329,7 @@ class PgIndex:
                         "TRUNCATE instances, attributes, series, studies, patients, store_marks"
                     )
                     return
-                _stage(con)
-                con.execute(
-                    """INSERT INTO _dp_old SELECT iid, series_instance_uid, study_instance_uid,
-                      patient_id FROM instances WHERE node = %s""",
-                    [node],
-                )
-                con.execute("""INSERT INTO _dp_touched SELECT DISTINCT series_instance_uid,
-                      study_instance_uid, coalesce(patient_id, '') FROM _dp_old""")
-                con.execute("ANALYZE _dp_old")
-                con.execute("ANALYZE _dp_touched")
-                con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
-                con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
-                _refresh_levels(con)
+                _drop_instances(con, "node = %s", [node])
                 con.execute("DELETE FROM store_marks WHERE node = %s", [node])
 
         self._db.run(clear)
@@ -448,20 +436,7 @@ class PgIndex:
         def remove(con: Any) -> int:
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
-                _stage(con)
-                con.execute(
-                    """INSERT INTO _dp_old SELECT iid, series_instance_uid, study_instance_uid,
-                      patient_id FROM instances WHERE sop_instance_uid = ANY(%s)""",
-                    [list(sop_instance_uids)],
-                )
-                con.execute("""INSERT INTO _dp_touched SELECT DISTINCT series_instance_uid,
-                      study_instance_uid, coalesce(patient_id, '') FROM _dp_old""")
-                con.execute("ANALYZE _dp_old")
-                con.execute("ANALYZE _dp_touched")
-                con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
-                con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
-                _refresh_levels(con)
-                return int(con.execute("SELECT count(*) FROM _dp_old").fetchone()[0])
+                return _drop_instances(con, "sop_instance_uid = ANY(%s)", [list(sop_instance_uids)])
 
         return self._db.run(remove)
 
@@ -792,6 +767,25 @@ def _stage(con: Any) -> None:
             study_instance_uid text, patient_id text) ON COMMIT DELETE ROWS""",
     ):
         con.execute(statement)
+
+
+def _drop_instances(con: Any, where: str, params: Sequence[Any]) -> int:
+    """Delete the instances matching ``where`` (inside the caller's locked transaction) with
+    their attributes, recompute the level rows they touched; returns how many went."""
+    _stage(con)
+    con.execute(
+        f"""INSERT INTO _dp_old SELECT iid, series_instance_uid, study_instance_uid,
+          patient_id FROM instances WHERE {where}""",
+        list(params),
+    )
+    con.execute("""INSERT INTO _dp_touched SELECT DISTINCT series_instance_uid,
+          study_instance_uid, coalesce(patient_id, '') FROM _dp_old""")
+    con.execute("ANALYZE _dp_old")
+    con.execute("ANALYZE _dp_touched")
+    con.execute("DELETE FROM attributes WHERE iid IN (SELECT iid FROM _dp_old)")
+    con.execute("DELETE FROM instances WHERE iid IN (SELECT iid FROM _dp_old)")
+    _refresh_levels(con)
+    return int(con.execute("SELECT count(*) FROM _dp_old").fetchone()[0])
 
 
 def _refresh_levels(con: Any) -> None:
