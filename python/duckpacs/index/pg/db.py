@@ -531,27 +531,18 @@ class PgIndex:
     def sql(self, text: str) -> Rows:
         """Run one PostgreSQL statement in a read-only transaction and return its result.
         (The dialect is PostgreSQL's, not DuckDB's: see ``duckpacs sql --help``.)"""
-        psycopg = psycopg_module()
 
         def run(con: Any) -> Rows:
-            try:
-                with con.transaction():
-                    con.execute("SET TRANSACTION READ ONLY")
-                    # A prepared statement is one statement (the extended protocol): nothing
-                    # can end the read-only transaction and write after it.
-                    cur = con.execute(text, prepare=True)
-                    if cur.description is None:
-                        raise QueryError("SQL: the statement returns no result")
-                    rows = [tuple(r) for r in cur.fetchall()]
-                    names = [d.name for d in cur.description]
-                    types = [_type_name(con, d.type_code) for d in cur.description]
-                    return Rows(names, types, rows)
-            except psycopg.errors.ReadOnlySqlTransaction as e:
-                raise QueryError(_READ_ONLY) from e
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
-            except psycopg.Error as e:
-                raise QueryError(f"SQL: {str(e).strip().splitlines()[0]}") from e
+            with _user_statement(con):
+                # A prepared statement is one statement (the extended protocol): nothing
+                # can end the read-only transaction and write after it.
+                cur = con.execute(text, prepare=True)
+                if cur.description is None:
+                    raise QueryError("SQL: the statement returns no result")
+                rows = [tuple(r) for r in cur.fetchall()]
+                names = [d.name for d in cur.description]
+                types = [_type_name(con, d.type_code) for d in cur.description]
+                return Rows(names, types, rows)
 
         return self._user_sql().run(run)
 
@@ -570,25 +561,16 @@ class PgIndex:
 
         if fmt not in FILE_FORMATS:
             raise ValueError(f"unknown file format {fmt!r}")
-        psycopg = psycopg_module()
         target = Path(path)
         part = target.with_name(target.name + ".part")
         query = text.strip().rstrip(";")
 
         def run(con: Any) -> None:
-            try:
-                with con.transaction():
-                    con.execute("SET TRANSACTION READ ONLY")
-                    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
-                    with part.open("wb") as out, con.cursor().copy(copy_sql) as copy:
-                        for block in copy:
-                            out.write(block)
-            except psycopg.errors.ReadOnlySqlTransaction as e:
-                raise QueryError(_READ_ONLY) from e
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
-            except psycopg.Error as e:
-                raise QueryError(f"SQL: {str(e).strip().splitlines()[0]}") from e
+            with _user_statement(con):
+                copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)"
+                with part.open("wb") as out, con.cursor().copy(copy_sql) as copy:
+                    for block in copy:
+                        out.write(block)
 
         try:
             self._user_sql().run(run)
@@ -725,6 +707,26 @@ _READ_ONLY = (
     "SQL: only reading statements are allowed (the index is a view of the store, changed by "
     "ingest only)"
 )
+
+
+@contextmanager
+def _user_statement(con: Any) -> Iterator[None]:
+    """A read-only transaction for the user's SQL (``sql``, ``export``). The database's
+    refusals become a :class:`QueryError` of one line; a lost or unreachable server stays a
+    driver error, which the connection turns into ``IndexUnavailableError``."""
+    psycopg = psycopg_module()
+    try:
+        with con.transaction():
+            con.execute("SET TRANSACTION READ ONLY")
+            yield
+    except psycopg.errors.ReadOnlySqlTransaction as e:
+        raise QueryError(_READ_ONLY) from e
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.Error as e:
+        raise QueryError(f"SQL: {str(e).strip().splitlines()[0]}") from e
+
+
 _EPOCH_US = "(extract(epoch FROM {0}) * 1000000)::bigint"
 
 
