@@ -11,10 +11,10 @@ export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 export TCP_NODELAY := 1
 
 .PHONY: help venv build run test test-rust test-python test-dist dist system-deps bench fuzz soak \
-	lint fmt clean
+	lint fmt clean s3s-fs
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ system-deps:  ## install the Debian tools the interop tests use (dcmtk), when ro
 test: build system-deps  ## run every test: cargo test, then pytest
 	cargo test --release --quiet -p duckpacs-core
 	python -m pytest -q
+
+# The S3 endpoint for the object-storage tests (issue 26): s3s-fs speaks the real S3 protocol
+# over a folder. Built once into .cache/ (gitignored); 0.14.1 is the newest that builds with the
+# rustc here (0.17 needs 1.96), --locked keeps its dependency versions as published.
+S3S_FS := .cache/s3s-fs/bin/s3s-fs
+$(S3S_FS):
+	cargo install s3s-fs@0.14.1 --locked --features binary --root .cache/s3s-fs --quiet
+
+s3s-fs: $(S3S_FS)  ## build the S3 test endpoint (s3s-fs) once into .cache/s3s-fs
 
 dist: venv  ## the abi3 wheel and the single-file executable dist/duckpacs-<version>-linux-<arch>
 	bash scripts/build-dist.sh
