@@ -184,6 +184,11 @@ class Archive:
         over STOW-RS) until called with None."""
         self._set_refusal("policy", reason)
 
+    def refuse_for(self, who: str, reason: str | None) -> None:
+        """Refuse every arrival for ``who``'s ``reason`` (uploads to object storage behind,
+        say) until called with None; other refusals stay in force."""
+        self._set_refusal(who, reason)
+
     def _set_refusal(self, who: str, reason: str | None) -> None:
         """Refusals of the storage policy and of an unreachable index, kept apart so that
         either clearing its own leaves the other's in force."""

@@ -26,6 +26,7 @@ from duckpacs.policy.service import PolicyService
 from duckpacs.routing.engine import Router
 from duckpacs.server.control import Control
 from duckpacs.server.densify import Densifier
+from duckpacs.server.uploader import Uploader
 from duckpacs.server.http import HttpServer, http_exposure
 from duckpacs.web.archive_reader import FacadeReader
 
@@ -40,6 +41,7 @@ class Service:
         self.started_at = time.time()
         self.archive: Archive | None = None
         self.densifier: Densifier | None = None
+        self.uploader: Uploader | None = None
         self.http: HttpServer | None = None
         self.dimse: Any = None
         self.local: ipc.LocalService | None = None
@@ -64,8 +66,18 @@ class Service:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         http_exposure(s)  # before anything opens: one clear line, nothing to undo
         self.archive = Archive.open(s.data_dir, on_conflict=s["archive.on_conflict"])
-        self.densifier = Densifier(self.archive)
-        self.densifier.start()
+        if s["store.backend"] == "s3":
+            # Packs are written dense (layout.open_store): nothing to densify, and a pack
+            # densifying keeps open would never be uploaded.
+            self.uploader = Uploader(
+                self.archive,
+                seal_seconds=float(s["store.seal_seconds"]),
+                max_pending_bytes=int(s["store.max_pending_bytes"]),
+            )
+            self.uploader.start()
+        else:
+            self.densifier = Densifier(self.archive)
+            self.densifier.start()
         try:
             # Before the listeners: the rules' cursor is placed before any new arrival, and a
             # full archive refuses from the first association on.
@@ -157,6 +169,9 @@ class Service:
         if self.densifier is not None:
             self.densifier.stop()
             self.densifier = None
+        if self.uploader is not None:
+            self.uploader.stop()
+            self.uploader = None
         if self.policy is not None:
             self.policy.stop()
             self.policy = None

@@ -108,8 +108,10 @@ impl Store {
 
 #[pymethods]
 impl Store {
+    // Python keyword arguments, one per store option.
+    #[allow(clippy::too_many_arguments)]
     #[new]
-    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true, arrival=None))]
+    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true, arrival=None, remote=None))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -118,7 +120,9 @@ impl Store {
         dictionaries: bool,
         sync: bool,
         arrival: Option<&str>,
+        remote: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let remote = remote.map(|d| remote_config(&d)).transpose()?;
         let mut opts = store::Options {
             pack_size,
             sync,
@@ -129,7 +133,16 @@ impl Store {
             opts.dict_samples = 0;
         }
         let s = py
-            .detach(|| store::Store::open(&path, writer_id, opts))
+            .detach(|| {
+                let mut s = store::Store::open(&path, writer_id, opts)?;
+                if let Some(config) = remote {
+                    let packs = s.root().join("packs");
+                    std::fs::create_dir_all(&packs)
+                        .map_err(|e| duckpacs_core::Error::io(&packs, e))?;
+                    s.set_remote(store::Remote::connect(config, &packs)?);
+                }
+                Ok::<_, duckpacs_core::Error>(s)
+            })
             .map_err(|e| to_py(py, e))?;
         Ok(Store {
             inner: RwLock::new(Some(Arc::new(s))),
@@ -137,8 +150,9 @@ impl Store {
     }
 
     /// Same as the constructor.
+    #[allow(clippy::too_many_arguments)]
     #[staticmethod]
-    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true, arrival=None))]
+    #[pyo3(signature = (path, writer_id=None, pack_size=1<<30, dictionaries=true, sync=true, arrival=None, remote=None))]
     fn open(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -147,8 +161,18 @@ impl Store {
         dictionaries: bool,
         sync: bool,
         arrival: Option<&str>,
+        remote: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        Store::new(py, path, writer_id, pack_size, dictionaries, sync, arrival)
+        Store::new(
+            py,
+            path,
+            writer_id,
+            pack_size,
+            dictionaries,
+            sync,
+            arrival,
+            remote,
+        )
     }
 
     #[getter]
@@ -514,6 +538,43 @@ impl Store {
         py.detach(|| s.seal()).map_err(|e| to_py(py, e))
     }
 
+    /// Packs of node `number` (pack ids `pack | number << 48`) are read from the bucket
+    /// under `<prefix>/<name>/`.
+    fn name_node(&self, py: Python<'_>, number: u16, name: &str) -> PyResult<()> {
+        let s = self.get_inner()?;
+        s.name_node(number, name).map_err(|e| to_py(py, e))
+    }
+
+    /// Uploads the packs no writer appends to any more and the bucket lacks, then removes
+    /// from the bucket the packs removed here. A failure is reported in `error`, not raised.
+    fn upload_step<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let rep = py.detach(|| s.upload_step()).map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("uploaded", rep.uploaded)?;
+        d.set_item("bytes", rep.bytes)?;
+        d.set_item("deleted", rep.deleted)?;
+        d.set_item("pending_packs", rep.pending_packs)?;
+        d.set_item("pending_bytes", rep.pending_bytes)?;
+        d.set_item("error", rep.error)?;
+        Ok(d)
+    }
+
+    /// Object-storage reads of this process: GETs, bytes fetched, cache hits and use.
+    /// `None` without object storage.
+    fn remote_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(st) = self.get_inner()?.remote_stats() else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("gets", st.gets)?;
+        d.set_item("get_bytes", st.get_bytes)?;
+        d.set_item("hits", st.hits)?;
+        d.set_item("cache_bytes", st.cache_bytes)?;
+        d.set_item("cache_limit", st.cache_limit)?;
+        Ok(Some(d))
+    }
+
     /// Append batches this writer has written since it opened (instances, dictionaries,
     /// tombstones): what a background job watches to yield to arrivals.
     #[getter]
@@ -540,6 +601,32 @@ impl Store {
         self.close();
         false
     }
+}
+
+/// The object-storage settings from the `remote=` dict (see `_core.pyi`).
+fn remote_config(d: &Bound<'_, PyDict>) -> PyResult<store::RemoteConfig> {
+    let text = |k: &str| -> PyResult<String> {
+        d.get_item(k)?
+            .ok_or_else(|| PyValueError::new_err(format!("remote: {k} is required")))?
+            .extract::<String>()
+    };
+    let number = |k: &str, default: u64| -> PyResult<u64> {
+        match d.get_item(k)? {
+            Some(v) => v.extract::<u64>(),
+            None => Ok(default),
+        }
+    };
+    Ok(store::RemoteConfig {
+        endpoint: text("endpoint")?,
+        bucket: text("bucket")?,
+        prefix: text("prefix").unwrap_or_default(),
+        region: text("region").unwrap_or_else(|_| "us-east-1".into()),
+        access_key: text("access_key")?,
+        secret_key: text("secret_key")?,
+        node: text("node")?,
+        cache_bytes: number("cache_bytes", 256 << 20)?,
+        timeout: std::time::Duration::from_millis(number("timeout_ms", 10_000)?),
+    })
 }
 
 /// Iterator returned by `Store.scan()`.

@@ -278,7 +278,7 @@ impl Store {
         let mut end = PACK_HEADER_LEN as u64;
         let mut moved = Vec::new();
         let src_path = self.pack_path(victim);
-        let src = self.file(victim)?;
+        let src = self.local_file(victim)?;
         for (loc, kind) in keep {
             // Checked, then copied a piece at a time: a record may be gigabytes.
             if !stream::trailer_holds(&src, &src_path, loc.offset, loc.length)? {

@@ -399,7 +399,7 @@ impl Store {
     /// Lists the victim's live records and writes the intent to the journal.
     fn start_job(&self, d: &mut Densifier, victim: u64) -> Result<()> {
         let src_path = self.pack_path(victim);
-        let src = self.file(victim)?;
+        let src = self.local_file(victim)?;
         let size = src.metadata().map_err(|e| Error::io(&src_path, e))?.len();
         let existing: HashSet<u64> = pack::list_packs(&self.packs_dir)?
             .into_iter()

@@ -17,12 +17,15 @@ pub mod format;
 pub mod pack;
 mod read;
 pub mod record;
+pub mod remote;
 mod stream;
 mod tail;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_densify;
+#[cfg(test)]
+mod tests_remote;
 mod verify;
 mod writer;
 
@@ -36,8 +39,9 @@ use std::time::{Duration, Instant};
 pub use densify::{DensifyReport, DENSIFY_WRITER};
 use dicts::Dicts;
 pub use format::{Kind, Location, Meta, Provenance};
-pub use read::Entry;
+pub use read::{Entry, PackFile};
 pub use record::{Arrival, Levels, ARRIVAL};
+pub use remote::{Remote, RemoteConfig, RemoteStats, UploadReport};
 pub use stream::{describe_file, InstanceReader, MappedFile, STREAM_MIN};
 pub use tail::Tail;
 pub use verify::{Damage, Stats, VerifyReport};
@@ -168,7 +172,9 @@ pub struct Store {
     packs_dir: PathBuf,
     opts: Options,
     writer: Option<Writer>,
-    files: Mutex<HashMap<u64, Arc<File>>>,
+    files: Mutex<HashMap<u64, Arc<PackFile>>>,
+    /// Object storage: this node's uploads, other nodes' packs (issue 26).
+    remote: Option<Arc<Remote>>,
     dicts: Mutex<Dicts>,
     moves: Mutex<Moves>,
     densifier: Mutex<Option<densify::Densifier>>,
@@ -210,6 +216,7 @@ impl Store {
             opts,
             writer,
             files: Mutex::new(HashMap::new()),
+            remote: None,
             dicts: Mutex::new(Dicts::default()),
             moves: Mutex::new(Moves::default()),
             densifier: Mutex::new(None),

@@ -15,8 +15,13 @@ pub fn pack_id(writer: u32, seq: u32) -> u64 {
     (u64::from(writer) << 32) | u64::from(seq)
 }
 
+/// The file name of a pack (a node's packs have the same names in the bucket).
 pub fn pack_name(pack: u64) -> String {
-    format!("w{:05}-{:08}.dpk", pack >> 32, pack & 0xFFFF_FFFF)
+    format!(
+        "w{:05}-{:08}.dpk",
+        (pack >> 32) & 0xFFFF,
+        pack & 0xFFFF_FFFF
+    )
 }
 
 /// Parses `wWWWWW-SSSSSSSS.dpk` back into a pack id.
@@ -46,7 +51,38 @@ pub fn list_packs(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-pub fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
+/// What a pack is read through: a local file, or another node's pack in object storage.
+pub trait PackRead {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn size(&self) -> std::io::Result<u64>;
+}
+
+impl PackRead for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        self.metadata().map(|m| m.len())
+    }
+}
+
+impl<T: PackRead + ?Sized> PackRead for std::sync::Arc<T> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        (**self).size()
+    }
+}
+
+pub fn read_at<F: PackRead + ?Sized>(
+    file: &F,
+    path: &Path,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)
         .map_err(|e| Error::io(path, e))?;

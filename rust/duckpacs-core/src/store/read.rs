@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::format::*;
-use super::pack::{self, integrity, read_at, Step, Walker};
+use super::pack::{self, integrity, read_at, PackRead, Step, Walker};
 use super::record::{self};
+use super::remote;
 use super::*;
 use crate::error::{Error, Result};
 
@@ -18,6 +19,39 @@ pub(super) fn open_pack(path: &std::path::Path) -> Result<Option<File>> {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// A pack as the readers see it: one of this node's files, or another node's pack in
+/// object storage.
+pub enum PackFile {
+    Local(File),
+    Remote(remote::RemotePack),
+}
+
+impl PackFile {
+    /// The file of a local pack (rewrites and walks need one).
+    pub fn as_file(&self) -> Option<&File> {
+        match self {
+            PackFile::Local(f) => Some(f),
+            PackFile::Remote(_) => None,
+        }
+    }
+}
+
+impl PackRead for PackFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self {
+            PackFile::Local(f) => PackRead::read_exact_at(f, buf, offset),
+            PackFile::Remote(r) => r.read_exact_at(buf, offset),
+        }
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        match self {
+            PackFile::Local(f) => PackRead::size(f),
+            PackFile::Remote(r) => r.size(),
+        }
     }
 }
 
@@ -33,18 +67,15 @@ impl Store {
         self.packs_dir.join(pack::pack_name(pack))
     }
 
-    pub(super) fn file(&self, pack: u64) -> Result<Arc<File>> {
+    pub(super) fn file(&self, pack: u64) -> Result<Arc<PackFile>> {
         if let Some(f) = lock(&self.files).get(&pack) {
             return Ok(f.clone());
         }
-        let path = self.pack_path(pack);
-        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let head = read_at(&f, &path, 0, PACK_HEADER_LEN)
-            .map_err(|_| integrity(&path, 0, "pack header truncated"))?;
-        let (w, s) = parse_pack_header(&head).map_err(|m| integrity(&path, 0, m))?;
-        if pack::pack_id(w, s) != pack {
-            return Err(integrity(&path, 0, "pack header names another pack"));
-        }
+        let f = if remote::node_of(pack) != 0 {
+            PackFile::Remote(self.remote()?.open_pack(pack)?)
+        } else {
+            PackFile::Local(self.open_local(pack)?)
+        };
         let f = Arc::new(f);
         let mut files = lock(&self.files);
         if files.len() >= MAX_OPEN_PACKS {
@@ -55,11 +86,65 @@ impl Store {
         Ok(f)
     }
 
+    /// The pack holding `loc`, opened again when another node's pack was opened before it
+    /// grew past `loc` (uploaded again since).
+    pub(super) fn file_for(&self, loc: Location) -> Result<Arc<PackFile>> {
+        let f = self.file(loc.pack)?;
+        if let PackFile::Remote(r) = &*f {
+            if r.size().unwrap_or(0) < loc.offset.saturating_add(loc.length) {
+                lock(&self.files).remove(&loc.pack);
+                return self.file(loc.pack);
+            }
+        }
+        Ok(f)
+    }
+
+    /// One of this node's packs, as a file of its own (rewrites copy from it).
+    pub(super) fn local_file(&self, pack: u64) -> Result<Arc<File>> {
+        if remote::node_of(pack) != 0 {
+            return Err(Error::Store {
+                path: self.source_path(pack),
+                offset: 0,
+                message: "another node's pack is never rewritten here".into(),
+            });
+        }
+        Ok(Arc::new(self.open_local(pack)?))
+    }
+
+    fn open_local(&self, pack: u64) -> Result<File> {
+        let path = self.pack_path(pack);
+        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let head = read_at(&f, &path, 0, PACK_HEADER_LEN)
+            .map_err(|_| integrity(&path, 0, "pack header truncated"))?;
+        let (w, s) = parse_pack_header(&head).map_err(|m| integrity(&path, 0, m))?;
+        if pack::pack_id(w, s) != pack {
+            return Err(integrity(&path, 0, "pack header names another pack"));
+        }
+        Ok(f)
+    }
+
+    /// Where a record's errors point: the local file, or the object of another node.
+    pub(super) fn source_path(&self, pack: u64) -> PathBuf {
+        match (remote::node_of(pack), &self.remote) {
+            (0, _) | (_, None) => self.pack_path(pack),
+            (_, Some(r)) => r.display_path(pack),
+        }
+    }
+
+    /// A record read from another node carries that node's pack ids for its dictionary.
+    fn from_node(loc: Location, mut p: record::Parsed) -> record::Parsed {
+        let node = loc.pack & !remote::local_id(u64::MAX);
+        if node != 0 && p.meta.dict_id != 0 {
+            p.meta.dict_loc.pack = remote::local_id(p.meta.dict_loc.pack) | node;
+        }
+        p
+    }
+
     /// Reads and checks a whole record (header, metadata and trailer checksums).
     pub(super) fn read_record(&self, loc: Location) -> Result<(Vec<u8>, record::Parsed)> {
-        let path = self.pack_path(loc.pack);
-        let f = self.file(loc.pack)?;
-        let size = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let path = self.source_path(loc.pack);
+        let f = self.file_for(loc)?;
+        let size = f.size().map_err(|e| Error::io(&path, e))?;
         let fits = loc
             .offset
             .checked_add(loc.length)
@@ -84,7 +169,7 @@ impl Store {
             });
         }
         check_trailer(&rec).map_err(|m| integrity(&path, loc.offset, m))?;
-        Ok((rec, parsed))
+        Ok((rec, Self::from_node(loc, parsed)))
     }
 
     /// The original bytes of the instance at `loc`, checked chunk by chunk.
@@ -101,7 +186,7 @@ impl Store {
         p: &record::Parsed,
         sha: bool,
     ) -> Result<Vec<u8>> {
-        let path = self.pack_path(loc.pack);
+        let path = self.source_path(loc.pack);
         if p.header.kind != Kind::Instance {
             return Err(Error::Store {
                 path,
@@ -119,8 +204,8 @@ impl Store {
     pub fn meta(&self, loc: Location) -> Result<Meta> {
         let loc = self.forward(loc);
         let p = self.read_head(loc)?;
-        let path = self.pack_path(loc.pack);
-        let f = self.file(loc.pack)?;
+        let path = self.source_path(loc.pack);
+        let f = self.file_for(loc)?;
         if !super::stream::trailer_holds(&f, &path, loc.offset, loc.length)? {
             return Err(integrity(&path, loc.offset, "record checksum mismatch"));
         }
@@ -135,8 +220,8 @@ impl Store {
     }
 
     pub(super) fn read_head(&self, loc: Location) -> Result<record::Parsed> {
-        let path = self.pack_path(loc.pack);
-        let f = self.file(loc.pack)?;
+        let path = self.source_path(loc.pack);
+        let f = self.file_for(loc)?;
         // One read covers header and metadata of most records; a second when it does not.
         let first = loc.length.clamp(RECORD_HEADER_LEN as u64, 8192) as usize;
         let h = read_at(&f, &path, loc.offset, first)?;
@@ -157,14 +242,15 @@ impl Store {
         } else {
             read_at(&f, &path, loc.offset, n)?
         };
-        record::parse_head(&head).map_err(|m| integrity(&path, loc.offset, m))
+        let p = record::parse_head(&head).map_err(|m| integrity(&path, loc.offset, m))?;
+        Ok(Self::from_node(loc, p))
     }
 
     /// Frame `index` (0-based) of the instance at `loc`: the native frame bytes, or the
     /// encapsulated fragments of that frame concatenated. Reads only that frame's chunks.
     pub fn get_frame(&self, loc: Location, index: usize) -> Result<Vec<u8>> {
         let loc = self.forward(loc);
-        let path = self.pack_path(loc.pack);
+        let path = self.source_path(loc.pack);
         let p = self.read_head(loc)?;
         let &(first, count) = p.meta.frames.get(index).ok_or_else(|| Error::Store {
             path: path.clone(),
@@ -174,7 +260,7 @@ impl Store {
                 p.meta.frames.len()
             ),
         })?;
-        let f = self.file(loc.pack)?;
+        let f = self.file_for(loc)?;
         let mut out = Vec::new();
         for c in &p.meta.chunks[first as usize..(first + count) as usize] {
             let stored = read_at(&f, &path, loc.offset + c.offset, c.stored_len as usize)?;
@@ -249,14 +335,14 @@ impl Store {
     /// The original bytes before the pixel data element (the whole header for the index).
     pub fn header_bytes(&self, loc: Location) -> Result<Vec<u8>> {
         let loc = self.forward(loc);
-        let path = self.pack_path(loc.pack);
+        let path = self.source_path(loc.pack);
         let p = self.read_head(loc)?;
         let c = p
             .meta
             .chunks
             .first()
             .ok_or_else(|| integrity(&path, loc.offset, "no header chunk"))?;
-        let f = self.file(loc.pack)?;
+        let f = self.file_for(loc)?;
         let stored = read_at(&f, &path, loc.offset + c.offset, c.stored_len as usize)?;
         let dict = self.dictionary(&p.meta)?;
         let mut h = record::decode_chunk(&stored, c, dict.as_deref())

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::format::*;
-use super::pack::{self, integrity, read_at};
+use super::pack::{self, integrity, read_at, PackRead};
 use super::record::{self, DictRef};
 use super::*;
 use crate::error::{Error, Result};
@@ -34,13 +34,18 @@ pub(super) const PIECE: usize = 1 << 20;
 pub const STREAM_MIN: u64 = 64 << 20;
 
 /// xxh3-64 of `len` bytes of `file` from `offset`, read a piece at a time.
-pub(super) fn xxh3_range(file: &File, path: &Path, offset: u64, len: u64) -> Result<u64> {
+pub(super) fn xxh3_range<F: PackRead + ?Sized>(
+    file: &F,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<u64> {
     let mut h = Xxh3Default::new();
     let mut buf = vec![0u8; PIECE.min(len as usize)];
     let mut done = 0u64;
     while done < len {
         let n = PIECE.min((len - done) as usize);
-        file.read_exact_at(&mut buf[..n], offset + done)
+        PackRead::read_exact_at(file, &mut buf[..n], offset + done)
             .map_err(|e| Error::io(path, e))?;
         h.update(&buf[..n]);
         done += n as u64;
@@ -49,8 +54,8 @@ pub(super) fn xxh3_range(file: &File, path: &Path, offset: u64, len: u64) -> Res
 }
 
 /// Whether the trailer of the `record_len`-byte record at `offset` holds (bounded memory).
-pub(super) fn trailer_holds(
-    file: &File,
+pub(super) fn trailer_holds<F: PackRead + ?Sized>(
+    file: &F,
     path: &Path,
     offset: u64,
     record_len: u64,
@@ -78,8 +83,7 @@ pub(super) fn copy_range(
     let mut done = 0u64;
     while done < len {
         let n = PIECE.min((len - done) as usize);
-        src.0
-            .read_exact_at(&mut buf[..n], src.2 + done)
+        FileExt::read_exact_at(src.0, &mut buf[..n], src.2 + done)
             .map_err(|e| Error::io(src.1, e))?;
         dst.0
             .write_all_at(&buf[..n], dst.2 + done)
@@ -378,7 +382,7 @@ impl Store {
     /// (see [`InstanceReader`]).
     pub fn open_instance(&self, loc: Location) -> Result<InstanceReader> {
         let loc = self.forward(loc);
-        let path = self.pack_path(loc.pack);
+        let path = self.source_path(loc.pack);
         let p = self.read_head(loc)?;
         if p.header.kind != Kind::Instance {
             return Err(Error::Store {
@@ -387,7 +391,7 @@ impl Store {
                 message: format!("record is a {}, not an instance", p.header.kind.name()),
             });
         }
-        let file = self.file(loc.pack)?;
+        let file = self.file_for(loc)?;
         let dict = self.dictionary(&p.meta)?;
         InstanceReader::new(file, path, loc, p.meta, dict)
     }
@@ -398,7 +402,7 @@ impl Store {
 /// everything produced is compared with the record's, and a mismatch is an integrity
 /// error instead of the end of the stream.
 pub struct InstanceReader {
-    file: Arc<File>,
+    file: Arc<PackFile>,
     path: PathBuf,
     loc: Location,
     meta: Meta,
@@ -413,7 +417,7 @@ pub struct InstanceReader {
 
 impl InstanceReader {
     fn new(
-        file: Arc<File>,
+        file: Arc<PackFile>,
         path: PathBuf,
         loc: Location,
         meta: Meta,

@@ -2,9 +2,6 @@
 //! rebuilt and compared with its SHA-256; sizes of what the store holds.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-
-use std::os::unix::fs::FileExt;
 
 use super::format::{self as record_format, *};
 use super::pack::{self, integrity, Step, Walker};
@@ -19,7 +16,12 @@ fn plain(e: Error) -> String {
     }
 }
 
-fn read_into(f: &File, path: &std::path::Path, offset: u64, buf: &mut [u8]) -> Result<()> {
+fn read_into<F: super::pack::PackRead + ?Sized>(
+    f: &F,
+    path: &std::path::Path,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
     f.read_exact_at(buf, offset).map_err(|e| Error::io(path, e))
 }
 

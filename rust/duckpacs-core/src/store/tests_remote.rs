@@ -1,0 +1,189 @@
+//! Storage layer tests of packs in object storage: uploads, another node's reads by ranged
+//! GETs, the upload log across a restart, removals. The object store is the crate's own
+//! in-memory one (the Python tests run the same code against a real S3 endpoint).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+
+use super::remote::NODE_SHIFT;
+use super::tests::native;
+use super::*;
+
+fn config(node: &str) -> RemoteConfig {
+    RemoteConfig {
+        endpoint: "http://memory".into(),
+        bucket: "b".into(),
+        prefix: "archive".into(),
+        region: "us-east-1".into(),
+        access_key: "k".into(),
+        secret_key: "s".into(),
+        node: node.into(),
+        cache_bytes: 8 << 20,
+        timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+fn open(dir: &std::path::Path, node: &str, bucket: &Arc<InMemory>) -> Store {
+    let opts = Options {
+        dict_samples: 3,
+        ..Options::default()
+    };
+    let mut s = Store::open(dir, Some(1), opts).unwrap();
+    let client: Arc<dyn ObjectStore> = bucket.clone();
+    s.set_remote(Remote::with_client(client, config(node), &dir.join("packs")).unwrap());
+    s
+}
+
+fn objects(bucket: &InMemory) -> Vec<String> {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut names: Vec<String> = bucket
+            .list(None)
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await;
+        names.sort();
+        names
+    })
+}
+
+#[test]
+fn another_node_reads_uploaded_packs_by_ranges_with_dictionaries() {
+    let bucket = Arc::new(InMemory::new());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), "node-a", &bucket);
+    let b = open(db.path(), "node-b", &bucket);
+    // Enough headers of one series for a dictionary: later records name it by location.
+    let items: Vec<_> = (0..8)
+        .map(|n| native("1.2.840.9", n, 2, 300, 400))
+        .collect();
+    let locs: Vec<Location> = items
+        .iter()
+        .map(|(buf, l)| a.put(buf, Some(l)).unwrap())
+        .collect();
+    assert!(
+        a.meta(locs[7]).unwrap().dict_id != 0,
+        "no dictionary trained"
+    );
+    // The open pack is not uploaded: it is still appended to.
+    let r = a.upload_step().unwrap();
+    assert_eq!((r.uploaded, r.pending_packs), (0, 1), "{r:?}");
+    a.seal().unwrap();
+    let r = a.upload_step().unwrap();
+    assert_eq!(
+        (r.uploaded, r.pending_packs, &r.error),
+        (1, 0, &None),
+        "{r:?}"
+    );
+    assert_eq!(objects(&bucket), vec!["archive/node-a/w00001-00000001.dpk"]);
+    // Node B reads A's instances through A's number in the pack id.
+    b.name_node(3, "node-a").unwrap();
+    let far = |l: Location| Location {
+        pack: l.pack | (3u64 << NODE_SHIFT),
+        ..l
+    };
+    for ((buf, layout), loc) in items.iter().zip(&locs) {
+        assert_eq!(&b.get(far(*loc)).unwrap(), buf);
+        let px = layout.pixel.as_ref().unwrap();
+        assert_eq!(b.header_bytes(far(*loc)).unwrap(), &buf[..px.element.start]);
+    }
+    let before = b.remote_stats().unwrap();
+    let frame = b.get_frame(far(locs[5]), 1).unwrap();
+    assert_eq!(frame, a.get_frame(locs[5], 1).unwrap());
+    let mut streamed = Vec::new();
+    b.open_instance(far(locs[2]))
+        .unwrap()
+        .read_to_end(&mut streamed)
+        .unwrap();
+    assert_eq!(streamed, items[2].0);
+    assert_eq!(
+        b.meta(far(locs[4])).unwrap().sha256,
+        a.meta(locs[4]).unwrap().sha256
+    );
+    let after = b.remote_stats().unwrap();
+    assert!(
+        after.hits > before.hits,
+        "the blocks read before were not cached"
+    );
+    assert!(after.cache_bytes <= after.cache_limit);
+}
+
+#[test]
+fn a_frame_fetches_blocks_around_it_not_the_whole_pack() {
+    let bucket = Arc::new(InMemory::new());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), "a", &bucket);
+    let b = open(db.path(), "b", &bucket);
+    // Eight instances of 4 frames of 1.5 MB: a 48 MB pack.
+    let locs: Vec<Location> = (0..8)
+        .map(|n| {
+            let (buf, l) = native("5.5", n, 4, 1000, 750);
+            a.put(&buf, Some(&l)).unwrap()
+        })
+        .collect();
+    a.seal().unwrap();
+    a.upload_step().unwrap();
+    b.name_node(1, "a").unwrap();
+    let far = Location {
+        pack: locs[6].pack | (1u64 << NODE_SHIFT),
+        ..locs[6]
+    };
+    assert_eq!(
+        b.get_frame(far, 3).unwrap(),
+        a.get_frame(locs[6], 3).unwrap()
+    );
+    let st = b.remote_stats().unwrap();
+    assert!(st.get_bytes < 8 << 20, "{st:?}");
+}
+
+#[test]
+fn uploads_resume_after_a_restart_and_removed_packs_leave_the_bucket() {
+    let bucket = Arc::new(InMemory::new());
+    let da = tempfile::tempdir().unwrap();
+    {
+        let a = open(da.path(), "a", &bucket);
+        for n in 0..3 {
+            let (buf, l) = native("6.6", n, 1, 64, 64);
+            a.put(&buf, Some(&l)).unwrap();
+            a.seal().unwrap();
+        }
+        // Killed before any upload: nothing is in the bucket, the log is empty.
+    }
+    let a = open(da.path(), "a", &bucket);
+    let r = a.upload_step().unwrap();
+    // The writer reopened its last pack (it appends there again): two are sealed.
+    assert_eq!((r.uploaded, r.pending_packs), (2, 1), "{r:?}");
+    a.seal().unwrap();
+    assert_eq!(a.upload_step().unwrap().uploaded, 1);
+    assert_eq!(a.upload_step().unwrap().uploaded, 0, "the log remembers");
+    assert_eq!(objects(&bucket).len(), 3);
+    // A pack removed here (compaction, densifying) is removed from the bucket.
+    std::fs::remove_file(da.path().join("packs/w00001-00000001.dpk")).unwrap();
+    let r = a.upload_step().unwrap();
+    assert_eq!(r.deleted, 1, "{r:?}");
+    assert_eq!(objects(&bucket).len(), 2);
+}
+
+#[test]
+fn an_unknown_node_or_a_pack_not_uploaded_is_a_clear_error() {
+    let bucket = Arc::new(InMemory::new());
+    let db = tempfile::tempdir().unwrap();
+    let b = open(db.path(), "b", &bucket);
+    let loc = Location {
+        pack: (2u64 << NODE_SHIFT) | (1u64 << 32) | 1,
+        offset: 64,
+        length: 100,
+    };
+    let e = b.get(loc).unwrap_err().to_string();
+    assert!(e.contains("node number 2"), "{e}");
+    b.name_node(2, "c").unwrap();
+    let e = b.get(loc).unwrap_err().to_string();
+    assert!(e.contains("not in object storage yet"), "{e}");
+    assert!(e.contains("s3://b/archive/c/w00001-00000001.dpk"), "{e}");
+}
