@@ -96,6 +96,7 @@ class Store:
         dictionaries: bool = True,
         sync: bool = True,
         arrival: str | None = None,
+        remote: dict[str, Any] | None = None,
     ) -> None: ...
     @staticmethod
     def open(
@@ -105,6 +106,7 @@ class Store:
         dictionaries: bool = True,
         sync: bool = True,
         arrival: str | None = None,
+        remote: dict[str, Any] | None = None,
     ) -> Store: ...
     @property
     def path(self) -> Path: ...
@@ -174,6 +176,17 @@ class Store:
         ``packs``, ``pending_bytes``, ``skipped`` (``(pack, reason)``), ``done``."""
     def seal(self) -> None:
         """Closes this writer's active pack; the next record starts a new one."""
+    def name_node(self, number: int, name: str) -> None:
+        """Packs of node ``number`` (pack ids ``pack | number << 48``) are read from the
+        bucket under ``<prefix>/<name>/``."""
+    def upload_step(self) -> dict[str, Any]:
+        """Uploads every pack no writer appends to any more that the bucket does not hold
+        whole, then removes from the bucket the packs removed here: ``uploaded``, ``bytes``,
+        ``deleted``, ``pending_packs``, ``pending_bytes``, ``sealed_pending_bytes`` and
+        ``error`` (the first failure, or None: a step never raises for the endpoint)."""
+    def remote_stats(self) -> dict[str, int] | None:
+        """Reads from object storage: ``gets``, ``get_bytes``, ``hits``, ``cache_bytes``,
+        ``cache_limit``; None without object storage."""
     def close(self) -> None: ...
     def __enter__(self) -> Store: ...
     def __exit__(self, *exc: object) -> bool: ...

@@ -9,7 +9,7 @@ nodes:
 - **upload**: :meth:`duckpacs._core.Store.upload_step` uploads every sealed pack the bucket
   does not hold whole, and records each confirmed upload durably, so a node killed
   mid-upload uploads again at its next start whatever was not confirmed;
-- **back-pressure**: while the bytes waiting for upload exceed ``store.max_pending_bytes``
+- **back-pressure**: while the sealed bytes waiting for upload exceed ``store.max_pending_bytes``
   (the bucket is down or slow), arrivals are refused with 0xA700 / 507 through
   :meth:`Archive.refuse_for`, and accepted again once the backlog drains;
 - **heartbeat**: this node's row in the index's ``nodes`` table says what is pending and
@@ -56,6 +56,9 @@ class Uploader:
         self._failing: str | None = None
         self._refusing = False
         self._beat_at = 0.0
+        self._stepped_at = 0.0
+        self._sealed_now = False
+        self._due = True  # a step is owed: at start, after a seal, while anything waits
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
 
     def start(self) -> None:
@@ -77,7 +80,8 @@ class Uploader:
         while not self._stop.wait(self.poll):
             try:
                 self._maybe_seal()
-                self._step()
+                if self._step_due():
+                    self._step()
                 self._maybe_beat()
             except DuckpacsError as e:
                 self._report_failure(str(e))
@@ -85,7 +89,14 @@ class Uploader:
                 log.exception("upload step failed")
                 self._report_failure(str(e))
 
+    def _step_due(self) -> bool:
+        """A step lists every pack: it runs after a seal, every second while something waits
+        (the bucket down), and every half minute otherwise (packs a compaction removed)."""
+        since = time.monotonic() - self._stepped_at
+        return (self._due and since >= 1.0) or since >= 30.0 or self._sealed_now
+
     def _maybe_seal(self) -> None:
+        self._sealed_now = False
         appends = self.store.appends
         now = time.monotonic()
         if appends != self._sealed_at_appends and self._unsealed_since is None:
@@ -94,16 +105,19 @@ class Uploader:
             self.store.seal()
             self._sealed_at_appends = appends
             self._unsealed_since = None
+            self._sealed_now = True
 
     def _step(self) -> None:
         rep = dict(self.store.upload_step())
         self.last = rep
+        self._stepped_at = time.monotonic()
+        self._due = bool(rep["error"]) or int(rep["sealed_pending_bytes"]) > 0
         if rep["error"]:
             self._report_failure(rep["error"])
         elif self._failing is not None:
             logs.event(log, "object storage reachable again", uploaded=rep["uploaded"])
             self._failing = None
-        self._apply_backpressure(int(rep["pending_bytes"]))
+        self._apply_backpressure(int(rep["sealed_pending_bytes"]))
 
     def _apply_backpressure(self, pending: int) -> None:
         over = pending > self.max_pending_bytes

@@ -556,6 +556,7 @@ impl Store {
         d.set_item("deleted", rep.deleted)?;
         d.set_item("pending_packs", rep.pending_packs)?;
         d.set_item("pending_bytes", rep.pending_bytes)?;
+        d.set_item("sealed_pending_bytes", rep.sealed_pending_bytes)?;
         d.set_item("error", rep.error)?;
         Ok(d)
     }

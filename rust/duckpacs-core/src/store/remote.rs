@@ -93,6 +93,9 @@ pub struct UploadReport {
     /// pack of a live writer included.
     pub pending_packs: u64,
     pub pending_bytes: u64,
+    /// Of those, the bytes of packs nothing appends to any more: what an unreachable bucket
+    /// lets pile up (the open packs' bytes wait for their seal, not for the bucket).
+    pub sealed_pending_bytes: u64,
     /// The first failure, when the endpoint could not be reached or refused: the step stops
     /// there and the next one starts again.
     pub error: Option<String>,
@@ -170,7 +173,7 @@ fn remote_err(key: &str, e: object_store::Error) -> std::io::Error {
         object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
         _ => std::io::ErrorKind::Other,
     };
-    std::io::Error::new(kind, format!("object storage, {key}: {}", first_line(&e)))
+    std::io::Error::new(kind, format!("object storage ({key}): {}", first_line(&e)))
 }
 
 /// The first line of an error (the client's errors nest their causes over many lines).
@@ -570,8 +573,12 @@ impl Store {
                 last_of.get(&(p >> 32)) == Some(p) && self.pack_active(*p)
             };
             if open || uncommitted.contains_key(p) || rep.error.is_some() {
+                let waiting = size - done.unwrap_or(0).min(size);
                 rep.pending_packs += 1;
-                rep.pending_bytes += size - done.unwrap_or(0).min(size);
+                rep.pending_bytes += waiting;
+                if !open {
+                    rep.sealed_pending_bytes += waiting;
+                }
                 continue;
             }
             match remote
