@@ -90,9 +90,9 @@ def qido_uids(http_port: int, study: str) -> set[str]:
 
 def wado_dataset(http_port: int, study: str, path: Path) -> bytes:
     """WADO-RS Retrieve Instance (PS3.18 10.4) as stored: the dataset of the one part."""
-    from duckpacs.archive import part10
-
     import pydicom
+
+    from duckpacs.archive import part10
 
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     url = (f"http://127.0.0.1:{http_port}/dicom-web/studies/{study}/series/"
