@@ -36,6 +36,7 @@ from duckpacs.errors import ArchiveIndexError, QueryError
 from duckpacs.index import schema
 from duckpacs.index.db import Location, _source_casts
 from duckpacs.index.output import Rows
+from duckpacs.index.pg import nodes as pg_nodes
 from duckpacs.index.pg import schema as pg_schema
 from duckpacs.index.pg.connect import Connection, PgConfig, psycopg_module
 from duckpacs.index.query import compile_condition, compile_find, compile_locations
@@ -76,6 +77,7 @@ class PgIndex:
         self._local: duckdb.DuckDBPyConnection | None = None  # batch conversion (writers)
         self._view_casts = ""
         self._sql_db: Connection | None = None  # see _user_sql
+        self._number: int | None = None  # see node_number
 
     @classmethod
     def open(cls, config: PgConfig, read_only: bool = False) -> PgIndex:
@@ -378,6 +380,39 @@ class PgIndex:
                         )
 
         self._db.run(replace)
+
+    # -- nodes (packs on S3: see duckpacs.index.pg.nodes) --------------------------------------
+
+    def node_number(self) -> int:
+        """This node's number (bits 48..62 of its pack ids as other nodes read them),
+        registered on the first call; race-safe between nodes."""
+        if self._number is None:
+            self._writable()
+            self._number = self._db.run(lambda con: pg_nodes.register(con, self.config.node))
+        return self._number
+
+    def heartbeat(
+        self, pending_packs: int, pending_bytes: int, cache_bytes: int, cache_limit: int
+    ) -> None:
+        """Record that this node is alive: its uploads pending and its read cache's use."""
+        self._writable()
+        figures = (int(pending_packs), int(pending_bytes), int(cache_bytes), int(cache_limit))
+        name = self.config.node
+        if not self._db.run(lambda con: pg_nodes.heartbeat(con, name, figures)):
+            self._number = None  # its row is gone (or never was): register again
+            self.node_number()
+            self._db.run(lambda con: pg_nodes.heartbeat(con, name, figures))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The nodes of the archive (:func:`duckpacs.index.pg.nodes.listing`); none on an
+        index no node of this version has written yet (no ``nodes`` table)."""
+        psycopg = psycopg_module()
+        try:
+            return self._db.run(pg_nodes.listing)
+        except ArchiveIndexError as e:
+            if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
+                return []
+            raise
 
     # -- lookups by UID and location -----------------------------------------------------------
 
