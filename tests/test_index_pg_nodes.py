@@ -38,13 +38,6 @@ def opened(pg_cluster: Cluster, dsn: str) -> Iterator[Any]:
         ix.close()
 
 
-def distinct_records(count: int) -> list[truth.Record]:
-    """``count`` corpus records of distinct SOP Instance UIDs (the corpus repeats some)."""
-    by_uid = {str(r.ds.SOPInstanceUID): r for r in truth.load(truth.pydicom_files()[:40])}
-    assert len(by_uid) >= count
-    return list(by_uid.values())[:count]
-
-
 def superuser_sql(dsn: str, sql: str) -> None:
     with psycopg.connect(dsn, password=Cluster.PASSWORD, autocommit=True) as con:
         con.execute(sql)  # type: ignore[arg-type]
@@ -80,7 +73,7 @@ def test_nodes_registering_at_once_get_distinct_numbers(opened: Any) -> None:
 
 
 def test_heartbeat_and_listing_with_instance_counts(opened: Any) -> None:
-    records = distinct_records(6)
+    records = truth.distinct(6)
     a, b = opened("node-a"), opened("node-b")
     a.add_batch(build_batch((r.ds, r.extra) for r in records[:4]))
     b.add_batch(build_batch((r.ds, r.extra) for r in records[4:]))
@@ -99,7 +92,7 @@ def test_heartbeat_and_listing_with_instance_counts(opened: Any) -> None:
 
 
 def test_a_node_holding_instances_without_a_number_is_listed_last(opened: Any) -> None:
-    records = distinct_records(2)
+    records = truth.distinct(2)
     a, b = opened("node-a"), opened("node-b")
     a.add_batch(build_batch((r.ds, r.extra) for r in records))
     b.node_number()
