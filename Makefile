@@ -32,7 +32,7 @@ run: build  ## start the archive with embedded defaults (./duckpacs-data, DIMSE 
 system-deps:  ## install the Debian tools the interop tests use (dcmtk), when root
 	@bash scripts/ensure-system-deps.sh
 
-test: build system-deps  ## run every test: cargo test, then pytest
+test: build system-deps s3s-fs  ## run every test: cargo test, then pytest
 	cargo test --release --quiet -p duckpacs-core
 	python -m pytest -q
 
@@ -55,7 +55,7 @@ test-dist: build dist system-deps  ## build the executable, then run it alone fr
 test-rust:  ## run only the Rust tests
 	cargo test --release --quiet -p duckpacs-core
 
-test-python: build  ## run only the Python tests
+test-python: build s3s-fs  ## run only the Python tests
 	python -m pytest -q
 
 bench: build system-deps  ## run the benchmarks in bench/ (prints ours beside the peer's)

@@ -79,6 +79,14 @@ def load(paths: Iterable[str]) -> list[Record]:
     return out
 
 
+def distinct(count: int) -> list[Record]:
+    """``count`` records of the pydicom files with distinct SOP Instance UIDs (some files
+    share one), each at its own store location."""
+    by_uid = {str(r.ds.SOPInstanceUID): r for r in load(pydicom_files()[:40])}
+    assert len(by_uid) >= count
+    return list(by_uid.values())[:count]
+
+
 def latest(records: list[Record]) -> list[Record]:
     """One record per SOP Instance UID, the last one winning (as the index does)."""
     by_uid: dict[str, Record] = {}

@@ -298,6 +298,67 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _store_backend(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in ("local", "s3"):
+        return value.lower()
+    raise ValueError("local or s3")
+
+
+def _endpoint(value: Any) -> str:
+    """An S3 endpoint URL: http(s)://host[:port][/path], no credentials in it (they come
+    from the environment or store.credentials_file, so the URL may be shown and logged)."""
+    allowed = "an http:// or https:// URL such as https://s3.eu-west-1.amazonaws.com"
+    if not isinstance(value, str):
+        raise ValueError(allowed)
+    text = value.strip().rstrip("/")
+    if not text:
+        return ""
+    scheme, sep, rest = text.partition("://")
+    host = rest.split("/", 1)[0]
+    if not sep or scheme.lower() not in ("http", "https") or not host or " " in text:
+        raise ValueError(allowed)
+    if "@" in host:
+        raise ValueError("an URL without credentials (give them in the environment or "
+                         "store.credentials_file)")  # fmt: skip
+    return text
+
+
+def _bucket(value: Any) -> str:
+    """An S3 bucket name (3 to 63 of a-z 0-9 . -, starting and ending with a letter or digit)."""
+    allowed = "a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens"
+    if not isinstance(value, str):
+        raise ValueError(allowed)
+    text = value.strip()
+    if not text:
+        return ""
+    ok = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
+    if not 3 <= len(text) <= 63 or set(text) - ok or not (text[0] + text[-1]).isalnum():
+        raise ValueError(allowed)
+    return text
+
+
+def _key_prefix(value: Any) -> str:
+    """The folder of the archive's objects in the bucket: path segments of A-Z a-z 0-9 . _ -."""
+    allowed = 'a key prefix such as "duckpacs" or "site-a/archive" (letters, digits, . _ - /)'
+    if not isinstance(value, str):
+        raise ValueError(allowed)
+    text = value.strip().strip("/")
+    segments = text.split("/")
+    if not text or any(not s or s in (".", "..") or not _object_name(s) for s in segments):
+        raise ValueError(allowed)
+    return text
+
+
+def _object_name(text: str) -> bool:
+    return all(c.isascii() and (c.isalnum() or c in "._-") for c in text)
+
+
+def _region(value: Any) -> str:
+    if isinstance(value, str) and value.strip() and _object_name(value.strip()):
+        return value.strip()
+    raise ValueError("a region name such as us-east-1")
+
+
 @dataclass(frozen=True)
 class Option:
     """One scalar setting: its TOML key, environment variable, validator and default."""
@@ -457,6 +518,78 @@ OPTIONS: tuple[Option, ...] = (
         _seconds,
         10.0,
         "seconds a PostgreSQL statement may take before the call fails (C-STORE, C-FIND)",
+    ),
+    Option(
+        "store.backend",
+        "DUCKPACS_STORE_BACKEND",
+        _store_backend,
+        "local",
+        "where sealed packs live: local (the data folder, default) or s3 (needs index postgres)",
+    ),
+    Option(
+        "store.endpoint",
+        "DUCKPACS_STORE_ENDPOINT",
+        _endpoint,
+        "",
+        "S3 endpoint URL (http or https) when store.backend = s3",
+    ),
+    Option("store.bucket", "DUCKPACS_STORE_BUCKET", _bucket, "", "S3 bucket of the packs"),
+    Option(
+        "store.prefix",
+        "DUCKPACS_STORE_PREFIX",
+        _key_prefix,
+        "duckpacs",
+        "key prefix in the bucket; each node's packs go under <prefix>/<index.node>/",
+    ),
+    Option("store.region", "DUCKPACS_STORE_REGION", _region, "us-east-1", "S3 region (signing)"),
+    Option(
+        "store.access_key_env",
+        "DUCKPACS_STORE_ACCESS_KEY_ENV",
+        _env_name,
+        "AWS_ACCESS_KEY_ID",
+        "environment variable holding the S3 access key id",
+    ),
+    Option(
+        "store.secret_key_env",
+        "DUCKPACS_STORE_SECRET_KEY_ENV",
+        _env_name,
+        "AWS_SECRET_ACCESS_KEY",
+        "environment variable holding the S3 secret access key",
+    ),
+    Option(
+        "store.credentials_file",
+        "DUCKPACS_STORE_CREDENTIALS_FILE",
+        _optional_file,
+        "",
+        "file with access_key = ... and secret_key = ... lines (instead of the variables)",
+    ),
+    Option(
+        "store.cache_bytes",
+        "DUCKPACS_STORE_CACHE_BYTES",
+        _size,
+        "256 MiB",
+        "bytes of the ranges read from S3 that this node keeps in its cache",
+    ),
+    Option(
+        "store.seal_seconds",
+        "DUCKPACS_STORE_SEAL_SECONDS",
+        _seconds,
+        2.0,
+        "seconds after which an open pack is sealed and uploaded",
+    ),
+    Option(
+        "store.max_pending_bytes",
+        "DUCKPACS_STORE_MAX_PENDING_BYTES",
+        _size,
+        "1 GiB",
+        "bytes of sealed packs not yet uploaded above which arrivals are refused",
+    ),
+    Option(
+        "store.timeout",
+        "DUCKPACS_STORE_TIMEOUT",
+        _seconds,
+        10.0,
+        "seconds an S3 request may take before it fails",
     ),
     Option(
         "archive.on_conflict",
@@ -825,17 +958,38 @@ def load(
             f"{sources['index.backend']}: index.backend = postgres needs index.dsn "
             "(a PostgreSQL connection string, e.g. postgresql://duckpacs@db.example/archive)"
         )
+    if values["store.backend"] == "s3":
+        _check_s3(values, sources)
     return Settings(
         values=values, sources=sources, peers=peers, config_file=path, routes=routes,
         retention=retention,
     )  # fmt: skip
 
 
+def _check_s3(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """``store.backend = s3``: what it cannot work without, one line each."""
+    where = sources["store.backend"]
+    if not values["store.endpoint"]:
+        raise ConfigError(f"{where}: store.backend = s3 needs store.endpoint "
+                          "(an http:// or https:// URL of the S3 service)")  # fmt: skip
+    if not values["store.bucket"]:
+        raise ConfigError(f"{where}: store.backend = s3 needs store.bucket")
+    if values["index.backend"] != "postgres":
+        raise ConfigError(
+            f"{where}: store.backend = s3 needs index.backend = postgres (the nodes sharing "
+            "the bucket find each other's packs through the shared index)"
+        )
+
+
+# Values that may carry a credential: an invalid one is not echoed.
+_HIDDEN_WHEN_INVALID = frozenset({"index.dsn", "store.endpoint"})
+
+
 def _validate(option: Option, raw: Any, source: str) -> Any:
     try:
         return option.parse(raw)
     except ValueError as e:
-        shown = "<hidden>" if option.key == "index.dsn" else repr(raw)  # may hold a password
+        shown = "<hidden>" if option.key in _HIDDEN_WHEN_INVALID else repr(raw)
         raise ConfigError(f"{source}: {option.key} = {shown} is invalid: expected {e}") from None
 
 
@@ -1156,6 +1310,26 @@ cors_origins = []
 # password_file = "/etc/duckpacs/pgpass"
 # node = "front-1"   # this node's id (default: hostname and a hash of the data folder)
 # timeout = 10       # seconds a statement may take before C-STORE/C-FIND fail
+
+# Packs on S3-compatible object storage (needs the PostgreSQL index): each node writes its
+# packs in its data folder as always, seals them every seal_seconds and uploads them under
+# <prefix>/<index.node>/ in the bucket. Credentials are never written here: they come from
+# $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY (or the variables access_key_env and
+# secret_key_env name), or from credentials_file, a file of two lines:
+#   access_key = AKIA...
+#   secret_key = ...
+#
+# [store]
+# backend = "s3"
+# endpoint = "https://s3.eu-west-1.amazonaws.com"
+# bucket = "clinic-archive"
+# prefix = "duckpacs"
+# region = "eu-west-1"
+# credentials_file = "/etc/duckpacs/s3-credentials"
+# cache_bytes = "256 MiB"        # ranges read from S3 kept in this node's cache
+# seal_seconds = 2
+# max_pending_bytes = "1 GiB"    # arrivals are refused while more waits for upload
+# timeout = 10                   # seconds an S3 request may take
 
 # Forwarding: a queue in the data folder survives restarts; a destination that does not
 # answer is retried after retry_initial seconds, doubling up to retry_max; an instance a

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from duckpacs import _core
-from duckpacs.archive import ipc, layout, part10
+from duckpacs import _core, store_config
+from duckpacs.archive import ipc, layout, part10, shared_packs
 from duckpacs.archive.types import InstanceRef, Location
 from duckpacs.config import Settings
 from duckpacs.index import backend
@@ -84,4 +84,17 @@ def open_client(settings: Settings) -> ClientArchive:
         queries = remote if remote.reachable() else None
     if queries is None:
         queries = _LocalIndex(backend.open_index(data_dir, read_only=True))
-    return ClientArchive(queries, layout.open_store(data_dir))
+    store = layout.open_store(data_dir)
+    if store_config.configured() is not None:  # packs on S3: other nodes' are readable
+        _read_other_nodes(data_dir, queries, store)
+    return ClientArchive(queries, store)
+
+
+def _read_other_nodes(data_dir: Any, queries: Any, store: _core.Store) -> None:
+    """The read-only index returns other nodes' instances at their remote locations; the
+    server's answers already do, so then every registered node is named to the store."""
+    if isinstance(queries, _LocalIndex):
+        shared_packs.connect(queries.index, store, writer=False)
+        return
+    with backend.open_index(data_dir, read_only=True) as index:
+        shared_packs.name_registered_nodes(index, store)

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from duckpacs import _core, logs
-from duckpacs.archive import corrections, layout, part10, recovery, trash
+from duckpacs import _core, logs, store_config
+from duckpacs.archive import corrections, layout, part10, recovery, shared_packs, trash
 from duckpacs.archive.types import InstanceRef, Location, Outcome, StoreResult, epoch_us_now
 from duckpacs.dicom import status
 from duckpacs.errors import ArchiveIndexError, IndexUnavailableError, StorageError
@@ -129,6 +129,13 @@ class Archive:
         except BaseException:
             index.close()
             raise
+        if store_config.configured() is not None:  # packs on S3: read other nodes' too
+            try:
+                shared_packs.connect(index, store, writer=True)
+            except BaseException:
+                store.close()
+                index.close()
+                raise
         archive = cls(index, store, on_conflict, **options)
         archive.caught_up = caught_up
         archive.trash = trash.Trash(data_dir)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from duckpacs import _core
+from duckpacs import _core, store_config
 
 STORE_DIRNAME = "store"
 KEY_FILENAME = "index.key"
@@ -45,5 +45,11 @@ def store_dir(data_dir: Path) -> Path:
 
 
 def open_store(data_dir: Path, writer_id: int | None = None, **options: object) -> _core.Store:
-    """The archive's store: read-only, or appending under ``writer_id`` (see above)."""
+    """The archive's store: read-only, or appending under ``writer_id`` (see above).
+
+    With ``[store] backend = "s3"`` configured (:mod:`duckpacs.store_config`) the store is
+    given the bucket: where its sealed packs are uploaded and other nodes' packs read."""
+    s3 = store_config.configured()
+    if s3 is not None:
+        options.setdefault("remote", s3.binding())
     return _core.Store(store_dir(data_dir), writer_id=writer_id, **options)  # type: ignore[arg-type]

@@ -32,6 +32,11 @@ def settings(args: argparse.Namespace) -> config.Settings:
         from duckpacs.index import backend
 
         backend.configure(loaded)
+    # Likewise the store: with the default (local) store nothing more is done here.
+    if loaded["store.backend"] != "local" or "duckpacs.store_config" in sys.modules:
+        from duckpacs import store_config
+
+        store_config.configure(loaded)
     return loaded
 
 

@@ -89,6 +89,9 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
     "export_cmd": {
         "export": "write archived instances matching a query as DICOM files (zip, DICOMDIR)",
     },
+    "cluster": {
+        "cluster": "the nodes of an archive shared through PostgreSQL (and S3): status",
+    },
 }
 # command -> (its module, its summary)
 COMMANDS = {

@@ -24,7 +24,7 @@ guard: an instance two nodes receive is stored once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from duckpacs.errors import ArchiveIndexError, QueryError
 from duckpacs.index import schema
 from duckpacs.index.db import Location, _source_casts
 from duckpacs.index.output import Rows
+from duckpacs.index.pg import nodes as pg_nodes
 from duckpacs.index.pg import schema as pg_schema
 from duckpacs.index.pg.connect import Connection, PgConfig, psycopg_module
 from duckpacs.index.query import compile_condition, compile_find, compile_locations
@@ -76,6 +77,12 @@ class PgIndex:
         self._local: duckdb.DuckDBPyConnection | None = None  # batch conversion (writers)
         self._view_casts = ""
         self._sql_db: Connection | None = None  # see _user_sql
+        self._number: int | None = None  # see node_number
+        # Other nodes' instances (see read_remote): off until the archive asks for them.
+        self._on_node: Callable[[int, str], None] | None = None
+        self._numbers: dict[str, int] = {}
+        self._named: set[int] = set()
+        self._numbers_lock = threading.Lock()
 
     @classmethod
     def open(cls, config: PgConfig, read_only: bool = False) -> PgIndex:
@@ -379,6 +386,39 @@ class PgIndex:
 
         self._db.run(replace)
 
+    # -- nodes (packs on S3: see duckpacs.index.pg.nodes) --------------------------------------
+
+    def node_number(self) -> int:
+        """This node's number (bits 48..62 of its pack ids as other nodes read them),
+        registered on the first call; race-safe between nodes."""
+        if self._number is None:
+            self._writable()
+            self._number = self._db.run(lambda con: pg_nodes.register(con, self.config.node))
+        return self._number
+
+    def heartbeat(
+        self, pending_packs: int, pending_bytes: int, cache_bytes: int, cache_limit: int
+    ) -> None:
+        """Record that this node is alive: its uploads pending and its read cache's use."""
+        self._writable()
+        figures = (int(pending_packs), int(pending_bytes), int(cache_bytes), int(cache_limit))
+        name = self.config.node
+        if not self._db.run(lambda con: pg_nodes.heartbeat(con, name, figures)):
+            self._number = None  # its row is gone (or never was): register again
+            self.node_number()
+            self._db.run(lambda con: pg_nodes.heartbeat(con, name, figures))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The nodes of the archive (:func:`duckpacs.index.pg.nodes.listing`); none on an
+        index no node of this version has written yet (no ``nodes`` table)."""
+        psycopg = psycopg_module()
+        try:
+            return self._db.run(pg_nodes.listing)
+        except ArchiveIndexError as e:
+            if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
+                return []
+            raise
+
     # -- lookups by UID and location -----------------------------------------------------------
 
     def instances_at(self, uids: Sequence[str]) -> dict[str, tuple[int, int, int, str, Any]]:
@@ -519,7 +559,14 @@ class PgIndex:
     def _own(self, found: list[Location], nodes: Sequence[str]) -> list[Location]:
         """``found``, all in this node's store. A location is a (pack, offset) of the store of
         the node that wrote it: read from another node's store it could be another instance
-        of the same length, so an instance held by another node is refused, never read."""
+        of the same length, so an instance held by another node is refused, never read
+        (unless :meth:`read_remote` was called: then it is a location in that node's packs)."""
+        if self._on_node is not None:
+            mine = self.config.node
+            return [
+                ref if node == mine else self._remote(ref, node)
+                for ref, node in zip(found, nodes, strict=True)
+            ]
         for ref, node in zip(found, nodes, strict=True):
             if node != self.config.node:
                 raise ArchiveIndexError(
@@ -527,6 +574,54 @@ class PgIndex:
                     f"({self.config.node!r}): retrieve it from that node"
                 )
         return found
+
+    def read_remote(self, on_node: Callable[[int, str], None]) -> None:
+        """From now on return another node's instance at its **remote** location, the pack id
+        ``pack | number << 48`` with that node's number (``nodes`` table), instead of
+        refusing it; ``on_node(number, name)`` is called before the first location of each
+        such node is returned (the archive names the node to its store there, which then
+        reads that node's packs from ``<prefix>/<name>/`` in the bucket). For
+        ``[store] backend = "s3"`` only: without it another node's packs are out of reach."""
+        self._on_node = on_node
+
+    def _remote(self, ref: Location, node: str) -> Location:
+        if ref[3] is None:
+            return ref  # no place in any store: nothing to read, here or there
+        pack = int(ref[3])
+        if pack >> pg_nodes.NUMBER_SHIFT:
+            raise ArchiveIndexError(
+                f"instance {ref[0]}: pack {pack} of node {node!r} does not fit in 48 bits"
+            )
+        number = self._number_of(node, ref[0])
+        return (ref[0], ref[1], ref[2], pack | number << pg_nodes.NUMBER_SHIFT, ref[4], ref[5])
+
+    def _number_of(self, node: str, uid: str) -> int:
+        """Node ``node``'s number, read again from the table when not known yet, and
+        announced through ``on_node`` the first time."""
+        with self._numbers_lock:
+            number = self._numbers.get(node)
+            if number is None:
+                self._numbers = self._registered()
+                number = self._numbers.get(node)
+            if number is None:
+                raise ArchiveIndexError(
+                    f"instance {uid} is held in the store of node {node!r}, which has no "
+                    'number in the nodes table (it never ran with [store] backend = "s3"): '
+                    "retrieve it from that node"
+                )
+            if number not in self._named and self._on_node is not None:
+                self._on_node(number, node)
+                self._named.add(number)
+            return number
+
+    def _registered(self) -> dict[str, int]:
+        psycopg = psycopg_module()
+        try:
+            return self._db.run(pg_nodes.numbers)
+        except ArchiveIndexError as e:
+            if isinstance(e.__cause__, psycopg.errors.UndefinedTable):
+                return {}  # an index from before the nodes table: nobody registered
+            raise
 
     def sql(self, text: str) -> Rows:
         """Run one PostgreSQL statement in a read-only transaction and return its result.

@@ -11,7 +11,8 @@ compiler and ``duckpacs sql`` see the same names); only the types differ:
   zone maps: without the index every non-key query scanned a million instances, 100-211 ms
   p95 in docs/CLUSTER-EVALUATION.md);
 - ``store_marks`` is keyed by ``(node, pack)`` and ``instances`` has a ``node`` column: each
-  writing node keeps its own marks, and store locations are matched within its own rows.
+  writing node keeps its own marks, and store locations are matched within its own rows;
+- ``nodes`` numbers the writing nodes and holds their heartbeats (:mod:`.nodes`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 from typing import Final
 
 from duckpacs.index import schema
+from duckpacs.index.pg import nodes
 from duckpacs.index.query.dialect import VALUE_PREFIX
 
 SCHEMA_VERSION: Final = 1  # of the PostgreSQL layout (the embedded one has its own)
@@ -99,7 +101,7 @@ NODE_COLUMN: Final = (
 
 def create_statements() -> list[str]:
     """DDL of the PostgreSQL index (idempotent)."""
-    return [*_tables(), NODE_COLUMN, *INDEXES, *EXTRA]
+    return [*_tables(), NODE_COLUMN, *INDEXES, *EXTRA, nodes.DDL]
 
 
 def _last(column: str, order: str) -> str:

@@ -1,0 +1,130 @@
+"""``duckpacs cluster status``: the nodes of an archive shared through the PostgreSQL index.
+
+One line per node the index knows: its number (the one in the pack ids other nodes read
+from S3), when it last reported (its heartbeat), the instances it holds, the sealed packs it
+has not uploaded yet and its read cache's use, as its last heartbeat gave them. A node that
+holds instances but never registered (it ran without ``[store] backend = "s3"``) is listed
+without a number. Read from the index only: it works from any node, running or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from typing import Any
+
+from duckpacs.cli.context import print_json, settings
+from duckpacs.config import Settings
+from duckpacs.errors import ConfigError
+
+NOT_SHARED = (
+    'cluster status needs the shared PostgreSQL index ([index] backend = "postgres"); '
+    "this archive's index is the embedded one, so it has one node"
+)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "cluster",
+        parents=[common],
+        help="the nodes of an archive shared through PostgreSQL (and S3): status",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    status = actions.add_parser(
+        "status",
+        parents=[common],
+        help="nodes seen: number, last heartbeat, instances, uploads pending, cache use",
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = settings(args)
+    if s["index.backend"] != "postgres":
+        raise ConfigError(NOT_SHARED)
+    from duckpacs.index import backend
+    from duckpacs.index.pg.db import PgIndex
+
+    with backend.open_index(s.data_dir, read_only=True) as index:
+        assert isinstance(index, PgIndex)  # index.backend = postgres
+        nodes = index.nodes()
+    report = {"index": _index(s, backend.node()), "store": _store(s), "nodes": nodes}
+    if args.json:
+        print_json(_jsonable(report))
+    else:
+        _print(report)
+    return 0
+
+
+def _index(s: Settings, node: str) -> dict[str, Any]:
+    # The connection string holds no password (config refuses one); options are left out.
+    return {"backend": "postgres", "dsn": s["index.dsn"].split("?")[0], "node": node}
+
+
+def _store(s: Settings) -> dict[str, Any]:
+    """This node's store settings as they may be shown (never the credentials)."""
+    if s["store.backend"] != "s3":
+        return {"backend": "local"}
+    keys = ("endpoint", "bucket", "prefix", "region")
+    return {"backend": "s3", **{k: s[f"store.{k}"] for k in keys}}
+
+
+def _jsonable(report: dict[str, Any]) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        return value.isoformat() if isinstance(value, datetime.datetime) else value
+
+    nodes = [{k: plain(v) for k, v in node.items()} for node in report["nodes"]]
+    return {**report, "nodes": nodes}
+
+
+def _print(report: dict[str, Any]) -> None:
+    index, store = report["index"], report["store"]
+    print(f"index: PostgreSQL {index['dsn']} (this node: {index['node']})")
+    if store["backend"] == "s3":
+        print(f"store: S3 {store['endpoint']} bucket {store['bucket']}, "
+              f"prefix {store['prefix']}/")  # fmt: skip
+    else:
+        print("store: local (each node's packs in its own data folder)")
+    nodes = report["nodes"]
+    if not nodes:
+        print("no node has registered or stored an instance yet")
+        return
+    header = ("NODE", "NUMBER", "LAST SEEN", "INSTANCES", "UPLOADS PENDING", "CACHE")
+    rows = [header, *(_row(n) for n in nodes)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _row(node: dict[str, Any]) -> tuple[str, ...]:
+    number = "-" if node["number"] is None else str(node["number"])
+    if node["pending_packs"] is None:
+        pending = "-"
+    else:
+        pending = f"{node['pending_packs']} packs, {_bytes(node['pending_bytes'] or 0)}"
+    cache = "-"
+    if node["cache_bytes"] is not None:
+        cache = f"{_bytes(node['cache_bytes'])} of {_bytes(node['cache_limit'] or 0)}"
+    return (node["name"] or "(unnamed)", number, _age(node["seen_seconds_ago"]),
+            f"{node['instances']:,}", pending, cache)  # fmt: skip
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
