@@ -179,9 +179,9 @@ class Store:
     def name_node(self, number: int, name: str) -> None:
         """Packs of node ``number`` (pack ids ``pack | number << 48``) are read from the
         bucket under ``<prefix>/<name>/``."""
-    def upload_step(self) -> dict[str, Any]:
+    def upload_step(self, budget: int | None = None) -> dict[str, Any]:
         """Uploads every pack no writer appends to any more that the bucket does not hold
-        whole, then removes from the bucket the packs removed here: ``uploaded``, ``bytes``,
+        whole (until ``budget`` bytes went up, if given; the rest counts as pending), then removes from the bucket the packs removed here: ``uploaded``, ``bytes``,
         ``deleted``, ``pending_packs``, ``pending_bytes``, ``sealed_pending_bytes`` and
         ``error`` (the first failure, or None: a step never raises for the endpoint)."""
     def remote_stats(self) -> dict[str, int] | None:

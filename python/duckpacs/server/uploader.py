@@ -29,6 +29,7 @@ from duckpacs.errors import DuckpacsError
 log = logs.get("upload")
 
 REFUSAL = "uploads to object storage are behind"
+STEP_BYTES = 256 << 20
 
 
 class Uploader:
@@ -108,10 +109,13 @@ class Uploader:
             self._sealed_now = True
 
     def _step(self) -> None:
-        rep = dict(self.store.upload_step())
+        # A bounded step: a stop (or a seal) never waits behind a whole backlog.
+        rep = dict(self.store.upload_step(STEP_BYTES))
         self.last = rep
         self._stepped_at = time.monotonic()
         self._due = bool(rep["error"]) or int(rep["sealed_pending_bytes"]) > 0
+        if self._due and not rep["error"]:
+            self._stepped_at = 0.0  # more to upload: the next poll goes on at once
         if rep["error"]:
             self._report_failure(rep["error"])
         elif self._failing is not None:

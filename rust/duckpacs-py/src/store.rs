@@ -545,11 +545,19 @@ impl Store {
         s.name_node(number, name).map_err(|e| to_py(py, e))
     }
 
-    /// Uploads the packs no writer appends to any more and the bucket lacks, then removes
-    /// from the bucket the packs removed here. A failure is reported in `error`, not raised.
-    fn upload_step<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    /// Uploads the packs no writer appends to any more and the bucket lacks (until `budget`
+    /// bytes went up), then removes from the bucket the packs removed here. A failure is
+    /// reported in `error`, not raised.
+    #[pyo3(signature = (budget=None))]
+    fn upload_step<'py>(
+        &self,
+        py: Python<'py>,
+        budget: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let s = self.get_inner()?;
-        let rep = py.detach(|| s.upload_step()).map_err(|e| to_py(py, e))?;
+        let rep = py
+            .detach(|| s.upload_step(budget))
+            .map_err(|e| to_py(py, e))?;
         let d = PyDict::new(py);
         d.set_item("uploaded", rep.uploaded)?;
         d.set_item("bytes", rep.bytes)?;

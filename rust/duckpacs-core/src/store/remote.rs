@@ -539,9 +539,10 @@ impl Store {
     }
 
     /// Uploads every local pack no writer appends to any more and the bucket does not hold
-    /// whole, then removes from the bucket the packs removed here. Stops at the first
-    /// failure (reported, not raised: the caller retries later).
-    pub fn upload_step(&self) -> Result<UploadReport> {
+    /// whole (until `budget` bytes went up, if given), then removes from the bucket the
+    /// packs removed here. Stops at the first failure (reported, not raised: the caller
+    /// retries later).
+    pub fn upload_step(&self, budget: Option<u64>) -> Result<UploadReport> {
         let remote = self.remote()?.clone();
         let mut rep = UploadReport::default();
         let listed = pack::list_packs(&self.packs_dir)?;
@@ -572,7 +573,8 @@ impl Store {
             } else {
                 last_of.get(&(p >> 32)) == Some(p) && self.pack_active(*p)
             };
-            if open || uncommitted.contains_key(p) || rep.error.is_some() {
+            let spent = budget.is_some_and(|b| rep.bytes >= b);
+            if open || uncommitted.contains_key(p) || rep.error.is_some() || spent {
                 let waiting = size - done.unwrap_or(0).min(size);
                 rep.pending_packs += 1;
                 rep.pending_bytes += waiting;

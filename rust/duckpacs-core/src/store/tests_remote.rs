@@ -72,10 +72,10 @@ fn another_node_reads_uploaded_packs_by_ranges_with_dictionaries() {
         "no dictionary trained"
     );
     // The open pack is not uploaded: it is still appended to.
-    let r = a.upload_step().unwrap();
+    let r = a.upload_step(None).unwrap();
     assert_eq!((r.uploaded, r.pending_packs), (0, 1), "{r:?}");
     a.seal().unwrap();
-    let r = a.upload_step().unwrap();
+    let r = a.upload_step(None).unwrap();
     assert_eq!(
         (r.uploaded, r.pending_packs, &r.error),
         (1, 0, &None),
@@ -128,7 +128,7 @@ fn a_frame_fetches_blocks_around_it_not_the_whole_pack() {
         })
         .collect();
     a.seal().unwrap();
-    a.upload_step().unwrap();
+    a.upload_step(None).unwrap();
     b.name_node(1, "a").unwrap();
     let far = Location {
         pack: locs[6].pack | (1u64 << NODE_SHIFT),
@@ -156,16 +156,20 @@ fn uploads_resume_after_a_restart_and_removed_packs_leave_the_bucket() {
         // Killed before any upload: nothing is in the bucket, the log is empty.
     }
     let a = open(da.path(), "a", &bucket);
-    let r = a.upload_step().unwrap();
+    let r = a.upload_step(None).unwrap();
     // The writer reopened its last pack (it appends there again): two are sealed.
     assert_eq!((r.uploaded, r.pending_packs), (2, 1), "{r:?}");
     a.seal().unwrap();
-    assert_eq!(a.upload_step().unwrap().uploaded, 1);
-    assert_eq!(a.upload_step().unwrap().uploaded, 0, "the log remembers");
+    assert_eq!(a.upload_step(None).unwrap().uploaded, 1);
+    assert_eq!(
+        a.upload_step(None).unwrap().uploaded,
+        0,
+        "the log remembers"
+    );
     assert_eq!(objects(&bucket).len(), 3);
     // A pack removed here (compaction, densifying) is removed from the bucket.
     std::fs::remove_file(da.path().join("packs/w00001-00000001.dpk")).unwrap();
-    let r = a.upload_step().unwrap();
+    let r = a.upload_step(None).unwrap();
     assert_eq!(r.deleted, 1, "{r:?}");
     assert_eq!(objects(&bucket).len(), 2);
 }
