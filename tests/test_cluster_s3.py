@@ -144,13 +144,13 @@ def test_an_instance_stored_on_a_is_found_on_b_at_once_and_retrieved_byte_identi
 def test_node_a_killed_mid_ingest_everything_acknowledged_is_served_by_b(
     tmp_path: Path, pg_cluster: Cluster, s3_server: S3Server, cycle: int
 ) -> None:
-    study, files = cs.write_study(tmp_path / "study", 300, 8200 + cycle)
+    study, files = cs.write_study(tmp_path / "study", 1500, 8200 + cycle)
     configure_nodes(tmp_path, pg_cluster, s3_server)
     b = cs.start_server(tmp_path / "b")
     a = cs.start_server(tmp_path / "a")
     try:
         sender = cs.storescu(a.dimse_port, files)
-        killer = threading.Timer(random.Random(cycle).uniform(0.5, 2.5), a.kill_group)
+        killer = threading.Timer(random.Random(cycle).uniform(0.3, 1.2), a.kill_group)
         killer.start()
         out, _ = sender.communicate(timeout=180)
         killer.join()

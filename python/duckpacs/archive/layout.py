@@ -52,4 +52,8 @@ def open_store(data_dir: Path, writer_id: int | None = None, **options: object) 
     s3 = store_config.configured()
     if s3 is not None:
         options.setdefault("remote", s3.binding())
+        # Written dense at once: densifying would rewrite packs after their upload, and the
+        # densifier's open output pack would wait for an upload while readers follow the
+        # index to it.
+        options.setdefault("arrival", "dense")
     return _core.Store(store_dir(data_dir), writer_id=writer_id, **options)  # type: ignore[arg-type]
