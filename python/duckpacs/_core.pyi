@@ -181,7 +181,8 @@ class Store:
         bucket under ``<prefix>/<name>/``."""
     def upload_step(self, budget: int | None = None) -> dict[str, Any]:
         """Uploads every pack no writer appends to any more that the bucket does not hold
-        whole (until ``budget`` bytes went up, if given; the rest counts as pending), then removes from the bucket the packs removed here: ``uploaded``, ``bytes``,
+        whole (until ``budget`` bytes went up, if given; the rest counts as pending), then
+        removes from the bucket the packs removed here. Returns ``uploaded``, ``bytes``,
         ``deleted``, ``pending_packs``, ``pending_bytes``, ``sealed_pending_bytes`` and
         ``error`` (the first failure, or None: a step never raises for the endpoint)."""
     def remote_stats(self) -> dict[str, int] | None:

@@ -26,8 +26,8 @@ from duckpacs.policy.service import PolicyService
 from duckpacs.routing.engine import Router
 from duckpacs.server.control import Control
 from duckpacs.server.densify import Densifier
-from duckpacs.server.uploader import Uploader
 from duckpacs.server.http import HttpServer, http_exposure
+from duckpacs.server.uploader import Uploader
 from duckpacs.web.archive_reader import FacadeReader
 
 log = logs.get("serve")
