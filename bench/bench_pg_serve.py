@@ -122,35 +122,104 @@ def compare_queries(index: Index, pg: PgIndex, runs: int) -> None:
         print(f"{name:<48} {d50:7.1f} /{d95:7.1f} {p50:9.1f} /{p95:8.1f}  {flag}")
 
 
+def _config(name: str, uri: str, s3: Any, node: str = "bench") -> str:
+    text = "[dimse]\naccept_any = true\n"
+    if name != "embedded DuckDB":
+        text += f'[index]\nbackend = "postgres"\ndsn = "{uri}"\nnode = "{node}"\n'
+    if name == "PostgreSQL + S3":
+        text += (f'[store]\nbackend = "s3"\nendpoint = "{s3.endpoint}"\n'
+                 f'bucket = "{s3.BUCKET}"\nprefix = "bench"\n')  # fmt: skip
+    return text
+
+
 def serve_ingest(root: Path, uri: str, files: int) -> None:
-    """storescu to serve on each backend; instances per second until all are findable."""
+    """storescu to serve on each backend (embedded, PostgreSQL, PostgreSQL with packs on
+    S3); instances per second until all are findable. With S3, a second node then
+    retrieves the study through the bucket (C-GET), beside the receiving node's own C-GET."""
     from tests import crash_support as cs
+    from tests.s3_support import S3Server
 
     study, paths = cs.write_study(root / "in", files, 77)
     results = {}
-    for name in ("embedded DuckDB", "PostgreSQL"):
-        data = root / name.split()[0]
-        data.mkdir()
-        text = "[dimse]\naccept_any = true\n"
-        if name == "PostgreSQL":
-            text += f'[index]\nbackend = "postgres"\ndsn = "{uri}"\nnode = "bench"\n'
-        (data / "duckpacs.toml").write_text(text)
-        server = cs.start_server(data)
-        try:
-            t0 = time.perf_counter()
-            senders = [cs.storescu(server.dimse_port, paths[i::4]) for i in range(4)]
-            acked = sum(len(cs.acknowledged(s.communicate(timeout=600)[0])) for s in senders)
-            while len(cs.find_uids(server.dimse_port, study)) < acked:
-                time.sleep(0.05)
-            results[name] = (acked, time.perf_counter() - t0)
-        finally:
-            server.stop()
+    s3 = S3Server()
+    os.environ["AWS_ACCESS_KEY_ID"] = s3.ACCESS_KEY
+    os.environ["AWS_SECRET_ACCESS_KEY"] = s3.SECRET_KEY
+    try:
+        for name in ("embedded DuckDB", "PostgreSQL", "PostgreSQL + S3"):
+            data = root / name.replace(" ", "-")
+            data.mkdir()
+            (data / "duckpacs.toml").write_text(_config(name, uri, s3))
+            if name == "PostgreSQL + S3":  # a fresh index: the same UIDs arrive again
+                uri = _fresh_database(uri)
+                (data / "duckpacs.toml").write_text(_config(name, uri, s3))
+            server = cs.start_server(data)
+            try:
+                t0 = time.perf_counter()
+                senders = [cs.storescu(server.dimse_port, paths[i::4]) for i in range(4)]
+                acked = sum(len(cs.acknowledged(s.communicate(timeout=600)[0])) for s in senders)
+                while len(cs.find_uids(server.dimse_port, study)) < acked:
+                    time.sleep(0.05)
+                results[name] = (acked, time.perf_counter() - t0)
+                if name == "PostgreSQL + S3":
+                    _cross_node_retrieval(root, uri, s3, server, study, acked)
+            finally:
+                server.stop()
+    finally:
+        s3.close()
     duck = results["embedded DuckDB"][0] / results["embedded DuckDB"][1]
     print(f"serve end to end: storescu x4 of {files} instances, until all are findable")
     for name, (acked, secs) in results.items():
         rate = acked / secs
         ratio = "" if name.startswith("embedded") else f"  {rate / duck:.2f}x embedded"
         print(f"  {name:<22} {rate:>8,.0f} inst/s ({acked} acknowledged){ratio}")
+
+
+def _fresh_database(uri: str) -> str:
+    """Another database on the same server (``bench_pg_index.pg_cluster`` made ``uri``)."""
+    import psycopg
+
+    name = f"bench_s3_{int(time.time() * 1000)}"
+    with psycopg.connect(uri, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return uri.rsplit("/", 1)[0] + "/" + name
+
+
+def _cross_node_retrieval(root: Path, uri: str, s3: Any, a: Any, study: str, n: int) -> None:
+    """C-GET of the study from the node that received it (its own disk) and from a second
+    node (ranged GETs from the bucket: cold, then with its cache warm)."""
+    from tests import crash_support as cs
+
+    data = root / "node-b"
+    data.mkdir()
+    (data / "duckpacs.toml").write_text(_config("PostgreSQL + S3", uri, s3, node="bench-b"))
+    b = cs.start_server(data)
+    try:
+        deadline = time.monotonic() + 120
+        while not _all_uploaded(root / "PostgreSQL-+-S3", s3):
+            assert time.monotonic() < deadline, "node A did not upload"
+            time.sleep(0.2)
+        rows = []
+        for label, port in (("receiving node (its disk)", a.dimse_port),
+                            ("other node, cold (bucket)", b.dimse_port),
+                            ("other node, warm cache", b.dimse_port)):  # fmt: skip
+            t0 = time.perf_counter()
+            got = len(cs.get_study(port, study))
+            rows.append((label, got, time.perf_counter() - t0))
+        print(f"C-GET of the whole study ({n} instances):")
+        own = rows[0][1] / rows[0][2]
+        for label, got, secs in rows:
+            rate = got / secs
+            print(f"  {label:<28} {rate:>8,.0f} inst/s ({got} received)  {rate / own:.2f}x")
+    finally:
+        b.stop()
+
+
+def _all_uploaded(data: Path, s3: Any) -> bool:
+    """Whether the bucket holds every byte of node A's packs (sealed and uploaded)."""
+    local = sum(p.stat().st_size for p in (data / "store" / "packs").glob("*.dpk"))
+    bucket = s3.root / s3.BUCKET / "bench" / "bench"
+    remote = sum(p.stat().st_size for p in bucket.glob("*.dpk")) if bucket.exists() else 0
+    return local > 0 and remote == local
 
 
 def main(argv: list[str] | None = None) -> int:
