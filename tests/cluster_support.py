@@ -23,18 +23,18 @@ from tests import crash_support as cs
 HAPROXY = "/usr/sbin/haproxy"
 
 
-def configure_node(data: Path, dsn: str, node: str, password: str) -> None:
-    """``<data>/duckpacs.toml`` for one node of a shared PostgreSQL index (password in a
-    file beside the data folder; DIMSE open to any caller, as the crash tests' are)."""
+def configure_node(data: Path, dsn: str, node: str, password: str = "") -> None:
+    """``<data>/duckpacs.toml`` for one node of a shared PostgreSQL index (the password, if
+    any, in a file beside the data folder; DIMSE open to any caller, as the crash tests'
+    are)."""
     data.mkdir(parents=True, exist_ok=True)
-    secret = data.parent / f"{data.name}-pgpass"
-    secret.write_text(password + "\n")
-    secret.chmod(0o600)
-    (data / "duckpacs.toml").write_text(
-        "[dimse]\naccept_any = true\n"
-        f'[index]\nbackend = "postgres"\ndsn = "{dsn}"\npassword_file = "{secret}"\n'
-        f'node = "{node}"\n'
-    )
+    text = f'[dimse]\naccept_any = true\n[index]\nbackend = "postgres"\ndsn = "{dsn}"\n'
+    if password:
+        secret = data.parent / f"{data.name}-pgpass"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        text += f'password_file = "{secret}"\n'
+    (data / "duckpacs.toml").write_text(text + f'node = "{node}"\n')
 
 
 @contextlib.contextmanager

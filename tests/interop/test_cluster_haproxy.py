@@ -5,7 +5,8 @@ checked from the outside with DCMTK and HTTP, as a site would deploy them (docs/
   connection): every instance is acknowledged and in the index exactly once, both nodes
   received some, and findscu and QIDO-RS through HAProxy find all of them from either node;
 - a node that stops is marked DOWN by HAProxy's health check and the next associations go to
-  the other node, with nothing refused.
+  the other node, with nothing refused;
+- the HAProxy configuration in docs/CLUSTER.md is the one these tests run.
 
 Both nodes receiving the same study at once (every instance once, none lost) is covered
 without a balancer by tests/test_index_pg_faults.py.
@@ -22,7 +23,14 @@ import pytest
 import requests
 
 from tests import crash_support as cs
-from tests.cluster_support import HAProxy, haproxy_available, run_haproxy, serve_nodes
+from tests.cluster_support import (
+    Backend,
+    HAProxy,
+    haproxy_available,
+    haproxy_config,
+    run_haproxy,
+    serve_nodes,
+)
 from tests.helpers import dcmtk_env, require_tool
 from tests.pg_support import Cluster
 
@@ -31,6 +39,7 @@ pytestmark = [
     pytest.mark.skipif(not haproxy_available(), reason="HAProxy (Debian haproxy) missing"),
 ]
 
+ROOT = Path(__file__).resolve().parents[2]
 _SOP_UID = re.compile(r"\(0008,0018\) UI \[([^\]]*)\]")
 _RELATED = re.compile(r"\(0020,1208\) IS \[([^\]]*)\]")
 
@@ -147,3 +156,14 @@ def test_a_stopped_node_is_taken_out_and_the_other_receives_everything(
             f"http://127.0.0.1:{proxy.http_port}/dicom-web/studies/{study}/instances", timeout=30
         )
         assert answer.status_code == 200 and len(answer.json()) == len(files)
+
+
+def test_the_guide_shows_the_configuration_the_tests_run() -> None:
+    """docs/CLUSTER.md's haproxy.cfg block is :func:`haproxy_config` with the guide's
+    example addresses, so what a reader copies is what these tests exercise."""
+    guide = (ROOT / "docs" / "CLUSTER.md").read_text()
+    block = re.search(r"```haproxy\n(.*?)```", guide, re.S)
+    assert block is not None, "no haproxy block in docs/CLUSTER.md"
+    nodes = [Backend("a", "10.0.0.11", 11112, 8042), Backend("b", "10.0.0.12", 11112, 8042)]
+    expected = haproxy_config("10.0.0.10", 11112, 8042, nodes, "/run/haproxy/admin.sock")
+    assert block.group(1) == expected
