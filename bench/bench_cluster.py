@@ -147,13 +147,18 @@ def real_batch(series: Path, start: int, stop: int) -> Any:
 def sizing(root: Path, uri: str, instances: int) -> None:
     print("1. sizing: PostgreSQL bytes per instance (tables + indexes), S3 bytes per instance")
     dsn = database(uri, "sizing")
-    layout = plan(instances, np.random.default_rng(1))
+    layout = plan(instances + 20 * 8, np.random.default_rng(1))
     rng = np.random.default_rng(5)
     batches = [generate(layout, i, min(i + 512, instances), rng) for i in range(0, instances, 512)]
     commit_ms = commit_time(dsn, batches)
     print_sizes("synthetic headers (bench_index)", *index_bytes(dsn))
     print(f"    PgIndex.add_batch of 512 (serve's commit): {commit_ms[0]:.0f} ms each, "
           f"{commit_ms[1]:.0f} ms of it under the write lock")  # fmt: skip
+    # serve also commits every 0.25 s whatever it holds: the fixed part of a commit.
+    small = [generate(layout, i, i + 8, rng) for i in range(instances, instances + 20 * 8, 8)]
+    small_ms = commit_time(dsn, small)
+    print(f"    PgIndex.add_batch of 8 (a quiet node's commit): {small_ms[0]:.0f} ms each, "
+          f"{small_ms[1]:.0f} ms of it under the write lock")  # fmt: skip
     series = locate_shared_corpus(os.environ) / "mr_toshiba_dti"
     if not series.is_dir():
         print("  real MR series: shared corpus absent, skipped")
