@@ -34,10 +34,10 @@ from tests.cluster_support import (
 from tests.helpers import dcmtk_env, require_tool
 from tests.pg_support import Cluster
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(not haproxy_available(), reason="HAProxy (Debian haproxy) missing"),
-]
+pytestmark = pytest.mark.interop
+needs_haproxy = pytest.mark.skipif(
+    not haproxy_available(), reason="HAProxy (Debian haproxy) missing"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 _SOP_UID = re.compile(r"\(0008,0018\) UI \[([^\]]*)\]")
@@ -76,6 +76,7 @@ def _index_rows(dsn: str, study: str) -> list[tuple[str, str]]:
     return [(str(uid), str(node)) for uid, node in rows]
 
 
+@needs_haproxy
 def test_storescu_through_haproxy_lands_every_instance_once(
     tmp_path: Path, pg_cluster: Cluster
 ) -> None:
@@ -131,6 +132,7 @@ def test_storescu_through_haproxy_lands_every_instance_once(
         assert {n: after[n] - before[n] for n in after} == {"a": 1, "b": 1}
 
 
+@needs_haproxy
 def test_a_stopped_node_is_taken_out_and_the_other_receives_everything(
     tmp_path: Path, pg_cluster: Cluster
 ) -> None:
