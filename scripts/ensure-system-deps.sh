@@ -14,6 +14,8 @@ command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || packages+=(ort
 command -v dciodvfy >/dev/null 2>&1 || packages+=(dicom3tools)
 # PostgreSQL: bench/bench_pg_index.py starts a temporary cluster (the shared index, issue 26).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+# HAProxy: tests/interop/test_cluster_haproxy.py balances two serve nodes behind it.
+[ -x /usr/sbin/haproxy ] || packages+=(haproxy)
 # strace: `make test-dist` traces the executable's file opens.
 command -v strace >/dev/null 2>&1 || packages+=(strace)
 [ ${#packages[@]} -eq 0 ] && exit 0
