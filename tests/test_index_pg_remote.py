@@ -212,3 +212,35 @@ def test_archive_and_client_open_with_remote_reads_on_s3(
         monkeypatch.undo()
         backend.configure(config.load())
         store_config._configured = None
+
+
+def test_the_duplicate_check_never_names_this_nodes_store_for_another_nodes_record(
+    nodes: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """The write path compares a new copy with the indexed one and, under
+    ``on_conflict = replace``, tombstones it: another node's (pack, offset) must not read
+    or tombstone the record of *this* node's store that sits at the same place."""
+    from duckpacs import _core
+    from duckpacs.index.pg.db import FOREIGN
+
+    a, b = nodes
+    a.node_number()
+    theirs = uids(a, "node-a")
+    reader = b.reader()
+    found = reader.locate_uids(theirs)
+    assert sorted(v[:2] for v in found.values()) == [(3 | FOREIGN, 0), (3 | FOREIGN, 64)]
+    # A store that has a record at that very place still refuses the foreign location.
+    store = _core.Store(tmp_path / "store", writer_id=1)
+    own = store.put(b"x" * 100)
+    with pytest.raises(Exception, match="object storage"):
+        store.delete((own[0] | FOREIGN, own[1], own[2]))
+    assert bytes(store.get(own)) == b"x" * 100
+    # With the bucket read, the same rows come at the node's remote pack ids, named first.
+    named = NamingStore()
+    b.read_remote(named.name_node)
+    found = reader.locate_uids(theirs)
+    assert sorted(v[:2] for v in found.values()) == [(3 | REMOTE, 0), (3 | REMOTE, 64)]
+    assert named.named == [(1, "node-a")]
+    mine = reader.locate_uids(uids(b, "node-b"))
+    assert [v[:2] for v in mine.values()] == [(3, 0)]
+    reader.close()

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import duckdb
 
@@ -49,6 +49,11 @@ log = logs.get("index")
 # pg_advisory_xact_lock key of the write lock ("dpix" in ASCII).
 WRITE_LOCK = 0x64706978
 _NO_ROWS = {"added": 0, "replaced": 0, "unchanged": 0, "duplicates": 0, "rejected": 0}
+
+
+# A pack id with bit 63 set names no store any node can read: another node's record, for a
+# duplicate check that must neither read nor tombstone a record of this node's store there.
+FOREIGN: Final = 1 << 63
 
 
 class _Compat:
@@ -795,7 +800,7 @@ class PgIndex:
 
     def reader(self) -> PgReader:
         """A connection of its own for the write path's duplicate lookups."""
-        return PgReader(self.config)
+        return PgReader(self.config, self)
 
 
 _READ_ONLY = (
@@ -828,18 +833,45 @@ _EPOCH_US = "(extract(epoch FROM {0}) * 1000000)::bigint"
 class PgReader:
     """Point lookups by SOP Instance UID on a connection of their own."""
 
-    def __init__(self, config: PgConfig) -> None:
+    def __init__(self, config: PgConfig, owner: PgIndex) -> None:
         self._db = Connection(config, read_only=True)
+        self.config = config
+        self._owner = owner  # names other nodes to the store when it reads the bucket
 
     def locate_uids(self, uids: Sequence[str]) -> dict[str, tuple[int, int, int, str]]:
+        """The write path's duplicate check: (pack, offset, length, SHA-256) of each indexed
+        UID. Another node's instance comes at its remote location when this node reads the
+        bucket, else marked :data:`FOREIGN`: the writer compares a new copy with it (reading
+        it) and, under ``on_conflict = replace``, tombstones it, and a plain pack id of
+        another node's store would name a record of *this* node's store."""
         rows = self._db.run(
             lambda c: c.execute(
-                'SELECT sop_instance_uid, pack, "offset", length, sha256 FROM instances '
-                "WHERE sop_instance_uid = ANY(%s)",
+                'SELECT i.sop_instance_uid, i.pack, i."offset", i.length, i.sha256, i.node, '
+                "n.number FROM instances i LEFT JOIN nodes n ON n.name = i.node "
+                "WHERE i.sop_instance_uid = ANY(%s)",
                 [list(uids)],
             ).fetchall()
         )
-        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3]), str(r[4] or "")) for r in rows}
+        mine = self.config.node
+        return {
+            str(r[0]): (
+                int(r[1]) if r[5] == mine else self._foreign_pack(int(r[1]), str(r[5]), r[6]),
+                int(r[2]),
+                int(r[3]),
+                str(r[4] or ""),
+            )
+            for r in rows
+        }
+
+    def _foreign_pack(self, pack: int, node: str, number: int | None) -> int:
+        owner = self._owner
+        if owner._on_node is None or number is None:
+            return pack | FOREIGN  # no bucket here, or a node that never registered
+        with owner._numbers_lock:
+            if number not in owner._named:
+                owner._on_node(number, node)
+                owner._named.add(number)
+        return pack | number << pg_nodes.NUMBER_SHIFT
 
     def close(self) -> None:
         self._db.close()
