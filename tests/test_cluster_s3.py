@@ -135,6 +135,13 @@ def test_an_instance_stored_on_a_is_found_on_b_at_once_and_retrieved_byte_identi
         for path in files[::7]:
             assert wado_dataset(b.http_port, study, path) == cs.dataset_bytes(path)
         assert s3_server.objects("site/node-a/"), "A uploaded nothing"
+        # `duckpacs export` on B's data folder reads A's instances from the bucket too.
+        out_dir = tmp_path / "export"
+        run = cs.duckpacs("export", "--data", str(tmp_path / "b"), "--out", str(out_dir),
+                          f"StudyInstanceUID={study}")  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        exported = {cs.sop_uid(p): cs.dataset_bytes(p) for p in out_dir.rglob("*.dcm")}
+        assert exported == {cs.sop_uid(p): cs.dataset_bytes(p) for p in files}
     finally:
         assert a.stop() == 0
         assert b.stop() == 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from duckpacs import _core
-from duckpacs.archive import corrections, layout
+from duckpacs.archive import corrections, layout, shared_packs
 from duckpacs.archive.trash import entry_key, epoch_us
 from duckpacs.errors import StorageError
 from duckpacs.export.anonymize import Anonymizer, AnonymizeReport, anonymize_bytes
@@ -76,13 +76,13 @@ def _instances(
     ``stream``, a large one comes as a stream of its stored bytes instead. With
     ``original``, the first-received record of a corrected instance instead of its
     current version (:mod:`duckpacs.archive.corrections`)."""
-    with backend.open_index(data_dir, read_only=True) as index:
-        locations = index.locations(level, dict(query))
-        if original and locations:
-            locations = _originals(data_dir, index, locations)
-    if not locations:
-        return
     with layout.open_store(data_dir) as store:
+        with backend.open_index(data_dir, read_only=True) as index:
+            # With packs on S3, another node's instances are read from the bucket.
+            shared_packs.connect(index, store, writer=False)
+            locations = index.locations(level, dict(query))
+            if original and locations:
+                locations = _originals(data_dir, index, locations)
         for uid, _cls, _ts, pack, offset, length in locations:
             if pack is None or offset is None or length is None:
                 raise StorageError(f"instance {uid}: the index has no store location")
