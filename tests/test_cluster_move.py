@@ -70,6 +70,19 @@ def node_b(tmp_path: Path, data_a: Path, s3: S3Server) -> Path:
     return b
 
 
+def assert_node_b_serves(
+    tmp_path: Path, data: Path, s3: S3Server, study: str, files: list[Path]
+) -> None:
+    """A second node, which never held the study, retrieves it byte for byte by C-GET."""
+    b = cs.start_server(node_b(tmp_path, data, s3))
+    try:
+        got = wait_for(lambda: retrieved(b.dimse_port, study, files), 60, "C-GET from B")
+        for path in files:
+            assert got[cs.sop_uid(path)] == cs.dataset_bytes(path)
+    finally:
+        assert b.stop() == 0
+
+
 def move_to(data: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "duckpacs.cli.main", "cluster", "move-to", "--data", str(data),
@@ -102,13 +115,7 @@ def test_move_to_indexes_uploads_verifies_and_another_node_serves_it(
     nodes = json.loads(verify.stdout)["nodes"]
     assert [(n["node"], n["checked"], n["damaged"]) for n in nodes] == [("migrated", 40, [])]
     # Node B, which never held these instances, serves them from the bucket.
-    b = cs.start_server(node_b(tmp_path, data, s3_server))
-    try:
-        got = wait_for(lambda: retrieved(b.dimse_port, study, files), 30, "C-GET from B")
-        for path in files:
-            assert got[cs.sop_uid(path)] == cs.dataset_bytes(path)
-    finally:
-        assert b.stop() == 0
+    assert_node_b_serves(tmp_path, data, s3_server, study, files)
 
 
 def test_move_to_killed_at_random_moments_resumes_and_completes(
@@ -133,13 +140,7 @@ def test_move_to_killed_at_random_moments_resumes_and_completes(
     assert report["instances"]["index"] == report["instances"]["store"] == 160
     assert report["verified"]["checked"] == 160
     assert kills, "every run finished before its kill: the data set is too small"
-    b = cs.start_server(node_b(tmp_path, data, s3_server))
-    try:
-        got = wait_for(lambda: retrieved(b.dimse_port, study, files), 60, "C-GET from B")
-        for path in files:
-            assert got[cs.sop_uid(path)] == cs.dataset_bytes(path)
-    finally:
-        assert b.stop() == 0
+    assert_node_b_serves(tmp_path, data, s3_server, study, files)
 
 
 def test_cluster_verify_reports_a_pack_missing_from_the_bucket(
