@@ -35,7 +35,9 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3Server.SECRET_KEY)
 
 
-def store_section(s3: S3Server, *, seal: float = 0.3, max_pending: int = 1 << 30) -> str:
+def store_section(
+    s3: S3Server, *, seal: float = 0.3, max_pending: int = 1 << 30, local: int = 0
+) -> str:
     return "\n".join([
         "[store]",
         'backend = "s3"',
@@ -44,6 +46,7 @@ def store_section(s3: S3Server, *, seal: float = 0.3, max_pending: int = 1 << 30
         'prefix = "site"',
         f"seal_seconds = {seal}",
         f"max_pending_bytes = {max_pending}",
+        f"local_bytes = {local}",
         "timeout = 3",
     ]) + "\n"  # fmt: skip
 
@@ -152,7 +155,8 @@ def test_node_a_killed_mid_ingest_everything_acknowledged_is_served_by_b(
     tmp_path: Path, pg_cluster: Cluster, s3_server: S3Server, cycle: int
 ) -> None:
     study, files = cs.write_study(tmp_path / "study", 1500, 8200 + cycle)
-    configure_nodes(tmp_path, pg_cluster, s3_server)
+    # A keeps nothing it may evict: kills land amid uploads and evictions alike.
+    configure_nodes(tmp_path, pg_cluster, s3_server, local=1)
     b = cs.start_server(tmp_path / "b")
     a = cs.start_server(tmp_path / "a")
     try:
@@ -172,10 +176,11 @@ def test_node_a_killed_mid_ingest_everything_acknowledged_is_served_by_b(
             30, "acknowledged instances on B",
         )  # fmt: skip
         assert found
-        got = wait_for(lambda: retrieved(b.dimse_port, study, list(acked.values())), 60,
-                       "C-GET from B")  # fmt: skip
-        for uid, path in acked.items():
-            assert got[uid] == cs.dataset_bytes(path)
+        sent = list(acked.values())
+        for node in (b, a):  # A reads its own evicted packs from the bucket too
+            got = wait_for(lambda node=node: retrieved(node.dimse_port, study, sent), 60, "C-GET")
+            for uid, path in acked.items():
+                assert got[uid] == cs.dataset_bytes(path)
     finally:
         a.kill_group()
         assert b.stop() == 0
@@ -229,3 +234,41 @@ def test_postgresql_then_s3_down_during_ingest_fail_calls_and_lose_nothing(
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def local_packs(data: Path) -> list[Path]:
+    return sorted((data / "store" / "packs").glob("*.dpk"))
+
+
+def test_a_node_keeping_little_on_its_disk_serves_and_reindexes_from_the_bucket(
+    tmp_path: Path, pg_cluster: Cluster, s3_server: S3Server
+) -> None:
+    """``store.local_bytes``: uploaded, indexed packs leave the node's disk; the node still
+    retrieves its own instances (from the bucket), and ``reindex`` walks them there."""
+    study, files = cs.write_study(tmp_path / "study", 120, 8400, rows=128)
+    configure_nodes(tmp_path, pg_cluster, s3_server, local=1)
+    a = cs.start_server(tmp_path / "a")
+    try:
+        for part in (files[:40], files[40:80], files[80:]):  # a few packs, sealed apart
+            out, _ = cs.storescu(a.dimse_port, part).communicate(timeout=120)
+            assert len(cs.acknowledged(out)) == len(part)
+            time.sleep(0.6)
+        uploaded = wait_for(
+            lambda: len(local_packs(tmp_path / "a")) == 0 and s3_server.objects("site/node-a/"),
+            30, "every pack evicted",
+        )  # fmt: skip
+        assert len(uploaded) >= 3
+        got = wait_for(lambda: retrieved(a.dimse_port, study, files), 30, "C-GET from A")
+        for path in files:
+            assert got[cs.sop_uid(path)] == cs.dataset_bytes(path)
+    finally:
+        assert a.stop() == 0
+    run = cs.duckpacs("reindex", "--data", str(tmp_path / "a"))
+    assert run.returncode == 0, run.stderr
+    a = cs.start_server(tmp_path / "a")
+    try:
+        assert set(cs.find_uids(a.dimse_port, study)) == {cs.sop_uid(p) for p in files}
+        got = cs.get_study(a.dimse_port, study)
+        assert {u: got[u] for u in got} == {cs.sop_uid(p): cs.dataset_bytes(p) for p in files}
+    finally:
+        assert a.stop() == 0

@@ -185,6 +185,11 @@ class Store:
         removes from the bucket the packs removed here. Returns ``uploaded``, ``bytes``,
         ``deleted``, ``pending_packs``, ``pending_bytes``, ``sealed_pending_bytes`` and
         ``error`` (the first failure, or None: a step never raises for the endpoint)."""
+    def evict_step(self, keep: int, indexed: dict[int, int]) -> dict[str, int]:
+        """Removes local copies of packs the bucket holds whole, oldest first, until this
+        node's packs take at most ``keep`` bytes; only packs ``indexed`` (pack -> mark)
+        covers to their end go, and are read from the bucket from then on. Returns
+        ``evicted``, ``bytes``, ``local_bytes``."""
     def remote_stats(self) -> dict[str, int] | None:
         """Reads from object storage: ``gets``, ``get_bytes``, ``hits``, ``cache_bytes``,
         ``cache_limit``; None without object storage."""

@@ -585,6 +585,14 @@ OPTIONS: tuple[Option, ...] = (
         "bytes of sealed packs not yet uploaded above which arrivals are refused",
     ),
     Option(
+        "store.local_bytes",
+        "DUCKPACS_STORE_LOCAL_BYTES",
+        _size,
+        "0",
+        "with s3: disk this node's packs may take; above it uploaded, indexed packs are "
+        "removed oldest first and read from the bucket (0: keep every pack on this disk)",
+    ),
+    Option(
         "store.timeout",
         "DUCKPACS_STORE_TIMEOUT",
         _seconds,

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p = subparsers.add_parser(
         "cluster",
         parents=[common],
-        help="the nodes of an archive shared through PostgreSQL and S3: status, move-to, verify",
+        help="a shared archive's nodes (PostgreSQL, S3): status, move-to, verify",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     status = actions.add_parser(

@@ -90,7 +90,7 @@ COMMAND_MODULES: dict[str, dict[str, str]] = {
         "export": "write archived instances matching a query as DICOM files (zip, DICOMDIR)",
     },
     "cluster": {
-        "cluster": "the nodes of an archive shared through PostgreSQL (and S3): status",
+        "cluster": "a shared archive's nodes (PostgreSQL, S3): status, move-to, verify",
     },
 }
 # command -> (its module, its summary)

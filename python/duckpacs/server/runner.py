@@ -73,6 +73,7 @@ class Service:
                 self.archive,
                 seal_seconds=float(s["store.seal_seconds"]),
                 max_pending_bytes=int(s["store.max_pending_bytes"]),
+                local_bytes=int(s["store.local_bytes"]),
             )
             self.uploader.start()
         else:

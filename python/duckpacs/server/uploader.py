@@ -12,6 +12,10 @@ nodes:
 - **back-pressure**: while the sealed bytes waiting for upload exceed ``store.max_pending_bytes``
   (the bucket is down or slow), arrivals are refused with 0xA700 / 507 through
   :meth:`Archive.refuse_for`, and accepted again once the backlog drains;
+- **eviction** (``store.local_bytes`` above 0): once this node's packs take more of its disk
+  than that, the oldest packs the bucket holds whole and the index covers to their end are
+  removed from the disk (:meth:`duckpacs._core.Store.evict_step`) and read from the bucket
+  from then on, so a node's disk holds its newest packs, not everything it ever received;
 - **heartbeat**: this node's row in the index's ``nodes`` table says what is pending and
   how much of the read cache is used (``duckpacs cluster status``).
 """
@@ -41,6 +45,7 @@ class Uploader:
         *,
         seal_seconds: float,
         max_pending_bytes: int,
+        local_bytes: int = 0,
         poll: float = 0.25,
         heartbeat: float = 5.0,
     ) -> None:
@@ -48,6 +53,7 @@ class Uploader:
         self.store: Any = archive.store_backend
         self.seal_seconds = seal_seconds
         self.max_pending_bytes = max_pending_bytes
+        self.local_bytes = local_bytes
         self.poll = poll
         self.heartbeat_every = heartbeat
         self.last: dict[str, Any] = {}
@@ -122,6 +128,17 @@ class Uploader:
             logs.event(log, "object storage reachable again", uploaded=rep["uploaded"])
             self._failing = None
         self._apply_backpressure(int(rep["sealed_pending_bytes"]))
+        if self.local_bytes > 0 and not rep["error"]:
+            self._evict()
+
+    def _evict(self) -> None:
+        # The index's own marks: a pack goes only once every record in it is indexed, so a
+        # catch-up after a crash never needs an evicted pack.
+        marks = {int(p): int(o) for p, o in self.archive.index.marks().items()}
+        rep = dict(self.store.evict_step(self.local_bytes, marks))
+        if rep["evicted"]:
+            logs.event(log, "packs evicted to the bucket", packs=rep["evicted"],
+                       bytes=rep["bytes"], local_bytes=rep["local_bytes"])  # fmt: skip
 
     def _apply_backpressure(self, pending: int) -> None:
         over = pending > self.max_pending_bytes

@@ -569,6 +569,26 @@ impl Store {
         Ok(d)
     }
 
+    /// Removes local copies of packs the bucket holds whole, oldest first, until this node's
+    /// packs take at most `keep` bytes; only packs the index covers to their end
+    /// (`indexed`: pack -> mark) go. Their records are then read from the bucket.
+    fn evict_step<'py>(
+        &self,
+        py: Python<'py>,
+        keep: u64,
+        indexed: std::collections::HashMap<u64, u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.get_inner()?;
+        let rep = py
+            .detach(|| s.evict_step(keep, &indexed))
+            .map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("evicted", rep.evicted)?;
+        d.set_item("bytes", rep.bytes)?;
+        d.set_item("local_bytes", rep.local_bytes)?;
+        Ok(d)
+    }
+
     /// Object-storage reads of this process: GETs, bytes fetched, cache hits and use.
     /// `None` without object storage.
     fn remote_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {

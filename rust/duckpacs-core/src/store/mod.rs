@@ -41,7 +41,7 @@ use dicts::Dicts;
 pub use format::{Kind, Location, Meta, Provenance};
 pub use read::{Entry, PackFile};
 pub use record::{Arrival, Levels, ARRIVAL};
-pub use remote::{Remote, RemoteConfig, RemoteStats, UploadReport};
+pub use remote::{EvictReport, Remote, RemoteConfig, RemoteStats, UploadReport};
 pub use stream::{describe_file, InstanceReader, MappedFile, STREAM_MIN};
 pub use tail::Tail;
 pub use verify::{Damage, Stats, VerifyReport};

@@ -114,9 +114,10 @@ pub enum Step {
     Tail { offset: u64, len: u64 },
 }
 
-/// Walks the records of one pack by their headers.
+/// Walks the records of one pack by their headers (a local file, or one of this node's
+/// packs kept only in object storage).
 pub struct Walker<'a> {
-    file: &'a File,
+    file: &'a dyn PackRead,
     path: &'a Path,
     len: u64,
     at: u64,
@@ -125,13 +126,13 @@ pub struct Walker<'a> {
 const WINDOW: usize = 1 << 20;
 
 impl<'a> Walker<'a> {
-    pub fn new(file: &'a File, path: &'a Path) -> Result<Walker<'a>> {
+    pub fn new(file: &'a dyn PackRead, path: &'a Path) -> Result<Walker<'a>> {
         Walker::starting_at(file, path, PACK_HEADER_LEN as u64)
     }
 
     /// A walk that starts at `offset`, which must be a record boundary (an index mark).
-    pub fn starting_at(file: &'a File, path: &'a Path, offset: u64) -> Result<Walker<'a>> {
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    pub fn starting_at(file: &'a dyn PackRead, path: &'a Path, offset: u64) -> Result<Walker<'a>> {
+        let len = file.size().map_err(|e| Error::io(path, e))?;
         let head = read_at(file, path, 0, PACK_HEADER_LEN.min(len as usize))?;
         parse_pack_header(&head).map_err(|m| integrity(path, 0, m))?;
         Ok(Walker {

@@ -74,7 +74,16 @@ impl Store {
         let f = if remote::node_of(pack) != 0 {
             PackFile::Remote(self.remote()?.open_pack(pack)?)
         } else {
-            PackFile::Local(self.open_local(pack)?)
+            match self.open_local(pack) {
+                Ok(f) => PackFile::Local(f),
+                // Evicted from this node's disk: its copy in the bucket.
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && self.remote.is_some() =>
+                {
+                    PackFile::Remote(self.remote()?.open_own(pack)?)
+                }
+                Err(e) => return Err(e),
+            }
         };
         let f = Arc::new(f);
         let mut files = lock(&self.files);
@@ -276,6 +285,24 @@ impl Store {
         Ok(self.read_head(self.forward(loc))?.meta.frames.len())
     }
 
+    /// A listed pack opened for a walk: its file, or its copy in the bucket when evicted.
+    pub(super) fn open_listed(
+        &self,
+        pack: u64,
+        listed: &remote::Listed,
+    ) -> Result<Option<(Arc<dyn PackRead>, PathBuf)>> {
+        match listed {
+            remote::Listed::Local(path) => Ok(open_pack(path)?.map(|f| {
+                let f: Arc<dyn PackRead> = Arc::new(f);
+                (f, path.clone())
+            })),
+            remote::Listed::Evicted(_) => {
+                let f: Arc<dyn PackRead> = self.file(pack)?;
+                Ok(Some((f, self.source_path(pack))))
+            }
+        }
+    }
+
     /// Calls `f` for every record of every pack whose header checksum holds, with its
     /// metadata when that is intact. Damaged spans are skipped.
     pub(super) fn walk_all(
@@ -283,11 +310,11 @@ impl Store {
         mut f: impl FnMut(Location, &RecordHeader, Option<&Meta>) -> Result<()>,
     ) -> Result<()> {
         let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
-        for (pack, path) in pack::list_packs(&self.packs_dir)? {
-            let Some(file) = open_pack(&path)? else {
+        for (pack, listed) in self.listing()? {
+            let Some((file, path)) = self.open_listed(pack, &listed)? else {
                 continue; // removed since it was listed (a rewrite finished)
             };
-            let Ok(mut walker) = Walker::new(&file, &path) else {
+            let Ok(mut walker) = Walker::new(&*file, &path) else {
                 continue;
             };
             let until = uncommitted.get(&pack).copied().unwrap_or(u64::MAX);

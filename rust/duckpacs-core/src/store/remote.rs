@@ -83,6 +83,22 @@ pub struct RemoteStats {
     pub cache_limit: u64,
 }
 
+/// What one [`Store::evict_step`] did.
+#[derive(Debug, Clone, Default)]
+pub struct EvictReport {
+    pub evicted: u64,
+    pub bytes: u64,
+    /// Bytes of packs left on this node's disk.
+    pub local_bytes: u64,
+}
+
+/// A pack in this node's listing: on its disk, or only in the bucket (evicted).
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Local(PathBuf),
+    Evicted(u64),
+}
+
 /// What one [`Store::upload_step`] did, and what is left.
 #[derive(Debug, Clone, Default)]
 pub struct UploadReport {
@@ -103,6 +119,15 @@ pub struct UploadReport {
 
 /// A block of a remote pack: (pack id, block number).
 type BlockKey = (u64, u64);
+
+/// What `uploads.log` says of one pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Upload {
+    /// Bytes the bucket holds (0: removed from the bucket).
+    size: u64,
+    /// The local copy was removed: the bucket is where this node reads it from.
+    evicted: bool,
+}
 
 /// Blocks of remote packs, least recently used evicted first, bounded in bytes. Each entry
 /// holds its data and the tick of its last use.
@@ -163,8 +188,8 @@ pub struct Remote {
     gets: AtomicU64,
     get_bytes: AtomicU64,
     hits: AtomicU64,
-    /// Pack file name -> size the bucket holds (0: removed from the bucket).
-    uploaded: Mutex<HashMap<String, u64>>,
+    /// Pack file name -> what the bucket holds of it.
+    uploaded: Mutex<HashMap<String, Upload>>,
     log_path: PathBuf,
 }
 
@@ -296,6 +321,10 @@ impl Remote {
     /// Opens another node's pack for ranged reads (one HEAD for its size).
     pub fn open_pack(self: &Arc<Self>, pack: u64) -> Result<RemotePack> {
         let key = self.pack_key(pack)?;
+        self.open_key(pack, key)
+    }
+
+    fn open_key(self: &Arc<Self>, pack: u64, key: String) -> Result<RemotePack> {
         let location = ObjectPath::from(key.as_str());
         let head = self
             .runtime
@@ -396,24 +425,45 @@ impl Remote {
         }
     }
 
-    /// Records durably that the bucket holds `size` bytes of pack `name` (0: none).
-    fn confirm(&self, name: &str, size: u64) -> Result<()> {
+    /// Records durably that the bucket holds `size` bytes of pack `name` (0: none), and
+    /// whether the local copy is gone.
+    fn confirm(&self, name: &str, size: u64, evicted: bool) -> Result<()> {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .map_err(|e| Error::io(&self.log_path, e))?;
-        f.write_all(format!("{name} {size}\n").as_bytes())
+        let flag = if evicted { " evicted" } else { "" };
+        f.write_all(format!("{name} {size}{flag}\n").as_bytes())
             .and_then(|_| f.sync_data())
             .map_err(|e| Error::io(&self.log_path, e))?;
-        lock(&self.uploaded).insert(name.to_string(), size);
+        lock(&self.uploaded).insert(name.to_string(), Upload { size, evicted });
         Ok(())
+    }
+
+    fn upload_of(&self, name: &str) -> Option<Upload> {
+        lock(&self.uploaded).get(name).copied()
+    }
+
+    /// This node's packs whose only copy is in the bucket: (name, size).
+    fn evicted(&self) -> Vec<(String, u64)> {
+        lock(&self.uploaded)
+            .iter()
+            .filter(|(_, u)| u.evicted && u.size > 0)
+            .map(|(n, u)| (n.clone(), u.size))
+            .collect()
+    }
+
+    /// One of this node's own packs, evicted from its disk: read from its own folder.
+    pub fn open_own(self: &Arc<Self>, pack: u64) -> Result<RemotePack> {
+        let key = self.key(&self.config.node, &pack::pack_name(pack));
+        self.open_key(pack, key)
     }
 }
 
-/// `name size` lines, the last one of a name winning; a torn last line is ignored (its
-/// upload is simply done again).
-fn read_upload_log(path: &Path) -> Result<HashMap<String, u64>> {
+/// `name size [evicted]` lines, the last one of a name winning; a torn last line is ignored
+/// (its upload, or eviction, is simply done again).
+fn read_upload_log(path: &Path) -> Result<HashMap<String, Upload>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -421,13 +471,28 @@ fn read_upload_log(path: &Path) -> Result<HashMap<String, u64>> {
     };
     let mut out = HashMap::new();
     for line in text.lines() {
-        if let Some((name, size)) = line.split_once(' ') {
-            if let Ok(size) = size.parse::<u64>() {
-                out.insert(name.to_string(), size);
-            }
+        let mut words = line.split(' ');
+        let (Some(name), Some(size)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let evicted = match words.next() {
+            None => false,
+            Some("evicted") => true,
+            Some(_) => continue,
+        };
+        if let Ok(size) = size.parse::<u64>() {
+            out.insert(name.to_string(), Upload { size, evicted });
         }
     }
     Ok(out)
+}
+
+/// Names of this writer's packs the upload log knows (evicted ones are not on disk, and a
+/// writer must never reuse their sequence numbers).
+pub(super) fn logged_packs(packs_dir: &Path) -> Vec<u64> {
+    read_upload_log(&packs_dir.join("uploads.log"))
+        .map(|m| m.keys().filter_map(|n| pack::parse_pack_name(n)).collect())
+        .unwrap_or_default()
 }
 
 /// Another node's pack, read by ranged GETs of whole blocks through the cache.
@@ -563,7 +628,7 @@ impl Store {
             let Ok(size) = std::fs::metadata(path).map(|m| m.len()) else {
                 continue; // removed since it was listed
             };
-            let done = lock(&remote.uploaded).get(&name).copied();
+            let done = remote.upload_of(&name).map(|u| u.size);
             if done == Some(size) {
                 continue;
             }
@@ -585,7 +650,7 @@ impl Store {
             }
             match remote
                 .upload(path, &name, size)
-                .and_then(|_| remote.confirm(&name, size))
+                .and_then(|_| remote.confirm(&name, size, false))
             {
                 Ok(()) => {
                     rep.uploaded += 1;
@@ -604,6 +669,69 @@ impl Store {
         Ok(rep)
     }
 
+    /// Every pack of this node, on its disk or evicted to the bucket, by id.
+    pub(super) fn listing(&self) -> Result<Vec<(u64, Listed)>> {
+        let mut out: Vec<(u64, Listed)> = pack::list_packs(&self.packs_dir)?
+            .into_iter()
+            .map(|(p, path)| (p, Listed::Local(path)))
+            .collect();
+        if let Some(remote) = &self.remote {
+            let here: std::collections::HashSet<u64> = out.iter().map(|(p, _)| *p).collect();
+            for (name, size) in remote.evicted() {
+                if let Some(p) = pack::parse_pack_name(&name).filter(|p| !here.contains(p)) {
+                    out.push((p, Listed::Evicted(size)));
+                }
+            }
+            out.sort_by_key(|(p, _)| *p);
+        }
+        Ok(out)
+    }
+
+    /// Removes local copies of packs the bucket holds whole, oldest first, until this
+    /// node's packs take at most `keep` bytes of its disk. Only a pack nothing appends to
+    /// any more and that the index covers to its end (`indexed`: pack -> mark) goes: its
+    /// records are then read from the bucket, and a catch-up never needs them. The log
+    /// says `evicted` (fsynced) before the file is removed, so a kill in between leaves a
+    /// local copy that the next step removes.
+    pub fn evict_step(&self, keep: u64, indexed: &HashMap<u64, u64>) -> Result<EvictReport> {
+        let remote = self.remote()?.clone();
+        let listed = pack::list_packs(&self.packs_dir)?;
+        let mut rep = EvictReport::default();
+        let mut sizes = Vec::with_capacity(listed.len());
+        for (p, path) in &listed {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            rep.local_bytes += size;
+            sizes.push((*p, path, size));
+        }
+        let own_active = self
+            .writer
+            .as_ref()
+            .and_then(|w| lock(&w.state).active.as_ref().map(|a| a.pack));
+        for (p, path, size) in sizes {
+            if rep.local_bytes <= keep {
+                break;
+            }
+            let name = pack::pack_name(p);
+            let whole = remote
+                .upload_of(&name)
+                .is_some_and(|u| u.size == size && size > 0);
+            let covered = indexed.get(&p).is_some_and(|&m| m >= size);
+            if !whole || !covered || Some(p) == own_active {
+                continue;
+            }
+            remote.confirm(&name, size, true)?;
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+            lock(&self.files).remove(&p);
+            rep.evicted += 1;
+            rep.bytes += size;
+            rep.local_bytes -= size;
+        }
+        if rep.evicted > 0 {
+            super::sync_dir(&self.packs_dir)?;
+        }
+        Ok(rep)
+    }
+
     /// Removes from the bucket the packs removed here, once nothing is left to upload: the
     /// records they held were moved into packs the bucket now holds.
     fn remove_gone(
@@ -612,13 +740,17 @@ impl Store {
         present: &std::collections::HashSet<String>,
         rep: &mut UploadReport,
     ) -> Result<()> {
+        // An evicted pack is not here either, but the bucket holds its only copy.
         let gone: Vec<String> = lock(&remote.uploaded)
             .iter()
-            .filter(|(name, size)| **size > 0 && !present.contains(*name))
+            .filter(|(name, u)| u.size > 0 && !u.evicted && !present.contains(*name))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            if let Err(e) = remote.delete(&name).and_then(|_| remote.confirm(&name, 0)) {
+            if let Err(e) = remote
+                .delete(&name)
+                .and_then(|_| remote.confirm(&name, 0, false))
+            {
                 rep.error = Some(e.to_string());
                 break;
             }

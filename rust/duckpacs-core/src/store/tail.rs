@@ -15,7 +15,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::format::{Kind, Location, PACK_HEADER_LEN, RECORD_HEADER_LEN};
-use super::pack::{self, read_at, Step, Walker};
+use super::pack::{read_at, PackRead, Step, Walker};
+use super::remote::Listed;
 use super::{lock, record, Entry, Store};
 use crate::error::{Error, Result};
 
@@ -41,19 +42,27 @@ impl Store {
     pub fn tail(&self, since: &HashMap<u64, u64>) -> Result<Tail> {
         let mut tail = Tail::default();
         let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
-        for (pack, path) in pack::list_packs(&self.packs_dir)? {
-            let Some(file) = super::read::open_pack(&path)? else {
+        for (pack, listed) in self.listing()? {
+            if let Listed::Evicted(size) = listed {
+                // Evicted only once indexed to its end: nothing past a mark there, and no
+                // request to the bucket for it at every opening.
+                if since.get(&pack).is_some_and(|&m| m >= size) {
+                    tail.ends.push((pack, size));
+                    continue;
+                }
+            }
+            let Some((file, path)) = self.open_listed(pack, &listed)? else {
                 continue; // removed since it was listed (a rewrite finished)
             };
             let until = uncommitted.get(&pack).copied().unwrap_or(u64::MAX);
-            let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            let size = file.size().map_err(|e| Error::io(&path, e))?;
             let start = since
                 .get(&pack)
                 .copied()
                 .filter(|&m| m <= size)
                 .unwrap_or(0)
                 .max(PACK_HEADER_LEN as u64);
-            let Ok(mut walker) = Walker::starting_at(&file, &path, start) else {
+            let Ok(mut walker) = Walker::starting_at(&*file, &path, start) else {
                 tail.damaged += 1;
                 continue;
             };

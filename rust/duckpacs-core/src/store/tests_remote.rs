@@ -2,12 +2,14 @@
 //! GETs, the upload log across a restart, removals. The object store is the crate's own
 //! in-memory one (the Python tests run the same code against a real S3 endpoint).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
+use super::pack;
 use super::remote::NODE_SHIFT;
 use super::tests::native;
 use super::*;
@@ -190,4 +192,45 @@ fn an_unknown_node_or_a_pack_not_uploaded_is_a_clear_error() {
     let e = b.get(loc).unwrap_err().to_string();
     assert!(e.contains("not in object storage yet"), "{e}");
     assert!(e.contains("s3://b/archive/c/w00001-00000001.dpk"), "{e}");
+}
+
+#[test]
+fn evicted_packs_are_read_walked_and_never_reused_or_deleted_from_the_bucket() {
+    let bucket = Arc::new(InMemory::new());
+    let da = tempfile::tempdir().unwrap();
+    let items: Vec<_> = (0..6).map(|n| native("7.7", n, 1, 200, 200)).collect();
+    let mut locs = Vec::new();
+    {
+        let a = open(da.path(), "a", &bucket);
+        for (buf, l) in &items {
+            locs.push(a.put(buf, Some(l)).unwrap());
+            a.seal().unwrap();
+        }
+        a.upload_step(None).unwrap();
+        let marks: HashMap<u64, u64> = a.low_water().into_iter().collect();
+        // Not indexed to its end: kept whatever the limit.
+        let r = a.evict_step(0, &HashMap::new()).unwrap();
+        assert_eq!(r.evicted, 0);
+        let r = a.evict_step(0, &marks).unwrap();
+        assert_eq!((r.evicted, r.local_bytes), (6, 0), "{r:?}");
+        assert_eq!(pack::list_packs(&da.path().join("packs")).unwrap().len(), 0);
+        // Read back from the bucket, frames too, and walked by scan and tail.
+        for ((buf, _), loc) in items.iter().zip(&locs) {
+            assert_eq!(&a.get(*loc).unwrap(), buf);
+        }
+        assert_eq!(a.scan().unwrap().len(), 6);
+        assert_eq!(a.tail(&HashMap::new()).unwrap().instances.len(), 6);
+        let caught_up = a.tail(&marks).unwrap();
+        assert!(caught_up.instances.is_empty());
+        // The bucket keeps what is evicted (an upload step removes only packs gone).
+        let r = a.upload_step(None).unwrap();
+        assert_eq!((r.deleted, r.pending_packs), (0, 0), "{r:?}");
+        assert_eq!(objects(&bucket).len(), 6);
+    }
+    // Reopened, the writer starts past the evicted packs: no name is written twice.
+    let a = open(da.path(), "a", &bucket);
+    let (buf, l) = native("7.7", 9, 1, 200, 200);
+    let loc = a.put(&buf, Some(&l)).unwrap();
+    assert!(locs.iter().all(|old| old.pack != loc.pack));
+    assert_eq!(a.get(locs[0]).unwrap(), items[0].0);
 }

@@ -62,7 +62,16 @@ impl Store {
         let mut next_seq = 1;
         let mut active = None;
         let mut ends = BTreeMap::new();
-        if let Some((last, path)) = mine.last() {
+        // Packs evicted to object storage are not on disk: their numbers stay taken, and
+        // when the newest is one of them, the writer starts a new pack.
+        let evicted_last = super::remote::logged_packs(dir)
+            .into_iter()
+            .filter(|p| p >> 32 == u64::from(id))
+            .max();
+        let newest_local = mine.last().map(|(p, _)| *p);
+        if let Some(e) = evicted_last.filter(|&e| Some(e) > newest_local) {
+            next_seq = ((e & 0xFFFF_FFFF) as u32).saturating_add(1);
+        } else if let Some((last, path)) = mine.last() {
             next_seq = ((last & 0xFFFF_FFFF) as u32).saturating_add(1);
             let file = OpenOptions::new()
                 .read(true)
