@@ -265,6 +265,9 @@ def test_a_node_keeping_little_on_its_disk_serves_and_reindexes_from_the_bucket(
         assert a.stop() == 0
     run = cs.duckpacs("reindex", "--data", str(tmp_path / "a"))
     assert run.returncode == 0, run.stderr
+    # A backup copies what is on the disk; the bucket keeps the evicted packs.
+    run = cs.duckpacs("backup", "--to", str(tmp_path / "backup"), "--data", str(tmp_path / "a"))
+    assert run.returncode == 0, run.stderr
     a = cs.start_server(tmp_path / "a")
     try:
         assert set(cs.find_uids(a.dimse_port, study)) == {cs.sop_uid(p) for p in files}

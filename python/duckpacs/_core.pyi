@@ -154,10 +154,13 @@ class Store:
     def header_bytes(self, location: Location) -> bytes: ...
     def delete(self, location: Location, hold: bool = False) -> Location: ...
     def scan(self, headers: bool = True) -> ScanIter: ...
-    def tail(self, since: dict[int, int], headers: bool = True) -> dict[str, Any]:
+    def tail(
+        self, since: dict[int, int], headers: bool = True, local_only: bool = False
+    ) -> dict[str, Any]:
         """Records past the index's per-pack marks: ``instances`` (a :class:`ScanIter` in
         log order), ``tombstoned`` (locations deleted past the marks), ``ends`` (pack -> new
-        mark), ``damaged`` (records left out: their checksums fail)."""
+        mark), ``damaged`` (records left out: their checksums fail). ``local_only`` leaves
+        out packs evicted to object storage (``store.local_bytes``)."""
     def low_water(self) -> dict[int, int]:
         """Pack -> offset below which this writer's records may be marked as indexed."""
     def settle(self, locations: Sequence[Location]) -> None:

@@ -138,7 +138,9 @@ def _plan(
         for name, copy in prev.packs.items()
         if _same_pack(packs_dir / name, copy)
     }
-    tail = store.tail(since, headers=False)
+    # Packs on this disk only: with store.local_bytes, older packs live only in the bucket,
+    # which keeps them (README, "[store] on S3").
+    tail = store.tail(since, headers=False, local_only=True)
     records = sum(1 for _ in tail["instances"])
     steps = []
     for pack, end in sorted(dict(tail["ends"]).items()):

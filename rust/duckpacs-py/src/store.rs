@@ -360,15 +360,24 @@ impl Store {
     /// whole): a dict with `instances` (an iterator like `scan`'s, in log order),
     /// `tombstoned` (locations deleted past the marks), `ends` (pack -> new mark) and
     /// `damaged` (records left out because their checksums fail).
-    #[pyo3(signature = (since, headers=true))]
+    #[pyo3(signature = (since, headers=true, local_only=false))]
     fn tail<'py>(
         &self,
         py: Python<'py>,
         since: std::collections::HashMap<u64, u64>,
         headers: bool,
+        local_only: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let s = self.get_inner()?;
-        let t = py.detach(|| s.tail(&since)).map_err(|e| to_py(py, e))?;
+        let t = py
+            .detach(|| {
+                if local_only {
+                    s.tail_local(&since)
+                } else {
+                    s.tail(&since)
+                }
+            })
+            .map_err(|e| to_py(py, e))?;
         let d = PyDict::new(py);
         let tombstoned: Vec<Loc> = t.tombstoned.into_iter().map(tup).collect();
         let ends: std::collections::HashMap<u64, u64> = t.ends.into_iter().collect();

@@ -40,10 +40,23 @@ impl Store {
     /// Each record's whole-record checksum is checked before it is returned: a record torn
     /// by a crash is never handed to the index. A pack's walk stops at a torn tail.
     pub fn tail(&self, since: &HashMap<u64, u64>) -> Result<Tail> {
+        self.tail_of(since, false)
+    }
+
+    /// [`Store::tail`] over the packs on this node's disk only (a backup copies files;
+    /// packs evicted to object storage are kept by the bucket).
+    pub fn tail_local(&self, since: &HashMap<u64, u64>) -> Result<Tail> {
+        self.tail_of(since, true)
+    }
+
+    fn tail_of(&self, since: &HashMap<u64, u64>, local_only: bool) -> Result<Tail> {
         let mut tail = Tail::default();
         let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
         for (pack, listed) in self.listing()? {
             if let Listed::Evicted(size) = listed {
+                if local_only {
+                    continue;
+                }
                 // Evicted only once indexed to its end: nothing past a mark there, and no
                 // request to the bucket for it at every opening.
                 if since.get(&pack).is_some_and(|&m| m >= size) {
