@@ -151,7 +151,13 @@ impl Store {
                 format!("dictionary {id:016x} not found"),
             )
         };
-        let loc = self.find_dict(id)?.ok_or_else(missing)?;
+        let node = meta.dict_loc.pack & !super::remote::local_id(u64::MAX);
+        let found = if node == 0 {
+            self.find_dict(id)?
+        } else {
+            self.find_remote_dict(node, id)?
+        };
+        let loc = found.ok_or_else(missing)?;
         self.load_dict(loc, id)?.ok_or_else(missing).map(Some)
     }
 
@@ -186,5 +192,34 @@ impl Store {
             Ok(())
         })?;
         Ok(found)
+    }
+
+    /// [`Store::find_dict`] in another node's packs (`node`: its bits of the pack id): a
+    /// compaction there moved the dictionary its records name. Rare (the dictionary is then
+    /// cached by id), so it lists that node's folder and walks its packs, newest first.
+    fn find_remote_dict(&self, node: u64, id: u64) -> Result<Option<Location>> {
+        let remote = self.remote()?.clone();
+        for pack in remote.node_packs(node)?.into_iter().rev() {
+            let file = self.file(pack)?;
+            let path = self.source_path(pack);
+            let mut walker = super::pack::Walker::new(&*file, &path)?;
+            while let Some(step) = walker.next_step()? {
+                let super::pack::Step::Record { offset, header } = step else {
+                    continue;
+                };
+                if header.kind != Kind::Dictionary {
+                    continue;
+                }
+                let loc = Location {
+                    pack,
+                    offset,
+                    length: header.record_len,
+                };
+                if self.read_head(loc).is_ok_and(|p| p.meta.dict_id == id) {
+                    return Ok(Some(loc));
+                }
+            }
+        }
+        Ok(None)
     }
 }

@@ -306,6 +306,30 @@ impl Remote {
         Ok(self.key(&name, &pack::pack_name(local_id(pack))))
     }
 
+    /// Every pack of the node whose bits of the pack id are `node`, as pack ids with those
+    /// bits (one listing of its folder in the bucket).
+    pub fn node_packs(&self, node: u64) -> Result<Vec<u64>> {
+        use futures::TryStreamExt;
+        let number = node_of(node);
+        let name = lock(&self.nodes).get(&number).cloned();
+        let Some(name) = name else {
+            return Ok(Vec::new());
+        };
+        let folder = self.key(&name, "");
+        let prefix = ObjectPath::from(folder.trim_end_matches('/'));
+        let listed: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.client.list(Some(&prefix)).try_collect())
+            .map_err(|e| Error::io(self.url(&folder), remote_err(&folder, e)))?;
+        let mut packs: Vec<u64> = listed
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(pack::parse_pack_name))
+            .map(|p| p | node)
+            .collect();
+        packs.sort_unstable();
+        Ok(packs)
+    }
+
     /// Where another node's pack is, for errors (its number when its name is unknown).
     pub fn display_path(&self, pack: u64) -> PathBuf {
         match self.pack_key(pack) {

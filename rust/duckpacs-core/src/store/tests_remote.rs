@@ -234,3 +234,37 @@ fn evicted_packs_are_read_walked_and_never_reused_or_deleted_from_the_bucket() {
     assert!(locs.iter().all(|old| old.pack != loc.pack));
     assert_eq!(a.get(locs[0]).unwrap(), items[0].0);
 }
+
+#[test]
+fn another_node_finds_a_dictionary_its_writer_moved_by_compaction() {
+    let bucket = Arc::new(InMemory::new());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), "a", &bucket);
+    let b = open(db.path(), "b", &bucket);
+    let items: Vec<_> = (0..8).map(|n| native("8.8", n, 1, 64, 64)).collect();
+    let locs: Vec<Location> = items
+        .iter()
+        .map(|(buf, l)| a.put(buf, Some(l)).unwrap())
+        .collect();
+    assert!(a.meta(locs[7]).unwrap().dict_id != 0);
+    for loc in &locs[..4] {
+        a.delete(*loc).unwrap();
+    }
+    a.seal().unwrap();
+    a.upload_step(None).unwrap(); // B could read the records where they were
+    let (buf, l) = native("9.9", 0, 1, 16, 16); // the writer moves on to a new pack
+    a.put(&buf, Some(&l)).unwrap();
+    let report = a.compact(0.2, |_, _| {}).unwrap();
+    assert!(report.packs_rewritten > 0, "{report:?}");
+    a.seal().unwrap();
+    let r = a.upload_step(None).unwrap();
+    assert!(r.deleted > 0, "the compacted pack left the bucket: {r:?}");
+    b.name_node(4, "a").unwrap();
+    let moved: HashMap<Location, Location> = report.moved.iter().copied().collect();
+    let new7 = moved[&locs[7]];
+    let far = Location {
+        pack: new7.pack | (4u64 << NODE_SHIFT),
+        ..new7
+    };
+    assert_eq!(b.get(far).unwrap(), items[7].0);
+}
