@@ -151,7 +151,7 @@ impl Store {
                 format!("dictionary {id:016x} not found"),
             )
         };
-        let node = meta.dict_loc.pack & !super::remote::local_id(u64::MAX);
+        let node = super::remote::node_bits(meta.dict_loc.pack);
         let found = if node == 0 {
             self.find_dict(id)?
         } else {

@@ -142,7 +142,7 @@ impl Store {
 
     /// A record read from another node carries that node's pack ids for its dictionary.
     fn from_node(loc: Location, mut p: record::Parsed) -> record::Parsed {
-        let node = loc.pack & !remote::local_id(u64::MAX);
+        let node = remote::node_bits(loc.pack);
         if node != 0 && p.meta.dict_id != 0 {
             p.meta.dict_loc.pack = remote::local_id(p.meta.dict_loc.pack) | node;
         }

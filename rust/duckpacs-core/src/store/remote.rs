@@ -36,6 +36,11 @@ pub fn node_of(pack: u64) -> u16 {
     (pack >> NODE_SHIFT) as u16
 }
 
+/// The node bits of a pack id (0 for this node's own packs).
+pub fn node_bits(pack: u64) -> u64 {
+    pack & !local_id(u64::MAX)
+}
+
 /// The pack id as its writing node names it (node bits cleared).
 pub fn local_id(pack: u64) -> u64 {
     pack & ((1u64 << NODE_SHIFT) - 1)
@@ -81,6 +86,25 @@ pub struct RemoteStats {
     pub hits: u64,
     pub cache_bytes: u64,
     pub cache_limit: u64,
+}
+
+/// The packs a writer may still append to, which are neither uploaded nor evicted: this
+/// process's open pack (its sealed last pack is done), or the last pack of another writer
+/// whose lock is held (an `import` running beside `serve`).
+struct Appending {
+    own: Option<u64>,
+    own_active: Option<u64>,
+    last_of: HashMap<u64, u64>,
+}
+
+impl Appending {
+    fn contains(&self, store: &Store, pack: u64) -> bool {
+        if Some(pack >> 32) == self.own {
+            Some(pack) == self.own_active
+        } else {
+            self.last_of.get(&(pack >> 32)) == Some(&pack) && store.pack_active(pack)
+        }
+    }
 }
 
 /// What one [`Store::evict_step`] did.
@@ -636,15 +660,7 @@ impl Store {
         let mut rep = UploadReport::default();
         let listed = pack::list_packs(&self.packs_dir)?;
         let uncommitted = super::compact::uncommitted(&self.packs_dir)?;
-        let mut last_of: HashMap<u64, u64> = HashMap::new();
-        for (p, _) in &listed {
-            last_of.insert(p >> 32, *p);
-        }
-        let own = self.writer.as_ref().map(|w| u64::from(w.id));
-        let own_active = self
-            .writer
-            .as_ref()
-            .and_then(|w| lock(&w.state).active.as_ref().map(|a| a.pack));
+        let appending = self.appending(&listed);
         let mut present = std::collections::HashSet::new();
         for (p, path) in &listed {
             let name = pack::pack_name(*p);
@@ -656,12 +672,7 @@ impl Store {
             if done == Some(size) {
                 continue;
             }
-            // Still appended to: this process's open pack, or another live writer's last.
-            let open = if Some(p >> 32) == own {
-                Some(*p) == own_active
-            } else {
-                last_of.get(&(p >> 32)) == Some(p) && self.pack_active(*p)
-            };
+            let open = appending.contains(self, *p);
             let spent = budget.is_some_and(|b| rep.bytes >= b);
             if open || uncommitted.contains_key(p) || rep.error.is_some() || spent {
                 let waiting = size - done.unwrap_or(0).min(size);
@@ -691,6 +702,20 @@ impl Store {
             self.remove_gone(&remote, &present, &mut rep)?;
         }
         Ok(rep)
+    }
+
+    /// Which of the `listed` packs a writer may still append to (see [`Appending`]).
+    fn appending(&self, listed: &[(u64, PathBuf)]) -> Appending {
+        let mut last_of = HashMap::new();
+        for (p, _) in listed {
+            last_of.insert(p >> 32, *p);
+        }
+        let w = self.writer.as_ref();
+        Appending {
+            own: w.map(|w| u64::from(w.id)),
+            own_active: w.and_then(|w| lock(&w.state).active.as_ref().map(|a| a.pack)),
+            last_of,
+        }
     }
 
     /// Every pack of this node, on its disk or evicted to the bucket, by id.
@@ -727,10 +752,7 @@ impl Store {
             rep.local_bytes += size;
             sizes.push((*p, path, size));
         }
-        let own_active = self
-            .writer
-            .as_ref()
-            .and_then(|w| lock(&w.state).active.as_ref().map(|a| a.pack));
+        let appending = self.appending(&listed);
         for (p, path, size) in sizes {
             if rep.local_bytes <= keep {
                 break;
@@ -740,7 +762,7 @@ impl Store {
                 .upload_of(&name)
                 .is_some_and(|u| u.size == size && size > 0);
             let covered = indexed.get(&p).is_some_and(|&m| m >= size);
-            if !whole || !covered || Some(p) == own_active {
+            if !whole || !covered || appending.contains(self, p) {
                 continue;
             }
             remote.confirm(&name, size, true)?;
