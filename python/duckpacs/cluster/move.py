@@ -143,8 +143,8 @@ def move_to(
 
 
 def _node_rows(index: Any, node: str) -> int:
-    quoted = "'" + node.replace("'", "''") + "'"
-    return int(index.sql(f"SELECT count(*) FROM instances WHERE node = {quoted}").rows[0][0])
+    """This node's instances in the shared index (its row of the node listing)."""
+    return next((int(n["instances"]) for n in index.nodes() if n["name"] == node), 0)
 
 
 def _judge(r: MoveReport) -> None:

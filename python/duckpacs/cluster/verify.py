@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duckpacs.errors import ConfigError, DuckpacsError
+from duckpacs.index.pg.nodes import NUMBER_SHIFT
 
 NOT_UPLOADED = "not in object storage yet"
 PAGE = 5000
-NODE_SHIFT = 48
 
 
 @dataclass
@@ -104,7 +104,7 @@ def verify_shared(
                 }
             )
             continue  # fmt: skip
-        location = (pack | int(number) << NODE_SHIFT, offset, length)
+        location = (pack | int(number) << NUMBER_SHIFT, offset, length)
         try:
             report.bytes += _check(store, location, deep)
             report.checked += 1

@@ -597,12 +597,25 @@ class PgIndex:
             raise ArchiveIndexError(
                 f"instance {ref[0]}: pack {pack} of node {node!r} does not fit in 48 bits"
             )
-        number = self._number_of(node, ref[0])
-        return (ref[0], ref[1], ref[2], pack | number << pg_nodes.NUMBER_SHIFT, ref[4], ref[5])
+        remote = self.remote_pack(pack, node, self._number_of(node, ref[0]))
+        return (ref[0], ref[1], ref[2], remote, ref[4], ref[5])
+
+    @property
+    def reads_remote(self) -> bool:
+        """Whether :meth:`read_remote` was called (this node reads the bucket)."""
+        return self._on_node is not None
+
+    def remote_pack(self, pack: int, node: str, number: int) -> int:
+        """``pack`` of node ``node`` (number ``number``) as this node's store reads it from
+        the bucket, the node named through ``on_node`` first (once)."""
+        with self._numbers_lock:
+            if number not in self._named and self._on_node is not None:
+                self._on_node(number, node)
+                self._named.add(number)
+        return pack | number << pg_nodes.NUMBER_SHIFT
 
     def _number_of(self, node: str, uid: str) -> int:
-        """Node ``node``'s number, read again from the table when not known yet, and
-        announced through ``on_node`` the first time."""
+        """Node ``node``'s number, read again from the table when not known yet."""
         with self._numbers_lock:
             number = self._numbers.get(node)
             if number is None:
@@ -614,9 +627,6 @@ class PgIndex:
                     'number in the nodes table (it never ran with [store] backend = "s3"): '
                     "retrieve it from that node"
                 )
-            if number not in self._named and self._on_node is not None:
-                self._on_node(number, node)
-                self._named.add(number)
             return number
 
     def _registered(self) -> dict[str, int]:
@@ -864,14 +874,9 @@ class PgReader:
         }
 
     def _foreign_pack(self, pack: int, node: str, number: int | None) -> int:
-        owner = self._owner
-        if owner._on_node is None or number is None:
+        if not self._owner.reads_remote or number is None:
             return pack | FOREIGN  # no bucket here, or a node that never registered
-        with owner._numbers_lock:
-            if number not in owner._named:
-                owner._on_node(number, node)
-                owner._named.add(number)
-        return pack | number << pg_nodes.NUMBER_SHIFT
+        return self._owner.remote_pack(pack, node, number)
 
     def close(self) -> None:
         self._db.close()
