@@ -33,4 +33,4 @@ from tests.dimse_support import (  # noqa: E402, F401
 from tests.pg_support import each_index_backend, pg_cluster  # noqa: E402, F401
 
 # An S3 endpoint (s3s-fs, built by `make s3s-fs`) for the tests of packs on object storage.
-from tests.s3_support import s3_server  # noqa: E402, F401
+from tests.s3_support import s3_credentials, s3_server  # noqa: E402, F401

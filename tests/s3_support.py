@@ -167,3 +167,11 @@ def s3_server() -> Iterator[S3Server]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test bucket's keys in the default variables, which the duckpacs processes a test
+    starts read (``store.access_key_env`` / ``store.secret_key_env``)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3Server.ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3Server.SECRET_KEY)

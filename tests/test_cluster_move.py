@@ -20,13 +20,9 @@ from tests import crash_support as cs
 from tests.pg_serve_support import configure_archive
 from tests.pg_support import Cluster
 from tests.s3_support import S3Server
-from tests.test_cluster_s3 import retrieved, store_section, wait_for
+from tests.test_cluster_s3 import add_node, retrieved, store_section, wait_for
 
-
-@pytest.fixture(autouse=True)
-def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3Server.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3Server.SECRET_KEY)
+pytestmark = pytest.mark.usefixtures("s3_credentials")
 
 
 def embedded_archive(
@@ -54,27 +50,9 @@ def join_cluster(data: Path, cluster: Cluster, s3: S3Server, node: str) -> str:
     return dsn
 
 
-def node_b(tmp_path: Path, data_a: Path, s3: S3Server) -> Path:
-    """A second node on the same index and bucket."""
-    text = (data_a / "duckpacs.toml").read_text()
-    secret = tmp_path / "b-pgpass"
-    secret.write_text(Cluster.PASSWORD + "\n")
-    b = tmp_path / "b"
-    b.mkdir()
-    node_a = text.split('node = "')[1].split('"')[0]
-    (b / "duckpacs.toml").write_text(
-        text.replace(f'node = "{node_a}"', 'node = "node-b"').replace(
-            str(data_a.parent / f"{data_a.name}-pgpass"), str(secret)
-        )
-    )
-    return b
-
-
-def assert_node_b_serves(
-    tmp_path: Path, data: Path, s3: S3Server, study: str, files: list[Path]
-) -> None:
+def assert_node_b_serves(tmp_path: Path, data: Path, study: str, files: list[Path]) -> None:
     """A second node, which never held the study, retrieves it byte for byte by C-GET."""
-    b = cs.start_server(node_b(tmp_path, data, s3))
+    b = cs.start_server(add_node(data, tmp_path / "b", "node-b"))
     try:
         got = wait_for(lambda: retrieved(b.dimse_port, study, files), 60, "C-GET from B")
         for path in files:
@@ -115,7 +93,7 @@ def test_move_to_indexes_uploads_verifies_and_another_node_serves_it(
     nodes = json.loads(verify.stdout)["nodes"]
     assert [(n["node"], n["checked"], n["damaged"]) for n in nodes] == [("migrated", 40, [])]
     # Node B, which never held these instances, serves them from the bucket.
-    assert_node_b_serves(tmp_path, data, s3_server, study, files)
+    assert_node_b_serves(tmp_path, data, study, files)
 
 
 def test_move_to_killed_at_random_moments_resumes_and_completes(
@@ -140,7 +118,7 @@ def test_move_to_killed_at_random_moments_resumes_and_completes(
     assert report["instances"]["index"] == report["instances"]["store"] == 160
     assert report["verified"]["checked"] == 160
     assert kills, "every run finished before its kill: the data set is too small"
-    assert_node_b_serves(tmp_path, data, s3_server, study, files)
+    assert_node_b_serves(tmp_path, data, study, files)
 
 
 def test_cluster_verify_reports_a_pack_missing_from_the_bucket(

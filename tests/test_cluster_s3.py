@@ -28,13 +28,6 @@ from tests.test_index_pg_faults import store_statuses
 pytestmark = pytest.mark.usefixtures("s3_credentials")
 
 
-@pytest.fixture
-def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The nodes find the bucket's keys in their environment (the default variables)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3Server.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3Server.SECRET_KEY)
-
-
 def store_section(
     s3: S3Server, *, seal: float = 0.3, max_pending: int = 1 << 30, local: int = 0
 ) -> str:
@@ -54,15 +47,26 @@ def store_section(
 def configure_nodes(tmp_path: Path, cluster: Cluster, s3: S3Server, **store: float) -> str:
     """Data folders ``a`` and ``b`` for nodes node-a and node-b on one index and bucket."""
     dsn = configure_archive(tmp_path / "a", cluster, node="node-a")
-    text = (tmp_path / "a" / "duckpacs.toml").read_text() + store_section(s3, **store)  # type: ignore[arg-type]
-    (tmp_path / "a" / "duckpacs.toml").write_text(text)
-    secret = tmp_path / "b-pgpass"
-    secret.write_text(cluster.PASSWORD + "\n")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "duckpacs.toml").write_text(
-        text.replace("node-a", "node-b").replace(str(tmp_path / "a-pgpass"), str(secret))
-    )
+    with (tmp_path / "a" / "duckpacs.toml").open("a") as f:
+        f.write(store_section(s3, **store))  # type: ignore[arg-type]
+    add_node(tmp_path / "a", tmp_path / "b", "node-b")
     return dsn
+
+
+def add_node(data_a: Path, data: Path, name: str) -> Path:
+    """Another node's data folder ``data``: node ``data_a``'s configuration (one index and
+    bucket) under the node name ``name``, with a password file of its own."""
+    text = (data_a / "duckpacs.toml").read_text()
+    node_a = text.split('node = "')[1].split('"')[0]
+    secret = data.parent / f"{data.name}-pgpass"
+    secret.write_text(Cluster.PASSWORD + "\n")
+    data.mkdir()
+    (data / "duckpacs.toml").write_text(
+        text.replace(f'node = "{node_a}"', f'node = "{name}"').replace(
+            str(data_a.parent / f"{data_a.name}-pgpass"), str(secret)
+        )
+    )
+    return data
 
 
 def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]

@@ -63,9 +63,7 @@ class Uploader:
         self._failing: str | None = None
         self._refusing = False
         self._beat_at = 0.0
-        self._stepped_at = 0.0
-        self._sealed_now = False
-        self._due = True  # a step is owed: at start, after a seal, while anything waits
+        self._next_step = 0.0  # monotonic time of the next step: at once at start
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
 
     def start(self) -> None:
@@ -87,7 +85,7 @@ class Uploader:
         while not self._stop.wait(self.poll):
             try:
                 self._maybe_seal()
-                if self._step_due():
+                if time.monotonic() >= self._next_step:
                     self._step()
                 self._maybe_beat()
             except DuckpacsError as e:
@@ -96,14 +94,7 @@ class Uploader:
                 log.exception("upload step failed")
                 self._report_failure(str(e))
 
-    def _step_due(self) -> bool:
-        """A step lists every pack: it runs after a seal, every second while something waits
-        (the bucket down), and every half minute otherwise (packs a compaction removed)."""
-        since = time.monotonic() - self._stepped_at
-        return (self._due and since >= 1.0) or since >= 30.0 or self._sealed_now
-
     def _maybe_seal(self) -> None:
-        self._sealed_now = False
         appends = self.store.appends
         now = time.monotonic()
         if appends != self._sealed_at_appends and self._unsealed_since is None:
@@ -112,16 +103,13 @@ class Uploader:
             self.store.seal()
             self._sealed_at_appends = appends
             self._unsealed_since = None
-            self._sealed_now = True
+            self._next_step = 0.0  # the sealed pack goes up at once
 
     def _step(self) -> None:
         # A bounded step: a stop (or a seal) never waits behind a whole backlog.
         rep = dict(self.store.upload_step(STEP_BYTES))
         self.last = rep
-        self._stepped_at = time.monotonic()
-        self._due = bool(rep["error"]) or int(rep["sealed_pending_bytes"]) > 0
-        if self._due and not rep["error"]:
-            self._stepped_at = 0.0  # more to upload: the next poll goes on at once
+        self._next_step = time.monotonic() + self._pause_after(rep)
         if rep["error"]:
             self._report_failure(rep["error"])
         elif self._failing is not None:
@@ -130,6 +118,15 @@ class Uploader:
         self._apply_backpressure(int(rep["sealed_pending_bytes"]))
         if self.local_bytes > 0 and not rep["error"]:
             self._evict()
+
+    @staticmethod
+    def _pause_after(rep: dict[str, Any]) -> float:
+        """A step lists every pack, so it runs after a seal, at once again while sealed
+        packs wait, every second while the bucket fails, and every half minute otherwise
+        (packs a compaction removed leave the bucket then)."""
+        if rep["error"]:
+            return 1.0
+        return 0.0 if int(rep["sealed_pending_bytes"]) > 0 else 30.0
 
     def _evict(self) -> None:
         # The index's own marks: a pack goes only once every record in it is indexed, so a
