@@ -50,7 +50,7 @@ from tests.dimse_support import dcmtk_tool  # noqa: E402
 from tests.interop.orthanc import Orthanc, orthanc_binary, run_orthanc  # noqa: E402
 
 from bench_index import EXPLICIT_LE, generate, plan  # noqa: E402
-from bench_pg_index import TABLES, pg_cluster  # noqa: E402
+from bench_pg_index import TABLES, database, pg_cluster  # noqa: E402
 from duckpacs.archive import part10  # noqa: E402
 from duckpacs.index import header_batch  # noqa: E402
 from duckpacs.index.pg.connect import PgConfig  # noqa: E402
@@ -59,13 +59,6 @@ from duckpacs.index.pg.db import PgIndex  # noqa: E402
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 SCU = "BENCHSCU"
 ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def database(uri: str, name: str) -> str:
-    """A new database on the cluster of ``uri``; its URI."""
-    with psycopg.connect(uri, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    return uri.rsplit("/", 1)[0] + "/" + name
 
 
 def _one(con: psycopg.Connection, sql: str, *params: object) -> int:

@@ -93,6 +93,13 @@ def _pg_bin(name: str) -> str:
     return found[-1]
 
 
+def database(uri: str, name: str) -> str:
+    """A new database on the cluster of ``uri``; its URI."""
+    with psycopg.connect(uri, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return uri.rsplit("/", 1)[0] + "/" + name
+
+
 @contextlib.contextmanager
 def pg_cluster() -> Iterator[str]:
     """A temporary PostgreSQL cluster on a free port; yields its connection URI."""

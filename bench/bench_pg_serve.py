@@ -39,7 +39,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_index import batches, generate, index_all, plan, timed  # noqa: E402
-from bench_pg_index import TABLES, Picks, embedded_queries, pg_cluster  # noqa: E402
+from bench_pg_index import TABLES, Picks, database, embedded_queries, pg_cluster  # noqa: E402
 from duckpacs.index import Index  # noqa: E402
 from duckpacs.index.pg.connect import PgConfig  # noqa: E402
 from duckpacs.index.pg.db import PgIndex  # noqa: E402
@@ -150,7 +150,7 @@ def serve_ingest(root: Path, uri: str, files: int) -> None:
             data.mkdir()
             (data / "duckpacs.toml").write_text(_config(name, uri, s3))
             if name == "PostgreSQL + S3":  # a fresh index: the same UIDs arrive again
-                uri = _fresh_database(uri)
+                uri = database(uri, f"bench_s3_{int(time.time() * 1000)}")
                 (data / "duckpacs.toml").write_text(_config(name, uri, s3))
             server = cs.start_server(data)
             try:
@@ -172,16 +172,6 @@ def serve_ingest(root: Path, uri: str, files: int) -> None:
         rate = acked / secs
         ratio = "" if name.startswith("embedded") else f"  {rate / duck:.2f}x embedded"
         print(f"  {name:<22} {rate:>8,.0f} inst/s ({acked} acknowledged){ratio}")
-
-
-def _fresh_database(uri: str) -> str:
-    """Another database on the same server (``bench_pg_index.pg_cluster`` made ``uri``)."""
-    import psycopg
-
-    name = f"bench_s3_{int(time.time() * 1000)}"
-    with psycopg.connect(uri, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    return uri.rsplit("/", 1)[0] + "/" + name
 
 
 def _cross_node_retrieval(root: Path, uri: str, s3: Any, a: Any, study: str, n: int) -> None:
