@@ -110,6 +110,9 @@ def test_admin_page_queue_and_send_to(tmp_path: Path, users: Path) -> None:
             assert sent.status_code == 202 and sent.json() == {"queued": 3, "to": "recv"}
             wait_until(lambda: len(r.copies()) == 3, "the study at the receiver")
             assert requests.post(send, json={"to": "down"}, auth=ada, timeout=30).status_code == 202
+            # A peer nobody configured is the caller's mistake: 400 naming it, not a 500.
+            unknown = requests.post(send, json={"to": " "}, auth=ada, timeout=30)
+            assert unknown.status_code == 400 and "unknown peer" in unknown.json()["error"]
 
             def down_waiting() -> dict[str, object]:
                 overview = requests.get(base + "/api/admin/queue", auth=ada, timeout=30).json()
@@ -129,7 +132,7 @@ def test_admin_page_queue_and_send_to(tmp_path: Path, users: Path) -> None:
             server.stop()
     audit = [json.loads(line) for line in (data / "audit.log").read_text().splitlines()]
     sends = [(a["user"], a["status"]) for a in audit if a["path"].endswith("/send")]
-    assert sends == [("vera", 403), ("ada", 202), ("ada", 202)]
+    assert sends == [("vera", 403), ("ada", 202), ("ada", 202), ("ada", 400)]
     assert all(a["study"] == study for a in audit if a["path"].endswith("/send"))
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from duckpacs.errors import ConfigError
 from duckpacs.web.auth import Principal, require
 from duckpacs.web.correction_api import CorrectionApi
 from duckpacs.web.errors import HttpError
@@ -142,5 +143,8 @@ class Admin:
             raise HttpError(400, 'expected {"to": PEER}')
         principal: Principal = request.scope["duckpacs.principal"]
         study = request.path_params["study"]
-        queued = self.control.send_study(study, to, f"send:web:{principal.name}")
+        try:
+            queued = self.control.send_study(study, to, f"send:web:{principal.name}")
+        except ConfigError as e:  # a peer that is not configured: the caller's error
+            raise HttpError(400, str(e)) from e
         return JSONResponse({"queued": queued, "to": to}, status_code=202)
